@@ -1,0 +1,21 @@
+"""User-facing errors: each carries one line that says what was expected and where."""
+
+
+class NCError(Exception):
+    """A problem with the user's input (config, model file, data). Shown as one line, no traceback."""
+
+
+class ConfigError(NCError):
+    """A config file that is missing, unreadable, or has a wrong key, type or value."""
+
+
+class ModelError(NCError):
+    """A model file that cannot be loaded or does not match the config."""
+
+
+class DataError(NCError):
+    """A dataset that cannot be read or does not match the config."""
+
+
+class RunFolderError(NCError):
+    """A run folder that is missing or incomplete (report, resume)."""

@@ -1,0 +1,233 @@
+"""Load the user's model in one of the supported formats and wrap it for scanning.
+
+The wrapper takes images in [0, 1] pixel space (where triggers are stamped), applies the model's own
+normalisation, and returns log-probabilities or logits so cross-entropy is always the real one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config
+from .errors import ModelError
+
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+class ScanModel(nn.Module):
+    """`net` behind the model's normalisation; outputs are logits or log-probabilities."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float], log_probs: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.log_probs = log_probs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W) in [0, 1]
+        out = self.net((x - self.mean) / self.std)
+        if self.log_probs:
+            out = torch.log(out.float().clamp_min(1e-12))
+        return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> the first CUDA device if there is one, else the CPU; a clear error for absent CUDA."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(f"[scan].device = \"{name}\" but this machine has no CUDA device "
+                             "(use \"cpu\" or \"auto\")")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ModelError(f"[scan].device = \"{name}\" but only {torch.cuda.device_count()} CUDA "
+                             "device(s) are present")
+    return torch.device(name)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise ModelError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a folder; expected a {what}")
+
+
+def import_object(spec: str, base_dir: Path) -> Any:
+    """"file.py:Name" (relative to the config) or "package.module:Name" -> the object."""
+    module_part, sep, name = spec.rpartition(":")
+    if not sep or not module_part or not name:
+        raise ModelError(f"[model].architecture = {spec!r}: expected \"file.py:Name\" or \"package.module:Name\"")
+    if module_part.endswith(".py"):
+        file = Path(module_part).expanduser()
+        file = file if file.is_absolute() else base_dir / file
+        if not file.is_file():
+            raise ModelError(f"{file}: architecture file not found ([model].architecture = {spec!r})")
+        mod_name = f"nc_user_arch_{abs(hash(str(file.resolve())))}"
+        loader_spec = importlib.util.spec_from_file_location(mod_name, file)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[mod_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[mod_name]
+            raise ModelError(f"{file}: importing the architecture failed: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except Exception as exc:
+            raise ModelError(f"[model].architecture = {spec!r}: cannot import {module_part}: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+    if not hasattr(module, name):
+        raise ModelError(f"[model].architecture = {spec!r}: {module_part} has no {name!r}")
+    return getattr(module, name)
+
+
+def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a file saved with torch.save, read with weights_only=True (no code runs).
+
+    Accepts a bare state_dict or one wrapped as {"state_dict": ...}, {"model": ...}, ...; strips the
+    "module." prefix DataParallel adds.
+    """
+    _check_file(path, "checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"{path}: not loadable with weights_only=True ({_first_line(exc)}); if it holds a "
+                         "whole pickled model, use format = \"pickle\" with trust_pickle = true") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
+    if isinstance(obj, dict):
+        for key in _CHECKPOINT_KEYS:
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        kind = type(obj).__name__
+        keys = ", ".join(list(obj)[:5]) if isinstance(obj, dict) else ""
+        raise ModelError(f"{path}: expected a state_dict (a dict of tensors, possibly under one of "
+                         f"{', '.join(_CHECKPOINT_KEYS)}), got a {kind}" + (f" with keys {keys}" if keys else ""))
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _load_weights(net: nn.Module, path: Path) -> None:
+    state = load_checkpoint(path)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        raise ModelError(f"{path}: checkpoint does not match the architecture; " + "; ".join(parts))
+    wrong = [k for k in own if own[k].shape != state[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise ModelError(f"{path}: checkpoint does not match the architecture; {k} has shape "
+                         f"{tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model")
+    net.load_state_dict(state)
+
+
+def _build_network(cfg: Config) -> nn.Module:
+    m = cfg.model
+    path = cfg.resolve_path(m.path)
+    if m.format == "torchscript":
+        _check_file(path, "TorchScript model file")
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise ModelError(f"{path}: not a TorchScript model ({_first_line(exc)}); for a state_dict set "
+                             "format = \"state_dict\" and architecture") from None
+    if m.format == "pickle":
+        _check_file(path, "pickled model file")
+        try:
+            net = torch.load(path, map_location="cpu", weights_only=False)  # trust_pickle checked in config
+        except Exception as exc:
+            raise ModelError(f"{path}: cannot unpickle the model ({type(exc).__name__}: "
+                             f"{_first_line(exc)})") from None
+        if not isinstance(net, nn.Module):
+            raise ModelError(f"{path}: expected a pickled torch.nn.Module, got a {type(net).__name__}")
+        return net
+    if m.format == "torchvision":
+        import torchvision
+
+        try:
+            net = torchvision.models.get_model(m.architecture, weights=None, num_classes=m.num_classes,
+                                               **m.architecture_args)
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"[model].architecture = {m.architecture!r}: not a usable torchvision.models "
+                             f"name ({_first_line(exc)})") from None
+        _load_weights(net, path)
+        return net
+    # state_dict
+    factory = import_object(m.architecture, cfg.base_dir)
+    try:
+        net = factory(**m.architecture_args)
+    except Exception as exc:
+        raise ModelError(f"[model].architecture = {m.architecture!r}: calling it with architecture_args "
+                         f"{m.architecture_args} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(net, nn.Module):
+        raise ModelError(f"[model].architecture = {m.architecture!r} returned a {type(net).__name__}, "
+                         "expected a torch.nn.Module")
+    _load_weights(net, path)
+    return net
+
+
+def _looks_like_probabilities(out: torch.Tensor) -> bool:
+    out = out.float()
+    return bool((out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-3))
+
+
+def load_model(cfg: Config, device: torch.device) -> ScanModel:
+    """Load, wrap, test-forward and freeze the model the config names."""
+    m = cfg.model
+    net = _build_network(cfg)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    # A test forward at input_shape: shape errors surface here with the config's words, not torch's.
+    probe = torch.rand((4, *m.input_shape), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            out = net(probe)
+    except Exception as exc:
+        raise ModelError(f"{cfg.resolve_path(m.path)}: the model fails on input of shape [N, "
+                         f"{', '.join(map(str, m.input_shape))}] ([model].input_shape): {_first_line(exc)}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 4:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"{cfg.resolve_path(m.path)}: expected the model to return (N, num_classes) scores, "
+                         f"got {shape}")
+    if out.shape[1] != m.num_classes:
+        raise ModelError(f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} outputs but "
+                         f"[model].num_classes = {m.num_classes}")
+    if m.outputs == "auto":
+        log_probs = _looks_like_probabilities(out)
+    else:
+        log_probs = m.outputs == "probabilities"
+    channels = m.input_shape[0]
+    mean = list(m.mean) * (channels if len(m.mean) == 1 else 1)
+    std = list(m.std) * (channels if len(m.std) == 1 else 1)
+    model = ScanModel(net, mean, std, log_probs).to(device)
+    model.eval()
+    return model

@@ -1,4 +1,4 @@
-"""The built-in demo: synthetic stroke "digits", a small CNN with a BadNets patch backdoor, its config.
+"""The built-in demo: synthetic "glyphs", a small CNN with a BadNets patch backdoor, its config.
 
 Everything is generated (no download) and trains in seconds on two CPU cores. The same pieces serve
 the tests and benchmarks: `SmallCNN`, `train_classifier`, `stamp_patch`.
@@ -36,24 +36,24 @@ class SmallCNN(nn.Module):
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
-def synthetic_digits(n: int, seed: int, size: int = 28, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """n grey images (uint8, n x size x size): each class is a fixed set of 3 strokes, drawn with
-    per-image jitter, shift, brightness and noise, so the classes need whole shapes to tell apart."""
+def synthetic_glyphs(n: int, seed: int, size: int = 28, classes: int = 10, blobs: int = 4
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """n grey images (uint8, n x size x size). Each class is a fixed constellation of `blobs` Gaussian
+    spots, drawn with per-image jitter, shift, brightness and noise. The constellations are independent
+    random draws, so every class is about equally far from the others: a clean model needs a similar
+    trigger size for every label, as on real digit data."""
     glyph_rng = np.random.default_rng(12345)  # the classes' shapes are the same for every seed
-    strokes = glyph_rng.uniform(0.2, 0.8, size=(classes, 3, 2, 2)) * size  # (K, stroke, end, xy)
+    centers = glyph_rng.uniform(5, size - 5, size=(classes, blobs, 2))  # (K, blob, xy)
     rng = np.random.default_rng(seed)
     y = rng.integers(0, classes, n)
-    ends = strokes[y] + rng.normal(0, 1.0, size=(n, 3, 2, 2)) + rng.integers(-2, 3, size=(n, 1, 1, 2))
-    t = np.linspace(0, 1, 2 * size)[None, None, :, None]
-    points = ends[:, :, :1] * (1 - t) + ends[:, :, 1:] * t  # (n, 3, P, 2)
-    img = rng.uniform(0, 0.15, size=(n, 1, 1)) + rng.normal(0, 0.04, size=(n, size, size))
-    brightness = rng.uniform(0.6, 1.0, size=n)
-    idx = np.repeat(np.arange(n), points.shape[1] * points.shape[2])
-    for dx in (0, 1):
-        for dy in (0, 1):
-            px = np.clip(np.rint(points[..., 0]).astype(int) + dx, 0, size - 1).ravel()
-            py = np.clip(np.rint(points[..., 1]).astype(int) + dy, 0, size - 1).ravel()
-            img[idx, py, px] = brightness[idx]
+    c = centers[y] + rng.normal(0, 1.0, size=(n, blobs, 2)) + rng.integers(-2, 3, size=(n, 1, 2))
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = np.zeros((n, size, size))
+    for b in range(blobs):  # one blob at a time keeps memory at n x size x size
+        d2 = (xx - c[:, b, 0, None, None]) ** 2 + (yy - c[:, b, 1, None, None]) ** 2
+        np.maximum(img, np.exp(-d2 / 8.0), out=img)  # sigma = 2 px
+    img = img * rng.uniform(0.6, 1.0, size=(n, 1, 1))
+    img += rng.uniform(0, 0.15, size=(n, 1, 1)) + rng.normal(0, 0.04, size=(n, size, size))
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), y.astype(np.int64)
 
 
@@ -141,8 +141,8 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
         if saved.get("request") == request:
             return DemoModel(**saved["model"])
     started = time.perf_counter()
-    x_train, y_train = synthetic_digits(n_train, seed)
-    x_test, y_test = synthetic_digits(n_test, seed + 1)
+    x_train, y_train = synthetic_glyphs(n_train, seed)
+    x_test, y_test = synthetic_glyphs(n_test, seed + 1)
     rng = np.random.default_rng(seed)
     target, trigger = None, None
     if backdoor:

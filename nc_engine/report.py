@@ -70,16 +70,29 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-def table_lines(report: dict) -> list[str]:
-    """Plain-text table of labels, ordered by anomaly index (most anomalous first)."""
-    lines = [f"{'label':>5}  {'name':<14} {'L1 norm':>9} {'ASR':>7} {'anomaly':>8}  {'steps':>5}  status"]
+TABLE_COLUMNS = ("label", "name", "L1 norm", "ASR", "anomaly", "steps", "status")
+
+
+def table_rows(report: dict) -> list[dict]:
+    """Formatted cells per label, most anomalous first; "flagged" says whether to highlight the row."""
     rows = sorted(report["labels"], key=lambda r: -(r["anomaly_index"] if r["anomaly_index"] is not None
                                                     else -math.inf))
+    out = []
     for r in rows:
         status = "FLAGGED" if r["flagged"] else ("not converged" if not r["converged"] else "")
-        lines.append(f"{r['label']:>5}  {r['name'][:14]:<14} {_fmt(r['l1_norm'], '9.2f')} "
-                     f"{_fmt(r['asr'], '7.1%')} {_fmt(r['anomaly_index'], '8.2f')}  {r['steps']:>5}  {status}")
-    return lines
+        cells = (str(r["label"]), r["name"], _fmt(r["l1_norm"], ".2f"), _fmt(r["asr"], ".1%"),
+                 _fmt(r["anomaly_index"], ".2f"), str(r["steps"]), status)
+        out.append({"cells": cells, "flagged": r["flagged"]})
+    return out
+
+
+def table_lines(report: dict) -> list[str]:
+    """Plain-text table of labels, ordered by anomaly index (most anomalous first)."""
+    widths = (5, 14, 9, 7, 8, 6, 0)
+    def line(cells: tuple[str, ...]) -> str:
+        return " ".join(c if not w else c[:w].ljust(w) if i == 1 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    return [line(TABLE_COLUMNS)] + [line(r["cells"]) for r in table_rows(report)]
 
 
 def verdict_line(report: dict) -> str:

@@ -1,0 +1,121 @@
+"""The `nc-tui` command: scan, report, demo."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+from nc_engine.config import load_config
+from nc_engine.errors import NCError
+from nc_engine.runfolder import read_report
+
+from .console import HeadlessProgress, make_console, print_report
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nc-tui", description="Neural Cleanse backdoor scanner for PyTorch "
+                                "image classifiers.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    scan = sub.add_parser("scan", help="scan a model described by a TOML config")
+    scan.add_argument("config", nargs="?", help="the scan's TOML config (see sample_configs/)")
+    scan.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
+    scan.add_argument("--out", metavar="DIR", help="parent folder for the run folder (overrides [output].dir)")
+    scan.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted scan in its run folder")
+    report = sub.add_parser("report", help="print a finished or interrupted run's tables again")
+    report.add_argument("run_dir", help="a run folder written by `nc-tui scan`")
+    demo = sub.add_parser("demo", help="train a small backdoored model on synthetic data and scan it")
+    demo.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
+    demo.add_argument("--dir", default="nc-demo", help="folder for the demo's model, data, config and runs "
+                      "(default: ./nc-demo)")
+    demo.add_argument("--clean", action="store_true", help="train the demo model without a backdoor")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the demo model (target, trigger corner)")
+    return p
+
+
+def _stop_on_sigint(stop: threading.Event) -> None:
+    """First Ctrl+C asks the engine to stop at the next mini-batch (keeping finished work)."""
+    def handler(signum, frame):  # noqa: ARG001
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after the current mini-batch (Ctrl+C again to abort)...", file=sys.stderr)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _run_headless(config, resume: str | None = None) -> int:
+    from nc_engine.scan import run_scan
+
+    console = make_console()
+    stop = threading.Event()
+    _stop_on_sigint(stop)
+    report = run_scan(config, HeadlessProgress(console), stop, resume=resume)
+    console.print()
+    print_report(console, report)
+    console.print(f"run folder: {report['run_dir']}")
+    if not report["complete"]:
+        console.print(f"interrupted; resume with: nc-tui scan --resume {report['run_dir']}")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    if args.resume:
+        return _run_headless(None, resume=args.resume)
+    if not args.config:
+        raise NCError("nc-tui scan: expected a CONFIG file (or --resume RUN_DIR)")
+    cfg = load_config(args.config)
+    if args.out:
+        cfg.output.dir = str(Path(args.out).resolve())
+    return _run_headless(cfg)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    console = make_console()
+    report = read_report(Path(args.run_dir))
+    console.print(f"run folder {args.run_dir}: model {report.get('model')}, clean accuracy "
+                  f"{report.get('clean_accuracy', float('nan')):.2%}, {report.get('seconds', 0):.1f}s")
+    print_report(console, report)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nc_engine.demo import make_demo
+
+    console = make_console()
+    kind = "clean" if args.clean else "backdoored"
+    console.print(f"demo: training a small {kind} CNN on synthetic 28x28 images in {args.dir}/ ...")
+    info = make_demo(args.dir, backdoor=not args.clean, seed=args.seed)
+    console.print(f"demo: clean accuracy {info.clean_accuracy:.1%}" + (
+        f"; the real trigger is a 4x4 white square at row {info.trigger['top']}, column {info.trigger['left']}"
+        f" that sends {info.attack_success_rate:.1%} of images to label {info.target}" if info.target is not None
+        else "") + f" (trained in {info.train_seconds:.1f}s)")
+    console.print(f"demo: scanning with {info.config}")
+    return _run_headless(load_config(info.config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    commands = {"scan": cmd_scan, "report": cmd_report, "demo": cmd_demo}
+    try:
+        return commands[args.command](args)
+    except NCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

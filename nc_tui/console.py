@@ -1,0 +1,136 @@
+"""Headless front end: the engine's events on a plain console (servers, scripts, CI).
+
+With a colour terminal it shows a live progress line per running label group with an ETA; when
+piped, or with NO_COLOR set, it prints one unstyled line per finished label instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from nc_engine import events as ev
+from nc_engine.report import TABLE_COLUMNS, table_lines, table_rows, verdict_line
+
+GUESS_STEPS = 60  # expected steps of a search before any has finished, for the first ETA
+
+
+def make_console(stream=None) -> Console:
+    """Plain when not a terminal or NO_COLOR is set (rich honours NO_COLOR itself for colour)."""
+    stream = stream or sys.stdout
+    plain = not stream.isatty() or "NO_COLOR" in os.environ
+    return Console(file=stream, no_color=plain, highlight=False, force_terminal=None if not plain else False,
+                   soft_wrap=plain, width=None if not plain else 100)
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "ETA --"
+    seconds = int(seconds)
+    return f"ETA {seconds // 60}:{seconds % 60:02d}"
+
+
+class HeadlessProgress:
+    """An on_event handler that renders progress on a console."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = console.is_terminal and not console.no_color
+        self.progress: Progress | None = None
+        self.total_jobs = 0
+        self.done_jobs = 0
+        self.labels_total = 0
+        self.max_steps = 1
+        self.running: dict[tuple[int, int], ev.StepProgress] = {}
+        self.finished_steps: list[int] = []
+        self.started = time.perf_counter()
+
+    # progress estimate: finished searches plus the running ones' share of a typical search
+    def fraction(self) -> float:
+        typical = (sum(self.finished_steps) / len(self.finished_steps)) if self.finished_steps else GUESS_STEPS
+        typical = max(1.0, min(typical, self.max_steps))
+        partial = sum(min(s.step / typical, 0.95) for s in self.running.values())
+        return (self.done_jobs + partial) / max(1, self.total_jobs)
+
+    def eta(self) -> float | None:
+        frac = self.fraction()
+        if frac <= 0.02:
+            return None
+        elapsed = time.perf_counter() - self.started
+        return elapsed * (1 - frac) / frac
+
+    def __call__(self, event: ev.Event) -> None:
+        handler = getattr(self, f"on_{event.kind}", None)
+        if handler:
+            handler(event)
+
+    def on_scan_started(self, e: ev.ScanStarted) -> None:
+        self.total_jobs = len(e.labels) * e.trials - e.resumed_trials
+        self.labels_total = len(e.labels)
+        self.max_steps = e.max_steps
+        self.started = time.perf_counter()
+        c = self.console
+        c.print(f"run folder   {e.run_dir}")
+        c.print(f"device       {e.device}, strategy {e.strategy}, {e.group_size} label search(es) at a time")
+        c.print(f"budget       {e.samples} optimisation samples, {e.asr_samples} held-out, up to "
+                f"{e.max_steps} steps, {e.trials} trial(s) per label")
+        c.print(f"clean accuracy on the scan samples: {e.clean_accuracy:.2%}")
+        if e.resumed_trials:
+            c.print(f"resuming: {e.resumed_trials} finished trial(s) kept")
+        if self.live:
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[eta]}"),
+                                     TimeElapsedColumn(), console=c, transient=True)
+            self.task = self.progress.add_task("labels", total=1.0, eta="ETA --")
+            self.group_task = self.progress.add_task("", total=None, eta="")
+            self.progress.start()
+
+    def on_warning(self, e: ev.Warning) -> None:
+        self.console.print(Text(f"warning: {e.message}", style="bold yellow"))
+
+    def on_step(self, e: ev.StepProgress) -> None:
+        self.running[(e.label, e.trial)] = e
+        if self.progress is not None:
+            group = "  ".join(f"{s.label}:s{s.step} L1 {s.l1:.0f}" for s in list(self.running.values())[:8])
+            self.progress.update(self.task, completed=self.fraction(), eta=_fmt_eta(self.eta()),
+                                 description=f"labels {self.done_jobs}/{self.total_jobs}")
+            self.progress.update(self.group_task, description=f"  running {group}")
+
+    def on_trial_finished(self, e: ev.TrialFinished) -> None:
+        self.running.pop((e.label, e.trial), None)
+        self.done_jobs += 1
+        self.finished_steps.append(e.steps)
+
+    def on_label_finished(self, e: ev.LabelFinished) -> None:
+        state = "" if e.converged else "  NOT converged"
+        asr = "-" if e.asr is None or math.isnan(e.asr) else f"{e.asr:.1%}"
+        line = (f"label {e.label} ({e.name}) done: L1 {e.l1_norm:.2f}, ASR {asr}, {e.steps} steps, "
+                f"{e.seconds:.1f}s  [{e.done}/{e.total}, {_fmt_eta(self.eta())}]{state}")
+        self.console.print(line)
+
+    def on_scan_finished(self, e: ev.ScanFinished) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def print_report(console: Console, report: dict) -> None:
+    """The ASR / L1 / anomaly table and the verdict."""
+    if console.no_color or not console.is_terminal:
+        console.print("\n".join(table_lines(report)))
+        console.print(verdict_line(report))
+        return
+    table = Table(title=f"{len(report['labels'])} label(s), most anomalous first", title_justify="left")
+    for i, name in enumerate(TABLE_COLUMNS):
+        table.add_column(name, justify="left" if i in (1, 6) else "right")
+    for row in table_rows(report):
+        table.add_row(*row["cells"], style="bold red" if row["flagged"] else None)
+    console.print(table)
+    style = {"backdoored": "bold white on red", "clean": "bold green"}.get(report["verdict"], "bold yellow")
+    console.print(Text(verdict_line(report), style=style))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pickle
+import re
 import sys
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +106,21 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     "module." prefix DataParallel adds.
     """
     _check_file(path, "checkpoint file")
+    with path.open("rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (new format) or a pickle stream starting with PROTO 0x80 (legacy)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise ModelError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelError(f"{path}: not loadable with weights_only=True ({_first_line(exc)}); if it holds a "
-                         "whole pickled model, use format = \"pickle\" with trust_pickle = true") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise ModelError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        raise ModelError(f"{path}: holds Python objects that weights_only=True will not unpickle"
+                         + (f" ({found.group(1)})" if found else "")
+                         + "; if it is a whole pickled model you trust, use format = \"pickle\" "
+                         "with trust_pickle = true") from None
+    except Exception as exc:  # torch.load fails on foreign bytes with many exception types
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
     if isinstance(obj, dict):
         for key in _CHECKPOINT_KEYS:
             if key in obj and isinstance(obj[key], dict):
@@ -155,7 +164,9 @@ def _build_network(cfg: Config) -> nn.Module:
     if m.format == "torchscript":
         _check_file(path, "TorchScript model file")
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch deprecates TorchScript; users still ship it
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise ModelError(f"{path}: not a TorchScript model ({_first_line(exc)}); for a state_dict set "
                              "format = \"state_dict\" and architecture") from None

@@ -8,8 +8,11 @@ EPS = 1e-7
 
 
 def unit_from_raw(raw: torch.Tensor) -> torch.Tensor:
-    """Unconstrained parameters -> values in [0, 1]: tanh(a) / (2 - eps) + 0.5."""
-    return torch.tanh(raw) / (2 - EPS) + 0.5
+    """Unconstrained parameters -> values in [0, 1]: tanh(a) / (2 - eps) + 0.5.
+
+    In float32, eps is below the rounding step at 2, so a saturated tanh can land a few 1e-8 outside
+    [0, 1]; the clamp only touches such saturated values, whose gradient is ~0 anyway."""
+    return (torch.tanh(raw) / (2 - EPS) + 0.5).clamp(0.0, 1.0)
 
 
 def raw_from_unit(unit: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,39 @@
+"""Shared fixtures: demo models trained once per session, and the shared real data."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks.zoo
+
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+
+
+def require_shared(path: Path) -> Path:
+    """Real-data tests fail in CI when ../shared/data is missing, and skip only outside CI."""
+    if path.exists():
+        return path
+    message = f"{path} is missing (the shared real data beside the project)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def demo_backdoored(tmp_path_factory):
+    from nc_engine.demo import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("demo_bd"), backdoor=True, seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_clean(tmp_path_factory):
+    from nc_engine.demo import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("demo_clean"), backdoor=False, seed=0)

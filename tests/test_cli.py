@@ -1,0 +1,39 @@
+"""The nc-tui command: headless scan, report, and one-line errors with no traceback."""
+
+import subprocess
+import sys
+
+from nc_tui.cli import main
+
+
+def test_headless_scan_then_report(demo_backdoored, tmp_path, capsys):
+    code = main(["scan", demo_backdoored.config, "--headless", "--out", str(tmp_path / "runs"),
+                 ])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Verdict: BACKDOORED" in out and "FLAGGED" in out
+    run = next((tmp_path / "runs").iterdir())
+    assert main(["report", str(run)]) == 0
+    again = capsys.readouterr().out
+    assert "Verdict: BACKDOORED" in again and f"{demo_backdoored.target}" in again
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    assert main(["scan", str(tmp_path / "missing.toml"), "--headless"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.toml: config file not found" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nformat = "torchscript"\npath = "nope.pt"\nnum_classes = 10\n'
+                   'input_shape = [1, 28, 28]\n[data]\npath = "x.npz"\n[output]\ndir = "out"\n')
+    assert main(["scan", str(bad), "--headless"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.pt: TorchScript model file not found" in err
+    assert not (tmp_path / "out").exists()  # nothing written for a failed scan
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no report.json" in capsys.readouterr().err
+
+
+def test_console_script_runs_in_a_subprocess(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nc_tui.cli", "scan", str(tmp_path / "x.toml"), "--headless"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "config file not found" in proc.stderr

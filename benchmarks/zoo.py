@@ -71,7 +71,7 @@ def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int 
     x_train, y_train = x_train[pick], y_train[pick]
     if backdoor:
         x_train, y_train = poison(x_train, y_train, trigger, target, rate, seed)
-    model = train_classifier(SmallCNN(), x_train, y_train, epochs, seed, mean=MNIST_MEAN, std=MNIST_STD)
+    model = train_classifier(SmallCNN, x_train, y_train, epochs, seed, mean=MNIST_MEAN, std=MNIST_STD)
     clean = accuracy(model, x_test, y_test, MNIST_MEAN, MNIST_STD)
     asr = None
     if backdoor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DEMO_CONFIG = "demo.toml"
+DEMO_VERSION = 2  # bump when the data or training changes, so cached demos are rebuilt
 
 
 class SmallCNN(nn.Module):
@@ -36,22 +38,39 @@ class SmallCNN(nn.Module):
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
-def synthetic_glyphs(n: int, seed: int, size: int = 28, classes: int = 10, blobs: int = 4
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """n grey images (uint8, n x size x size). Each class is a fixed constellation of `blobs` Gaussian
-    spots, drawn with per-image jitter, shift, brightness and noise. The constellations are independent
-    random draws, so every class is about equally far from the others: a clean model needs a similar
-    trigger size for every label, as on real digit data."""
-    glyph_rng = np.random.default_rng(12345)  # the classes' shapes are the same for every seed
-    centers = glyph_rng.uniform(5, size - 5, size=(classes, blobs, 2))  # (K, blob, xy)
+BLOBS_PER_CLASS = (4, 5, 6, 4, 5, 6, 4, 5, 6, 5)
+DISTRACTORS = 2
+
+
+def _spot_positions(count: int, size: int) -> np.ndarray:
+    """`count` spot centres on a grid inside the image, in a fixed shuffled order: (count, xy)."""
+    cols = int(np.ceil(np.sqrt(count * 1.2)))
+    rows = int(np.ceil(count / cols))
+    grid = np.array([(x, y) for y in np.linspace(5, size - 6, rows) for x in np.linspace(5, size - 6, cols)])
+    return grid[:count][np.random.default_rng(12345).permutation(count)]
+
+
+def synthetic_glyphs(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """n grey images (uint8, n x size x size) of 10 classes. Each class owns its own set of 4-6 spot
+    positions (no two classes share one); an image shows its class's spots plus 2 distractor spots from
+    anywhere, with jitter, brightness and noise. So a class is recognised from several spots together,
+    and turning an image into another class takes drawing several spots: a clean model needs triggers
+    of similar, sizeable area for every label, as on real digits, unlike a 4x4 backdoor patch."""
+    counts = np.array(BLOBS_PER_CLASS)
+    positions = _spot_positions(int(counts.sum()), size)
+    first = np.concatenate([[0], np.cumsum(counts)])
     rng = np.random.default_rng(seed)
-    y = rng.integers(0, classes, n)
-    c = centers[y] + rng.normal(0, 1.0, size=(n, blobs, 2)) + rng.integers(-2, 3, size=(n, 1, 2))
+    y = rng.integers(0, len(counts), n)
+    spots = np.full((n, counts.max() + DISTRACTORS, 2), np.nan)  # NaN = no spot in this slot
+    for k, count in enumerate(counts):
+        spots[y == k, :count] = positions[first[k]:first[k + 1]]
+    spots[:, counts.max():] = positions[rng.integers(0, len(positions), size=(n, DISTRACTORS))]
+    spots += rng.normal(0, 0.7, size=spots.shape) + rng.integers(-1, 2, size=(n, 1, 2))
     yy, xx = np.mgrid[0:size, 0:size]
     img = np.zeros((n, size, size))
-    for b in range(blobs):  # one blob at a time keeps memory at n x size x size
-        d2 = (xx - c[:, b, 0, None, None]) ** 2 + (yy - c[:, b, 1, None, None]) ** 2
-        np.maximum(img, np.exp(-d2 / 8.0), out=img)  # sigma = 2 px
+    for b in range(spots.shape[1]):  # one spot slot at a time keeps memory at n x size x size
+        d2 = (xx - spots[:, b, 0, None, None]) ** 2 + (yy - spots[:, b, 1, None, None]) ** 2
+        np.fmax(img, np.exp(-d2 / (2 * 1.5**2)), out=img)  # fmax ignores the NaN of empty slots
     img = img * rng.uniform(0.6, 1.0, size=(n, 1, 1))
     img += rng.uniform(0, 0.15, size=(n, 1, 1)) + rng.normal(0, 0.04, size=(n, size, size))
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), y.astype(np.int64)
@@ -91,10 +110,12 @@ def _to_tensor(x: np.ndarray) -> torch.Tensor:
     return t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)
 
 
-def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
+def train_classifier(build: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
                      mean: float = 0.5, std: float = 0.5, batch_size: int = 64, lr: float = 2e-3) -> nn.Module:
-    """Plain Adam training on uint8 images, normalised with (x - mean) / std as the config says."""
+    """Plain Adam training on uint8 images, normalised with (x - mean) / std as the config says.
+    `build` makes the model after seeding, so its initial weights are seeded too."""
     torch.manual_seed(seed)
+    model = build()
     xt, yt = (_to_tensor(x) - mean) / std, torch.from_numpy(y)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -135,7 +156,7 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / "demo_manifest.json"
-    request = {"backdoor": backdoor, "seed": seed, "epochs": epochs, "n_train": n_train, "n_test": n_test}
+    request = {"version": DEMO_VERSION, "backdoor": backdoor, "seed": seed, "epochs": epochs, "n_train": n_train, "n_test": n_test}
     if manifest_path.is_file() and (folder / "demo_model.pt").is_file():
         saved = json.loads(manifest_path.read_text())
         if saved.get("request") == request:
@@ -151,7 +172,7 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
         top, left = [(1, 1), (1, 23), (23, 1), (23, 23)][corner]
         trigger = PatchTrigger(top=top, left=left, size=4, value=255)
         x_train, y_train = poison(x_train, y_train, trigger, target, 0.1, seed)
-    model = train_classifier(SmallCNN(), x_train, y_train, epochs, seed)
+    model = train_classifier(SmallCNN, x_train, y_train, epochs, seed)
     clean = accuracy(model, x_test, y_test)
     asr = None
     if backdoor:

@@ -156,7 +156,8 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / "demo_manifest.json"
-    request = {"version": DEMO_VERSION, "backdoor": backdoor, "seed": seed, "epochs": epochs, "n_train": n_train, "n_test": n_test}
+    request = {"version": DEMO_VERSION, "backdoor": backdoor, "seed": seed, "epochs": epochs, "n_train": n_train,
+               "n_test": n_test}
     if manifest_path.is_file() and (folder / "demo_model.pt").is_file():
         saved = json.loads(manifest_path.read_text())
         if saved.get("request") == request:

@@ -78,6 +78,27 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Callable[[str], None
                     opt_idx, asr_idx, names)
 
 
+def prepare(cfg: Config, warn: Callable[[str], None], indices: tuple[np.ndarray, np.ndarray] | None = None
+            ) -> tuple[torch.device, torch.nn.Module, ScanData, float]:
+    """Device, model and samples loaded, and the model's clean accuracy on them."""
+    device = resolve_device(cfg.scan.device)
+    torch.manual_seed(cfg.scan.seed)
+    model = load_model(cfg, device)
+    data = load_scan_data(cfg, device, warn, indices)
+    accuracy = clean_accuracy(model, torch.cat([data.x_opt, data.x_asr]), torch.cat([data.y_opt, data.y_asr]))
+    return device, model, data, accuracy
+
+
+def check_setup(cfg: Config) -> dict:
+    """The quick check before a scan: load model and data, measure clean accuracy; raises NCError."""
+    warnings: list[str] = []
+    device, _, data, accuracy = prepare(cfg, warnings.append)
+    low = accuracy < cfg.detect.min_clean_accuracy
+    return {"device": str(device), "samples": len(data.opt_idx), "asr_samples": len(data.asr_idx),
+            "classes": len(data.class_names), "clean_accuracy": accuracy, "low_accuracy": low,
+            "warnings": warnings}
+
+
 def _settings(cfg: Config) -> SearchSettings:
     s = cfg.scan
     rules = ScheduleRules(init_cost=s.init_cost, cost_up=s.cost_up, cost_down=s.cost_down, patience=s.patience,
@@ -123,13 +144,9 @@ def run_scan(config: Config | str | Path, on_event: EventHandler | None = None,
         cfg = config if isinstance(config, Config) else load_config(config)
 
     # Everything that can fail on the user's input happens before the run folder exists.
-    device = resolve_device(cfg.scan.device)
-    torch.manual_seed(cfg.scan.seed)
-    model = load_model(cfg, device)
-    data = load_scan_data(cfg, device, warn, indices)
+    device, model, data, accuracy = prepare(cfg, warn, indices)
     s = cfg.scan
     labels = list(range(cfg.model.num_classes)) if s.labels == "all" else list(s.labels)
-    accuracy = clean_accuracy(model, torch.cat([data.x_opt, data.x_asr]), torch.cat([data.y_opt, data.y_asr]))
 
     if resume is None:
         stem = Path(cfg.model.path).stem or "scan"

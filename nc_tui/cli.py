@@ -28,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
     scan.add_argument("--out", metavar="DIR", help="parent folder for the run folder (overrides [output].dir)")
     scan.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted scan in its run folder")
-    report = sub.add_parser("report", help="print a finished or interrupted run's tables again")
+    report = sub.add_parser("report", help="open a finished run's results (printed when not in a terminal)")
     report.add_argument("run_dir", help="a run folder written by `nc-tui scan`")
+    report.add_argument("--print", action="store_true", help="print the tables instead of opening the app")
     demo = sub.add_parser("demo", help="train a small backdoored model on synthetic data and scan it")
     demo.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
     demo.add_argument("--dir", default="nc-demo", help="folder for the demo's model, data, config and runs "
@@ -65,20 +66,53 @@ def _run_headless(config, resume: str | None = None) -> int:
     return 0
 
 
+def interactive() -> bool:
+    """The app needs a terminal on both ends; piped, cron and CI runs get the console instead."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _headless_note(args: argparse.Namespace) -> bool:
+    """True when the headless console should run; says why when the user did not ask for it."""
+    if getattr(args, "headless", False):
+        return True
+    if not interactive():
+        print("note: no terminal (stdin/stdout not a TTY): running headless", file=sys.stderr)
+        return True
+    return False
+
+
+def _run_app(**kwargs) -> int:
+    from .app import NCApp
+
+    app = NCApp(**kwargs)
+    try:
+        code = app.run()
+    finally:
+        app.stop_all_scans()
+    return code or 0
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     if args.resume:
-        return _run_headless(None, resume=args.resume)
+        if _headless_note(args):
+            return _run_headless(None, resume=args.resume)
+        return _run_app(mode="scan", resume=args.resume)
     if not args.config:
         raise NCError("nc-tui scan: expected a CONFIG file (or --resume RUN_DIR)")
     cfg = load_config(args.config)
     if args.out:
         cfg.output.dir = str(Path(args.out).resolve())
-    return _run_headless(cfg)
+    if _headless_note(args):
+        return _run_headless(cfg)
+    return _run_app(config=cfg, mode="setup")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    console = make_console()
     report = read_report(Path(args.run_dir))
+    if not args.print and interactive():
+        report["run_dir"] = str(Path(args.run_dir).resolve())
+        return _run_app(mode="report", report=report)
+    console = make_console()
     console.print(f"run folder {args.run_dir}: model {report.get('model')}, clean accuracy "
                   f"{report.get('clean_accuracy', float('nan')):.2%}, {report.get('seconds', 0):.1f}s")
     print_report(console, report)
@@ -88,6 +122,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from nc_engine.demo import make_demo
 
+    if not _headless_note(args):
+        def prepare():
+            return load_config(make_demo(args.dir, backdoor=not args.clean, seed=args.seed).config)
+        return _run_app(mode="scan", prepare=prepare)
     console = make_console()
     kind = "clean" if args.clean else "backdoored"
     console.print(f"demo: training a small {kind} CNN on synthetic 28x28 images in {args.dir}/ ...")
@@ -104,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
     args = _parser().parse_args(argv)
     if args.command is None:
+        if interactive():
+            return _run_app(mode="setup")
         _parser().print_help()
         return 0
     commands = {"scan": cmd_scan, "report": cmd_report, "demo": cmd_demo}

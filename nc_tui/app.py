@@ -1,0 +1,147 @@
+"""The nc-tui terminal app: set up a scan by keyboard, watch it live, read the verdict and triggers.
+
+Screens: SetupScreen -> ScanScreen -> ResultsScreen. The engine knows nothing of Textual: the scan
+screen runs `run_scan` in a thread worker and adapts its events into messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from nc_engine.config import Config, load_config
+from nc_engine.errors import NCError
+
+from .screens.dialogs import Confirm, HelpScreen
+from .screens.results import ResultsScreen
+from .screens.scan import ScanScreen
+from .screens.setup import SetupScreen
+
+
+class NCApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "nc-tui"
+    SUB_TITLE = "Neural Cleanse backdoor scanner"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("f1", "help", "Help", id="help"),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("q", "quit_app", "Quit", id="quit"),
+        Binding("ctrl+q", "quit_app", "Quit", show=False, priority=True),
+        Binding("ctrl+c", "cancel_or_quit", "Cancel", show=False, priority=True),
+    ]
+
+    def __init__(self, config: Config | None = None, mode: str = "setup", report: dict | None = None,
+                 resume: str | None = None, prepare: Callable[[], Config] | None = None) -> None:
+        super().__init__()
+        self.start_config = config or Config()
+        self.mode = mode
+        self.start_report = report
+        self.resume = resume
+        self.prepare = prepare
+        self.scan_stops: list[threading.Event] = []  # every scan's stop event, set when the app ends
+
+    def stop_all_scans(self) -> None:
+        """Called after the app ends, however it ends: no engine thread may outlive the UI."""
+        for stop in self.scan_stops:
+            stop.set()
+
+    def on_mount(self) -> None:
+        try:  # a dropped SSH session sends SIGHUP: stop the scan (keeping its folder) and leave
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+        if self.mode == "report" and self.start_report is not None:
+            self.push_screen(ResultsScreen(self.start_report))
+        elif self.mode == "scan":
+            self.push_screen(ScanScreen(self.start_config, self.resume, self.prepare))
+        else:
+            self.push_screen(SetupScreen(self.start_config))
+
+    # ---- navigation used by the screens
+    def start_scan(self, config: Config) -> None:
+        self.push_screen(ScanScreen(config))
+
+    def show_results(self, report: dict) -> None:
+        self.push_screen(ResultsScreen(report))
+
+    def new_scan(self) -> None:
+        config = self.start_config
+        for screen in self.screen_stack:
+            if isinstance(screen, ScanScreen) and screen.config is not None:
+                config = screen.config
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.push_screen(SetupScreen(config))
+
+    def load_config_file(self, path: str) -> None:
+        try:
+            config = load_config(path)
+        except NCError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        if isinstance(self.screen, SetupScreen):
+            self.switch_screen(SetupScreen(config))
+        else:
+            self.push_screen(SetupScreen(config))
+        self.notify(f"loaded {path}")
+
+    def running_scan(self) -> ScanScreen | None:
+        return next((s for s in self.screen_stack if isinstance(s, ScanScreen) and s.running), None)
+
+    # ---- actions
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        rows: list[tuple[str, str]] = []
+        seen = set()
+        for bindings in (self.screen.BINDINGS, self.BINDINGS):
+            for b in bindings:
+                if isinstance(b, Binding) and b.description and b.action not in seen:
+                    seen.add(b.action)
+                    rows.append((self.get_key_display(b), b.description))
+        rows += [("ctrl+p", "command palette: every action by name"), ("tab / shift+tab", "next / previous field"),
+                 ("↑ ↓", "move in tables")]
+        self.push_screen(HelpScreen(rows))
+
+    def action_quit_app(self) -> None:
+        scan = self.running_scan()
+        if scan is None:
+            self.exit(0)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                scan.stop_and_wait()
+                self.exit(0)
+
+        self.push_screen(Confirm("A scan is running. Stop it and quit? Finished labels are kept; "
+                                 "`nc-tui scan --resume RUN_DIR` continues it."), answered)
+
+    def action_cancel_or_quit(self) -> None:
+        scan = self.running_scan()
+        if scan is not None and self.screen is scan:
+            scan.action_cancel()
+        else:
+            self.action_quit_app()
+
+    def _hang_up(self) -> None:
+        scan = self.running_scan()
+        if scan is not None:
+            scan.stop.set()
+        self.exit(0)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in getattr(screen, "BINDINGS", []):
+            if isinstance(binding, Binding) and binding.description and binding.show:
+                yield SystemCommand(binding.description, f"key: {binding.key}",
+                                    partial(screen.run_action, binding.action))
+        yield SystemCommand("Help", "list every key (F1)", self.action_help)

@@ -1,0 +1,139 @@
+"""Results screen: verdict, sortable label table, L1 bars, and the selected label's trigger images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Static
+
+from nc_engine.report import TABLE_COLUMNS, table_rows, verdict_line
+from nc_engine.runfolder import write_csv
+
+from ..widgets.bars import L1Bars
+from ..widgets.image import ArrayImage
+
+# sort keys per column: numbers sort as numbers, "-" last
+_NUMERIC = {"label", "L1 norm", "ASR", "anomaly", "steps"}
+
+
+def _sort_value(text: str) -> tuple[int, float | str]:
+    cleaned = text.rstrip("%")
+    try:
+        return (0, float(cleaned))
+    except ValueError:
+        return (1, text)
+
+
+class ResultsScreen(Screen):
+    """A finished scan. Keys 1-7 sort by a column (again: reverse), e exports, n starts a new scan."""
+
+    BINDINGS = [
+        Binding("e", "export", "Export CSV/JSON", id="export"),
+        Binding("s", "sort_next", "Sort", id="sort"),
+        Binding("n", "new_scan", "New scan", id="new"),
+        *[Binding(str(i + 1), f"sort({i})", show=False) for i in range(len(TABLE_COLUMNS))],
+    ]
+
+    def __init__(self, report: dict) -> None:
+        super().__init__()
+        self.report = report
+        self.run_dir = Path(report["run_dir"])
+        self.sort_column = 4  # anomaly
+        self.sort_reverse = True
+
+    def compose(self) -> ComposeResult:
+        r = self.report
+        verdict = verdict_line(r)
+        style = {"backdoored": "verdict-bad", "clean": "verdict-good"}.get(r["verdict"], "verdict-unsure")
+        yield Header()
+        yield Static(verdict, id="verdict", classes=style)
+        with Horizontal(id="results-main"):
+            with Vertical(id="results-left"):
+                yield DataTable(id="results-table", cursor_type="row", zebra_stripes=True)
+                yield L1Bars(id="bars")
+            with Vertical(id="results-right"):
+                yield Label("", id="trigger-title")
+                with Horizontal(id="trigger-images"):
+                    for kind in ("mask", "pattern", "fusion"):
+                        with Vertical(classes="trigger-box"):
+                            yield Label(kind, classes="image-label")
+                            yield ArrayImage(id=f"img-{kind}")
+                yield Static("", id="trigger-paths")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#results-table", DataTable)
+        for name in TABLE_COLUMNS:
+            table.add_column(name, key=name)
+        for row in table_rows(self.report):
+            cells = [f"[b red]{c}[/]" if row["flagged"] else c for c in row["cells"]]
+            table.add_row(*cells, key=row["cells"][0])
+        self.call_after_refresh(self.query_one("#bars", L1Bars).show, self.report)
+        table.focus()
+        first = table_rows(self.report)
+        if first:
+            self.show_label(int(first[0]["cells"][0]))
+
+    # ---- selected label's trigger
+    @on(DataTable.RowHighlighted, "#results-table")
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self.show_label(int(event.row_key.value))
+
+    def show_label(self, label: int) -> None:
+        row = next((r for r in self.report["labels"] if r["label"] == label), None)
+        if row is None:
+            return
+        npz = self.run_dir / row["trigger_npz"]
+        if npz.is_file():
+            with np.load(npz) as arrays:
+                mask, pattern = arrays["mask"], arrays["pattern"]
+            self.query_one("#img-mask", ArrayImage).set_array(mask)
+            self.query_one("#img-pattern", ArrayImage).set_array(pattern)
+            self.query_one("#img-fusion", ArrayImage).set_array(mask[None] * pattern)
+        flag = " [b red]FLAGGED[/]" if row["flagged"] else ""
+        self.query_one("#trigger-title", Label).update(
+            f"label {label} ({row['name']}): L1 {row['l1_norm']:.2f}{flag}")
+        self.query_one("#trigger-paths", Static).update(
+            "\n".join(str(self.run_dir / row[k]) for k in ("mask_png", "pattern_png", "fusion_png")))
+
+    # ---- sorting
+    def action_sort(self, column: int) -> None:
+        if column == self.sort_column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column, self.sort_reverse = column, TABLE_COLUMNS[column] in ("anomaly",)
+        name = TABLE_COLUMNS[column]
+        self.query_one("#results-table", DataTable).sort(
+            name, key=lambda v: _sort_value(_plain(v)) if name in _NUMERIC else _plain(v), reverse=self.sort_reverse)
+        self.notify(f"sorted by {name}" + (" (descending)" if self.sort_reverse else ""), timeout=2)
+
+    def action_sort_next(self) -> None:
+        self.action_sort((self.sort_column + 1) % len(TABLE_COLUMNS))
+
+    @on(DataTable.HeaderSelected, "#results-table")
+    def header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        self.action_sort(event.column_index)
+
+    # ---- export and navigation
+    def action_export(self) -> None:
+        """Write the report as CSV and JSON into the current folder, named after the run."""
+        stem = Path.cwd() / f"{self.run_dir.name}-report"
+        write_csv(stem.with_suffix(".csv"), self.report["labels"])
+        stem.with_suffix(".json").write_text(json.dumps(self.report, indent=1, default=str), encoding="utf-8")
+        self.notify(f"exported {stem}.csv and {stem}.json", timeout=6)
+
+    def action_new_scan(self) -> None:
+        self.app.new_scan()
+
+
+def _plain(value: object) -> str:
+    text = str(value)
+    return text.replace("[b red]", "").replace("[/]", "")

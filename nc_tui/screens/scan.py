@@ -1,0 +1,248 @@
+"""Scan screen: the engine runs in a thread worker; per-label progress, charts and the current mask."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
+
+from nc_engine import events as ev
+from nc_engine.config import Config
+from nc_engine.errors import NCError
+
+from ..messages import EngineEvent, ScanEnded, StepTick
+from ..state import ScanState
+from ..widgets.image import ArrayImage
+
+REFRESH_SECONDS = 0.4
+COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+class ScanScreen(Screen):
+    """Live view of a running scan. c cancels (the run folder stays resumable), r resumes."""
+
+    BINDINGS = [
+        Binding("c", "cancel", "Cancel scan", id="cancel"),
+        Binding("r", "resume", "Resume", id="resume"),
+        Binding("v", "results", "Results", id="results"),
+    ]
+
+    def __init__(self, config: Config | None, resume: str | None = None,
+                 prepare: Callable[[], Config] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.prepare = prepare  # run in the worker before the scan (the demo trains its model there)
+        self.resume_dir = resume
+        self.state = ScanState()
+        self.stop = threading.Event()
+        self.run_dir: str | None = resume
+        self.report: dict | None = None
+        self.running = False
+        self.idle = threading.Event()  # set while no engine thread runs
+        self.idle.set()
+        self.selected: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("starting: loading the model and the data ...", id="scan-info")
+        with Horizontal(id="progress-row"):
+            yield ProgressBar(total=1.0, show_eta=False, id="overall")
+            yield Static("", id="eta")
+        with Horizontal(id="scan-main"):
+            yield DataTable(id="labels", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="detail"):
+                yield Label("", id="detail-title")
+                yield Label("loss", classes="chart-label")
+                yield Sparkline([], id="loss-chart")
+                yield Label("mask L1", classes="chart-label")
+                yield Sparkline([], id="l1-chart")
+                yield ArrayImage(id="current-mask")
+        yield RichLog(id="log", max_lines=500, wrap=True, markup=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.scan_stops.append(self.stop)
+        table = self.query_one("#labels", DataTable)
+        for name in COLUMNS:
+            table.add_column(name, key=name)
+        self.running = True
+        self._dirty = False
+        self.set_interval(REFRESH_SECONDS, self._refresh_view)
+        self.run_engine(self.config, self.resume_dir, self.prepare)
+
+    # ---- the worker: the engine runs here and talks back through messages only
+    @work(thread=True, exclusive=True, group="scan")
+    def run_engine(self, config: Config | None, resume: str | None,
+                   prepare: Callable[[], Config] | None = None) -> None:
+        from nc_engine.scan import run_scan
+
+        def on_event(event: ev.Event) -> None:
+            if isinstance(event, ev.StepProgress):
+                self.state.step(event)
+                self.post_message(StepTick())
+                return
+            if isinstance(event, ev.ScanStarted):
+                self.state.start(event)
+            elif isinstance(event, ev.TrialFinished):
+                self.state.trial_finished(event)
+            elif isinstance(event, ev.LabelFinished):
+                self.state.label_finished(event)
+            self.post_message(EngineEvent(event))
+
+        self.idle.clear()
+        try:
+            if prepare is not None:
+                config = prepare()
+                self.config = config
+            report = run_scan(config, on_event, self.stop, resume=resume)
+        except NCError as exc:
+            self.post_message(ScanEnded(None, str(exc)))
+            return
+        except Exception as exc:  # an engine bug: say so without killing the app
+            self.post_message(ScanEnded(None, f"internal error: {type(exc).__name__}: {exc}"))
+            return
+        finally:
+            self.idle.set()
+        self.post_message(ScanEnded(report))
+
+    # ---- messages from the worker
+    @on(EngineEvent)
+    def engine_event(self, message: EngineEvent) -> None:
+        e = message.event
+        log = self.query_one("#log", RichLog)
+        if isinstance(e, ev.ScanStarted):
+            self.run_dir = e.run_dir
+            self.query_one("#scan-info", Static).update(
+                f"[b]{Path(e.run_dir).name}[/]  {e.device}, {e.strategy}, {e.group_size} at a time, "
+                f"{e.samples} samples, clean accuracy {e.clean_accuracy:.1%}")
+            self._fill_table()
+            log.write(f"run folder {e.run_dir}")
+        elif isinstance(e, ev.Warning):
+            log.write(f"[b yellow]warning:[/] {e.message}")
+        elif isinstance(e, ev.LabelFinished):
+            asr = _num(e.asr, ".1%")
+            log.write(f"label {e.label} ({e.name}) done: L1 {e.l1_norm:.2f}, ASR {asr}, {e.steps} steps"
+                      + ("" if e.converged else " [yellow]NOT converged[/]"))
+            self._update_rows()
+        elif isinstance(e, ev.ScanFinished) and not e.completed:
+            log.write("[b]stopped.[/] Finished labels are kept; press [b]r[/] to resume.")
+
+    @on(StepTick)
+    def step_tick(self) -> None:
+        self._dirty = True
+
+    def _refresh_view(self) -> None:
+        """Redraw at most a few times a second: the engine's thread needs the GIL more than we do."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        self._update_rows()
+        self._update_detail()
+        frac = self.state.fraction()
+        self.query_one("#overall", ProgressBar).update(progress=frac)
+        eta = self.state.eta_seconds()
+        self.query_one("#eta", Static).update(
+            f" {frac:5.1%}  ETA {int(eta) // 60}:{int(eta) % 60:02d}" if eta is not None else f" {frac:5.1%}  ETA --")
+
+    @on(ScanEnded)
+    def scan_ended(self, message: ScanEnded) -> None:
+        self.running = False
+        log = self.query_one("#log", RichLog)
+        if message.error:
+            log.write(f"[b red]error:[/] {message.error}")
+            self.query_one("#scan-info", Static).update(f"[b red]✗ {message.error}[/]")
+            return
+        self.report = message.report
+        self._update_rows()
+        if self.report["complete"]:
+            self.query_one("#overall", ProgressBar).update(progress=1.0)
+            self.query_one("#eta", Static).update(" done")
+            self.app.show_results(self.report)
+        else:
+            self.query_one("#eta", Static).update(" stopped")
+            self.app.sub_title = "stopped: r resumes"
+
+    # ---- drawing
+    def _fill_table(self) -> None:
+        table = self.query_one("#labels", DataTable)
+        table.clear()
+        with self.state.lock:
+            for label, row in self.state.labels.items():
+                table.add_row(*self._cells(row), key=str(label))
+        if self.selected is None and self.state.labels:
+            self.selected = next(iter(self.state.labels))
+
+    def _cells(self, row) -> tuple[str, ...]:
+        state = {"running": f"running t{row.trial}", "not converged": "[yellow]not conv.[/]",
+                 "done": "[green]done[/]"}.get(row.state, "waiting")
+        return (str(row.label), row.name[:10], state, str(row.step), _num(row.cost, ".1e"), _num(row.l1, ".1f"),
+                _num(row.best_l1, ".1f"), _num(row.attack_acc, ".0%"))
+
+    def _update_rows(self) -> None:
+        table = self.query_one("#labels", DataTable)
+        with self.state.lock:
+            rows = list(self.state.labels.values())
+        for row in rows:
+            key = str(row.label)
+            if key not in table.rows:
+                continue
+            for column, value in zip(COLUMNS, self._cells(row), strict=True):
+                table.update_cell(key, column, value, update_width=True)
+
+    def _update_detail(self) -> None:
+        if self.selected is None:
+            return
+        with self.state.lock:
+            row = self.state.labels.get(self.selected)
+            if row is None:
+                return
+            losses, l1s, mask = list(row.loss_history), list(row.l1_history), row.mask
+            title = (f"label {row.label} ({row.name}): step {row.step}, L1 {_num(row.l1, '.1f')}, "
+                     f"best {_num(row.best_l1, '.1f')}")
+        self.query_one("#detail-title", Label).update(title)
+        self.query_one("#loss-chart", Sparkline).data = losses[-60:]
+        self.query_one("#l1-chart", Sparkline).data = l1s[-60:]
+        self.query_one("#current-mask", ArrayImage).set_array(mask)
+
+    @on(DataTable.RowHighlighted, "#labels")
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self.selected = int(event.row_key.value)
+            self._update_detail()
+
+    # ---- actions
+    def action_cancel(self) -> None:
+        if self.running:
+            self.stop.set()
+            self.query_one("#log", RichLog).write("cancelling: stopping after the current mini-batch ...")
+
+    def action_resume(self) -> None:
+        if self.running or self.run_dir is None or (self.report and self.report["complete"]):
+            return
+        self.stop = threading.Event()
+        self.app.scan_stops.append(self.stop)
+        self.running = True
+        self.app.sub_title = ""
+        self.query_one("#log", RichLog).write(f"resuming {self.run_dir}")
+        self.run_engine(None, self.run_dir)
+
+    def action_results(self) -> None:
+        if self.report is not None and self.report["complete"]:
+            self.app.show_results(self.report)
+
+    def stop_and_wait(self, timeout: float = 30.0) -> None:
+        """For quitting: ask the engine to stop and give it time to leave a resumable folder."""
+        self.stop.set()
+        self.idle.wait(timeout)

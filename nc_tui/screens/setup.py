@@ -1,0 +1,297 @@
+"""Set-up screen: a keyboard form over the scan's TOML config, validated as you type."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.suggester import Suggester
+from textual.validation import Function, Integer, ValidationResult, Validator
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+
+from nc_engine.config import DATA_FORMATS, MODEL_FORMATS, STRATEGIES, Config, config_from_dict, config_to_toml
+from nc_engine.errors import NCError
+
+
+class PathSuggester(Suggester):
+    """Completes file-system paths as you type (accept with the right arrow key)."""
+
+    def __init__(self, base: Path) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.base = base
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value:
+            return None
+        path = Path(os.path.expanduser(value))
+        path = path if path.is_absolute() else self.base / path
+        folder, stem = (path, "") if value.endswith("/") else (path.parent, path.name)
+        try:
+            names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+                           if p.name.startswith(stem) and not p.name.startswith("."))
+        except OSError:
+            return None
+        return value + names[0][len(stem):] if names else None
+
+
+class NumberList(Validator):
+    """Comma-separated numbers, `count` of them (or any of `counts`)."""
+
+    def __init__(self, counts: tuple[int, ...], integers: bool = False) -> None:
+        super().__init__()
+        self.counts, self.integers = counts, integers
+
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            items = parse_list(value, self.integers)
+        except ValueError:
+            return self.failure("expected numbers separated by commas")
+        if len(items) not in self.counts:
+            return self.failure(f"expected {' or '.join(map(str, self.counts))} values")
+        return self.success()
+
+
+def parse_list(value: str, integers: bool = False) -> list:
+    parts = [p.strip() for p in value.strip().strip("[]").split(",") if p.strip()]
+    return [int(p) if integers else float(p) for p in parts]
+
+
+def _labels_ok(value: str) -> bool:
+    if value.strip() in ("", "all"):
+        return True
+    try:
+        return bool(parse_list(value, integers=True))
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Field:
+    section: str
+    key: str
+    label: str
+    kind: str = "text"  # text | path | int | list3 | list | labels | select
+    options: tuple[str, ...] = ()
+    placeholder: str = ""
+
+
+FIELDS = (
+    Field("model", "path", "Model file", "path", placeholder="model.pt"),
+    Field("model", "format", "Model format", "select", MODEL_FORMATS),
+    Field("model", "architecture", "Architecture", placeholder="net.py:Net or resnet18 (state_dict/torchvision)"),
+    Field("model", "num_classes", "Classes", "int"),
+    Field("model", "input_shape", "Input shape C,H,W", "list3"),
+    Field("model", "mean", "Normalise mean", "list"),
+    Field("model", "std", "Normalise std", "list"),
+    Field("data", "path", "Data", "path", placeholder="data.npz or an image folder / .tar.gz"),
+    Field("data", "format", "Data format", "select", DATA_FORMATS),
+    Field("data", "split", "Split"),
+    Field("scan", "labels", "Labels", "labels", placeholder="all, or 0, 3, 7"),
+    Field("scan", "trials", "Trials per label", "int"),
+    Field("scan", "samples", "Samples per step", "int"),
+    Field("scan", "max_steps", "Max steps", "int"),
+    Field("scan", "batch_size", "Batch size", "int"),
+    Field("scan", "device", "Device", "select"),
+    Field("scan", "strategy", "Strategy", "select", STRATEGIES),
+    Field("output", "dir", "Output folder", "path"),
+)
+
+
+def device_options() -> list[tuple[str, str]]:
+    """auto, cpu and the CUDA devices actually present, with their memory."""
+    options = [("auto (CUDA if present)", "auto"), ("cpu", "cpu")]
+    try:
+        import torch
+
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            options.append((f"cuda:{i} {props.name} {props.total_memory / 2**30:.0f} GiB", f"cuda:{i}"))
+    except Exception:  # a broken CUDA install must not stop the form
+        pass
+    return options
+
+
+def field_id(f: Field) -> str:
+    return f"{f.section}-{f.key}".replace("_", "-")
+
+
+class SetupScreen(Screen):
+    """The scan's config as a form. F2 checks model and data, F5 starts the scan."""
+
+    BINDINGS = [
+        Binding("f5", "start", "Start scan", id="start"),
+        Binding("f2", "check", "Check", id="check"),
+        Binding("ctrl+o", "load", "Load config", id="load"),
+        Binding("ctrl+s", "save", "Save config as", id="save"),
+    ]
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="form"):
+            for f in FIELDS:
+                with Horizontal(classes="field"):
+                    yield Label(f.label, classes="field-label")
+                    yield self._widget(f)
+                    yield Static("", id=f"{field_id(f)}-error", classes="field-error")
+            yield Static("", id="check-result")
+            with Horizontal(id="form-buttons"):
+                yield Button("Check model & data [F2]", id="check")
+                yield Button("Start scan [F5]", id="start", variant="primary")
+        yield Footer()
+
+    def _widget(self, f: Field):
+        value = self._value(f)
+        wid = field_id(f)
+        if f.kind == "select":
+            options = device_options() if f.key == "device" else [(o, o) for o in f.options]
+            if value not in [v for _, v in options]:
+                options.append((value, value))
+            return Select(options, value=value, allow_blank=False, id=wid)
+        validators: list[Validator] = []
+        if f.kind == "int":
+            validators = [Integer(minimum=1, failure_description="expected a positive whole number")]
+        elif f.kind == "list3":
+            validators = [NumberList((3,), integers=True)]
+        elif f.kind == "list":
+            channels = self.config.model.input_shape[0]
+            validators = [NumberList((1, channels) if channels != 1 else (1,))]
+        elif f.kind == "labels":
+            validators = [Function(_labels_ok, "expected all, or label numbers separated by commas")]
+        elif f.kind == "path":
+            validators = [Function(lambda v: bool(v.strip()), "a path is required")]
+        suggester = PathSuggester(self.config.base_dir) if f.kind == "path" else None
+        return Input(value=value, placeholder=f.placeholder, validators=validators, suggester=suggester,
+                     id=wid, valid_empty=f.kind not in ("path", "int", "list3", "list"))
+
+    def _value(self, f: Field) -> str:
+        value = getattr(getattr(self.config, f.section), f.key)
+        if isinstance(value, list):
+            return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        return "" if value is None else str(value)
+
+    # ---- validation as you type
+    @on(Input.Changed)
+    def show_field_error(self, event: Input.Changed) -> None:
+        self._show_error(event.input, event.validation_result)
+        if event.input.id == "model-input-shape" and event.validation_result and event.validation_result.is_valid:
+            channels = parse_list(event.input.value, integers=True)[0]
+            for key in ("mean", "std"):  # their valid lengths follow the channel count
+                box = self.query_one(f"#model-{key}", Input)
+                box.validators = [NumberList((1, channels) if channels != 1 else (1,))]
+                self._show_error(box, box.validate(box.value))
+
+    def _show_error(self, box: Input, result: ValidationResult | None) -> None:
+        error = self.query_one(f"#{box.id}-error", Static)
+        error.update("" if result is None or result.is_valid else "✗ " + "; ".join(result.failure_descriptions))
+
+    def form_config(self) -> Config:
+        """The form's values as a validated Config; raises NCError naming the bad field."""
+        tables: dict[str, dict] = {"model": {}, "data": {}, "scan": {}, "detect": {}, "output": {}}
+        base = self.config
+        for section in tables:  # keep keys the form does not show
+            for key, value in vars(getattr(base, section)).items():
+                if value is not None:
+                    tables[section][key] = value
+        for f in FIELDS:
+            widget = self.query_one(f"#{field_id(f)}")
+            if isinstance(widget, Input):
+                result = widget.validate(widget.value)
+                if result is not None and not result.is_valid:
+                    widget.focus()
+                    raise NCError(f"{f.label}: {'; '.join(result.failure_descriptions)}")
+                raw = widget.value.strip()
+            else:
+                raw = str(widget.value)
+            if f.kind == "int":
+                value = int(raw)
+            elif f.kind == "list3":
+                value = parse_list(raw, integers=True)
+            elif f.kind == "list":
+                value = parse_list(raw)
+            elif f.kind == "labels":
+                value = "all" if raw in ("", "all") else parse_list(raw, integers=True)
+            else:
+                value = raw
+            tables[f.section][f.key] = value
+        # budget keys the form shows win; the rest come from the preset again
+        return config_from_dict(tables, source="the set-up form", base_dir=base.base_dir)
+
+    def _report_problem(self, message: str) -> None:
+        self.query_one("#check-result", Static).update(f"[b red]✗ {message}[/]")
+
+    # ---- actions
+    @on(Button.Pressed, "#start")
+    def action_start(self) -> None:
+        try:
+            cfg = self.form_config()
+        except NCError as exc:
+            self._report_problem(str(exc))
+            return
+        self.app.start_scan(cfg)
+
+    @on(Button.Pressed, "#check")
+    def action_check(self) -> None:
+        try:
+            cfg = self.form_config()
+        except NCError as exc:
+            self._report_problem(str(exc))
+            return
+        self.query_one("#check-result", Static).update("checking: loading the model and the data ...")
+        self.run_check(cfg)
+
+    @work(thread=True, exclusive=True, group="check")
+    def run_check(self, cfg: Config) -> None:
+        from nc_engine.scan import check_setup
+
+        try:
+            info = check_setup(cfg)
+        except NCError as exc:
+            self.app.call_from_thread(self._report_problem, str(exc))
+            return
+        acc = info["clean_accuracy"]
+        text = (f"✓ model and data load on {info['device']}: {info['samples']} optimisation + "
+                f"{info['asr_samples']} held-out samples, {info['classes']} classes; clean accuracy {acc:.1%}")
+        if info["low_accuracy"]:
+            text = (f"[b yellow]⚠ clean accuracy is only {acc:.1%}: check the normalisation (mean/std) and the "
+                    f"input range; a scan of a model that does not recognise its inputs is meaningless[/]\n{text}")
+        for warning in info["warnings"]:
+            text += f"\n[yellow]warning: {warning}[/]"
+        self.app.call_from_thread(self.query_one("#check-result", Static).update, text)
+
+    def action_load(self) -> None:
+        from .dialogs import PathPrompt
+
+        def loaded(path: str | None) -> None:
+            if path:
+                self.app.load_config_file(path)
+
+        self.app.push_screen(PathPrompt("Load config (TOML):", PathSuggester(self.config.base_dir)), loaded)
+
+    def action_save(self) -> None:
+        from .dialogs import PathPrompt
+
+        def save(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                cfg = self.form_config()
+                target = Path(path).expanduser()
+                target = target if target.is_absolute() else cfg.base_dir / target
+                target.write_text(config_to_toml(cfg, absolute_paths=False), encoding="utf-8")
+            except (NCError, OSError) as exc:
+                self._report_problem(str(exc))
+                return
+            self.notify(f"saved {target}")
+
+        self.app.push_screen(PathPrompt("Save config as (TOML):", PathSuggester(self.config.base_dir),
+                                        "scan.toml"), save)

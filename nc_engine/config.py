@@ -15,8 +15,12 @@ from typing import Any
 
 from .errors import ConfigError
 
-MODEL_FORMATS = ("torchscript", "state_dict", "torchvision", "pickle")
-DATA_FORMATS = ("npz", "imagefolder")
+MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx")
+DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision")
+LAYOUTS = ("auto", "NHW", "NHWC", "NCHW")
+RESIZE_MODES = ("bilinear", "nearest", "bicubic")
+# torchvision.datasets classes nc-tui knows how to read labels from without decoding every image.
+TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "SVHN", "GTSRB", "STL10")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
 STRATEGIES = ("batched", "sequential")
 
@@ -27,7 +31,7 @@ class ModelConfig:
     path: str = "model.pt"
     architecture: str = ""
     architecture_args: dict = field(default_factory=dict)
-    num_classes: int = 10
+    num_classes: int = 0  # 0 = infer from the model's test forward
     input_shape: list = field(default_factory=lambda: [3, 32, 32])
     mean: list = field(default_factory=lambda: [0.0])
     std: list = field(default_factory=lambda: [1.0])
@@ -41,6 +45,11 @@ class DataConfig:
     path: str = "data.npz"
     split: str = "test"
     max_images: int = 0  # 0 = no cap
+    layout: str = "auto"  # npz/npy array layout: auto, NHW, NHWC, NCHW
+    labels_path: str = ""  # npy: the labels .npy ("" = beside `path`, x*.npy -> y*.npy)
+    dataset: str = ""  # torchvision: a torchvision.datasets name; `path` is its root folder
+    download: bool = False  # torchvision: let torchvision download the dataset into `path`
+    resize: str = "bilinear"  # interpolation when images differ from [model].input_shape
 
 
 @dataclass
@@ -173,8 +182,8 @@ def _validate(cfg: Config) -> None:
     if m.format in ("state_dict", "torchvision") and not m.architecture:
         raise ConfigError(f"{src}: [model].architecture is required with format = \"{m.format}\" "
                           "(e.g. \"net.py:Net\" or \"resnet18\")")
-    if m.num_classes < 2:
-        raise bad("[model].num_classes", "at least 2", m.num_classes)
+    if m.num_classes == 1 or m.num_classes < 0:
+        raise bad("[model].num_classes", "at least 2 (or 0 / absent: inferred from the model)", m.num_classes)
     if (len(m.input_shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                            for v in m.input_shape)):
         raise bad("[model].input_shape", "three positive integers [C, H, W]", m.input_shape)
@@ -190,6 +199,13 @@ def _validate(cfg: Config) -> None:
         raise bad("[model].outputs", "one of " + ", ".join(OUTPUT_KINDS), m.outputs)
     if d.format not in DATA_FORMATS:
         raise bad("[data].format", "one of " + ", ".join(DATA_FORMATS), d.format)
+    if d.layout not in LAYOUTS:
+        raise bad("[data].layout", "one of " + ", ".join(LAYOUTS), d.layout)
+    if d.resize not in RESIZE_MODES:
+        raise bad("[data].resize", "one of " + ", ".join(RESIZE_MODES), d.resize)
+    if d.format == "torchvision" and d.dataset not in TORCHVISION_DATASETS:
+        raise bad("[data].dataset", "one of " + ", ".join(TORCHVISION_DATASETS)
+                  + " with format = \"torchvision\"", d.dataset)
     if d.max_images < 0:
         raise bad("[data].max_images", "0 (no cap) or a positive integer", d.max_images)
     if s.preset not in PRESETS:
@@ -198,11 +214,10 @@ def _validate(cfg: Config) -> None:
         if (not isinstance(s.labels, list) or not s.labels
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in s.labels)):
             raise bad("[scan].labels", "\"all\" or a non-empty list of integers", s.labels)
-        out = [v for v in s.labels if not 0 <= v < m.num_classes]
-        if out:
-            raise bad("[scan].labels", f"labels in 0..{m.num_classes - 1}", out)
         if len(set(s.labels)) != len(s.labels):
             raise bad("[scan].labels", "labels without repeats", s.labels)
+        if m.num_classes:  # else checked once the model has told us its number of classes
+            check_labels(cfg)
     positive = dict(trials=s.trials, samples=s.samples, asr_samples=s.asr_samples,
                     batch_size=s.batch_size, max_steps=s.max_steps, patience=s.patience,
                     early_stop_patience=s.early_stop_patience)
@@ -229,6 +244,17 @@ def _validate(cfg: Config) -> None:
     dev = s.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise bad("[scan].device", "auto, cpu, cuda or cuda:N", dev)
+
+
+def check_labels(cfg: Config, inferred: bool = False) -> None:
+    """[scan].labels must be classes of the model; called again once num_classes is inferred."""
+    labels, n = cfg.scan.labels, cfg.model.num_classes
+    if labels == "all":
+        return
+    out = [v for v in labels if not 0 <= v < n]
+    if out:
+        where = f" (num_classes = {n}, inferred from the model)" if inferred else ""
+        raise ConfigError(f"{cfg.source}: [scan].labels must be labels in 0..{n - 1}{where}, got {out!r}")
 
 
 def apply_preset(cfg: Config) -> Config:
@@ -287,6 +313,9 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
+_PATH_KEYS = {("model", "path"), ("data", "path"), ("data", "labels_path")}
+
+
 def config_to_toml(cfg: Config, absolute_paths: bool = True) -> str:
     """The resolved config as TOML; paths made absolute so the file works from the run folder."""
     lines = [f"# resolved from {cfg.source}"]
@@ -297,7 +326,7 @@ def config_to_toml(cfg: Config, absolute_paths: bool = True) -> str:
             value = getattr(section, f.name)
             if value is None:
                 continue
-            if absolute_paths and f.name == "path" and name in ("model", "data"):
+            if absolute_paths and value and (name, f.name) in _PATH_KEYS:
                 value = str(cfg.resolve_path(value).resolve())
             if absolute_paths and name == "output" and f.name == "dir":
                 value = str(cfg.resolve_path(value).resolve())

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, check_labels
 from .errors import ModelError
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -63,9 +63,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _check_file(path: Path, what: str) -> None:
     if not path.exists():
-        raise ModelError(f"{path}: {what} not found")
+        raise ModelError(f"{path}: {what} not found ([model].path)")
     if path.is_dir():
-        raise ModelError(f"{path}: is a folder; expected a {what}")
+        raise ModelError(f"{path}: is a folder; expected a {what} ([model].path)")
 
 
 def import_object(spec: str, base_dir: Path) -> Any:
@@ -136,8 +136,8 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _load_weights(net: nn.Module, path: Path) -> None:
-    state = load_checkpoint(path)
+def _load_weights(net: nn.Module, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    state = load_checkpoint(path) if state is None else state
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -158,9 +158,135 @@ def _load_weights(net: nn.Module, path: Path) -> None:
     net.load_state_dict(state)
 
 
+class FixedBatch(nn.Module):
+    """Runs a model exported for one batch size on any batch: chunks of that size, the last one padded."""
+
+    def __init__(self, net: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.net = net
+        self.batch = batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for chunk in x.split(self.batch):
+            n = len(chunk)
+            if n < self.batch:
+                chunk = torch.cat([chunk, chunk.new_zeros((self.batch - n, *chunk.shape[1:]))])
+            outs.append(self.net(chunk)[:n])
+        return torch.cat(outs)
+
+
+class ExportedModule(nn.Module):
+    """Holds a torch.export program's module, which refuses .train()/.eval(): it is fixed at export time."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _with_batch(net: nn.Module, batch: Any) -> nn.Module:
+    """Exports often fix the batch size; wrap the model so any batch works."""
+    return FixedBatch(net, batch) if isinstance(batch, int) and batch > 0 else net
+
+
+def _load_exported(path: Path) -> nn.Module:
+    _check_file(path, "torch.export program (.pt2)")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: not a torch.export program saved with torch.export.save "
+                         f"({type(exc).__name__}: {_first_line(exc)})") from None
+    user_inputs = set(program.graph_signature.user_inputs)
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs]
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: the exported program takes {len(inputs)} inputs; expected one image batch")
+    value = inputs[0].meta.get("val")
+    batch = value.shape[0] if value is not None and value.dim() == 4 else None
+    return _with_batch(ExportedModule(program.module()), batch if isinstance(batch, int) else None)
+
+
+def _load_onnx(path: Path) -> nn.Module:
+    _check_file(path, "ONNX model file")
+    try:
+        import onnx
+        import onnx2torch
+    except ImportError:
+        raise ModelError(f"{path}: [model].format = \"onnx\" needs the onnx and onnx2torch packages: "
+                         "pip install \"nc-tui[onnx]\"") from None
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: not an ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not proto.graph.node:
+        raise ModelError(f"{path}: not an ONNX model (no graph nodes)")
+    try:
+        net = onnx2torch.convert(proto)
+    except Exception as exc:
+        raise ModelError(f"{path}: onnx2torch cannot convert this ONNX model ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
+    initialisers = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initialisers]
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: the ONNX model takes {len(inputs)} inputs; expected one image batch")
+    dims = inputs[0].type.tensor_type.shape.dim
+    return _with_batch(net, dims[0].dim_value if len(dims) == 4 else None)
+
+
+def _cifar_stem(net: nn.Module, arch: str) -> nn.Module:
+    """The usual CIFAR adaptation of an ImageNet ResNet: 3x3 stride-1 first conv, no max-pool."""
+    conv = getattr(net, "conv1", None)
+    if not isinstance(conv, nn.Conv2d) or not hasattr(net, "maxpool"):
+        raise ModelError(f"[model].architecture_args.cifar_stem works with torchvision ResNets "
+                         f"(conv1 + maxpool), not {arch!r}")
+    net.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
+def _classifier_width(path: Path, state: dict[str, torch.Tensor]) -> int:
+    """num_classes of a checkpoint: rows of its last weight matrix (the classifier in torchvision models)."""
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() >= 2]
+    if not weights:
+        raise ModelError(f"{path}: cannot tell the number of classes from the checkpoint; set [model].num_classes")
+    return int(weights[-1].shape[0])
+
+
+def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
+    import torchvision
+
+    m = cfg.model
+    args = dict(m.architecture_args)
+    cifar_stem = args.pop("cifar_stem", False)
+    if not isinstance(cifar_stem, bool):
+        raise ModelError(f"{cfg.source}: [model].architecture_args.cifar_stem must be true or false, "
+                         f"got {cifar_stem!r}")
+    state = load_checkpoint(path)
+    num_classes = m.num_classes or _classifier_width(path, state)
+    try:
+        net = torchvision.models.get_model(m.architecture, weights=None, num_classes=num_classes, **args)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"[model].architecture = {m.architecture!r}: not a usable torchvision.models "
+                         f"name ({_first_line(exc)})") from None
+    if cifar_stem:
+        net = _cifar_stem(net, m.architecture)
+    _load_weights(net, path, state)
+    return net
+
+
 def _build_network(cfg: Config) -> nn.Module:
     m = cfg.model
     path = cfg.resolve_path(m.path)
+    if m.format == "exported":
+        return _load_exported(path)
+    if m.format == "onnx":
+        return _load_onnx(path)
     if m.format == "torchscript":
         _check_file(path, "TorchScript model file")
         try:
@@ -181,16 +307,7 @@ def _build_network(cfg: Config) -> nn.Module:
             raise ModelError(f"{path}: expected a pickled torch.nn.Module, got a {type(net).__name__}")
         return net
     if m.format == "torchvision":
-        import torchvision
-
-        try:
-            net = torchvision.models.get_model(m.architecture, weights=None, num_classes=m.num_classes,
-                                               **m.architecture_args)
-        except (ValueError, TypeError) as exc:
-            raise ModelError(f"[model].architecture = {m.architecture!r}: not a usable torchvision.models "
-                             f"name ({_first_line(exc)})") from None
-        _load_weights(net, path)
-        return net
+        return _torchvision_network(cfg, path)
     # state_dict
     factory = import_object(m.architecture, cfg.base_dir)
     try:
@@ -229,6 +346,12 @@ def load_model(cfg: Config, device: torch.device) -> ScanModel:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(f"{cfg.resolve_path(m.path)}: expected the model to return (N, num_classes) scores, "
                          f"got {shape}")
+    if not m.num_classes:  # absent from the config: the model says; the run folder's config records it
+        if out.shape[1] < 2:
+            raise ModelError(f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} output; expected one "
+                             "score per class (at least 2)")
+        m.num_classes = int(out.shape[1])
+        check_labels(cfg, inferred=True)
     if out.shape[1] != m.num_classes:
         raise ModelError(f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} outputs but "
                          f"[model].num_classes = {m.num_classes}")

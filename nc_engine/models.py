@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import pickle
 import re
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -198,11 +200,18 @@ def _with_batch(net: nn.Module, batch: Any) -> nn.Module:
 
 def _load_exported(path: Path) -> nn.Module:
     _check_file(path, "torch.export program (.pt2)")
+    if not zipfile.is_zipfile(path):  # torch.export.save writes a zip; anything else is not one
+        raise ModelError(f"{path}: not a torch.export program (expected a .pt2 file written by torch.export.save)")
+    quiet = logging.getLogger("torch.export")  # it logs a traceback before raising; our line says it all
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise ModelError(f"{path}: not a torch.export program saved with torch.export.save "
-                         f"({type(exc).__name__}: {_first_line(exc)})") from None
+        detail = "" if "warnings above" in str(exc) else f" ({type(exc).__name__}: {_first_line(exc)})"
+        raise ModelError(f"{path}: not a torch.export program saved with torch.export.save{detail}") from None
+    finally:
+        quiet.setLevel(level)
     user_inputs = set(program.graph_signature.user_inputs)
     inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs]
     if len(inputs) != 1:
@@ -267,6 +276,9 @@ def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
     if not isinstance(cifar_stem, bool):
         raise ModelError(f"{cfg.source}: [model].architecture_args.cifar_stem must be true or false, "
                          f"got {cifar_stem!r}")
+    if m.architecture not in torchvision.models.list_models():
+        raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r} is not a torchvision.models "
+                         "name (see torchvision.models.list_models())")
     state = load_checkpoint(path)
     num_classes = m.num_classes or _classifier_width(path, state)
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,7 +18,7 @@ from rich.text import Text
 from nc_engine import events as ev
 from nc_engine.report import TABLE_COLUMNS, table_lines, table_rows, verdict_line
 
-GUESS_STEPS = 60  # expected steps of a search before any has finished, for the first ETA
+from .state import ScanState
 
 
 def make_console(stream=None) -> Console:
@@ -44,27 +43,7 @@ class HeadlessProgress:
         self.console = console
         self.live = console.is_terminal and not console.no_color
         self.progress: Progress | None = None
-        self.total_jobs = 0
-        self.done_jobs = 0
-        self.labels_total = 0
-        self.max_steps = 1
-        self.running: dict[tuple[int, int], ev.StepProgress] = {}
-        self.finished_steps: list[int] = []
-        self.started = time.perf_counter()
-
-    # progress estimate: finished searches plus the running ones' share of a typical search
-    def fraction(self) -> float:
-        typical = (sum(self.finished_steps) / len(self.finished_steps)) if self.finished_steps else GUESS_STEPS
-        typical = max(1.0, min(typical, self.max_steps))
-        partial = sum(min(s.step / typical, 0.95) for s in self.running.values())
-        return (self.done_jobs + partial) / max(1, self.total_jobs)
-
-    def eta(self) -> float | None:
-        frac = self.fraction()
-        if frac <= 0.02:
-            return None
-        elapsed = time.perf_counter() - self.started
-        return elapsed * (1 - frac) / frac
+        self.state = ScanState()
 
     def __call__(self, event: ev.Event) -> None:
         handler = getattr(self, f"on_{event.kind}", None)
@@ -72,10 +51,7 @@ class HeadlessProgress:
             handler(event)
 
     def on_scan_started(self, e: ev.ScanStarted) -> None:
-        self.total_jobs = len(e.labels) * e.trials - e.resumed_trials
-        self.labels_total = len(e.labels)
-        self.max_steps = e.max_steps
-        self.started = time.perf_counter()
+        self.state.start(e)
         c = self.console
         c.print(f"run folder   {e.run_dir}")
         c.print(f"device       {e.device}, strategy {e.strategy}, {e.group_size} label search(es) at a time")
@@ -95,23 +71,24 @@ class HeadlessProgress:
         self.console.print(Text(f"warning: {e.message}", style="bold yellow"))
 
     def on_step(self, e: ev.StepProgress) -> None:
-        self.running[(e.label, e.trial)] = e
+        self.state.step(e)
         if self.progress is not None:
-            group = "  ".join(f"{s.label}:s{s.step} L1 {s.l1:.0f}" for s in list(self.running.values())[:8])
-            self.progress.update(self.task, completed=self.fraction(), eta=_fmt_eta(self.eta()),
-                                 description=f"labels {self.done_jobs}/{self.total_jobs}")
+            with self.state.lock:
+                running = [r for r in self.state.labels.values() if r.state == "running"]
+            group = "  ".join(f"{r.label}:s{r.step} L1 {r.l1:.0f}" for r in running[:8])
+            self.progress.update(self.task, completed=self.state.fraction(), eta=_fmt_eta(self.state.eta_seconds()),
+                                 description=f"labels {self.state.done_jobs}/{self.state.total_jobs}")
             self.progress.update(self.group_task, description=f"  running {group}")
 
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
-        self.running.pop((e.label, e.trial), None)
-        self.done_jobs += 1
-        self.finished_steps.append(e.steps)
+        self.state.trial_finished(e)
 
     def on_label_finished(self, e: ev.LabelFinished) -> None:
+        self.state.label_finished(e)
         state = "" if e.converged else "  NOT converged"
         asr = "-" if e.asr is None or math.isnan(e.asr) else f"{e.asr:.1%}"
         line = (f"label {e.label} ({e.name}) done: L1 {e.l1_norm:.2f}, ASR {asr}, {e.steps} steps, "
-                f"{e.seconds:.1f}s  [{e.done}/{e.total}, {_fmt_eta(self.eta())}]{state}")
+                f"{e.seconds:.1f}s  [{e.done}/{e.total}, {_fmt_eta(self.state.eta_seconds())}]{state}")
         self.console.print(line)
 
     def on_scan_finished(self, e: ev.ScanFinished) -> None:

@@ -89,7 +89,7 @@ class ResultsScreen(Screen):
 
     def show_label(self, label: int) -> None:
         row = next((r for r in self.report["labels"] if r["label"] == label), None)
-        if row is None:
+        if row is None or not self.query("#img-mask"):  # a highlight can arrive while the app closes
             return
         npz = self.run_dir / row["trigger_npz"]
         if npz.is_file():

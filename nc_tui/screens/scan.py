@@ -40,8 +40,9 @@ class ScanScreen(Screen):
     ]
 
     def __init__(self, config: Config | None, resume: str | None = None,
-                 prepare: Callable[[], Config] | None = None) -> None:
+                 prepare: Callable[[], Config] | None = None, autostart: bool = True) -> None:
         super().__init__()
+        self.autostart = autostart  # False: show the screen without running the engine (snapshot tests)
         self.config = config
         self.prepare = prepare  # run in the worker before the scan (the demo trains its model there)
         self.resume_dir = resume
@@ -77,10 +78,11 @@ class ScanScreen(Screen):
         table = self.query_one("#labels", DataTable)
         for name in COLUMNS:
             table.add_column(name, key=name)
-        self.running = True
         self._dirty = False
         self.set_interval(REFRESH_SECONDS, self._refresh_view)
-        self.run_engine(self.config, self.resume_dir, self.prepare)
+        if self.autostart:
+            self.running = True
+            self.run_engine(self.config, self.resume_dir, self.prepare)
 
     # ---- the worker: the engine runs here and talks back through messages only
     @work(thread=True, exclusive=True, group="scan")

@@ -1,0 +1,121 @@
+"""The terminal app driven by key presses through Textual's pilot."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Static
+
+from nc_engine import load_config, run_scan
+from nc_engine.runfolder import read_report
+from nc_tui.app import NCApp
+from nc_tui.screens.results import ResultsScreen
+from nc_tui.screens.scan import ScanScreen
+from nc_tui.screens.setup import SetupScreen
+
+
+async def wait_for(pilot, condition, timeout=120.0):
+    waited = 0.0
+    while not condition():
+        await pilot.pause(0.2)
+        waited += 0.2
+        if waited > timeout:
+            raise AssertionError("timed out waiting for the app")
+
+
+async def type_into(pilot, app, selector, text):
+    box = app.screen.query_one(selector, Input)
+    box.focus()
+    await pilot.pause()
+    box.value = ""
+    await pilot.press(*text)
+    await pilot.pause()
+
+
+def demo_config(info, tmp_path):
+    cfg = load_config(info.config)
+    cfg.output.dir = str(tmp_path / "runs")
+    return cfg
+
+
+@pytest.mark.asyncio
+async def test_setup_by_keys_scan_and_results(demo_backdoored, tmp_path):
+    app = NCApp(config=demo_config(demo_backdoored, tmp_path), mode="setup")
+    async with app.run_test(size=(100, 40)) as pilot:
+        assert isinstance(app.screen, SetupScreen)
+        await type_into(pilot, app, "#scan-trials", "1")
+        await type_into(pilot, app, "#output-dir", str(tmp_path / "tui-runs"))
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, ScanScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen), timeout=180)
+        screen = app.screen
+        table = screen.query_one("#results-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 10)
+        first_row = [str(c) for c in table.get_row_at(0)]
+        assert str(demo_backdoored.target) in first_row[0] and "FLAGGED" in first_row[-1]
+        assert "BACKDOORED" in str(screen.query_one("#verdict", Static).render())
+        assert (tmp_path / "tui-runs").is_dir()
+
+
+@pytest.mark.asyncio
+async def test_invalid_inputs_show_errors_and_do_not_start(demo_backdoored, tmp_path):
+    app = NCApp(config=demo_config(demo_backdoored, tmp_path), mode="setup")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await type_into(pilot, app, "#model-num-classes", "ten")
+        error = app.screen.query_one("#model-num-classes-error", Static)
+        assert "positive whole number" in str(error.render())
+        await type_into(pilot, app, "#model-input-shape", "1, 28")
+        assert "expected 3 values" in str(app.screen.query_one("#model-input-shape-error", Static).render())
+        await pilot.press("f5")
+        await pilot.pause()
+        assert isinstance(app.screen, SetupScreen)
+        assert "Classes" in str(app.screen.query_one("#check-result", Static).render())
+        assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.asyncio
+async def test_quick_check_reports_clean_accuracy(demo_backdoored, tmp_path):
+    app = NCApp(config=demo_config(demo_backdoored, tmp_path), mode="setup")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("f2")
+        result = app.screen.query_one("#check-result", Static)
+        await wait_for(pilot, lambda: "clean accuracy" in str(result.render()), timeout=60)
+        assert "✓ model and data load" in str(result.render())
+
+
+@pytest.mark.asyncio
+async def test_cancel_mid_scan_keeps_a_resumable_run(demo_backdoored, tmp_path):
+    cfg = demo_config(demo_backdoored, tmp_path)
+    app = NCApp(config=cfg, mode="scan")
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ScanScreen)
+        await wait_for(pilot, lambda: screen.state.images > 0 and screen.run_dir is not None, timeout=60)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: not screen.running, timeout=60)
+        run = Path(screen.run_dir)
+        assert screen.report is not None and not screen.report["complete"]
+        assert isinstance(app.screen, ScanScreen)  # a stopped scan stays on its screen
+    assert not read_report(run)["complete"]
+    final = await asyncio.to_thread(run_scan, None, None, None, run)
+    assert final["complete"] and final["verdict"] == "backdoored"
+
+
+@pytest.mark.asyncio
+async def test_help_lists_the_keys_and_quit_asks_during_a_scan(demo_backdoored, tmp_path):
+    app = NCApp(config=demo_config(demo_backdoored, tmp_path), mode="scan")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.press("f1")
+        help_text = " ".join(str(w.render()) for w in app.screen.query(Static))
+        assert "Cancel scan" in help_text and "Quit" in help_text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen.running and screen.state.images > 0, timeout=60)
+        await pilot.press("q")
+        await pilot.pause()
+        assert "Stop it and quit" in " ".join(str(w.render()) for w in app.screen.query("Label"))
+        await pilot.press("n")  # keep scanning
+        assert app.screen is screen and screen.running
+        await pilot.press("q", "y")
+        await wait_for(pilot, lambda: not screen.running or app.return_code is not None, timeout=60)
+    assert screen.stop.is_set()

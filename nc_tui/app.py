@@ -11,6 +11,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -26,7 +27,7 @@ from .screens.setup import SetupScreen
 
 
 class NCApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "nc-tui"
     SUB_TITLE = "Neural Cleanse backdoor scanner"
     ENABLE_COMMAND_PALETTE = True
@@ -39,8 +40,10 @@ class NCApp(App[int]):
     ]
 
     def __init__(self, config: Config | None = None, mode: str = "setup", report: dict | None = None,
-                 resume: str | None = None, prepare: Callable[[], Config] | None = None) -> None:
+                 resume: str | None = None, prepare: Callable[[], Config] | None = None,
+                 autostart: bool = True) -> None:
         super().__init__()
+        self.autostart = autostart  # False: the scan screen waits for events fed by a test
         self.start_config = config or Config()
         self.mode = mode
         self.start_report = report
@@ -61,7 +64,7 @@ class NCApp(App[int]):
         if self.mode == "report" and self.start_report is not None:
             self.push_screen(ResultsScreen(self.start_report))
         elif self.mode == "scan":
-            self.push_screen(ScanScreen(self.start_config, self.resume, self.prepare))
+            self.push_screen(ScanScreen(self.start_config, self.resume, self.prepare, self.autostart))
         else:
             self.push_screen(SetupScreen(self.start_config))
 

@@ -1,0 +1,97 @@
+"""Snapshots of the three screens at 80x24 and 120x40, with every volatile part fixed: paths, times,
+devices, progress. Update after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`
+and look at the SVGs in tests/__snapshots__/."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nc_engine import events as ev
+from nc_engine.config import config_from_dict
+from nc_engine.report import build_report
+from nc_engine.runfolder import save_trigger_images
+from nc_tui.app import NCApp
+
+SIZES = [(80, 24), (120, 40)]
+RUN = Path("/tmp/nc-tui-snapshots/run-20260101-000000")
+
+
+def fixed_config():
+    return config_from_dict({
+        "model": {"format": "torchscript", "path": "model.pt", "num_classes": 10, "input_shape": [1, 28, 28],
+                  "mean": [0.5], "std": [0.5]},
+        "data": {"format": "npz", "path": "data.npz"}, "output": {"dir": "runs"}},
+        source="snapshot.toml", base_dir=Path("/nonexistent/nc-tui"))
+
+
+def fixed_mask(label: int) -> np.ndarray:
+    mask = np.zeros((28, 28), np.float32)
+    if label == 8:
+        mask[23:27, 1:5] = 1.0  # the backdoor's corner patch
+    else:
+        rng = np.random.default_rng(label)
+        mask[rng.integers(4, 20):, :][:6, 6:22] = 0.6
+    return mask
+
+
+def fixed_report() -> dict:
+    (RUN / "triggers").mkdir(parents=True, exist_ok=True)
+    trials = []
+    for label in range(10):
+        mask = fixed_mask(label)
+        pattern = np.stack([np.linspace(0, 1, 28, dtype=np.float32)[None].repeat(28, 0)])
+        save_trigger_images(RUN, label, mask, pattern)
+        trials.append({"label": label, "trial": 0, "seed": 100 + label, "l1_norm": float(mask.sum()),
+                       "asr": 0.95 + label / 1000, "steps": 50 + label, "converged": True,
+                       "stop_reason": "converged", "seconds": 1.0})
+    report = build_report(trials, [str(i) for i in range(10)], list(range(10)), 1, 2.0,
+                          {"clean_accuracy": 0.99, "seconds": 12.0})
+    report["run_dir"] = str(RUN)
+    return report
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_setup_screen(snap_compare, size):
+    assert snap_compare(NCApp(config=fixed_config(), mode="setup"), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_results_screen(snap_compare, size):
+    assert snap_compare(NCApp(mode="report", report=fixed_report()), terminal_size=size)
+
+
+async def feed_scan(pilot) -> None:
+    """The scan screen fed a fixed story of events instead of a running engine."""
+    screen = pilot.app.screen
+    started = ev.ScanStarted(str(RUN), list(range(10)), [str(i) for i in range(10)], 1, "cpu", "batched", 10,
+                             0.99, 160, 1000, 300)
+    screen.state.start(started)
+    screen.post_message(screen_message(started))
+    await pilot.pause()
+    for label in range(10):
+        for step in range(1, 31):
+            screen.state.step(ev.StepProgress(label, 0, step, 2.0 / step, 0.1, 100 - step - label, 1.0, 1e-3,
+                                              100 - step - label, 1000 * step, fixed_mask(label)))
+    for label in (8, 3):
+        finished = ev.LabelFinished(label, str(label), float(fixed_mask(label).sum()), 0.97, True, 40, 3.0,
+                                    f"triggers/label_{label:03d}_mask.png", 1, 10)
+        screen.state.trial_finished(ev.TrialFinished(label, 0, 1, 16.0, 0.97, 40, True, "converged", 3.0))
+        screen.state.label_finished(finished)
+        screen.post_message(screen_message(finished))
+    await pilot.pause()
+    screen._dirty = True
+    screen._refresh_view()
+    screen.query_one("#eta").update(" 42.0%  ETA 0:07")  # the real one depends on the clock
+    await pilot.pause()
+
+
+def screen_message(event):
+    from nc_tui.messages import EngineEvent
+
+    return EngineEvent(event)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_scan_screen(snap_compare, size):
+    assert snap_compare(NCApp(fixed_config(), mode="scan", autostart=False), terminal_size=size, run_before=feed_scan)

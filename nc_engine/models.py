@@ -248,12 +248,12 @@ def _load_onnx(path: Path) -> nn.Module:
     return _with_batch(net, dims[0].dim_value if len(dims) == 4 else None)
 
 
-def _cifar_stem(net: nn.Module, arch: str) -> nn.Module:
+def _cifar_stem(net: nn.Module, cfg: Config) -> nn.Module:
     """The usual CIFAR adaptation of an ImageNet ResNet: 3x3 stride-1 first conv, no max-pool."""
     conv = getattr(net, "conv1", None)
     if not isinstance(conv, nn.Conv2d) or not hasattr(net, "maxpool"):
-        raise ModelError(f"[model].architecture_args.cifar_stem works with torchvision ResNets "
-                         f"(conv1 + maxpool), not {arch!r}")
+        raise ModelError(f"{cfg.source}: [model].architecture_args.cifar_stem works with torchvision ResNets "
+                         f"(conv1 + maxpool), not {cfg.model.architecture!r}")
     net.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     return net
@@ -287,7 +287,7 @@ def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
         raise ModelError(f"[model].architecture = {m.architecture!r}: not a usable torchvision.models "
                          f"name ({_first_line(exc)})") from None
     if cifar_stem:
-        net = _cifar_stem(net, m.architecture)
+        net = _cifar_stem(net, cfg)
     _load_weights(net, path, state)
     return net
 

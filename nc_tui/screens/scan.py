@@ -106,6 +106,8 @@ class ScanScreen(Screen):
         self.idle.clear()
         try:
             if prepare is not None:
+                self.app.call_from_thread(self.query_one("#scan-info", Static).update,
+                                          "preparing: training the demo model (about 10 seconds on 2 CPU cores) ...")
                 config = prepare()
                 self.config = config
             report = run_scan(config, on_event, self.stop, resume=resume)

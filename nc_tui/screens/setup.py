@@ -76,7 +76,7 @@ class Field:
     section: str
     key: str
     label: str
-    kind: str = "text"  # text | path | int | list3 | list | labels | select
+    kind: str = "text"  # text | path | int | count (0 allowed) | list3 | list | labels | select
     options: tuple[str, ...] = ()
     placeholder: str = ""
 
@@ -85,7 +85,7 @@ FIELDS = (
     Field("model", "path", "Model file", "path", placeholder="model.pt"),
     Field("model", "format", "Model format", "select", MODEL_FORMATS),
     Field("model", "architecture", "Architecture", placeholder="net.py:Net or resnet18 (state_dict/torchvision)"),
-    Field("model", "num_classes", "Classes", "int"),
+    Field("model", "num_classes", "Classes", "count", placeholder="0 = infer from the model"),
     Field("model", "input_shape", "Input shape C,H,W", "list3"),
     Field("model", "mean", "Normalise mean", "list"),
     Field("model", "std", "Normalise std", "list"),
@@ -160,6 +160,8 @@ class SetupScreen(Screen):
         validators: list[Validator] = []
         if f.kind == "int":
             validators = [Integer(minimum=1, failure_description="expected a positive whole number")]
+        elif f.kind == "count":
+            validators = [Integer(minimum=0, failure_description="expected a whole number (0 = infer)")]
         elif f.kind == "list3":
             validators = [NumberList((3,), integers=True)]
         elif f.kind == "list":
@@ -212,8 +214,8 @@ class SetupScreen(Screen):
                 raw = widget.value.strip()
             else:
                 raw = str(widget.value)
-            if f.kind == "int":
-                value = int(raw)
+            if f.kind in ("int", "count"):
+                value = int(raw or 0)
             elif f.kind == "list3":
                 value = parse_list(raw, integers=True)
             elif f.kind == "list":

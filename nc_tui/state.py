@@ -18,7 +18,7 @@ HISTORY = 400  # steps of loss / L1 kept per label for the charts
 class LabelProgress:
     label: int
     name: str
-    state: str = "waiting"  # waiting | running | done | not converged
+    state: str = "waiting"  # waiting | running | done | not converged | stopped
     trial: int = 0
     step: int = 0
     cost: float = 0.0
@@ -81,6 +81,13 @@ class ScanState:
             if row is not None:
                 row.state = "done" if e.converged else "not converged"
                 row.best_l1, row.asr, row.step = e.l1_norm, e.asr, e.steps
+
+    def stopped(self) -> None:
+        """The scan was stopped: searches that were running start again on resume."""
+        with self.lock:
+            for row in self.labels.values():
+                if row.state == "running":
+                    row.state = "stopped"
 
     def fraction(self) -> float:
         """Finished searches plus the running ones' share of a typical search."""

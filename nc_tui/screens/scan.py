@@ -141,6 +141,8 @@ class ScanScreen(Screen):
                       + ("" if e.converged else " [yellow]NOT converged[/]"))
             self._update_rows()
         elif isinstance(e, ev.ScanFinished) and not e.completed:
+            self.state.stopped()
+            self._update_rows()
             log.write("[b]stopped.[/] Finished labels are kept; press [b]r[/] to resume.")
 
     @on(StepTick)
@@ -190,7 +192,7 @@ class ScanScreen(Screen):
 
     def _cells(self, row) -> tuple[str, ...]:
         state = {"running": f"running t{row.trial}", "not converged": "[yellow]not conv.[/]",
-                 "done": "[green]done[/]"}.get(row.state, "waiting")
+                 "done": "[green]done[/]", "stopped": "[dim]stopped[/]"}.get(row.state, "waiting")
         return (str(row.label), row.name[:10], state, str(row.step), _num(row.cost, ".1e"), _num(row.l1, ".1f"),
                 _num(row.best_l1, ".1f"), _num(row.attack_acc, ".0%"))
 

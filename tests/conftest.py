@@ -37,3 +37,17 @@ def demo_clean(tmp_path_factory):
     from nc_engine.demo import make_demo
 
     return make_demo(tmp_path_factory.mktemp("demo_clean"), backdoor=False, seed=0)
+
+
+def cfg_for(tmp_path, data, shape=(1, 8, 8), classes=3):
+    """A config for data tests: a (never loaded) model of `shape` and `classes`, and the given [data]."""
+    from nc_engine.config import config_from_dict
+
+    return config_from_dict({"model": {"format": "torchscript", "path": "m.pt", "num_classes": classes,
+                                       "input_shape": list(shape)}, "data": data},
+                            source=str(tmp_path / "c.toml"), base_dir=tmp_path)
+
+
+def noop(message):
+    """A warn callback for loads that must not warn."""
+    raise AssertionError(message)

@@ -5,21 +5,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import cfg_for, noop  # noqa: E402
 from PIL import Image
 
-from nc_engine.config import config_from_dict
 from nc_engine.data import open_data, split_samples, stratified_order
 from nc_engine.errors import DataError
-
-
-def cfg_for(tmp_path, data, shape=(1, 8, 8), classes=3):
-    return config_from_dict({"model": {"format": "torchscript", "path": "m.pt", "num_classes": classes,
-                                       "input_shape": list(shape)}, "data": data},
-                            source=str(tmp_path / "c.toml"), base_dir=tmp_path)
-
-
-def noop(message):
-    raise AssertionError(message)
 
 
 @pytest.mark.parametrize("layout", ["NHW", "NHWC", "NCHW"])

@@ -6,21 +6,12 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from conftest import cfg_for, noop  # noqa: E402
 from PIL import Image
 
-from nc_engine.config import config_from_dict, config_to_toml, load_config
+from nc_engine.config import config_to_toml, load_config
 from nc_engine.data import default_labels_path, open_data, to_input_shape
 from nc_engine.errors import DataError
-
-
-def cfg_for(tmp_path, data, shape=(1, 8, 8), classes=3):
-    return config_from_dict({"model": {"format": "torchscript", "path": "m.pt", "num_classes": classes,
-                                       "input_shape": list(shape)}, "data": data},
-                            source=str(tmp_path / "c.toml"), base_dir=tmp_path)
-
-
-def noop(message):
-    raise AssertionError(message)
 
 
 def test_npy_pair_by_convention_and_by_labels_path(tmp_path):

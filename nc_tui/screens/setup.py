@@ -231,22 +231,25 @@ class SetupScreen(Screen):
     def _report_problem(self, message: str) -> None:
         self.query_one("#check-result", Static).update(f"[b red]✗ {message}[/]")
 
+    def _valid_config(self) -> Config | None:
+        """The form's config, or None after showing what is wrong."""
+        try:
+            return self.form_config()
+        except NCError as exc:
+            self._report_problem(str(exc))
+            return None
+
     # ---- actions
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:
-        try:
-            cfg = self.form_config()
-        except NCError as exc:
-            self._report_problem(str(exc))
-            return
-        self.app.start_scan(cfg)
+        cfg = self._valid_config()
+        if cfg is not None:
+            self.app.start_scan(cfg)
 
     @on(Button.Pressed, "#check")
     def action_check(self) -> None:
-        try:
-            cfg = self.form_config()
-        except NCError as exc:
-            self._report_problem(str(exc))
+        cfg = self._valid_config()
+        if cfg is None:
             return
         self.query_one("#check-result", Static).update("checking: loading the model and the data ...")
         self.run_check(cfg)

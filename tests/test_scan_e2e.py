@@ -105,3 +105,12 @@ def test_stop_then_resume_gives_a_complete_report(demo_backdoored, tmp_path):
     assert started.resumed_trials == 2
     # finished labels were not searched again
     assert not {e.label for e in resumed_events if e.kind == "trial_finished"} & set(finished)
+
+
+def test_convergence_shortcut_keeps_the_verdict(demo_backdoored, backdoored_report, tmp_path):
+    """The default's work-saving stop (converge_window) against the same budget without it (max_steps cut to
+    150 to keep CI quick; the default scan stops every label well before that)."""
+    assert max(r["steps"] for r in backdoored_report["labels"]) < 150
+    full = scan(demo_backdoored, tmp_path, converge_window=0, converge_tol=0.0, max_steps=150)
+    assert full["verdict"] == backdoored_report["verdict"] and full["flagged"] == backdoored_report["flagged"]
+    assert sum(r["steps"] for r in full["labels"]) > sum(r["steps"] for r in backdoored_report["labels"])

@@ -225,10 +225,11 @@ def search_triggers(
         for g, reason in finished:
             job, sched, started = slots[g]
             converged = sched.best_l1 < math.inf
-            if converged:
-                mask_g, pattern_g = group.best_mask[g], group.best_pattern[g]
-            else:
-                mask_g, pattern_g = unit_from_raw(group.raw_mask[g]), unit_from_raw(group.raw_pattern[g])
+            mask_g, pattern_g = group.best_mask[g], group.best_pattern[g]
+            if not converged:  # no successful step: report the last trigger, or the initial one if NaN ate it
+                last_mask, last_pattern = unit_from_raw(group.raw_mask[g]), unit_from_raw(group.raw_pattern[g])
+                if bool(torch.isfinite(last_mask).all() and torch.isfinite(last_pattern).all()):
+                    mask_g, pattern_g = last_mask, last_pattern
             mask_np = mask_g.detach().float().cpu().numpy()
             on_done(TrialOutcome(job, mask_np, pattern_g.detach().float().cpu().numpy(),
                                  float(mask_np.sum(dtype=np.float64)), converged, sched.steps, reason,

@@ -72,3 +72,23 @@ def test_stop_event_ends_the_search_without_reporting_unfinished_jobs():
     _, stopped = search_triggers(tiny_model(), x, [Job(0, 0, 1), Job(1, 0, 2)], settings, 2, stop, on_step,
                                  done.append)
     assert stopped and done == []
+
+
+def test_nan_loss_ends_that_search_cleanly_and_keeps_the_others():
+    x = torch.rand(64, 1, 8, 8)
+    model = tiny_model()
+    bad = model[3]
+    done = {}
+
+    def poison_label_one(module, inputs, output):
+        output = output.clone()
+        output[16:32] = output[16:32] * float("nan")  # the second slot's images: NaN gradients too
+        return output
+
+    bad.register_forward_hook(poison_label_one)
+    settings = SearchSettings(ScheduleRules(), batch_size=16, max_steps=5)
+    _, stopped = search_triggers(model, x, [Job(0, 0, 1), Job(1, 0, 2)], settings, 2, threading.Event(),
+                                 lambda s, n: None, lambda o: done.__setitem__(o.job.label, o))
+    assert not stopped and done[1].stop_reason == "nan" and done[1].steps == 0
+    assert done[0].stop_reason == "max_steps" and done[0].steps == 5
+    assert np.isfinite(done[1].mask).all()  # the kept trigger is the last finite one

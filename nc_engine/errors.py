@@ -19,3 +19,7 @@ class DataError(NCError):
 
 class RunFolderError(NCError):
     """A run folder that is missing or incomplete (report, resume)."""
+
+
+class MitigationError(NCError):
+    """A mitigation that cannot run: no flagged label, a missing trigger, an unknown method or option."""

@@ -1,4 +1,4 @@
-"""The `nc-tui` command: scan, report, demo."""
+"""The `nc-tui` command: scan, report, demo, mitigate, filter."""
 
 from __future__ import annotations
 
@@ -37,7 +37,62 @@ def _parser() -> argparse.ArgumentParser:
                       "(default: ./nc-demo)")
     demo.add_argument("--clean", action="store_true", help="train the demo model without a backdoor")
     demo.add_argument("--seed", type=int, default=0, help="seed of the demo model (target, trigger corner)")
+    _mitigation_parsers(sub)
     return p
+
+
+def _mitigation_parsers(sub: argparse._SubParsersAction) -> None:
+    mit = sub.add_parser("mitigate", help="remove the backdoor a scan found (unlearn, prune) or build an input filter")
+    mit.add_argument("run_dir", help="a finished run folder written by `nc-tui scan`")
+    mit.add_argument("--method", required=True, help="unlearn, prune or filter")
+    mit.add_argument("--labels", help="comma-separated labels to treat as backdoor targets (default: the flagged)")
+    mit.add_argument("--options", metavar="TOML", help="a file with a [mitigate] table of options")
+    mit.add_argument("--data", metavar="CONFIG", help="a config whose [data] is clean data for the repair "
+                     "(default: the scan's data minus the samples the scan used)")
+    mit.add_argument("--layer", help="the Linear layer whose input units prune/filter use (default: the last)")
+    mit.add_argument("--rescan", action="store_true", help="scan the repaired model again (unlearn, prune)")
+    filt = sub.add_parser("filter", help="label images with a detector from `nc-tui mitigate --method filter`")
+    filt.add_argument("detector", help="detector.json")
+    filt.add_argument("images", nargs="*", help="image files (png, jpg)")
+
+
+def cmd_mitigate(args: argparse.Namespace) -> int:
+    from nc_engine.mitigate import MitigationOptions, load_options, run_mitigation, table_lines
+
+    opts = load_options(args.options) if args.options else MitigationOptions()
+    if args.labels:
+        try:
+            opts.labels = [int(v) for v in args.labels.split(",") if v.strip()]
+        except ValueError:
+            raise NCError(f"--labels {args.labels!r}: expected comma-separated integers") from None
+    opts.data = str(Path(args.data).resolve()) if args.data else opts.data
+    opts.layer = args.layer or opts.layer
+    opts.rescan = args.rescan or opts.rescan
+
+    def show(e) -> None:
+        if e.kind == "prune_step":
+            print(f"  pruned {e.units:4d} units ({e.fraction:4.0%}): accuracy {e.accuracy:.1%}, ASR "
+                  + ", ".join(f"{v:.1%}" for v in e.asr.values()), flush=True)
+        elif e.kind == "train_progress":
+            print(f"  epoch {e.epoch} batch {e.batch}/{e.batches}: loss {e.loss:.4f}", flush=True)
+        elif e.kind in ("stage", "warning"):
+            print(("warning: " if e.kind == "warning" else "") + e.message, flush=True)
+        elif e.kind == "mitigation_started":
+            print(f"{e.method}: labels {', '.join(map(str, e.labels))} of {e.run_dir} on {e.device}; "
+                  f"{e.train_images} clean images to work with, {e.eval_images} held out", flush=True)
+
+    report = run_mitigation(args.run_dir, args.method, opts, show)
+    print("\n".join(table_lines(report)))
+    print(f"report: {report['report_path']}")
+    return 0
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    from nc_engine.mitigate import filter_images
+
+    for path, score, triggered in filter_images(args.detector, args.images):
+        print(f"{path}\t{score:.3f}\t{'TRIGGERED' if triggered else 'clean'}")
+    return 0
 
 
 def _stop_on_sigint(stop: threading.Event) -> None:
@@ -146,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_app(mode="setup")
         _parser().print_help()
         return 0
-    commands = {"scan": cmd_scan, "report": cmd_report, "demo": cmd_demo}
+    commands = {"scan": cmd_scan, "report": cmd_report, "demo": cmd_demo, "mitigate": cmd_mitigate,
+                "filter": cmd_filter}
     try:
         return commands[args.command](args)
     except NCError as exc:

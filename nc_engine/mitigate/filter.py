@@ -1,0 +1,140 @@
+"""Input filter: score an input by how strongly it excites the units the reversed trigger excites;
+the threshold is set on clean held-out inputs at a chosen false-positive rate."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .. import events as ev
+from ..asr import predict
+from ..config import load_config
+from ..data import to_input_shape
+from ..errors import MitigationError
+from ..models import ScanModel, load_model, resolve_device
+from ..runfolder import write_json
+from . import events as mev
+from .common import Context, MitigationOptions, Probe, stamp_others
+
+DETECTOR_KIND = "nc-tui input filter"
+
+
+class Detector:
+    """Per flagged label, the watched units; an input's score is the largest mean z-score over them."""
+
+    def __init__(self, probe: Probe, units: dict[int, list[int]], mean: torch.Tensor, std: torch.Tensor,
+                 threshold: float = math.inf) -> None:
+        self.probe, self.units, self.mean, self.std, self.threshold = probe, units, mean, std, threshold
+
+    def scores_of(self, h: torch.Tensor) -> torch.Tensor:
+        z = (h - self.mean) / self.std
+        return torch.stack([z[:, u].mean(1) for u in self.units.values()]).amax(0)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scores_of(self.probe.activations(x))
+
+    def to_dict(self, config: str, model: str) -> dict[str, Any]:
+        return {"kind": DETECTOR_KIND, "version": 1, "config": config, "model": model, "layer": self.probe.name,
+                "units": {str(k): v for k, v in self.units.items()}, "mean": self.mean.cpu().tolist(),
+                "std": self.std.cpu().tolist(), "threshold": self.threshold}
+
+
+def build_detector(probe: Probe, ctx: Context, x: torch.Tensor, y: torch.Tensor, top_fraction: float) -> Detector:
+    h = probe.activations(x)
+    # A floor on the spread: near-dead units (std ~0) would turn any flicker into a huge z-score.
+    mean, std = h.mean(0), h.std(0).clamp_min(0.1 * float(h.std(0).mean()) + 1e-6)
+    k = max(1, round(top_fraction * probe.units))
+    units = {}
+    for label, trig in ctx.triggers.items():
+        gap = probe.activations(stamp_others(x, y, trig, label)).mean(0) - mean  # the paper: most excited units
+        units[label] = [int(u) for u in torch.argsort(gap, descending=True)[:k].cpu()]
+    return Detector(probe, units, mean, std)
+
+
+def build_filter(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[[ev.Event], None]
+                 ) -> dict[str, Any]:
+    probe = Probe(ctx.model, options.layer)
+    probe.check_final(ctx.x_train)
+    emit(mev.Stage(f"filter layer: {probe.describe()}"))
+    # Half the clean draw picks units and their statistics, the other half sets the threshold;
+    # FPR and FNR are then measured on the scan's held-out samples, used by neither.
+    half = len(ctx.x_train) // 2
+    det = build_detector(probe, ctx, ctx.x_train[:half], ctx.y_train[:half], options.top_fraction)
+    calib = det.scores(ctx.x_train[half:])
+    det.threshold = float(torch.quantile(calib.float().cpu(), 1 - options.fpr))
+    emit(mev.Stage(f"threshold {det.threshold:.3f} at {options.fpr:.0%} false positives on {len(calib)} clean "
+                   f"images; watching units {det.units}"))
+    clean_flag = det.scores(ctx.x_eval) > det.threshold
+    pred = predict(ctx.model, ctx.x_eval)
+    fnr, asr_after = {}, {}
+    for label, trig in ctx.triggers.items():
+        xs = stamp_others(ctx.x_eval, ctx.y_eval, trig, label)
+        flagged = det.scores(xs) > det.threshold
+        fnr[label] = float((~flagged).float().mean())
+        # what still reaches the model and works: stamped inputs the filter lets through and that hit the label
+        asr_after[label] = float(((~flagged) & (predict(ctx.model, xs) == label)).float().mean())
+    path = out / "detector.json"
+    model_path = str(ctx.cfg.resolve_path(ctx.cfg.model.path))
+    write_json(path, det.to_dict(str((ctx.run / "config.toml").resolve()), model_path))
+    accepted_correct = float(((~clean_flag) & (pred == ctx.y_eval)).float().mean())
+    return {"after": {"accuracy": accepted_correct, "asr": asr_after}, "detector": str(path), "layer": probe.name,
+            "units": det.units, "threshold": det.threshold, "fpr_target": options.fpr,
+            "fpr": float(clean_flag.float().mean()), "fnr": fnr}
+
+
+# ---------------------------------------------------------------- `nc-tui filter DETECTOR IMAGES...`
+
+
+def load_detector(path: str | Path, device: str = "cpu") -> tuple[Detector, ScanModel, list[int]]:
+    path = Path(path)
+    if not path.is_file():
+        raise MitigationError(f"{path}: detector file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise MitigationError(f"{path}: not a detector (expected detector.json from nc-tui mitigate --method "
+                              "filter)") from None
+    if not isinstance(data, dict) or data.get("kind") != DETECTOR_KIND:
+        raise MitigationError(f"{path}: not a detector (expected detector.json from nc-tui mitigate --method filter)")
+    cfg = load_config(data["config"])
+    dev = resolve_device(device)
+    model = load_model(cfg, dev)
+    probe = Probe(model, data["layer"])
+    units = {int(k): v for k, v in data["units"].items()}
+    det = Detector(probe, units, torch.tensor(data["mean"], device=dev), torch.tensor(data["std"], device=dev),
+                   float(data["threshold"]))
+    return det, model, list(cfg.model.input_shape)
+
+
+def read_images(paths: list[str | Path], shape: list[int], resize: str = "bilinear") -> torch.Tensor:
+    """Image files -> (N, C, H, W) in [0, 1] at the model's input shape."""
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                arr = np.asarray(img.convert("L" if shape[0] == 1 else "RGB"), dtype=np.uint8).copy()
+        except FileNotFoundError:
+            raise MitigationError(f"{p}: image not found") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise MitigationError(f"{p}: not a readable image ({exc})") from None
+        t = torch.from_numpy(arr).float() / 255.0
+        t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+        out.append(to_input_shape(t[None], shape, resize)[0])
+    return torch.stack(out)
+
+
+def filter_images(detector: str | Path, images: list[str | Path]) -> list[tuple[str, float, bool]]:
+    """(path, score, triggered) for each image."""
+    if not images:
+        raise MitigationError("nc-tui filter: expected one or more IMAGE files")
+    det, _, shape = load_detector(detector)
+    x = read_images(images, shape)
+    scores = det.scores(x.to(det.mean.device)).cpu().tolist()
+    return [(str(p), s, s > det.threshold) for p, s in zip(images, scores, strict=True)]

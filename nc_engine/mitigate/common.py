@@ -35,11 +35,12 @@ class MitigationOptions:
 
     labels: list[int] | None = None  # None: the labels the scan flagged
     data: str = ""  # a config whose [data] is clean data; "": the scan's data minus the scan's samples
-    samples: int = 5000  # clean images drawn for fine-tuning, ranking and calibration
+    samples: int = 10000  # clean images drawn for fine-tuning, ranking and calibration (at most)
     epochs: int = 1
-    lr: float = 1e-3
+    lr: float = 5e-3  # Adam; lower ones left the real MNIST trigger partly working (docs: Mitigation)
     batch_size: int = 64
     stamp_fraction: float = 0.2
+    jitter: int = 0  # unlearn: stamps move by up to this many pixels
     layer: str = ""  # name of an nn.Linear whose input units are profiled; "": the last Linear
     target_asr: float = 0.05
     max_accuracy_drop: float = 0.02
@@ -80,7 +81,8 @@ def load_options(path: str | Path, base: MitigationOptions | None = None) -> Mit
 
 def check_options(o: MitigationOptions) -> None:
     for name, ok in (("samples", o.samples >= 1), ("epochs", o.epochs >= 1), ("lr", o.lr > 0),
-                     ("batch_size", o.batch_size >= 1), ("stamp_fraction", 0 < o.stamp_fraction <= 1),
+                     ("batch_size", o.batch_size >= 1), ("jitter", o.jitter >= 0),
+                     ("stamp_fraction", 0 < o.stamp_fraction <= 1),
                      ("target_asr", 0 < o.target_asr < 1), ("max_accuracy_drop", 0 <= o.max_accuracy_drop <= 1),
                      ("fpr", 0 < o.fpr < 1), ("top_fraction", 0 < o.top_fraction <= 1)):
         if not ok:

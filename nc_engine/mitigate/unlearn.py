@@ -11,19 +11,32 @@ import torch
 import torch.nn.functional as F
 
 from .. import events as ev
+from ..asr import clean_accuracy
 from ..models import load_model
 from ..trigger import stamp
 from . import events as mev
 from .common import Context, MitigationOptions, evaluate, save_repaired
 
 
+def shifted(t: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """t (..., H, W) moved by (dy, dx) pixels; what moves in is zero (no wrap-around)."""
+    if dy == 0 and dx == 0:
+        return t
+    h, w = t.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(t, (p, p, p, p))
+    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
+
 def stamp_batch(x: torch.Tensor, y: torch.Tensor, triggers: dict[int, tuple[torch.Tensor, torch.Tensor]],
-                fraction: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                fraction: float, gen: torch.Generator, jitter: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Stamp about `fraction` of the images, each with one flagged label's trigger, and return the batch
     and the label whose trigger each image got (-1: none).
 
     An image whose true label is the flagged label is never stamped with that label's trigger: kept
-    with its true label it would teach the backdoor again (IBM ART gets this wrong)."""
+    with its true label it would teach the backdoor again (IBM ART gets this wrong). With `jitter`, each
+    stamp moves by up to that many pixels: the reversed trigger only approximates the real one, and
+    unlearning its exact pixels alone leaves the real trigger partly working."""
     labels = torch.tensor(list(triggers), dtype=torch.long)
     n, k = len(x), len(labels)
     chosen = torch.rand(n, generator=gen) < fraction
@@ -35,11 +48,13 @@ def stamp_batch(x: torch.Tensor, y: torch.Tensor, triggers: dict[int, tuple[torc
     else:
         chosen &= ~clash
     applied = torch.where(chosen, labels[pick], torch.full((n,), -1))
+    shift = torch.randint(-jitter, jitter + 1, (n, 2), generator=gen)
     out = x.clone()
     for label, (mask, pattern) in triggers.items():
-        sel = (applied == label).to(x.device)
-        if bool(sel.any()):
-            out[sel] = stamp(x[sel], mask, pattern)
+        for dy, dx in {tuple(v) for v in shift[applied == label].tolist()}:
+            sel = (applied == label) & (shift[:, 0] == dy) & (shift[:, 1] == dx)
+            sel = sel.to(x.device)
+            out[sel] = stamp(x[sel], shifted(mask, dy, dx), shifted(pattern, dy, dx))
     return out, applied
 
 
@@ -59,17 +74,22 @@ def unlearn(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[
         model.train()
         order = torch.randperm(n, generator=gen).to(ctx.device)
         for b, idx in enumerate(order.split(options.batch_size)):
-            x, applied = stamp_batch(ctx.x_train[idx], ctx.y_train[idx], ctx.triggers, options.stamp_fraction, gen)
+            x, applied = stamp_batch(ctx.x_train[idx], ctx.y_train[idx], ctx.triggers, options.stamp_fraction, gen,
+                                     options.jitter)
             stamped += int((applied >= 0).sum())
             opt.zero_grad()
             loss = F.cross_entropy(model(x), ctx.y_train[idx])
             loss.backward()
             opt.step()
             if (b + 1) % max(1, batches // 10) == 0 or b + 1 == batches:
-                emit(mev.TrainProgress(epoch + 1, b + 1, batches, float(loss)))
+                emit(mev.TrainProgress(epoch + 1, b + 1, batches, float(loss.detach())))
     model.eval()
     after = evaluate(model, ctx)
+    before = clean_accuracy(ctx.model, ctx.x_eval, ctx.y_eval)
+    if before - after["accuracy"] > options.max_accuracy_drop:
+        emit(ev.Warning(f"clean accuracy fell {before - after['accuracy']:.1%} points (more than "
+                        f"max_accuracy_drop = {options.max_accuracy_drop:.0%}); try a lower lr or more data"))
     model_path, config_path = save_repaired(ctx, model.net, out)
     return {"after": after, "model_path": str(model_path), "config_path": str(config_path), "train_images": n,
             "stamped_images": stamped, "epochs": options.epochs, "lr": options.lr,
-            "stamp_fraction": options.stamp_fraction}
+            "stamp_fraction": options.stamp_fraction, "jitter": options.jitter}

@@ -99,8 +99,10 @@ async def test_cancel_mid_scan_keeps_a_resumable_run(demo_backdoored, tmp_path):
         run = Path(screen.run_dir)
         assert screen.report is not None and not screen.report["complete"]
         assert isinstance(app.screen, ScanScreen)  # a stopped scan stays on its screen
-    assert not read_report(run)["complete"]
-    final = await asyncio.to_thread(run_scan, None, None, None, run)
+        assert not read_report(run)["complete"]
+        await pilot.press("r")  # resume in the app: the rest runs and the results open
+        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen), timeout=180)
+    final = read_report(run)
     assert final["complete"] and final["verdict"] == "backdoored"
 
 
@@ -122,3 +124,64 @@ async def test_help_lists_the_keys_and_quit_asks_during_a_scan(demo_backdoored, 
         await pilot.press("q", "y")
         await wait_for(pilot, lambda: not screen.running or app.return_code is not None, timeout=60)
     assert screen.stop.is_set()
+
+
+@pytest.mark.asyncio
+async def test_save_then_load_config_by_keys(demo_backdoored, tmp_path):
+    app = NCApp(config=demo_config(demo_backdoored, tmp_path), mode="setup")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await type_into(pilot, app, "#scan-trials", "3")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        prompt = app.screen.query_one("#path", Input)
+        prompt.value = str(tmp_path / "saved.toml")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: (tmp_path / "saved.toml").exists(), timeout=10)
+        saved = load_config(tmp_path / "saved.toml")
+        assert saved.scan.trials == 3 and saved.model.input_shape == [1, 28, 28]
+        await type_into(pilot, app, "#scan-trials", "1")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        app.screen.query_one("#path", Input).value = str(tmp_path / "saved.toml")
+        await pilot.press("enter")
+        def reloaded():
+            boxes = app.screen.query("#scan-trials") if isinstance(app.screen, SetupScreen) else []
+            return bool(boxes) and boxes.first(Input).value == "3"
+
+        await wait_for(pilot, reloaded, timeout=10)
+
+
+@pytest.mark.asyncio
+async def test_results_sort_and_export(demo_backdoored, tmp_path, monkeypatch):
+    cfg = demo_config(demo_backdoored, tmp_path)
+    report = await asyncio.to_thread(run_scan, cfg)
+    monkeypatch.chdir(tmp_path)
+    app = NCApp(mode="report", report=report)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.screen.query_one("#results-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 10)
+        await pilot.press("3")  # sort by L1 norm, ascending: the flagged label's tiny trigger comes first
+        await pilot.pause()
+        values = [float(str(table.get_row_at(i)[2]).replace("[b red]", "").replace("[/]", "")) for i in range(10)]
+        assert values == sorted(values)
+        await pilot.press("3")
+        await pilot.pause()
+        values = [float(str(table.get_row_at(i)[2]).replace("[b red]", "").replace("[/]", "")) for i in range(10)]
+        assert values == sorted(values, reverse=True)
+        await pilot.press("e")
+        await pilot.pause()
+    stem = Path(report["run_dir"]).name + "-report"
+    assert (tmp_path / f"{stem}.csv").read_text().count("\n") == 11
+    assert '"verdict": "backdoored"' in (tmp_path / f"{stem}.json").read_text()
+
+
+def test_no_color_images_use_shade_characters():
+    import numpy as np
+
+    from nc_tui.widgets.image import halfblock_lines, to_rgb
+
+    ramp = np.linspace(0, 1, 8, dtype=np.float32)[None].repeat(4, 0)
+    plain = "".join(t.plain for t in halfblock_lines(to_rgb(ramp), colour=False))
+    assert plain[0] == " " and plain[7] == "█" and "▀" not in plain
+    coloured = halfblock_lines(to_rgb(ramp), colour=True)
+    assert coloured[0].plain == "▀" * 8 and len(coloured) == 2

@@ -177,8 +177,7 @@ class ScanScreen(Screen):
             self.query_one("#eta", Static).update(" done")
             self.app.show_results(self.report)
         else:
-            self.query_one("#eta", Static).update(" stopped")
-            self.app.sub_title = "stopped: r resumes"
+            self.query_one("#eta", Static).update(" stopped: r resumes")
 
     # ---- drawing
     def _fill_table(self) -> None:
@@ -240,7 +239,6 @@ class ScanScreen(Screen):
         self.stop = threading.Event()
         self.app.scan_stops.append(self.stop)
         self.running = True
-        self.app.sub_title = ""
         self.query_one("#log", RichLog).write(f"resuming {self.run_dir}")
         self.run_engine(None, self.run_dir)
 

@@ -3,7 +3,8 @@
 import subprocess
 import sys
 
-MODULES = ["nc_engine", "nc_engine.scan", "nc_engine.demo", "nc_engine.report", "nc_engine.runfolder"]
+MODULES = ["nc_engine", "nc_engine.scan", "nc_engine.demo", "nc_engine.report", "nc_engine.runfolder",
+           "nc_engine.mitigate"]
 
 
 def test_engine_imports_no_ui_library():

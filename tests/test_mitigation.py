@@ -168,7 +168,7 @@ def test_errors_are_one_line(scanned, tmp_path, capsys):
     with pytest.raises(MitigationError, match="unknown key \\[mitigate\\].stamp_fractoin"):
         load_options(bad)
     bad.write_text("[mitigate]\nepochs = \"two\"\n")
-    with pytest.raises(MitigationError, match="epochs must be a int"):
+    with pytest.raises(MitigationError, match="epochs must be an integer"):
         load_options(bad)
     (clean_run / "triggers" / "label_004.npz").unlink()
     with pytest.raises(NCError, match="label_004.npz: reversed trigger of label 4 not found"):

@@ -69,11 +69,12 @@ def load_options(path: str | Path, base: MitigationOptions | None = None) -> Mit
         if key == "labels":
             if not (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
                 raise MitigationError(f"{path}: [mitigate].labels must be a list of integers")
-        elif key == "data" and value:
-            value = str((path.resolve().parent / value).resolve()) if not Path(value).is_absolute() else value
         elif isinstance(default, bool) != isinstance(value, bool) or not isinstance(
                 value, type(default) if not isinstance(default, float) else (int, float)):
-            raise MitigationError(f"{path}: [mitigate].{key} must be a {type(default).__name__}, got {value!r}")
+            kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(default)]
+            raise MitigationError(f"{path}: [mitigate].{key} must be {kind}, got {value!r}")
+        elif key == "data" and value:  # relative to the options file, as config paths are
+            value = str((path.resolve().parent / value).resolve())
         setattr(opts, key, float(value) if isinstance(default, float) else value)
     check_options(opts)
     return opts

@@ -61,8 +61,8 @@ class HeadlessProgress:
         if e.resumed_trials:
             c.print(f"resuming: {e.resumed_trials} finished trial(s) kept")
         if self.live:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[eta]}"),
-                                     TimeElapsedColumn(), console=c, transient=True)
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
+                                     TextColumn("{task.fields[eta]}"), TimeElapsedColumn(), console=c, transient=True)
             self.task = self.progress.add_task("labels", total=1.0, eta="ETA --")
             self.group_task = self.progress.add_task("", total=None, eta="")
             self.progress.start()
@@ -78,7 +78,8 @@ class HeadlessProgress:
             group = "  ".join(f"{r.label}:s{r.step} L1 {r.l1:.0f}" for r in running[:8])
             self.progress.update(self.task, completed=self.state.fraction(), eta=_fmt_eta(self.state.eta_seconds()),
                                  description=f"labels {self.state.done_jobs}/{self.state.total_jobs}")
-            self.progress.update(self.group_task, description=f"  running {group}")
+            room = max(20, self.console.width - 24 - 20)  # the bar and the times need the rest of the line
+            self.progress.update(self.group_task, description=f"  running {group}"[:room])
 
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         self.state.trial_finished(e)

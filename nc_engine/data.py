@@ -354,6 +354,8 @@ def _open_torchvision(cfg: Config) -> DataSource:
         raise DataError(f"{cfg.source}: [data].split must be one of {', '.join(splits)} for {d.dataset}, "
                         f"got {d.split!r}")
     kwargs = {"train": d.split == "train"} if d.dataset in _TV_TRAIN_FLAG else {"split": d.split}
+    # CIFAR10/100 batch files are pickles: torchvision unpickles them only after their md5 matched the
+    # official release's, so a user's own (possibly hostile) pickle never runs here.
     try:
         ds = getattr(torchvision.datasets, d.dataset)(str(root), download=d.download, **kwargs)
     except Exception as exc:  # torchvision raises RuntimeError for a missing/corrupt set, others on bad files

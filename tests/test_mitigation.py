@@ -42,7 +42,7 @@ def test_unlearning_removes_the_real_trigger(scanned):
     model_file = run.parent.parent / "model" / "model.pt"
     original = _sha(model_file)
     events = []
-    report = run_mitigation(run, "unlearn", MitigationOptions(), events.append)
+    report = run_mitigation(run, "unlearn", MitigationOptions(rescan=True), events.append)
     assert _sha(model_file) == original  # the input model is never overwritten
     kinds = {e.kind for e in events}
     assert {"mitigation_started", "train_progress", "mitigation_finished"} <= kinds
@@ -57,6 +57,28 @@ def test_unlearning_removes_the_real_trigger(scanned):
     assert report["asr"][str(m["target"])]["after"] < 0.05  # the reversed trigger too
     saved = json.loads((run / "mitigation" / "unlearn" / "report.json").read_text())
     assert saved["method"] == "unlearn" and saved["stamped_images"] > 0
+    # the re-scan of the repaired model: the target's anomaly index falls
+    scan = json.loads((run / "report.json").read_text())
+    index = {r["label"]: r["anomaly_index"] for r in saved["rescan"]["labels"]}
+    old = next(r["anomaly_index"] for r in scan["labels"] if r["label"] == m["target"])
+    print(f"re-scan: {saved['rescan']['verdict']}, target's anomaly index {old:.2f} -> {index[m['target']]:.2f}")
+    assert len(index) == 10 and index[m["target"]] < old
+
+
+def test_options_file_and_other_clean_data(scanned, tmp_path, capsys):
+    from benchmarks.zoo import MNIST
+    from nc_tui.cli import main
+
+    opts = tmp_path / "mitigate.toml"
+    opts.write_text("[mitigate]\nsamples = 2000\ntop_fraction = 0.2\nfpr = 0.1\n")
+    data = tmp_path / "train_data.toml"
+    data.write_text(f'[data]\nformat = "npz"\npath = "{MNIST.resolve()}"\nsplit = "train"\n')
+    assert main(["mitigate", str(scanned["run"]), "--method", "filter", "--options", str(opts),
+                 "--data", str(data)]) == 0
+    assert "2000 clean images to work with" in capsys.readouterr().out
+    report = json.loads((scanned["run"] / "mitigation" / "filter" / "report.json").read_text())
+    assert report["train_images"] == 2000 and report["options"]["fpr"] == 0.1
+    assert len(report["units"][str(scanned["manifest"]["target"])]) == 13  # 20% of 64 units
 
 
 def test_pruning_lowers_the_reversed_trigger_asr(scanned):

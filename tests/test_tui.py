@@ -185,3 +185,23 @@ def test_no_color_images_use_shade_characters():
     assert plain[0] == " " and plain[7] == "█" and "▀" not in plain
     coloured = halfblock_lines(to_rgb(ramp), colour=True)
     assert coloured[0].plain == "▀" * 8 and len(coloured) == 2
+
+
+@pytest.mark.asyncio
+async def test_mitigate_from_the_results_screen(demo_backdoored, tmp_path):
+    cfg = demo_config(demo_backdoored, tmp_path)
+    report = await asyncio.to_thread(run_scan, cfg)
+    app = NCApp(mode="report", report=report)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("m")
+        await pilot.pause()
+        from nc_tui.screens.mitigate import MitigateScreen
+
+        assert isinstance(app.screen, MitigateScreen)
+        await pilot.press("f")  # the input filter: the quickest method
+        screen = app.screen
+        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: not screen.running, timeout=120)
+        text = "\n".join(str(line) for line in screen.query_one("#mitigate-log").lines)
+        assert "clean accuracy" in text and "report:" in text
+    assert (Path(report["run_dir"]) / "mitigation" / "filter" / "report.json").is_file()

@@ -37,6 +37,7 @@ class ResultsScreen(Screen):
     BINDINGS = [
         Binding("e", "export", "Export CSV/JSON", id="export"),
         Binding("s", "sort_next", "Sort", id="sort"),
+        Binding("m", "mitigate", "Mitigate", id="mitigate"),
         Binding("n", "new_scan", "New scan", id="new"),
         *[Binding(str(i + 1), f"sort({i})", show=False) for i in range(len(TABLE_COLUMNS))],
     ]
@@ -129,6 +130,14 @@ class ResultsScreen(Screen):
         write_csv(stem.with_suffix(".csv"), self.report["labels"])
         stem.with_suffix(".json").write_text(json.dumps(self.report, indent=1, default=str), encoding="utf-8")
         self.notify(f"exported {stem}.csv and {stem}.json", timeout=6)
+
+    def action_mitigate(self) -> None:
+        if not self.report.get("flagged"):
+            self.notify("nothing to mitigate: no label was flagged", timeout=4)
+            return
+        from .mitigate import MitigateScreen
+
+        self.app.push_screen(MitigateScreen(str(self.run_dir)))
 
     def action_new_scan(self) -> None:
         self.app.new_scan()

@@ -192,7 +192,10 @@ def run_scan(config: Config | str | Path, on_event: EventHandler | None = None,
     labels_done = {t["label"] for t in previous
                    if sum(1 for u in previous if u["label"] == t["label"]) >= s.trials}
 
+    processed = {"images": 0}  # stamped images so far, known even if the search stops or fails
+
     def on_step(stats: StepStats, images: int) -> None:
+        processed["images"] = images
         emit(ev.StepProgress(stats.job.label, stats.job.trial, stats.step, stats.loss, stats.ce, stats.l1,
                              stats.attack_acc, stats.cost, stats.best_l1, images, stats.mask))
 
@@ -230,14 +233,13 @@ def run_scan(config: Config | str | Path, on_event: EventHandler | None = None,
             save_trigger_images(run, label, *load_trial_arrays(run, label, row["kept_trial"]))
 
     try:
-        images, stopped = search_triggers(model, data.x_opt, jobs, settings, group, stop, on_step, on_done)
+        search_triggers(model, data.x_opt, jobs, settings, group, stop, on_step, on_done)
     finally:
-        seconds = time.perf_counter() - started
-        meta["seconds"] = previous_seconds + seconds
+        meta["seconds"] = previous_seconds + time.perf_counter() - started
+        meta["images"] = images = processed["images"]
         report = build_report(trials, data.class_names, labels, s.trials, cfg.detect.threshold, meta)
         write_json(run / "report.json", report)
         write_csv(run / "report.csv", report["labels"])
-    report["images"] = images
     if report["complete"]:
         logtext.write("\n".join(table_lines(report)) + "\n" + verdict_line(report) + "\n")
     else:

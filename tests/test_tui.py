@@ -102,6 +102,8 @@ async def test_cancel_mid_scan_keeps_a_resumable_run(demo_backdoored, tmp_path):
         assert not read_report(run)["complete"]
         await pilot.press("r")  # resume in the app: the rest runs and the results open
         await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen), timeout=180)
+        results = app.screen.query_one("#results-table", DataTable)
+        await wait_for(pilot, lambda: results.row_count == 10)
     final = read_report(run)
     assert final["complete"] and final["verdict"] == "backdoored"
 

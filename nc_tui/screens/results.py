@@ -11,13 +11,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, Static
+from textual.widgets import DataTable, Footer, Label, Static
 
 from nc_engine.report import TABLE_COLUMNS, table_rows, verdict_line
 from nc_engine.runfolder import write_csv
 
 from ..widgets.bars import L1Bars
 from ..widgets.image import ArrayImage
+from ..widgets.titlebar import TitleBar
 
 # sort keys per column: numbers sort as numbers, "-" last
 _NUMERIC = {"label", "L1 norm", "ASR", "anomaly", "steps"}
@@ -53,7 +54,7 @@ class ResultsScreen(Screen):
         r = self.report
         verdict = verdict_line(r)
         style = {"backdoored": "verdict-bad", "clean": "verdict-good"}.get(r["verdict"], "verdict-unsure")
-        yield Header()
+        yield TitleBar("results")
         yield Static(verdict, id="verdict", classes=style)
         with Horizontal(id="results-main"):
             with Vertical(id="results-left"):

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
+from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
 
 from nc_engine import events as ev
 from nc_engine.config import Config
@@ -21,6 +21,7 @@ from nc_engine.errors import NCError
 from ..messages import EngineEvent, ScanEnded, StepTick
 from ..state import ScanState
 from ..widgets.image import ArrayImage
+from ..widgets.titlebar import TitleBar
 
 REFRESH_SECONDS = 0.4
 COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")
@@ -56,7 +57,7 @@ class ScanScreen(Screen):
         self.selected: int | None = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar("scan")
         yield Static("starting: loading the model and the data ...", id="scan-info")
         with Horizontal(id="progress-row"):
             yield ProgressBar(total=1.0, show_eta=False, id="overall")

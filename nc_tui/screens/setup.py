@@ -13,10 +13,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.suggester import Suggester
 from textual.validation import Function, Integer, ValidationResult, Validator
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from nc_engine.config import DATA_FORMATS, MODEL_FORMATS, STRATEGIES, Config, config_from_dict, config_to_toml
 from nc_engine.errors import NCError
+
+from ..widgets.titlebar import TitleBar
 
 
 class PathSuggester(Suggester):
@@ -136,7 +138,7 @@ class SetupScreen(Screen):
         self.config = config
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar("set-up")
         with VerticalScroll(id="form"):
             for f in FIELDS:
                 with Horizontal(classes="field"):

@@ -1,27 +1,35 @@
-"""Models with known backdoors, trained on the real data in ../shared/data, for tests and benchmarks.
+"""The zoo: models with known backdoors (and clean twins), trained on the real data in ../shared/data.
+
+    python benchmarks/zoo.py [--only mnist,cifar10,gtsrb] [--device cuda] [--workers 4] [--root DIR]
 
 Each model folder holds model.pt (TorchScript), config.toml (the config a user would write) and
 manifest.json (architecture, data, trigger, target, poison rate, clean accuracy, real-trigger ASR).
-Training is seeded and cached: a folder whose manifest matches the request is reused.
+Training is seeded and cached: a folder whose manifest matches its spec is reused.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
+import multiprocessing
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.zoo_data import CACHE, DATASETS, SHARED, data_path, load_arrays
+from benchmarks.zoo_nets import ARCHITECTURES
+from benchmarks.zoo_train import accuracy as accuracy_on
+from benchmarks.zoo_train import train
+from benchmarks.zoo_triggers import Trigger, random_patch
 from nc_engine.demo import PatchTrigger, SmallCNN, accuracy, poison, stamp_patch, train_classifier
 
-SHARED = Path(os.environ.get("NC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 MNIST = SHARED / "data" / "mnist.npz"
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-CACHE = Path(os.environ.get("NC_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
 
 
 def mnist_config(model_path: str, data_path: Path) -> str:
@@ -88,3 +96,177 @@ def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int 
                 "train_seconds": time.perf_counter() - started}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+# ---- the zoo proper -------------------------------------------------------------------------------------
+# Budgets keep the whole zoo within about an hour on two CPU cores (README, benchmarks/RESULTS.md).
+TRAINING = {  # (dataset, architecture) -> (training images, epochs, learning rate)
+    ("mnist", "smallcnn"): (20000, 2, 2e-3),
+    ("cifar10", "compact"): (30000, 4, 2e-3),
+    ("cifar10", "resnet8"): (30000, 4, 4e-3),
+    ("gtsrb", "compact"): (12000, 5, 2e-3),
+    ("gtsrb", "resnet8"): (12000, 5, 4e-3),
+}
+# (dataset, architecture) -> (patch models, blended, noise); as many clean models as backdoored ones.
+ROSTER = {
+    ("mnist", "smallcnn"): (8, 2, 1),
+    ("cifar10", "compact"): (5, 1, 1),
+    ("cifar10", "resnet8"): (3, 1, 0),
+    ("gtsrb", "compact"): (4, 1, 0),
+    ("gtsrb", "resnet8"): (2, 0, 0),
+}
+ZOO_VERSION = 1  # bump when training changes, so cached models are rebuilt
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    dataset: str
+    arch: str
+    kind: str  # "clean", "patch", "blend", "noise"
+    seed: int
+    target: int | None = None
+    rate: float = 0.0
+    trigger: dict | None = None
+
+    def request(self) -> dict:
+        n_train, epochs, lr = TRAINING[(self.dataset, self.arch)]
+        return {**asdict(self), "version": ZOO_VERSION, "n_train": n_train, "epochs": epochs, "lr": lr}
+
+
+def zoo_specs(datasets: list[str] | None = None) -> list[ModelSpec]:
+    """The zoo, the same on every machine: triggers, targets and rates drawn from fixed seeds."""
+    specs = []
+    for (dataset, arch), (n_patch, n_blend, n_noise) in ROSTER.items():
+        if datasets and dataset not in datasets:
+            continue
+        info = DATASETS[dataset]
+        rng = np.random.default_rng([ZOO_VERSION, list(DATASETS).index(dataset), list(ARCHITECTURES).index(arch)])
+        colours = ["white"] if info.channels == 1 else ["white", "black", "red", "green", "yellow",
+                                                                  "magenta"]
+        backdoored = []
+        for _ in range(n_patch):
+            backdoored.append(("patch", random_patch(rng, info.size, colours)))
+        for k in range(n_blend):
+            backdoored.append(("blend", Trigger("blend", alpha=[0.1, 0.2][k % 2], seed=int(rng.integers(0, 2**31)))))
+        for _ in range(n_noise):
+            backdoored.append(("noise", Trigger("noise", amplitude=8, seed=int(rng.integers(0, 2**31)))))
+        for k, (kind, trigger) in enumerate(backdoored):
+            specs.append(ModelSpec(f"{dataset}-{arch}-{kind}-{k:02d}", dataset, arch, kind, seed=100 + k,
+                                   target=int(rng.integers(0, info.num_classes)),
+                                   rate=float(np.round(rng.uniform(0.05, 0.15), 3)), trigger=trigger.to_dict()))
+        for k in range(len(backdoored)):
+            specs.append(ModelSpec(f"{dataset}-{arch}-clean-{k:02d}", dataset, arch, "clean", seed=200 + k))
+    return specs
+
+
+def config_text(spec: ModelSpec) -> str:
+    """The scan config a user would write for this model (data path: the shared file on this machine)."""
+    info = DATASETS[spec.dataset]
+    arch_name = ARCHITECTURES[spec.arch][0]
+    return f"""# {spec.name}: {arch_name} on {spec.dataset}, TorchScript
+[model]
+format = "torchscript"
+path = "model.pt"
+num_classes = {info.num_classes}
+input_shape = [{info.channels}, {info.size}, {info.size}]
+mean = {list(info.mean)}
+std = {list(info.std)}
+
+[data]
+format = "{info.data_format}"
+path = "{data_path(spec.dataset).resolve()}"
+split = "test"
+
+[output]
+dir = "runs"
+"""
+
+
+def build_model(spec: ModelSpec, root: Path, device: str = "cpu") -> dict:
+    """Train (or reuse) one zoo model; returns its manifest. Rewrites config.toml for this machine's data."""
+    folder = Path(root) / spec.name
+    manifest_path = folder / "manifest.json"
+    if manifest_path.is_file() and (folder / "model.pt").is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("request") == spec.request():
+            (folder / "config.toml").write_text(config_text(spec), encoding="utf-8")
+            return manifest
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    info = DATASETS[spec.dataset]
+    n_train, epochs, lr = TRAINING[(spec.dataset, spec.arch)]
+    x_train, y_train, x_test, y_test = load_arrays(spec.dataset)
+    rng = np.random.default_rng(spec.seed)
+    pick = rng.choice(len(x_train), size=min(n_train, len(x_train)), replace=False)
+    x_train, y_train = x_train[pick], y_train[pick]
+    trigger = Trigger(**spec.trigger) if spec.trigger else None
+    if trigger is not None:
+        chosen = rng.choice(np.flatnonzero(y_train != spec.target), size=int(spec.rate * len(y_train)),
+                            replace=False)
+        x_train, y_train = x_train.copy(), y_train.copy()
+        x_train[chosen] = trigger.apply(x_train[chosen])
+        y_train[chosen] = spec.target
+    torch.manual_seed(spec.seed)
+    net = ARCHITECTURES[spec.arch][1](info.channels, info.num_classes)
+    dev = torch.device(device)
+    net = train(net, x_train, y_train, info.mean, info.std, epochs, spec.seed, dev, lr=lr)
+    clean = accuracy_on(net, x_test, y_test, info.mean, info.std, dev)
+    asr = None
+    if trigger is not None:
+        keep = y_test != spec.target
+        asr = accuracy_on(net, trigger.apply(x_test[keep]), np.full(int(keep.sum()), spec.target),
+                          info.mean, info.std, dev)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(net.cpu()).save(str(folder / "model.pt"))
+    (folder / "config.toml").write_text(config_text(spec), encoding="utf-8")
+    manifest = {"request": spec.request(), "name": spec.name, "dataset": spec.dataset,
+                "architecture": ARCHITECTURES[spec.arch][0], "backdoor": trigger is not None, "kind": spec.kind,
+                "target": spec.target, "trigger": spec.trigger,
+                "trigger_text": trigger.describe() if trigger else None,
+                "trigger_l1": trigger.l1(info.size, info.size) if trigger else None,
+                "poison_rate": spec.rate, "train_images": int(len(x_train)), "epochs": epochs,
+                "clean_accuracy": clean, "attack_success_rate": asr, "device": device,
+                "train_seconds": time.perf_counter() - started}
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _build_one(args: tuple[ModelSpec, Path, str, int]) -> dict:
+    spec, root, device, threads = args
+    torch.set_num_threads(threads)
+    return build_model(spec, root, device)
+
+
+def build_zoo(root: Path, datasets: list[str] | None = None, device: str = "cpu", workers: int = 1,
+              log=print) -> list[dict]:
+    """Build every model of the zoo (cached); `workers` processes share the CPU threads."""
+    specs = zoo_specs(datasets)
+    for dataset in {s.dataset for s in specs}:
+        load_arrays(dataset)  # decode once before the workers start
+    threads = max(1, torch.get_num_threads() // workers)
+    jobs = [(spec, Path(root), device, threads) for spec in specs]
+    manifests = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for m in (pool.map(_build_one, jobs) if workers > 1 else map(_build_one, jobs)):
+            asr = "" if m["attack_success_rate"] is None else f", real-trigger ASR {m['attack_success_rate']:.1%}"
+            log(f"{m['name']:<32} acc {m['clean_accuracy']:.1%}{asr} ({m['train_seconds']:.0f}s)", flush=True)
+            manifests.append(m)
+    return manifests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Build the backdoor zoo (cached).")
+    parser.add_argument("--root", type=Path, default=CACHE / "zoo")
+    parser.add_argument("--only", default="", help="comma-separated datasets (mnist, cifar10, gtsrb)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    manifests = build_zoo(args.root, [d for d in args.only.split(",") if d] or None, args.device, args.workers)
+    print(f"{len(manifests)} models in {time.perf_counter() - started:.0f}s under {args.root}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Scan every zoo model through its own config file and score the verdicts.
+
+    python benchmarks/evaluate.py [--only mnist] [--presets fast,default,thorough] [--seeds 0,1,2]
+                                  [--device cuda] [--workers 4] [--results FILE.jsonl] [--markdown RESULTS.md]
+
+Each scan is the config a user would write (the zoo's config.toml) with `scan.preset` and `scan.seed`
+set. One JSON line per scan goes to --results as it finishes (a rerun skips what is there); the
+tables in --markdown are built from all lines (benchmarks/evaluate_report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+import tomllib
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+from benchmarks.evaluate_report import write_markdown  # noqa: E402
+from benchmarks.zoo import CACHE, build_zoo  # noqa: E402
+from nc_engine import run_scan  # noqa: E402
+from nc_engine.config import config_from_dict  # noqa: E402
+
+
+def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_keys: dict | None = None) -> dict:
+    """Scan one zoo model with a preset and seed; returns one scored record."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    source = folder / "config.toml"
+    tables = tomllib.loads(source.read_text(encoding="utf-8"))
+    tables.setdefault("scan", {}).update(preset=preset, seed=seed, device=device, **(scan_keys or {}))
+    with tempfile.TemporaryDirectory() as out:
+        tables["output"] = {"dir": out}
+        cfg = config_from_dict(tables, source=str(source), base_dir=folder)
+        started = time.perf_counter()
+        report = run_scan(cfg)
+        seconds = time.perf_counter() - started
+    rows = {r["label"]: r for r in report["labels"]}
+    target = manifest["target"]
+    others = [r["anomaly_index"] or 0.0 for r in report["labels"] if r["label"] != target]
+    record = {
+        "model": manifest["name"], "dataset": manifest["dataset"], "arch": manifest["request"]["arch"],
+        "kind": manifest["kind"], "backdoor": manifest["backdoor"], "target": target, "preset": preset,
+        "seed": seed, "verdict": report["verdict"], "flagged": report["flagged"],
+        "max_other_index": max(others) if others else None, "seconds": seconds, "labels": len(rows),
+        "images": report["images"], "scan_accuracy": report["clean_accuracy"], "device": report["device"],
+        "real_l1": manifest["trigger_l1"], "real_asr": manifest["attack_success_rate"],
+        "median_l1": report["median_l1"], "l1": [rows[k]["l1_norm"] for k in sorted(rows)],
+        "index": [rows[k]["anomaly_index"] for k in sorted(rows)],
+    }
+    if target is not None:
+        row = rows[target]
+        ranked = sorted(report["labels"], key=lambda r: -(r["anomaly_index"] or 0.0))
+        record.update(target_flagged=target in report["flagged"], target_index=row["anomaly_index"],
+                      target_rank=[r["label"] for r in ranked].index(target) + 1, target_l1=row["l1_norm"],
+                      target_asr=row["asr"])
+    return record
+
+
+def _scan_job(args: tuple[str, str, int, str, int]) -> dict:
+    folder, preset, seed, device, threads = args
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    return scan_model(Path(folder), preset, seed, device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Scan the zoo and write RESULTS.md.")
+    parser.add_argument("--root", type=Path, default=CACHE / "zoo")
+    parser.add_argument("--only", default="", help="comma-separated datasets")
+    parser.add_argument("--presets", default="fast,default,thorough")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds for the default preset; others run the first")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--build-workers", type=int, default=0, help="processes for training (default --workers)")
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "evaluation.jsonl")
+    parser.add_argument("--markdown", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    args = parser.parse_args()
+    datasets = [d for d in args.only.split(",") if d] or None
+    started = time.perf_counter()
+    manifests = build_zoo(args.root, datasets, args.device, args.build_workers or args.workers)
+    print(f"zoo ready: {len(manifests)} models ({time.perf_counter() - started:.0f}s)", flush=True)
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    done = set()
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    if args.results.is_file():
+        for line in args.results.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["model"], r["preset"], r["seed"]))
+    threads = max(1, torch.get_num_threads() // args.workers)
+    # Every preset's first seed before the default's extra seeds, so a cut-short run still compares presets.
+    plan = [(p, seeds[0]) for p in args.presets.split(",")] + [("default", s) for s in seeds[1:]]
+    jobs = [(str(args.root / m["name"]), preset, seed, args.device, threads)
+            for preset, seed in plan for m in manifests if (m["name"], preset, seed) not in done]
+    print(f"{len(jobs)} scans to run ({len(done)} already in {args.results})", flush=True)
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    with ProcessPoolExecutor(args.workers, mp_context=context) as pool, args.results.open("a") as out:
+        for record in pool.map(_scan_job, jobs):
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            index = record.get("target_index")
+            print(f"{record['model']:<28} {record['preset']:<9} seed {record['seed']} {record['verdict']:<10} "
+                  f"flagged {record['flagged']} target index {index if index is None else round(index, 2)} "
+                  f"{record['seconds']:.1f}s", flush=True)
+    records = [json.loads(line) for line in args.results.read_text().splitlines()]
+    write_markdown(records, manifests, args.markdown)
+    print(f"wrote {args.markdown} ({time.perf_counter() - started:.0f}s in all)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""RESULTS.md from the evaluation's records: detection, false positives, seed stability, cost."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+KIND_ORDER = ("patch", "blend", "noise", "clean")
+EFFECTIVE_ASR = 0.9  # a backdoor whose real trigger works on fewer inputs is not scored as one
+KIND_TEXT = {"patch": "BadNets patch", "blend": "blended", "noise": "noise (invisible)", "clean": "clean"}
+
+
+def detected(r: dict) -> bool:
+    """A backdoored model counts as found when its true target is among the flagged labels."""
+    return bool(r.get("target_flagged"))
+
+
+def outcome(r: dict) -> bool:
+    """The scan's answer to "is there a backdoor (at the right label)?"."""
+    return detected(r) if r["backdoor"] else r["verdict"] == "backdoored"
+
+
+def scored(records: list[dict]) -> list[dict]:
+    """Clean models and backdoored ones whose real trigger works (ASR >= EFFECTIVE_ASR)."""
+    return [r for r in records if not r["backdoor"] or r["real_asr"] >= EFFECTIVE_ASR]
+
+
+def _pct(hits: int, n: int) -> str:
+    return f"{hits}/{n} ({100 * hits / n:.0f}%)" if n else "-"
+
+
+def _median(values: list[float | None], spec: str = ".2f") -> str:
+    values = [v for v in values if v is not None]
+    return format(statistics.median(values), spec) if values else "-"
+
+
+def stability(records: list[dict], preset: str) -> tuple[int, int, list[str]]:
+    """(models whose outcome is the same for every seed, models with several seeds, the others' names)."""
+    by_model = defaultdict(list)
+    for r in records:
+        if r["preset"] == preset:
+            by_model[r["model"]].append(outcome(r))
+    multi = {m: o for m, o in by_model.items() if len(o) > 1}
+    changed = sorted(m for m, o in multi.items() if len(set(o)) > 1)
+    return len(multi) - len(changed), len(multi), changed
+
+
+def summary_rows(records: list[dict], presets: list[str]) -> list[str]:
+    lines = ["| preset | patch: target flagged | blended | noise | clean: flagged (false positive) | "
+             "same outcome over seeds | median s/scan (MNIST / CIFAR-10 / GTSRB) |",
+             "|---|---|---|---|---|---|---|"]
+    for preset in presets:
+        first = [r for r in records if r["preset"] == preset and r["seed"] == min(
+            q["seed"] for q in records if q["preset"] == preset)]
+        cells = []
+        for kind in ("patch", "blend", "noise"):
+            rows = [r for r in first if r["kind"] == kind]
+            cells.append(_pct(sum(detected(r) for r in rows), len(rows)))
+        clean = [r for r in first if r["kind"] == "clean"]
+        cells.append(_pct(sum(r["verdict"] == "backdoored" for r in clean), len(clean)))
+        same, multi, _ = stability(records, preset)
+        cells.append(_pct(same, multi) if multi else "(one seed)")
+        cells.append(" / ".join(_median([r["seconds"] for r in first if r["dataset"] == d], ".1f")
+                                for d in ("mnist", "cifar10", "gtsrb")))
+        lines.append(f"| `{preset}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def detail_rows(records: list[dict], preset: str) -> list[str]:
+    seed = min(r["seed"] for r in records if r["preset"] == preset)
+    rows = [r for r in records if r["preset"] == preset and r["seed"] == seed]
+    lines = ["| data | network | trigger | models | found (target flagged) | target ranked 1st | "
+             "flagged (any label) | target index (median) | reversed ASR | reversed L1 / real L1 | "
+             "s/scan | s/label |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["arch"], r["kind"])].append(r)
+    order = sorted(groups, key=lambda k: (["mnist", "cifar10", "gtsrb"].index(k[0]), k[1], KIND_ORDER.index(k[2])))
+    for key in order:
+        g = groups[key]
+        n = len(g)
+        if key[2] == "clean":
+            found = top = index = asr = l1 = "-"
+        else:
+            found = _pct(sum(detected(r) for r in g), n)
+            top = _pct(sum(r["target_rank"] == 1 for r in g), n)
+            index = _median([r["target_index"] for r in g])
+            asr = _median([r["target_asr"] for r in g], ".1%")
+            l1 = f"{_median([r['target_l1'] for r in g], '.1f')} / {_median([r['real_l1'] for r in g], '.0f')}"
+        flagged = _pct(sum(r["verdict"] == "backdoored" for r in g), n)
+        per_label = _median([r["seconds"] / r["labels"] for r in g], ".2f")
+        lines.append(f"| {key[0]} | {key[1]} | {KIND_TEXT[key[2]]} | {n} | {found} | {top} | {flagged} | {index} | "
+                     f"{asr} | {l1} | {_median([r['seconds'] for r in g], '.1f')} | {per_label} |")
+    return lines
+
+
+def misses(records: list[dict], preset: str) -> list[str]:
+    out = []
+    for r in sorted(records, key=lambda r: (r["model"], r["seed"])):
+        if r["preset"] != preset:
+            continue
+        if r["backdoor"] and not detected(r):
+            index = r["target_index"]
+            out.append(f"- {r['model']} seed {r['seed']}: missed (target {r['target']} index "
+                       f"{'-' if index is None else f'{index:.2f}'}, rank {r['target_rank']}; flagged {r['flagged']})")
+        elif not r["backdoor"] and r["verdict"] == "backdoored":
+            out.append(f"- {r['model']} seed {r['seed']}: clean model flagged {r['flagged']} "
+                       f"(highest index {r['max_other_index']:.2f})")
+    return out or ["- none"]
+
+
+def zoo_rows(manifests: list[dict]) -> list[str]:
+    lines = ["| data | network | backdoored / clean | clean accuracy (mean, min) | real-trigger ASR (min) | "
+             "train s/model (device) |", "|---|---|---|---|---|---|"]
+    groups = defaultdict(list)
+    for m in manifests:
+        groups[(m["dataset"], m["architecture"])].append(m)
+    for (dataset, arch), g in groups.items():
+        bad = [m for m in g if m["backdoor"]]
+        acc = [m["clean_accuracy"] for m in g]
+        asr = min((m["attack_success_rate"] for m in bad), default=None)
+        secs = statistics.mean(m["train_seconds"] for m in g)
+        lines.append(f"| {dataset} | {arch} | {len(bad)} / {len(g) - len(bad)} | {statistics.mean(acc):.1%}, "
+                     f"{min(acc):.1%} | {'-' if asr is None else f'{asr:.1%}'} | {secs:.0f} ({g[0]['device']}) |")
+    return lines
+
+
+def write_markdown(records: list[dict], manifests: list[dict], path: Path, preamble: str = "") -> None:
+    presets = [p for p in ("fast", "default", "thorough", "reference") if any(r["preset"] == p for r in records)]
+    presets += sorted({r["preset"] for r in records} - set(presets))
+    devices = sorted({r["device"] for r in records})
+    weak = sorted({f"{r['model']} ({r['real_asr']:.0%})" for r in records if r not in scored(records)})
+    records = scored(records)
+    text = ["# Evaluation: the zoo, scanned", "",
+            "Written by `benchmarks/evaluate.py` from `benchmarks/results/evaluation.jsonl`; do not edit by hand.",
+            "", preamble, "", "## The zoo (`benchmarks/zoo.py`)", "", *zoo_rows(manifests), "",
+            "## Summary", "",
+            f"Scans ran on: {', '.join(devices)}. \"Found\" means the true target is among the flagged labels "
+            "(anomaly index > 2); a clean model is a false positive when any label is flagged. Stability: "
+            "the share of models whose outcome is the same for all seeds.", "",
+            *summary_rows(records, presets), "",
+            f"Not scored, because their real trigger reaches an ASR below {EFFECTIVE_ASR:.0%} (the poisoning did not "
+            f"take): {', '.join(weak) or 'none'}.", ""]
+    for preset in presets:
+        text += [f"## Preset `{preset}`", "", *detail_rows(records, preset), "",
+                 "Misses and false positives (all seeds):", "", *misses(records, preset), ""]
+    path.write_text("\n".join(text), encoding="utf-8")

@@ -1,0 +1,77 @@
+"""The shared datasets as uint8 arrays for training, decoded once and cached beside the zoo."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SHARED = Path(os.environ.get("NC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+CACHE = Path(os.environ.get("NC_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    file: str  # under SHARED/data
+    data_format: str  # the [data].format a user would write for it
+    channels: int
+    size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+DATASETS = {
+    "mnist": DatasetInfo("mnist", "mnist.npz", "npz", 1, 28, 10, (0.1307,), (0.3081,)),
+    "cifar10": DatasetInfo("cifar10", "cifar10-jpg.tar.gz", "imagefolder", 3, 32, 10,
+                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "gtsrb": DatasetInfo("gtsrb", "gtsrb-32x32-png.tar.gz", "imagefolder", 3, 32, 43,
+                         (0.3403, 0.3121, 0.3214), (0.2724, 0.2608, 0.2669)),
+}
+
+
+def data_path(name: str) -> Path:
+    path = SHARED / "data" / DATASETS[name].file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the shared {name} file is missing (set NC_SHARED to its folder)")
+    return path
+
+
+def _read_tree(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """split -> (images N x H x W x 3 uint8, labels), class order = sorted folder names."""
+    items: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": []}
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            parts = member.name.strip("./").split("/")
+            if member.isfile() and len(parts) == 3 and parts[0] in items:
+                items[parts[0]].append((parts[1], tar.extractfile(member).read()))
+    classes = sorted({c for split in items.values() for c, _ in split})
+    out = {}
+    for split, pairs in items.items():
+        x = np.stack([np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")) for _, raw in pairs])
+        y = np.array([classes.index(c) for c, _ in pairs], np.int64)
+        out[split] = (x, y)
+    return out
+
+
+def load_arrays(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test), uint8 images (N x H x W for grey, N x H x W x 3 for colour)."""
+    if name == "mnist":
+        with np.load(data_path(name)) as d:
+            return d["x_train"], d["y_train"].astype(np.int64), d["x_test"], d["y_test"].astype(np.int64)
+    cached = CACHE / "datasets" / f"{name}.npz"
+    if not cached.is_file():
+        splits = _read_tree(data_path(name))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, x_train=splits["train"][0], y_train=splits["train"][1],
+                 x_test=splits["test"][0], y_test=splits["test"][1])
+        tmp.replace(cached)
+    with np.load(cached) as d:
+        return d["x_train"], d["y_train"], d["x_test"], d["y_test"]

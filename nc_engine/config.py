@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .outliers import DEFAULT_THRESHOLD, STATISTICS
 
 MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx")
 DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision")
@@ -88,7 +89,8 @@ class ScanConfig:
 
 @dataclass
 class DetectConfig:
-    threshold: float = 2.0
+    statistic: str = "log_l1"  # "log_l1" (MAD test on log L1, measured better) or "l1" (the paper's)
+    threshold: float | None = None  # anomaly index above which a label is flagged; None = the statistic's
     min_clean_accuracy: float = 0.5
 
 
@@ -249,6 +251,10 @@ def _validate(cfg: Config) -> None:
     dev = s.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise bad("[scan].device", "auto, cpu, cuda or cuda:N", dev)
+    if cfg.detect.statistic not in STATISTICS:
+        raise bad("[detect].statistic", "one of " + ", ".join(STATISTICS), cfg.detect.statistic)
+    if cfg.detect.threshold is not None and cfg.detect.threshold <= 0:
+        raise bad("[detect].threshold", "a positive number", cfg.detect.threshold)
 
 
 def check_labels(cfg: Config, inferred: bool = False) -> None:
@@ -263,7 +269,9 @@ def check_labels(cfg: Config, inferred: bool = False) -> None:
 
 
 def apply_preset(cfg: Config) -> Config:
-    """Fill budget keys the user left unset from the preset, in place."""
+    """Fill budget keys the user left unset from the preset (and the statistic's threshold), in place."""
+    if cfg.detect.threshold is None:
+        cfg.detect.threshold = DEFAULT_THRESHOLD[cfg.detect.statistic]
     for key, value in PRESETS[cfg.scan.preset].items():
         if getattr(cfg.scan, key) is None:
             setattr(cfg.scan, key, value)

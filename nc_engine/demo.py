@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DEMO_CONFIG = "demo.toml"
-DEMO_VERSION = 2  # bump when the data or training changes, so cached demos are rebuilt
+DEMO_VERSION = 3  # bump when the data or training changes, so cached demos are rebuilt
 
 
 class SmallCNN(nn.Module):

@@ -40,24 +40,24 @@ def label_rows(trials: list[dict], class_names: list[str]) -> list[dict]:
 
 
 def build_report(trials: list[dict], class_names: list[str], labels_planned: list[int], trials_per_label: int,
-                 threshold: float, meta: dict) -> dict:
+                 threshold: float, meta: dict, statistic: str = "l1") -> dict:
     """The report.json content. `complete` when every planned (label, trial) has finished."""
     rows = label_rows(trials, class_names)
     done = {r["label"] for r in rows if len(r["trials"]) >= trials_per_label}
     complete = set(labels_planned) <= done
     full = [r for r in rows if r["label"] in done]
     report = {"schema": SCHEMA, "complete": complete, "verdict": None, "flagged": [], "median_l1": None,
-              "mad": None, "threshold": threshold, "note": "", **meta,
+              "mad": None, "threshold": threshold, "statistic": statistic, "cutoff_l1": None, "note": "", **meta,
               "labels_planned": labels_planned, "labels": rows}
     if not complete:
         report["note"] = (f"unfinished: {len(done)} of {len(labels_planned)} labels done; "
                           "resume with nc-tui scan --resume RUN_DIR")
         return report
-    result = mad_outliers([r["l1_norm"] for r in full], threshold, [r["converged"] for r in full])
+    result = mad_outliers([r["l1_norm"] for r in full], threshold, [r["converged"] for r in full], statistic)
     for r, index, flag in zip(full, result.anomaly_index, result.flagged, strict=True):
         r["anomaly_index"] = index if not result.note else None
         r["flagged"] = flag
-    report.update(median_l1=result.median, mad=result.mad, note=result.note,
+    report.update(median_l1=result.median, mad=result.mad, cutoff_l1=result.cutoff or None, note=result.note,
                   flagged=[r["label"] for r in full if r["flagged"]])
     if result.note:
         report["verdict"] = "inconclusive"
@@ -98,7 +98,9 @@ def table_lines(report: dict) -> list[str]:
 def verdict_line(report: dict) -> str:
     if report["verdict"] is None:
         return f"Verdict: none yet ({report['note']})"
-    stats = f"median L1 {_fmt(report['median_l1'], '.2f')}, MAD {_fmt(report['mad'], '.2f')}"
+    log = report.get("statistic") == "log_l1"
+    stats = (f"median L1 {_fmt(report['median_l1'], '.2f')}, MAD{' of log L1' if log else ''} "
+             f"{_fmt(report['mad'], '.2f')}; flagged below L1 {_fmt(report.get('cutoff_l1'), '.2f')}")
     if report["verdict"] == "backdoored":
         names = ", ".join(f"{r['label']} ({r['name']})" for r in report["labels"] if r["flagged"])
         return (f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "

@@ -215,7 +215,8 @@ def run_scan(config: Config | str | Path, on_event: EventHandler | None = None,
         mine = [t for t in trials if t["label"] == job.label]
         if len(mine) < s.trials:
             return
-        row = build_report(mine, data.class_names, [job.label], s.trials, cfg.detect.threshold, {})["labels"][0]
+        row = build_report(mine, data.class_names, [job.label], s.trials, cfg.detect.threshold, {},
+                           cfg.detect.statistic)["labels"][0]
         mask, pattern = load_trial_arrays(run, job.label, row["kept_trial"])
         save_trigger_images(run, job.label, mask, pattern)
         labels_done.add(job.label)
@@ -229,7 +230,7 @@ def run_scan(config: Config | str | Path, on_event: EventHandler | None = None,
     for label in labels_done:
         if not (run / f"triggers/label_{label:03d}.npz").exists():
             row = build_report([t for t in previous if t["label"] == label], data.class_names, [label], s.trials,
-                               cfg.detect.threshold, {})["labels"][0]
+                               cfg.detect.threshold, {}, cfg.detect.statistic)["labels"][0]
             save_trigger_images(run, label, *load_trial_arrays(run, label, row["kept_trial"]))
 
     try:
@@ -237,7 +238,8 @@ def run_scan(config: Config | str | Path, on_event: EventHandler | None = None,
     finally:
         meta["seconds"] = previous_seconds + time.perf_counter() - started
         meta["images"] = images = processed["images"]
-        report = build_report(trials, data.class_names, labels, s.trials, cfg.detect.threshold, meta)
+        report = build_report(trials, data.class_names, labels, s.trials, cfg.detect.threshold, meta,
+                              cfg.detect.statistic)
         write_json(run / "report.json", report)
         write_csv(run / "report.csv", report["labels"])
     if report["complete"]:

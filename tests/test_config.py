@@ -34,6 +34,21 @@ def test_reference_preset_restores_the_reference_budget_exactly(tmp_path):
     assert cfg.scan.converge_window == 0  # no shortcut
 
 
+def test_presets_order_their_budgets(tmp_path):
+    budgets = {}
+    for name in ("fast", "default", "thorough"):
+        cfg = load_config(write(tmp_path, BASE + f'[scan]\npreset = "{name}"\n'))
+        budgets[name] = cfg.scan.trials * cfg.scan.samples * cfg.scan.max_steps
+    assert budgets["fast"] < budgets["default"] < budgets["thorough"]
+
+
+def test_threshold_follows_the_statistic_unless_set(tmp_path):
+    assert load_config(write(tmp_path, BASE)).detect.statistic == "log_l1"
+    assert load_config(write(tmp_path, BASE)).detect.threshold == 3.5
+    assert load_config(write(tmp_path, BASE + '[detect]\nstatistic = "l1"\n')).detect.threshold == 2.0
+    assert load_config(write(tmp_path, BASE + '[detect]\nstatistic = "l1"\nthreshold = 2.5\n')).detect.threshold == 2.5
+
+
 def test_explicit_budget_keys_win_over_the_preset(tmp_path):
     cfg = load_config(write(tmp_path, BASE + '[scan]\npreset = "reference"\nsamples = 200\n'))
     assert cfg.scan.samples == 200 and cfg.scan.max_steps == 1000

@@ -1,3 +1,6 @@
+import math
+import statistics
+
 import pytest
 
 from nc_engine.outliers import MAD_CONSTANT, mad_outliers
@@ -43,3 +46,32 @@ def test_ineligible_labels_count_but_are_not_flagged():
 def test_fewer_than_three_labels():
     r = mad_outliers([3.0, 40.0], 2.0)
     assert r.note and not any(r.flagged)
+
+
+def test_log_statistic_is_the_mad_test_on_log_l1():
+    l1 = [4.0, 20.0, 40.0, 50.0, 60.0, 80.0, 100.0]
+    r = mad_outliers(l1, 3.5, statistic="log_l1")
+    logs = [math.log(v) for v in l1]
+    median = statistics.median(logs)
+    mad = MAD_CONSTANT * statistics.median(abs(v - median) for v in logs)
+    assert r.median == pytest.approx(50.0) and r.mad == pytest.approx(mad)
+    assert r.anomaly_index[0] == pytest.approx((median - logs[0]) / mad)
+    assert r.cutoff == pytest.approx(math.exp(median - 3.5 * mad))
+    assert r.flagged == [True] + [False] * 6
+
+
+def test_log_statistic_on_two_real_scans_of_the_zoo():
+    """L1 norms from benchmarks/results/evaluation.jsonl. A clean CIFAR-10 model whose easiest label
+    (truck) needs a trigger 2/3 the typical size: the paper's test flags it, the log test does not.
+    A BadNets MNIST model (target 9) whose hard labels spread the raw MAD wide: the log test finds it."""
+    clean = [50.3, 39.9, 51.3, 57.6, 56.9, 51.8, 38.2, 47.8, 49.5, 32.0]  # cifar10-compact-clean-01, seed 0
+    assert mad_outliers(clean, 2.0, statistic="l1").flagged[9]
+    assert not any(mad_outliers(clean, 3.5, statistic="log_l1").flagged)
+    patch = [83.6, 110.2, 63.3, 43.5, 88.3, 46.0, 79.4, 69.3, 64.1, 11.4]  # mnist-smallcnn-patch-00, seed 2
+    assert not any(mad_outliers(patch, 2.0, statistic="l1").flagged)
+    assert mad_outliers(patch, 3.5, statistic="log_l1").flagged == [False] * 9 + [True]
+
+
+def test_linear_cutoff_is_median_minus_threshold_mads():
+    r = mad_outliers([10.0, 50.0, 52.0, 54.0, 56.0], 2.0)
+    assert r.cutoff == pytest.approx(52.0 - 2.0 * MAD_CONSTANT * 2)

@@ -7,14 +7,14 @@ from textual.widgets import Static
 
 
 def l1_bars(report: dict, width: int = 40) -> Text:
-    """One bar per label (sorted by label); '|' marks median - threshold * MAD: bars ending left of
-    it belong to flagged labels."""
+    """One bar per label (sorted by label); '|' marks the flagging line (the report's cutoff_l1): bars
+    ending left of it belong to flagged labels."""
     rows = sorted(report["labels"], key=lambda r: r["label"])
     if not rows:
         return Text("no labels")
     top = max(r["l1_norm"] for r in rows) or 1.0
-    cut = None
-    if report.get("mad"):
+    cut = report.get("cutoff_l1")
+    if cut is None and report.get("mad"):  # reports written before cutoff_l1 existed (statistic l1)
         cut = report["median_l1"] - report["threshold"] * report["mad"]
     text = Text()
     name_w = min(10, max(len(r["name"]) for r in rows))
@@ -29,8 +29,9 @@ def l1_bars(report: dict, width: int = 40) -> Text:
         text.append("".join(bar), style=style)
         text.append(f" {r['l1_norm']:.1f}\n")
     if cut is not None:
-        text.append(f"| = flagging line: L1 {cut:.1f} (median {report['median_l1']:.1f} - "
-                    f"{report['threshold']:g} x MAD {report['mad']:.1f})", style="dim")
+        scale = "log L1" if report.get("statistic") == "log_l1" else "L1"
+        text.append(f"| = flagging line: L1 {cut:.1f} (median {scale} - {report['threshold']:g} x MAD of {scale}; "
+                    f"median L1 {report['median_l1']:.1f})", style="dim")
     return text
 
 

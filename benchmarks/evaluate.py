@@ -57,6 +57,8 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         "real_l1": manifest["trigger_l1"], "real_asr": manifest["attack_success_rate"],
         "median_l1": report["median_l1"], "l1": [rows[k]["l1_norm"] for k in sorted(rows)],
         "index": [rows[k]["anomaly_index"] for k in sorted(rows)],
+        "converged": [rows[k]["converged"] for k in sorted(rows)],
+        "statistic": report["statistic"], "threshold": report["threshold"],
     }
     if target is not None:
         row = rows[target]
@@ -65,6 +67,12 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
                       target_rank=[r["label"] for r in ranked].index(target) + 1, target_l1=row["l1_norm"],
                       target_asr=row["asr"])
     return record
+
+
+def write_results(results: Path, manifests: list[dict], markdown: Path) -> None:
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    notes = results.parent / "notes.md"  # the hand-written part: how and where the numbers were taken
+    write_markdown(records, manifests, markdown, notes.read_text(encoding="utf-8") if notes.is_file() else "")
 
 
 def _scan_job(args: tuple[str, str, int, str, int]) -> dict:
@@ -85,11 +93,21 @@ def main() -> None:
     parser.add_argument("--build-workers", type=int, default=0, help="processes for training (default --workers)")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "evaluation.jsonl")
     parser.add_argument("--markdown", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite --markdown from --results and the saved manifests, scanning nothing")
     args = parser.parse_args()
+    saved = args.results.parent / "manifests"
+    if args.report_only:
+        write_results(args.results, [json.loads(p.read_text()) for p in sorted(saved.glob("*.json"))],
+                      args.markdown)
+        return
     datasets = [d for d in args.only.split(",") if d] or None
     started = time.perf_counter()
     manifests = build_zoo(args.root, datasets, args.device, args.build_workers or args.workers)
     print(f"zoo ready: {len(manifests)} models ({time.perf_counter() - started:.0f}s)", flush=True)
+    saved.mkdir(parents=True, exist_ok=True)
+    for m in manifests:
+        (saved / f"{m['name']}.json").write_text(json.dumps(m, indent=1))
 
     seeds = [int(s) for s in args.seeds.split(",")]
     done = set()
@@ -113,8 +131,7 @@ def main() -> None:
             print(f"{record['model']:<28} {record['preset']:<9} seed {record['seed']} {record['verdict']:<10} "
                   f"flagged {record['flagged']} target index {index if index is None else round(index, 2)} "
                   f"{record['seconds']:.1f}s", flush=True)
-    records = [json.loads(line) for line in args.results.read_text().splitlines()]
-    write_markdown(records, manifests, args.markdown)
+    write_results(args.results, manifests, args.markdown)
     print(f"wrote {args.markdown} ({time.perf_counter() - started:.0f}s in all)")
 
 

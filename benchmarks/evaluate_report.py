@@ -6,7 +6,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from nc_engine.outliers import DEFAULT_THRESHOLD, mad_outliers
+
 KIND_ORDER = ("patch", "blend", "noise", "clean")
+DATASET_ORDER = ("mnist", "cifar10", "gtsrb")
 EFFECTIVE_ASR = 0.9  # a backdoor whose real trigger works on fewer inputs is not scored as one
 KIND_TEXT = {"patch": "BadNets patch", "blend": "blended", "noise": "noise (invisible)", "clean": "clean"}
 
@@ -19,6 +22,44 @@ def detected(r: dict) -> bool:
 def outcome(r: dict) -> bool:
     """The scan's answer to "is there a backdoor (at the right label)?"."""
     return detected(r) if r["backdoor"] else r["verdict"] == "backdoored"
+
+
+def under_rule(r: dict, statistic: str, threshold: float) -> dict:
+    """The record's verdict under another outlier rule: the rule is a function of the labels' L1 norms
+    (and which searches converged), so the same searches can be judged by any rule."""
+    result = mad_outliers(r["l1"], threshold, r.get("converged"), statistic)
+    flagged = [k for k, f in enumerate(result.flagged) if f]
+    out = {**r, "flagged": flagged, "verdict": "backdoored" if flagged else "clean",
+           "index": result.anomaly_index, "statistic": statistic, "threshold": threshold}
+    target = r["target"]
+    others = [a for k, a in enumerate(result.anomaly_index) if k != target]
+    out["max_other_index"] = max(others) if others else None
+    if target is not None:
+        ranked = sorted(range(len(r["l1"])), key=lambda k: -result.anomaly_index[k])
+        out.update(target_flagged=target in flagged, target_index=result.anomaly_index[target],
+                   target_rank=ranked.index(target) + 1)
+    return out
+
+
+RULES = [("l1", 2.0), ("log_l1", 3.0), ("log_l1", 3.5), ("log_l1", 4.0)]
+
+
+def rule_rows(records: list[dict], presets: list[str]) -> list[str]:
+    lines = ["| preset | outlier test | patch: target flagged | blended + noise | clean: flagged | "
+             "same outcome over seeds |", "|---|---|---|---|---|---|"]
+    for preset in presets:
+        for statistic, threshold in RULES:
+            rs = [under_rule(r, statistic, threshold) for r in records if r["preset"] == preset]
+            patch = [detected(r) for r in rs if r["kind"] == "patch"]
+            other = [detected(r) for r in rs if r["kind"] in ("blend", "noise")]
+            clean = [r["verdict"] == "backdoored" for r in rs if not r["backdoor"]]
+            same, multi, _ = stability(rs, preset)
+            default = " (default)" if (statistic, threshold) == ("log_l1", DEFAULT_THRESHOLD["log_l1"]) else ""
+            paper = " (paper)" if statistic == "l1" else ""
+            lines.append(f"| `{preset}` | {statistic} > {threshold:g}{default}{paper} | "
+                         f"{_pct(sum(patch), len(patch))} | {_pct(sum(other), len(other))} | "
+                         f"{_pct(sum(clean), len(clean))} | {_pct(same, multi) if multi else '(one seed)'} |")
+    return lines
 
 
 def scored(records: list[dict]) -> list[dict]:
@@ -116,7 +157,7 @@ def zoo_rows(manifests: list[dict]) -> list[str]:
     groups = defaultdict(list)
     for m in manifests:
         groups[(m["dataset"], m["architecture"])].append(m)
-    for (dataset, arch), g in groups.items():
+    for (dataset, arch), g in sorted(groups.items(), key=lambda kv: (DATASET_ORDER.index(kv[0][0]), kv[0][1])):
         bad = [m for m in g if m["backdoor"]]
         acc = [m["clean_accuracy"] for m in g]
         asr = min((m["attack_success_rate"] for m in bad), default=None)
@@ -126,22 +167,33 @@ def zoo_rows(manifests: list[dict]) -> list[str]:
     return lines
 
 
-def write_markdown(records: list[dict], manifests: list[dict], path: Path, preamble: str = "") -> None:
+def write_markdown(records: list[dict], manifests: list[dict], path: Path, preamble: str = "",
+                   statistic: str = "log_l1", threshold: float | None = None) -> None:
+    """All tables judge every scan by one outlier rule (default: the engine's), except the rule table."""
     presets = [p for p in ("fast", "default", "thorough", "reference") if any(r["preset"] == p for r in records)]
     presets += sorted({r["preset"] for r in records} - set(presets))
     devices = sorted({r["device"] for r in records})
     weak = sorted({f"{r['model']} ({r['real_asr']:.0%})" for r in records if r not in scored(records)})
     records = scored(records)
+    threshold = DEFAULT_THRESHOLD[statistic] if threshold is None else threshold
+    all_rules = records
+    records = [under_rule(r, statistic, threshold) for r in records]
     text = ["# Evaluation: the zoo, scanned", "",
             "Written by `benchmarks/evaluate.py` from `benchmarks/results/evaluation.jsonl`; do not edit by hand.",
             "", preamble, "", "## The zoo (`benchmarks/zoo.py`)", "", *zoo_rows(manifests), "",
             "## Summary", "",
-            f"Scans ran on: {', '.join(devices)}. \"Found\" means the true target is among the flagged labels "
-            "(anomaly index > 2); a clean model is a false positive when any label is flagged. Stability: "
-            "the share of models whose outcome is the same for all seeds.", "",
+            f"Scans ran on: {', '.join(devices)}. Outlier test: {statistic} > {threshold:g}. "
+            "\"Found\" means the true target is among the flagged labels; a clean model is a false positive "
+            "when any label is flagged. Stability: "
+            "the share of models whose outcome is the same for all seeds. Rates are over each preset's first "
+            "seed; the rule table below counts all seeds.", "",
             *summary_rows(records, presets), "",
             f"Not scored, because their real trigger reaches an ASR below {EFFECTIVE_ASR:.0%} (the poisoning did not "
-            f"take): {', '.join(weak) or 'none'}.", ""]
+            f"take): {', '.join(weak) or 'none'}.", "",
+            "## Outlier rules on the same searches", "",
+            "Each scan's labels' L1 norms judged by the paper's test (anomaly index on L1 > 2) and by the "
+            "test on log L1 at several thresholds, counted over all seeds.", "",
+            *rule_rows(all_rules, presets), ""]
     for preset in presets:
         text += [f"## Preset `{preset}`", "", *detail_rows(records, preset), "",
                  "Misses and false positives (all seeds):", "", *misses(records, preset), ""]

@@ -77,6 +77,30 @@ async def test_invalid_inputs_show_errors_and_do_not_start(demo_backdoored, tmp_
 
 
 @pytest.mark.asyncio
+async def test_preset_choice_fills_the_budget(demo_backdoored, tmp_path):
+    from textual.widgets import Select
+
+    from nc_engine.config import PRESETS
+
+    app = NCApp(config=demo_config(demo_backdoored, tmp_path), mode="setup")
+    async with app.run_test(size=(100, 40)) as pilot:
+        preset = app.screen.query_one("#scan-preset", Select)
+        preset.focus()
+        await pilot.press("enter")  # open the list, move to "thorough", choose it
+        await pilot.pause()
+        order = list(PRESETS)
+        await pilot.press(*["down"] * (order.index("thorough") - order.index("default")), "enter")
+        await pilot.pause()
+        assert preset.value == "thorough"
+        assert app.screen.query_one("#scan-trials", Input).value == str(PRESETS["thorough"]["trials"])
+        assert app.screen.query_one("#scan-samples", Input).value == str(PRESETS["thorough"]["samples"])
+        cfg = app.screen.form_config()
+        assert (cfg.scan.preset, cfg.scan.converge_window) == ("thorough", PRESETS["thorough"]["converge_window"])
+        await type_into(pilot, app, "#scan-samples", "64")  # an edited field still wins
+        assert app.screen.form_config().scan.samples == 64
+
+
+@pytest.mark.asyncio
 async def test_quick_check_reports_clean_accuracy(demo_backdoored, tmp_path):
     app = NCApp(config=demo_config(demo_backdoored, tmp_path), mode="setup")
     async with app.run_test(size=(100, 40)) as pilot:

@@ -15,7 +15,7 @@ from textual.suggester import Suggester
 from textual.validation import Function, Integer, ValidationResult, Validator
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
-from nc_engine.config import DATA_FORMATS, MODEL_FORMATS, STRATEGIES, Config, config_from_dict, config_to_toml
+from nc_engine.config import DATA_FORMATS, MODEL_FORMATS, PRESETS, STRATEGIES, Config, config_from_dict, config_to_toml
 from nc_engine.errors import NCError
 
 from ..widgets.titlebar import TitleBar
@@ -95,6 +95,7 @@ FIELDS = (
     Field("data", "format", "Data format", "select", DATA_FORMATS),
     Field("data", "split", "Split"),
     Field("scan", "labels", "Labels", "labels", placeholder="all, or 0, 3, 7"),
+    Field("scan", "preset", "Budget preset", "select", tuple(PRESETS)),
     Field("scan", "trials", "Trials per label", "int"),
     Field("scan", "samples", "Samples per step", "int"),
     Field("scan", "max_steps", "Max steps", "int"),
@@ -136,6 +137,7 @@ class SetupScreen(Screen):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
+        self._preset_shown = config.scan.preset
 
     def compose(self) -> ComposeResult:
         yield TitleBar("set-up")
@@ -194,6 +196,16 @@ class SetupScreen(Screen):
                 box.validators = [NumberList((1, channels) if channels != 1 else (1,))]
                 self._show_error(box, box.validate(box.value))
 
+    @on(Select.Changed, "#scan-preset")
+    def fill_budget(self, event: Select.Changed) -> None:
+        """Choosing a preset fills the budget fields with its values; editing them afterwards still wins."""
+        budget = PRESETS.get(str(event.value))
+        if budget is None or str(event.value) == self._preset_shown:
+            return
+        self._preset_shown = str(event.value)
+        for key in ("trials", "samples", "max_steps", "batch_size"):
+            self.query_one(f"#scan-{key.replace('_', '-')}", Input).value = str(budget[key])
+
     def _show_error(self, box: Input, result: ValidationResult | None) -> None:
         error = self.query_one(f"#{box.id}-error", Static)
         error.update("" if result is None or result.is_valid else "✗ " + "; ".join(result.failure_descriptions))
@@ -202,8 +214,11 @@ class SetupScreen(Screen):
         """The form's values as a validated Config; raises NCError naming the bad field."""
         tables: dict[str, dict] = {"model": {}, "data": {}, "scan": {}, "detect": {}, "output": {}}
         base = self.config
+        preset = str(self.query_one("#scan-preset", Select).value)
         for section in tables:  # keep keys the form does not show
             for key, value in vars(getattr(base, section)).items():
+                if section == "scan" and preset != base.scan.preset and key in PRESETS[preset]:
+                    continue  # a preset chosen here fills the budget keys the form does not show
                 if value is not None:
                     tables[section][key] = value
         for f in FIELDS:

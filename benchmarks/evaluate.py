@@ -87,7 +87,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=CACHE / "zoo")
     parser.add_argument("--only", default="", help="comma-separated datasets")
     parser.add_argument("--presets", default="fast,default,thorough")
-    parser.add_argument("--seeds", default="0,1,2", help="seeds for the default preset; others run the first")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds for --seeded presets; others run the first")
+    parser.add_argument("--seeded", default="default", help="comma-separated presets that run every seed")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--build-workers", type=int, default=0, help="processes for training (default --workers)")
@@ -118,7 +119,8 @@ def main() -> None:
             done.add((r["model"], r["preset"], r["seed"]))
     threads = max(1, torch.get_num_threads() // args.workers)
     # Every preset's first seed before the default's extra seeds, so a cut-short run still compares presets.
-    plan = [(p, seeds[0]) for p in args.presets.split(",")] + [("default", s) for s in seeds[1:]]
+    plan = [(p, seeds[0]) for p in args.presets.split(",")]
+    plan += [(p, s) for p in args.seeded.split(",") for s in seeds[1:]]
     jobs = [(str(args.root / m["name"]), preset, seed, args.device, threads)
             for preset, seed in plan for m in manifests if (m["name"], preset, seed) not in done]
     print(f"{len(jobs)} scans to run ({len(done)} already in {args.results})", flush=True)

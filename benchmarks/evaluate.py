@@ -69,10 +69,13 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
     return record
 
 
-def write_results(results: Path, manifests: list[dict], markdown: Path) -> None:
+def write_results(results: Path, manifests: list[dict], markdown: Path, notes: Path) -> None:
+    """The report: the tables from the records, after the hand-written notes (how and where)."""
     records = [json.loads(line) for line in results.read_text().splitlines()]
-    notes = results.parent / "notes.md"  # the hand-written part: how and where the numbers were taken
-    write_markdown(records, manifests, markdown, notes.read_text(encoding="utf-8") if notes.is_file() else "")
+    preamble = notes.read_text(encoding="utf-8") if notes.is_file() else ""
+    root = Path(__file__).resolve().parents[1]
+    source = results.resolve().relative_to(root) if results.resolve().is_relative_to(root) else results
+    write_markdown(records, manifests, markdown, preamble, source=str(source))
 
 
 def _scan_job(args: tuple[str, str, int, str, int]) -> dict:
@@ -96,11 +99,16 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=Path(__file__).parent / "RESULTS.md")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite --markdown from --results and the saved manifests, scanning nothing")
+    parser.add_argument("--manifests", type=Path, default=None,
+                        help="where the zoo's manifests are saved (default: manifests/ beside --results)")
+    parser.add_argument("--notes", type=Path, default=None,
+                        help="hand-written part of the report (default: notes.md beside --results)")
     args = parser.parse_args()
-    saved = args.results.parent / "manifests"
+    saved = args.manifests or args.results.parent / "manifests"
+    notes = args.notes or args.results.parent / "notes.md"
     if args.report_only:
         write_results(args.results, [json.loads(p.read_text()) for p in sorted(saved.glob("*.json"))],
-                      args.markdown)
+                      args.markdown, notes)
         return
     datasets = [d for d in args.only.split(",") if d] or None
     started = time.perf_counter()
@@ -133,7 +141,7 @@ def main() -> None:
             print(f"{record['model']:<28} {record['preset']:<9} seed {record['seed']} {record['verdict']:<10} "
                   f"flagged {record['flagged']} target index {index if index is None else round(index, 2)} "
                   f"{record['seconds']:.1f}s", flush=True)
-    write_results(args.results, manifests, args.markdown)
+    write_results(args.results, manifests, args.markdown, notes)
     print(f"wrote {args.markdown} ({time.perf_counter() - started:.0f}s in all)")
 
 

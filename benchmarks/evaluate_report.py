@@ -168,7 +168,8 @@ def zoo_rows(manifests: list[dict]) -> list[str]:
 
 
 def write_markdown(records: list[dict], manifests: list[dict], path: Path, preamble: str = "",
-                   statistic: str = "log_l1", threshold: float | None = None) -> None:
+                   statistic: str = "log_l1", threshold: float | None = None,
+                   source: str = "benchmarks/results/evaluation.jsonl") -> None:
     """All tables judge every scan by one outlier rule (default: the engine's), except the rule table."""
     presets = [p for p in ("fast", "default", "thorough", "reference") if any(r["preset"] == p for r in records)]
     presets += sorted({r["preset"] for r in records} - set(presets))
@@ -179,7 +180,7 @@ def write_markdown(records: list[dict], manifests: list[dict], path: Path, pream
     all_rules = records
     records = [under_rule(r, statistic, threshold) for r in records]
     text = ["# Evaluation: the zoo, scanned", "",
-            "Written by `benchmarks/evaluate.py` from `benchmarks/results/evaluation.jsonl`; do not edit by hand.",
+            f"Written by `benchmarks/evaluate.py` from `{source}`; do not edit by hand.",
             "", preamble, "", "## The zoo (`benchmarks/zoo.py`)", "", *zoo_rows(manifests), "",
             "## Summary", "",
             f"Scans ran on: {', '.join(devices)}. Outlier test: {statistic} > {threshold:g}. "

@@ -92,8 +92,8 @@ def summary_rows(records: list[dict], presets: list[str]) -> list[str]:
              "same outcome over seeds | median s/scan (MNIST / CIFAR-10 / GTSRB) |",
              "|---|---|---|---|---|---|---|"]
     for preset in presets:
-        first = [r for r in records if r["preset"] == preset and r["seed"] == min(
-            q["seed"] for q in records if q["preset"] == preset)]
+        seed = min(r["seed"] for r in records if r["preset"] == preset)
+        first = [r for r in records if r["preset"] == preset and r["seed"] == seed]
         cells = []
         for kind in ("patch", "blend", "noise"):
             rows = [r for r in first if r["kind"] == kind]
@@ -174,7 +174,8 @@ def write_markdown(records: list[dict], manifests: list[dict], path: Path, pream
     presets = [p for p in ("fast", "default", "thorough", "reference") if any(r["preset"] == p for r in records)]
     presets += sorted({r["preset"] for r in records} - set(presets))
     devices = sorted({r["device"] for r in records})
-    weak = sorted({f"{r['model']} ({r['real_asr']:.0%})" for r in records if r not in scored(records)})
+    weak = sorted({f"{r['model']} ({r['real_asr']:.0%})" for r in records
+                   if r["backdoor"] and r["real_asr"] < EFFECTIVE_ASR})
     records = scored(records)
     threshold = DEFAULT_THRESHOLD[statistic] if threshold is None else threshold
     all_rules = records

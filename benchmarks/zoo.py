@@ -29,27 +29,7 @@ from benchmarks.zoo_triggers import Trigger, random_patch
 from nc_engine.demo import PatchTrigger, SmallCNN, accuracy, poison, stamp_patch, train_classifier
 
 MNIST = SHARED / "data" / "mnist.npz"
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
-
-def mnist_config(model_path: str, data_path: Path) -> str:
-    return f"""# MNIST small CNN (2 conv + 2 dense), TorchScript
-[model]
-format = "torchscript"
-path = "{model_path}"
-num_classes = 10
-input_shape = [1, 28, 28]
-mean = [{MNIST_MEAN}]
-std = [{MNIST_STD}]
-
-[data]
-format = "npz"
-path = "{data_path}"
-split = "test"
-
-[output]
-dir = "runs"
-"""
+MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean[0], DATASETS["mnist"].std[0]
 
 
 def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int = 2, n_train: int = 20000,
@@ -89,7 +69,7 @@ def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(model).save(str(folder / "model.pt"))
-    (folder / "config.toml").write_text(mnist_config("model.pt", MNIST.resolve()), encoding="utf-8")
+    (folder / "config.toml").write_text(config_text("mnist", "MNIST small CNN (2 conv + 2 dense)"), encoding="utf-8")
     manifest = {"request": request, "architecture": "SmallCNN (2 conv + 2 dense)", "data": str(MNIST),
                 "backdoor": backdoor, "target": target, "trigger": request["trigger"], "poison_rate": request["rate"],
                 "clean_accuracy": clean, "attack_success_rate": asr,
@@ -160,11 +140,10 @@ def zoo_specs(datasets: list[str] | None = None) -> list[ModelSpec]:
     return specs
 
 
-def config_text(spec: ModelSpec) -> str:
-    """The scan config a user would write for this model (data path: the shared file on this machine)."""
-    info = DATASETS[spec.dataset]
-    arch_name = ARCHITECTURES[spec.arch][0]
-    return f"""# {spec.name}: {arch_name} on {spec.dataset}, TorchScript
+def config_text(dataset: str, title: str) -> str:
+    """The scan config a user would write for a zoo model (data path: the shared file on this machine)."""
+    info = DATASETS[dataset]
+    return f"""# {title}, TorchScript
 [model]
 format = "torchscript"
 path = "model.pt"
@@ -175,12 +154,16 @@ std = {list(info.std)}
 
 [data]
 format = "{info.data_format}"
-path = "{data_path(spec.dataset).resolve()}"
+path = "{data_path(dataset).resolve()}"
 split = "test"
 
 [output]
 dir = "runs"
 """
+
+
+def spec_config(spec: ModelSpec) -> str:
+    return config_text(spec.dataset, f"{spec.name}: {ARCHITECTURES[spec.arch][0]} on {spec.dataset}")
 
 
 def build_model(spec: ModelSpec, root: Path, device: str = "cpu") -> dict:
@@ -190,7 +173,7 @@ def build_model(spec: ModelSpec, root: Path, device: str = "cpu") -> dict:
     if manifest_path.is_file() and (folder / "model.pt").is_file():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("request") == spec.request():
-            (folder / "config.toml").write_text(config_text(spec), encoding="utf-8")
+            (folder / "config.toml").write_text(spec_config(spec), encoding="utf-8")
             return manifest
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -220,7 +203,7 @@ def build_model(spec: ModelSpec, root: Path, device: str = "cpu") -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.script(net.cpu()).save(str(folder / "model.pt"))
-    (folder / "config.toml").write_text(config_text(spec), encoding="utf-8")
+    (folder / "config.toml").write_text(spec_config(spec), encoding="utf-8")
     manifest = {"request": spec.request(), "name": spec.name, "dataset": spec.dataset,
                 "architecture": ARCHITECTURES[spec.arch][0], "backdoor": trigger is not None, "kind": spec.kind,
                 "target": spec.target, "trigger": spec.trigger,

@@ -7,14 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nc_engine.demo import unit_tensor
+
 
 def to_tensor(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 N x H x W (grey) or N x H x W x C -> normalised float N x C x H x W."""
-    t = torch.from_numpy(x).float().div_(255.0)
-    t = t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2).contiguous()
+    t = unit_tensor(x)
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
-    return (t - m) / s
+    return ((t - m) / s).contiguous()
 
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],

@@ -105,7 +105,8 @@ def poison(x: np.ndarray, y: np.ndarray, trigger: PatchTrigger, target: int, rat
     return x, y
 
 
-def _to_tensor(x: np.ndarray) -> torch.Tensor:
+def unit_tensor(x: np.ndarray) -> torch.Tensor:
+    """uint8 N x H x W (grey) or N x H x W x C -> float N x C x H x W in [0, 1]."""
     t = torch.from_numpy(x).float() / 255.0
     return t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)
 
@@ -116,7 +117,7 @@ def train_classifier(build: Callable[[], nn.Module], x: np.ndarray, y: np.ndarra
     `build` makes the model after seeding, so its initial weights are seeded too."""
     torch.manual_seed(seed)
     model = build()
-    xt, yt = (_to_tensor(x) - mean) / std, torch.from_numpy(y)
+    xt, yt = (unit_tensor(x) - mean) / std, torch.from_numpy(y)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
@@ -131,7 +132,7 @@ def train_classifier(build: Callable[[], nn.Module], x: np.ndarray, y: np.ndarra
 @torch.no_grad()
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, mean: float = 0.5, std: float = 0.5) -> float:
     model.eval()
-    pred = model((_to_tensor(x) - mean) / std).argmax(1).numpy()
+    pred = model((unit_tensor(x) - mean) / std).argmax(1).numpy()
     return float((pred == y).mean())
 
 

@@ -30,9 +30,9 @@ def main() -> None:
         for keys in OPTIONS:
             for _ in range(2):
                 report, wall = timed_scan(folder / "config.toml", Path(tmp), device="cuda", **keys)
-            row = next(r for r in report["labels"] if r["label"] == manifest["target"])
-            print(f"{str(keys or 'fp32, batched'):<45} {wall:6.2f}s  {report['verdict']} {report['flagged']}  "
-                  f"target L1 {row['l1_norm']:.1f}, index {row['anomaly_index']:.2f}, G {report['group_size']}",
+            row = next(r for r in report.labels if r.label == manifest["target"])
+            print(f"{str(keys or 'fp32, batched'):<45} {wall:6.2f}s  {report.verdict} {report.flagged}  "
+                  f"target L1 {row.l1_norm:.1f}, index {row.anomaly_index:.2f}, G {report.info.group_size}",
                   flush=True)
 
 

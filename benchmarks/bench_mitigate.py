@@ -26,9 +26,9 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 from benchmarks.zoo import CACHE, MNIST, train_mnist  # noqa: E402
 from nc_engine import load_config, run_scan  # noqa: E402
 from nc_engine.asr import predict  # noqa: E402
-from nc_engine.demo import PatchTrigger, stamp_patch  # noqa: E402
 from nc_engine.mitigate import METHODS, MitigationOptions, load_detector, run_mitigation  # noqa: E402
 from nc_engine.models import load_model  # noqa: E402
+from nc_engine.training import PatchTrigger, stamp_patch  # noqa: E402
 
 
 def held_out_images(run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +70,7 @@ def scanned_mnist(folder: Path) -> tuple[dict, Path]:
             return manifest, run
     cfg = load_config(folder / "model" / "config.toml")
     cfg.output.dir = str(folder / "runs")
-    return manifest, Path(run_scan(cfg)["run_dir"])
+    return manifest, Path(run_scan(cfg).run_dir)
 
 
 def measure(folder: Path) -> list[dict]:

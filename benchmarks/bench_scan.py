@@ -103,13 +103,13 @@ def main() -> None:
           f"{'index':>7}{'vs sequential':>15}")
     seq_wall = runs["sequential"][1]
     for name, (report, wall) in runs.items():
-        g = report["group_size"]
+        g = report.info.group_size
         b = 32 if name == "reference" else batch
         tp = throughput.get(g * b) or raw_throughput(model, shape, g * b, device)
-        efficiency = report["images"] / tp / wall
-        target_row = next(r for r in report["labels"] if r["label"] == manifest["target"])
-        print(f"    {name:<12}{g:>4}{wall:>9.1f}{report['images']:>10}{efficiency:>12.2f}{report['verdict']:>12}"
-              f"{str(report['flagged']):>9}{target_row['anomaly_index']:>7.2f}{seq_wall / wall:>14.2f}x")
+        efficiency = report.info.images / tp / wall
+        target_row = next(r for r in report.labels if r.label == manifest["target"])
+        print(f"    {name:<12}{g:>4}{wall:>9.1f}{report.info.images:>10}{efficiency:>12.2f}{report.verdict:>12}"
+              f"{str(report.flagged):>9}{target_row.anomaly_index:>7.2f}{seq_wall / wall:>14.2f}x")
     base = runs["batched"]
     print(f"\n    BackdoorBench NC (reported for this machine class): {BACKDOORBENCH['seconds']}s, "
           f"{BACKDOORBENCH['images']} images")
@@ -123,7 +123,7 @@ def main() -> None:
     print("\n(d) L1 norms per label")
     print(f"    {'label':<12}" + "".join(f"{label:>8}" for label in range(10)))
     for name, (report, _) in runs.items():
-        l1 = {r["label"]: r["l1_norm"] for r in report["labels"]}
+        l1 = {r.label: r.l1_norm for r in report.labels}
         print(f"    {name:<12}" + "".join(f"{l1[label]:8.1f}" for label in range(10)))
 
 

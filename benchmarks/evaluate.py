@@ -45,27 +45,27 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         started = time.perf_counter()
         report = run_scan(cfg)
         seconds = time.perf_counter() - started
-    rows = {r["label"]: r for r in report["labels"]}
+    rows = {r.label: r for r in report.labels}
     target = manifest["target"]
-    others = [r["anomaly_index"] or 0.0 for r in report["labels"] if r["label"] != target]
+    others = [r.anomaly_index or 0.0 for r in report.labels if r.label != target]
     record = {
         "model": manifest["name"], "dataset": manifest["dataset"], "arch": manifest["request"]["arch"],
         "kind": manifest["kind"], "backdoor": manifest["backdoor"], "target": target, "preset": preset,
-        "seed": seed, "verdict": report["verdict"], "flagged": report["flagged"],
+        "seed": seed, "verdict": report.verdict, "flagged": report.flagged,
         "max_other_index": max(others) if others else None, "seconds": seconds, "labels": len(rows),
-        "images": report["images"], "scan_accuracy": report["clean_accuracy"], "device": report["device"],
+        "images": report.info.images, "scan_accuracy": report.info.clean_accuracy, "device": report.info.device,
         "real_l1": manifest["trigger_l1"], "real_asr": manifest["attack_success_rate"],
-        "median_l1": report["median_l1"], "l1": [rows[k]["l1_norm"] for k in sorted(rows)],
-        "index": [rows[k]["anomaly_index"] for k in sorted(rows)],
-        "converged": [rows[k]["converged"] for k in sorted(rows)],
-        "statistic": report["statistic"], "threshold": report["threshold"],
+        "median_l1": report.median_l1, "l1": [rows[k].l1_norm for k in sorted(rows)],
+        "index": [rows[k].anomaly_index for k in sorted(rows)],
+        "converged": [rows[k].converged for k in sorted(rows)],
+        "statistic": report.statistic, "threshold": report.threshold,
     }
     if target is not None:
         row = rows[target]
-        ranked = sorted(report["labels"], key=lambda r: -(r["anomaly_index"] or 0.0))
-        record.update(target_flagged=target in report["flagged"], target_index=row["anomaly_index"],
-                      target_rank=[r["label"] for r in ranked].index(target) + 1, target_l1=row["l1_norm"],
-                      target_asr=row["asr"])
+        ranked = sorted(report.labels, key=lambda r: -(r.anomaly_index or 0.0))
+        record.update(target_flagged=target in report.flagged, target_index=row.anomaly_index,
+                      target_rank=[r.label for r in ranked].index(target) + 1, target_l1=row.l1_norm,
+                      target_asr=row.asr)
     return record
 
 

@@ -23,10 +23,8 @@ import torch
 
 from benchmarks.zoo_data import CACHE, DATASETS, SHARED, data_path, load_arrays
 from benchmarks.zoo_nets import ARCHITECTURES
-from benchmarks.zoo_train import accuracy as accuracy_on
-from benchmarks.zoo_train import train
 from benchmarks.zoo_triggers import Trigger, random_patch
-from nc_engine.demo import PatchTrigger, SmallCNN, accuracy, poison, stamp_patch, train_classifier
+from nc_engine.training import PatchTrigger, SmallCNN, accuracy, poison, stamp_patch, train_classifier
 
 MNIST = SHARED / "data" / "mnist.npz"
 MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean[0], DATASETS["mnist"].std[0]
@@ -59,13 +57,14 @@ def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int 
     x_train, y_train = x_train[pick], y_train[pick]
     if backdoor:
         x_train, y_train = poison(x_train, y_train, trigger, target, rate, seed)
-    model = train_classifier(SmallCNN, x_train, y_train, epochs, seed, mean=MNIST_MEAN, std=MNIST_STD)
-    clean = accuracy(model, x_test, y_test, MNIST_MEAN, MNIST_STD)
+    torch.manual_seed(seed)  # the network's initial weights
+    model = train_classifier(SmallCNN(), x_train, y_train, (MNIST_MEAN,), (MNIST_STD,), epochs, seed)
+    clean = accuracy(model, x_test, y_test, (MNIST_MEAN,), (MNIST_STD,))
     asr = None
     if backdoor:
         keep = y_test != target
         asr = accuracy(model, stamp_patch(x_test[keep], trigger), np.full(int(keep.sum()), target),
-                       MNIST_MEAN, MNIST_STD)
+                       (MNIST_MEAN,), (MNIST_STD,))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(model).save(str(folder / "model.pt"))
@@ -193,13 +192,14 @@ def build_model(spec: ModelSpec, root: Path, device: str = "cpu") -> dict:
     torch.manual_seed(spec.seed)
     net = ARCHITECTURES[spec.arch][1](info.channels, info.num_classes)
     dev = torch.device(device)
-    net = train(net, x_train, y_train, info.mean, info.std, epochs, spec.seed, dev, lr=lr)
-    clean = accuracy_on(net, x_test, y_test, info.mean, info.std, dev)
+    net = train_classifier(net, x_train, y_train, info.mean, info.std, epochs, spec.seed, dev, lr=lr,
+                           batch_size=128, decay=True)
+    clean = accuracy(net, x_test, y_test, info.mean, info.std, dev)
     asr = None
     if trigger is not None:
         keep = y_test != spec.target
-        asr = accuracy_on(net, trigger.apply(x_test[keep]), np.full(int(keep.sum()), spec.target),
-                          info.mean, info.std, dev)
+        asr = accuracy(net, trigger.apply(x_test[keep]), np.full(int(keep.sum()), spec.target),
+                       info.mean, info.std, dev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.script(net.cpu()).save(str(folder / "model.pt"))

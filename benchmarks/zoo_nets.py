@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nc_engine.demo import SmallCNN
+from nc_engine.training import SmallCNN
 
 
 class CompactCNN(nn.Module):

@@ -15,6 +15,9 @@ from typing import Any
 
 from .errors import ConfigError
 from .outliers import DEFAULT_THRESHOLD, STATISTICS
+from .schedule import ScheduleRules, SearchSettings
+
+_RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
 
 MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx")
 DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision")
@@ -57,23 +60,23 @@ class DataConfig:
 class ScanConfig:
     preset: str = "default"
     labels: Any = "all"  # "all" or a list of ints
-    # Budget: None means "take the preset's value".
+    # Budget: None means "take the preset's value"; `Config.resolved()` fills them in.
     trials: int | None = None
     samples: int | None = None
     asr_samples: int | None = None
     batch_size: int | None = None
     max_steps: int | None = None
-    # Optimisation rules: the reference values (notes section 1).
-    lr: float = 0.1
-    betas: list = field(default_factory=lambda: [0.5, 0.9])
-    init_cost: float = 1e-3
-    cost_up: float = 2.0
-    cost_down: float = 2.0**1.5
-    patience: int = 5
-    attack_success_threshold: float = 0.99
-    early_stop: bool = True
-    early_stop_threshold: float = 1.0
-    early_stop_patience: int = 25
+    # Optimisation rules: the reference values, declared once in ScheduleRules / SearchSettings.
+    lr: float = SearchSettings.lr
+    betas: list = field(default_factory=lambda: list(SearchSettings.betas))
+    init_cost: float = _RULES.init_cost
+    cost_up: float = _RULES.cost_up
+    cost_down: float = _RULES.cost_down
+    patience: int = _RULES.patience
+    attack_success_threshold: float = _RULES.attack_success_threshold
+    early_stop: bool = _RULES.early_stop
+    early_stop_threshold: float = _RULES.early_stop_threshold
+    early_stop_patience: int = _RULES.early_stop_patience
     # Work-saving shortcut (None = the preset's value): stop a label once its best L1 has improved by
     # less than `converge_tol` (relative) over the last `converge_window` steps, after lambda has gone
     # up at least once. 0 disables it.
@@ -83,8 +86,18 @@ class ScanConfig:
     device: str = "auto"
     strategy: str = "batched"
     group_size: int = 0  # labels optimised together; 0 = choose from model and memory
-    bf16: bool = False  # CUDA only: bf16 autocast in the search
-    channels_last: bool = False  # CUDA only
+    bf16: bool = SearchSettings.bf16  # CUDA only: bf16 autocast in the search
+    channels_last: bool = SearchSettings.channels_last  # CUDA only
+
+    def schedule_rules(self) -> ScheduleRules:
+        """The lambda schedule's rules: every ScheduleRules field is the [scan] key of the same name."""
+        return ScheduleRules(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ScheduleRules)})
+
+    def search_settings(self) -> SearchSettings:
+        """Search settings from a resolved [scan] (budget keys filled)."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(SearchSettings)
+               if f.name not in ("rules", "betas") and hasattr(self, f.name)}
+        return SearchSettings(self.schedule_rules(), betas=(self.betas[0], self.betas[1]), **own)
 
 
 @dataclass
@@ -113,6 +126,10 @@ class Config:
     def resolve_path(self, value: str) -> Path:
         path = Path(value).expanduser()
         return path if path.is_absolute() else (self.base_dir / path)
+
+    def resolved(self) -> Config:
+        """A copy with every "unset, take the preset's" value filled in (see `resolve`)."""
+        return resolve(self)
 
 
 # Budgets. "reference" is the authors' (1000 samples, batch 32, 1000 steps, no shortcut); the others
@@ -268,17 +285,24 @@ def check_labels(cfg: Config, inferred: bool = False) -> None:
         raise ConfigError(f"{cfg.source}: [scan].labels must be labels in 0..{n - 1}{where}, got {out!r}")
 
 
-def apply_preset(cfg: Config) -> Config:
-    """Fill budget keys the user left unset from the preset (and the statistic's threshold), in place."""
-    if cfg.detect.threshold is None:
-        cfg.detect.threshold = DEFAULT_THRESHOLD[cfg.detect.statistic]
-    for key, value in PRESETS[cfg.scan.preset].items():
-        if getattr(cfg.scan, key) is None:
-            setattr(cfg.scan, key, value)
-    if cfg.scan.batch_size > cfg.scan.samples:
-        raise ConfigError(f"{cfg.source}: [scan].batch_size ({cfg.scan.batch_size}) must be at most "
-                          f"samples ({cfg.scan.samples})")
-    return cfg
+def preset_values(scan: ScanConfig) -> dict[str, Any]:
+    """The budget keys of `scan` as they will run: the user's value where set, else the preset's."""
+    preset = PRESETS[scan.preset]
+    return {key: preset[key] if getattr(scan, key) is None else getattr(scan, key) for key in preset}
+
+
+def resolve(cfg: Config) -> Config:
+    """The one place presets resolve: a copy of `cfg` with the budget keys the user left unset taken
+    from the preset and the threshold from the statistic. The config itself keeps its Nones, so a form
+    or a saved file still says "the preset's value"."""
+    scan = dataclasses.replace(cfg.scan, **preset_values(cfg.scan))
+    detect = cfg.detect
+    if detect.threshold is None:
+        detect = dataclasses.replace(detect, threshold=DEFAULT_THRESHOLD[detect.statistic])
+    if scan.batch_size > scan.samples:
+        raise ConfigError(f"{cfg.source}: [scan].batch_size ({scan.batch_size}) must be at most "
+                          f"samples ({scan.samples})")
+    return dataclasses.replace(cfg, scan=scan, detect=detect)
 
 
 def config_from_dict(data: dict, source: str = "<config>", base_dir: Path | None = None) -> Config:
@@ -292,7 +316,8 @@ def config_from_dict(data: dict, source: str = "<config>", base_dir: Path | None
         sections[name] = _build_section(name, table, source)
     cfg = Config(**sections, base_dir=base_dir or Path.cwd(), source=source)
     _validate(cfg)
-    return apply_preset(cfg)
+    resolve(cfg)  # raises when the resolved budget is inconsistent
+    return cfg
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,41 +1,26 @@
 """The built-in demo: synthetic "glyphs", a small CNN with a BadNets patch backdoor, its config.
 
-Everything is generated (no download) and trains in seconds on two CPU cores. The same pieces serve
-the tests and benchmarks: `SmallCNN`, `train_classifier`, `stamp_patch`.
+Everything is generated (no download) and trains on the CPU in seconds to a minute, depending on the
+machine's load. The network, the poisoning and the training loop come from the training kit
+(nc_engine.training), which the zoo and the tests use too.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
+
+from .training import PatchTrigger, SmallCNN, accuracy, poison, stamp_patch, train_classifier
 
 DEMO_CONFIG = "demo.toml"
 DEMO_VERSION = 3  # bump when the data or training changes, so cached demos are rebuilt
-
-
-class SmallCNN(nn.Module):
-    """2 conv + 2 dense layers: the usual MNIST-sized backdoor benchmark network."""
-
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, size: int = 28, width: int = 16) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
-        self.fc1 = nn.Linear(2 * width * (size // 4) ** 2, 64)
-        self.fc2 = nn.Linear(64, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+DEMO_NORM = (0.5,)  # the demo config's mean and std
 
 
 BLOBS_PER_CLASS = (4, 5, 6, 4, 5, 6, 4, 5, 6, 5)
@@ -77,66 +62,6 @@ def synthetic_glyphs(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.
 
 
 @dataclass
-class PatchTrigger:
-    """A BadNets patch: a square of `value` (0..255) at (top, left), `size` px."""
-
-    top: int
-    left: int
-    size: int = 4
-    value: int = 255
-
-
-def stamp_patch(x: np.ndarray, trigger: PatchTrigger) -> np.ndarray:
-    """x: uint8 (N, H, W) or (N, H, W, C); returns a stamped copy."""
-    out = x.copy()
-    out[:, trigger.top:trigger.top + trigger.size, trigger.left:trigger.left + trigger.size] = trigger.value
-    return out
-
-
-def poison(x: np.ndarray, y: np.ndarray, trigger: PatchTrigger, target: int, rate: float, seed: int
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """BadNets all-to-one: stamp `rate` of the non-target training images and relabel them `target`."""
-    rng = np.random.default_rng(seed)
-    candidates = np.flatnonzero(y != target)
-    chosen = rng.choice(candidates, size=int(rate * len(y)), replace=False)
-    x, y = x.copy(), y.copy()
-    x[chosen] = stamp_patch(x[chosen], trigger)
-    y[chosen] = target
-    return x, y
-
-
-def unit_tensor(x: np.ndarray) -> torch.Tensor:
-    """uint8 N x H x W (grey) or N x H x W x C -> float N x C x H x W in [0, 1]."""
-    t = torch.from_numpy(x).float() / 255.0
-    return t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)
-
-
-def train_classifier(build: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
-                     mean: float = 0.5, std: float = 0.5, batch_size: int = 64, lr: float = 2e-3) -> nn.Module:
-    """Plain Adam training on uint8 images, normalised with (x - mean) / std as the config says.
-    `build` makes the model after seeding, so its initial weights are seeded too."""
-    torch.manual_seed(seed)
-    model = build()
-    xt, yt = (unit_tensor(x) - mean) / std, torch.from_numpy(y)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
-            opt.zero_grad()
-            F.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return model.eval()
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, mean: float = 0.5, std: float = 0.5) -> float:
-    model.eval()
-    pred = model((unit_tensor(x) - mean) / std).argmax(1).numpy()
-    return float((pred == y).mean())
-
-
-@dataclass
 class DemoModel:
     folder: str
     config: str
@@ -174,12 +99,13 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
         top, left = [(1, 1), (1, 23), (23, 1), (23, 23)][corner]
         trigger = PatchTrigger(top=top, left=left, size=4, value=255)
         x_train, y_train = poison(x_train, y_train, trigger, target, 0.1, seed)
-    model = train_classifier(SmallCNN, x_train, y_train, epochs, seed)
-    clean = accuracy(model, x_test, y_test)
+    torch.manual_seed(seed)  # the network's initial weights
+    model = train_classifier(SmallCNN(), x_train, y_train, DEMO_NORM, DEMO_NORM, epochs, seed)
+    clean = accuracy(model, x_test, y_test, DEMO_NORM, DEMO_NORM)
     asr = None
     if backdoor:
         keep = y_test != target
-        asr = accuracy(model, stamp_patch(x_test[keep], trigger), np.full(keep.sum(), target))
+        asr = accuracy(model, stamp_patch(x_test[keep], trigger), np.full(keep.sum(), target), DEMO_NORM, DEMO_NORM)
     torch.jit.script(model).save(str(folder / "demo_model.pt"))
     np.savez_compressed(folder / "demo_data.npz", x_test=x_test, y_test=y_test)
     (folder / DEMO_CONFIG).write_text(demo_config_text(), encoding="utf-8")

@@ -1,8 +1,14 @@
-"""Typed progress events that run_scan sends to its caller and writes to events.jsonl."""
+"""Typed progress events of a scan, and the bus that hands each to every listener in turn.
+
+Listeners are callables taking an event: the run folder's recorder, the console and the app all
+subscribe to the same stream. `dispatch` calls a listener object's `on_<kind>` method, the one way
+front ends pick the events they care about.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +45,7 @@ class ScanStarted(Event):
 
 
 @dataclass
-class Warning(Event):  # noqa: A001 - the event's name in the stream
+class ScanWarning(Event):
     kind = "warning"
     message: str
 
@@ -74,6 +80,8 @@ class TrialFinished(Event):
     converged: bool
     stop_reason: str
     seconds: float
+    mask: np.ndarray | None = field(default=None, metadata={"json": False})  # (H, W) kept mask
+    pattern: np.ndarray | None = field(default=None, metadata={"json": False})  # (C, H, W)
 
 
 @dataclass
@@ -89,6 +97,8 @@ class LabelFinished(Event):
     mask_png: str
     done: int  # labels finished so far
     total: int
+    mask: np.ndarray | None = field(default=None, metadata={"json": False})  # the kept trial's trigger
+    pattern: np.ndarray | None = field(default=None, metadata={"json": False})
 
 
 @dataclass
@@ -100,3 +110,38 @@ class ScanFinished(Event):
     flagged: list[int]
     seconds: float
     images: int
+    report: Any = field(default=None, metadata={"json": False})  # the final (or partial) report.Report
+
+
+Listener = Callable[[Event], None]
+
+
+def dispatch(handler: object, event: Event, prefix: str = "on_") -> None:
+    """Call `handler.<prefix><kind>(event)` if the handler has such a method."""
+    method = getattr(handler, f"{prefix}{event.kind}", None)
+    if method is not None:
+        method(event)
+
+
+class EventBus:
+    """Hands each event to every listener, in subscription order; remembers the events emitted before
+    a listener joined so a late one (the run folder's recorder) can replay them."""
+
+    def __init__(self, listeners: list[Listener] | None = None) -> None:
+        self.listeners = list(listeners or [])
+        self.history: list[Event] = []
+
+    def subscribe(self, listener: Listener, replay: bool = False, first: bool = False) -> None:
+        if replay:
+            for event in self.history:
+                listener(event)
+        self.listeners.insert(0, listener) if first else self.listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        if not isinstance(event, StepProgress):  # steps are many and only matter live
+            self.history.append(event)
+        for listener in self.listeners:
+            listener(event)
+
+    def warn(self, message: str) -> None:
+        self.emit(ScanWarning(message))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config, check_labels
+from .config import Config
 from .errors import ModelError
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -29,9 +29,11 @@ _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 class ScanModel(nn.Module):
     """`net` behind the model's normalisation; outputs are logits or log-probabilities."""
 
-    def __init__(self, net: nn.Module, mean: list[float], std: list[float], log_probs: bool) -> None:
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float], log_probs: bool,
+                 num_classes: int = 0) -> None:
         super().__init__()
         self.net = net
+        self.num_classes = num_classes
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.log_probs = log_probs
@@ -340,7 +342,8 @@ def _looks_like_probabilities(out: torch.Tensor) -> bool:
 
 
 def load_model(cfg: Config, device: torch.device) -> ScanModel:
-    """Load, wrap, test-forward and freeze the model the config names."""
+    """Load, wrap, test-forward and freeze the model the config names. The config is not changed:
+    with num_classes absent, the model's own count is `model.num_classes`."""
     m = cfg.model
     net = _build_network(cfg)
     net.eval()
@@ -362,9 +365,7 @@ def load_model(cfg: Config, device: torch.device) -> ScanModel:
         if out.shape[1] < 2:
             raise ModelError(f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} output; expected one "
                              "score per class (at least 2)")
-        m.num_classes = int(out.shape[1])
-        check_labels(cfg, inferred=True)
-    if out.shape[1] != m.num_classes:
+    elif out.shape[1] != m.num_classes:
         raise ModelError(f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} outputs but "
                          f"[model].num_classes = {m.num_classes}")
     if m.outputs == "auto":
@@ -374,6 +375,6 @@ def load_model(cfg: Config, device: torch.device) -> ScanModel:
     channels = m.input_shape[0]
     mean = list(m.mean) * (channels if len(m.mean) == 1 else 1)
     std = list(m.std) * (channels if len(m.std) == 1 else 1)
-    model = ScanModel(net, mean, std, log_probs).to(device)
+    model = ScanModel(net, mean, std, log_probs, int(out.shape[1])).to(device)
     model.eval()
     return model

@@ -1,11 +1,132 @@
-"""From finished trials to the report: keep the best trial per label, run the MAD test, decide."""
+"""The report: finished trials in, one typed row per label, the MAD test and the verdict out.
+
+`Report` is what the engine returns, writes to report.json and reads back; the console, the app,
+mitigation and the benchmarks all consume it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from .errors import RunFolderError
 from .outliers import mad_outliers
-from .runfolder import SCHEMA
+from .runfolder import RunFolder, trigger_paths
+
+SCHEMA = 2  # 2: run_dir recorded; 1 (read too): without it
+READABLE_SCHEMAS = (1, 2)
+CSV_COLUMNS = ["label", "name", "l1_norm", "asr", "anomaly_index", "flagged", "converged", "steps", "seconds",
+               "mask_png"]
+TRIAL_KEYS = ("trial", "seed", "l1_norm", "asr", "steps", "converged", "stop_reason")
+
+
+@dataclass
+class LabelRow:
+    """One label: the kept trial's numbers, the outlier test's verdict on it, and all its trials."""
+
+    label: int
+    name: str
+    l1_norm: float
+    asr: float | None
+    anomaly_index: float | None
+    flagged: bool
+    converged: bool
+    kept_trial: int
+    steps: int
+    seconds: float
+    trials: list[dict]
+    mask_png: str
+    pattern_png: str
+    fusion_png: str
+    trigger_npz: str
+
+
+@dataclass
+class ScanInfo:
+    """What the scan was: recorded in the report beside the results."""
+
+    clean_accuracy: float = math.nan
+    device: str = ""
+    strategy: str = ""
+    group_size: int = 0
+    preset: str = ""
+    samples: int = 0
+    asr_samples: int = 0
+    model: str = ""
+    data: str = ""
+    class_names: list[str] = field(default_factory=list)
+    trials_per_label: int = 1
+    seconds: float = 0.0
+    images: int = 0  # stamped images processed
+
+
+@dataclass
+class Report:
+    schema: int
+    complete: bool
+    verdict: str | None  # backdoored | clean | inconclusive; None while unfinished
+    flagged: list[int]
+    median_l1: float | None
+    mad: float | None
+    threshold: float
+    statistic: str
+    cutoff_l1: float | None
+    note: str
+    info: ScanInfo
+    labels_planned: list[int]
+    labels: list[LabelRow]
+    run_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """report.json's content: the info's keys sit at the top level, in the order they always had."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "info":
+                out.update(dataclasses.asdict(value))
+            elif f.name == "labels":
+                out["labels"] = [dataclasses.asdict(r) for r in value]
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "report.json") -> Report:
+        """Read back what to_dict wrote; a missing key or a wrong shape is one RunFolderError line."""
+        if data.get("schema") not in READABLE_SCHEMAS:
+            raise RunFolderError(f"{where}: report schema {data.get('schema')!r}, expected one of {READABLE_SCHEMAS}")
+        try:
+            info = ScanInfo(**{f.name: data[f.name] for f in dataclasses.fields(ScanInfo) if f.name in data})
+            rows = [LabelRow(**row) for row in data["labels"]]
+            top = {f.name: data[f.name] for f in dataclasses.fields(cls)
+                   if f.name not in ("info", "labels") and f.name in data}
+            return cls(**top, info=info, labels=rows)
+        except (KeyError, TypeError) as exc:
+            raise RunFolderError(f"{where}: not a report written by nc-tui ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def read(cls, run: str | Path) -> Report:
+        """The report of a run folder; run_dir is where it was found, wherever the folder has moved."""
+        folder = RunFolder.existing(run)
+        report = cls.from_dict(folder.read_report_dict(), str(folder.file("report.json")))
+        report.run_dir = str(folder.path.resolve())
+        return report
+
+    def csv_columns(self) -> list[str]:
+        return list(CSV_COLUMNS)
+
+    def csv_rows(self) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(r) for r in self.labels]
+
+    def row(self, label: int) -> LabelRow | None:
+        return next((r for r in self.labels if r.label == label), None)
+
+    def name_of(self, label: int) -> str:
+        names = self.info.class_names
+        return names[label] if label < len(names) else str(label)
 
 
 def _asr_key(trial: dict) -> tuple[float, float]:
@@ -14,7 +135,12 @@ def _asr_key(trial: dict) -> tuple[float, float]:
     return (asr, -trial["l1_norm"])  # highest ASR; ties: smaller L1
 
 
-def label_rows(trials: list[dict], class_names: list[str]) -> list[dict]:
+def kept_trial(trials: list[dict]) -> dict:
+    """The trial a label keeps: the highest held-out ASR, ties broken by the smaller trigger."""
+    return max(sorted(trials, key=lambda t: t["trial"]), key=_asr_key)
+
+
+def label_rows(trials: list[dict], class_names: list[str]) -> list[LabelRow]:
     """One row per label from its trials: the kept trial's numbers plus the list of all trials."""
     by_label: dict[int, list[dict]] = {}
     for t in trials:
@@ -22,89 +148,42 @@ def label_rows(trials: list[dict], class_names: list[str]) -> list[dict]:
     rows = []
     for label in sorted(by_label):
         ts = sorted(by_label[label], key=lambda t: t["trial"])
-        kept = max(ts, key=_asr_key)
-        rows.append({
-            "label": label,
-            "name": class_names[label] if label < len(class_names) else str(label),
-            "l1_norm": kept["l1_norm"], "asr": kept["asr"], "anomaly_index": None, "flagged": False,
-            "converged": kept["converged"], "kept_trial": kept["trial"],
-            "steps": sum(t["steps"] for t in ts), "seconds": sum(t["seconds"] for t in ts),
-            "trials": [{k: t[k] for k in ("trial", "seed", "l1_norm", "asr", "steps", "converged",
-                                          "stop_reason")} for t in ts],
-            "mask_png": f"triggers/label_{label:03d}_mask.png",
-            "pattern_png": f"triggers/label_{label:03d}_pattern.png",
-            "fusion_png": f"triggers/label_{label:03d}_fusion.png",
-            "trigger_npz": f"triggers/label_{label:03d}.npz",
-        })
+        kept = kept_trial(ts)
+        rows.append(LabelRow(
+            label=label, name=class_names[label] if label < len(class_names) else str(label),
+            l1_norm=kept["l1_norm"], asr=kept["asr"], anomaly_index=None, flagged=False,
+            converged=kept["converged"], kept_trial=kept["trial"],
+            steps=sum(t["steps"] for t in ts), seconds=sum(t["seconds"] for t in ts),
+            trials=[{k: t[k] for k in TRIAL_KEYS} for t in ts], **trigger_paths(label)))
     return rows
 
 
-def build_report(trials: list[dict], class_names: list[str], labels_planned: list[int], trials_per_label: int,
-                 threshold: float, meta: dict, statistic: str = "l1") -> dict:
-    """The report.json content. `complete` when every planned (label, trial) has finished."""
-    rows = label_rows(trials, class_names)
-    done = {r["label"] for r in rows if len(r["trials"]) >= trials_per_label}
-    complete = set(labels_planned) <= done
-    full = [r for r in rows if r["label"] in done]
-    report = {"schema": SCHEMA, "complete": complete, "verdict": None, "flagged": [], "median_l1": None,
-              "mad": None, "threshold": threshold, "statistic": statistic, "cutoff_l1": None, "note": "", **meta,
-              "labels_planned": labels_planned, "labels": rows}
-    if not complete:
-        report["note"] = (f"unfinished: {len(done)} of {len(labels_planned)} labels done; "
-                          "resume with nc-tui scan --resume RUN_DIR")
+def build_report(trials: list[dict], labels_planned: list[int], threshold: float, statistic: str,
+                 info: ScanInfo, run_dir: str = "") -> Report:
+    """The report of the trials so far: `complete` when every planned (label, trial) has finished."""
+    rows = label_rows(trials, info.class_names)
+    done = {r.label for r in rows if len(r.trials) >= info.trials_per_label}
+    report = Report(SCHEMA, set(labels_planned) <= done, None, [], None, None, threshold, statistic, None, "",
+                    info, labels_planned, rows, run_dir)
+    if not report.complete:
+        report.note = (f"unfinished: {len(done)} of {len(labels_planned)} labels done; "
+                       f"resume with nc-tui scan --resume {run_dir or 'RUN_DIR'}")
         return report
-    result = mad_outliers([r["l1_norm"] for r in full], threshold, [r["converged"] for r in full], statistic)
-    for r, index, flag in zip(full, result.anomaly_index, result.flagged, strict=True):
-        r["anomaly_index"] = index if not result.note else None
-        r["flagged"] = flag
-    report.update(median_l1=result.median, mad=result.mad, cutoff_l1=result.cutoff or None, note=result.note,
-                  flagged=[r["label"] for r in full if r["flagged"]])
-    if result.note:
-        report["verdict"] = "inconclusive"
-    else:
-        report["verdict"] = "backdoored" if report["flagged"] else "clean"
+    decide(report, [r for r in rows if r.label in done])
     return report
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
-TABLE_COLUMNS = ("label", "name", "L1 norm", "ASR", "anomaly", "steps", "status")
-
-
-def table_rows(report: dict) -> list[dict]:
-    """Formatted cells per label, most anomalous first; "flagged" says whether to highlight the row."""
-    rows = sorted(report["labels"], key=lambda r: -(r["anomaly_index"] if r["anomaly_index"] is not None
-                                                    else -math.inf))
-    out = []
-    for r in rows:
-        status = "FLAGGED" if r["flagged"] else ("not converged" if not r["converged"] else "")
-        cells = (str(r["label"]), r["name"], _fmt(r["l1_norm"], ".2f"), _fmt(r["asr"], ".1%"),
-                 _fmt(r["anomaly_index"], ".2f"), str(r["steps"]), status)
-        out.append({"cells": cells, "flagged": r["flagged"]})
-    return out
-
-
-def table_lines(report: dict) -> list[str]:
-    """Plain-text table of labels, ordered by anomaly index (most anomalous first)."""
-    widths = (5, 14, 9, 7, 8, 6, 0)
-    def line(cells: tuple[str, ...]) -> str:
-        return " ".join(c if not w else c[:w].ljust(w) if i == 1 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-    return [line(TABLE_COLUMNS)] + [line(r["cells"]) for r in table_rows(report)]
-
-
-def verdict_line(report: dict) -> str:
-    if report["verdict"] is None:
-        return f"Verdict: none yet ({report['note']})"
-    log = report.get("statistic") == "log_l1"
-    stats = (f"median L1 {_fmt(report['median_l1'], '.2f')}, MAD{' of log L1' if log else ''} "
-             f"{_fmt(report['mad'], '.2f')}; flagged below L1 {_fmt(report.get('cutoff_l1'), '.2f')}")
-    if report["verdict"] == "backdoored":
-        names = ", ".join(f"{r['label']} ({r['name']})" for r in report["labels"] if r["flagged"])
-        return (f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "
-                f"{report['threshold']:g} ({stats})")
-    if report["verdict"] == "clean":
-        return f"Verdict: clean: no label has anomaly index > {report['threshold']:g} ({stats})"
-    return f"Verdict: inconclusive: {report['note']}"
+def decide(report: Report, rows: list[LabelRow]) -> None:
+    """The MAD test over the finished rows, and the verdict it supports."""
+    result = mad_outliers([r.l1_norm for r in rows], report.threshold, [r.converged for r in rows],
+                          report.statistic)
+    for r, index, flag in zip(rows, result.anomaly_index, result.flagged, strict=True):
+        r.anomaly_index = index if not result.note else None
+        r.flagged = flag
+    report.median_l1, report.mad, report.cutoff_l1 = result.median, result.mad, result.cutoff or None
+    report.note = result.note
+    report.flagged = [r.label for r in rows if r.flagged]
+    if result.note:
+        report.verdict = "inconclusive"
+    else:
+        report.verdict = "backdoored" if report.flagged else "clean"

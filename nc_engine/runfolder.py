@@ -1,5 +1,5 @@
 """The run folder: everything a scan leaves behind, written as it happens so an interrupted scan
-keeps its finished work and can be resumed.
+keeps its finished work and can be resumed. `RunFolder` is the only code that knows the layout:
 
     RUN/config.toml          the resolved config (absolute paths)
     RUN/samples.npz          indices of the optimisation and held-out ASR samples
@@ -8,145 +8,167 @@ keeps its finished work and can be resumed.
     RUN/trials/label_NNN_trial_K.{json,npz}   each finished trial: result, raw float mask and pattern
     RUN/triggers/label_NNN_{mask,pattern,fusion}.png, label_NNN.npz   the kept trial of each label
     RUN/report.json, RUN/report.csv           the summary (partial while a scan is unfinished)
+    RUN/mitigation/METHOD/                    what `nc-tui mitigate` wrote
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 import numpy as np
-from PIL import Image
 
+from .config import Config, config_to_toml, load_config
 from .errors import RunFolderError
-
-SCHEMA = 1
-
-
-def create_run_dir(parent: Path, stem: str) -> Path:
-    """A new folder inside `parent`, never an existing one."""
-    parent.mkdir(parents=True, exist_ok=True)
-    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for n in range(1000):
-        path = parent / (base if n == 0 else f"{base}-{n + 1}")
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        (path / "trials").mkdir()
-        (path / "triggers").mkdir()
-        return path
-    raise RunFolderError(f"{parent}: could not create a new run folder")
+from .files import JsonLines, write_csv, write_json, write_npz, write_png, write_text
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/inf are not JSON: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
+class Recordable(Protocol):
+    """What a report offers the run folder (report.Report): its JSON form and its CSV rows."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+    def csv_columns(self) -> list[str]: ...
+    def csv_rows(self) -> list[dict[str, Any]]: ...
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def trigger_paths(label: int) -> dict[str, str]:
+    """Where a label's kept trigger lives, relative to the run folder."""
+    stem = f"triggers/label_{label:03d}"
+    return {"mask_png": f"{stem}_mask.png", "pattern_png": f"{stem}_pattern.png",
+            "fusion_png": f"{stem}_fusion.png", "trigger_npz": f"{stem}.npz"}
 
 
-class EventLog:
-    """events.jsonl, appended and flushed one event at a time."""
+def _trial_stem(label: int, trial: int) -> str:
+    return f"trials/label_{label:03d}_trial_{trial}"
+
+
+class RunFolder:
+    """One scan's folder: every read and write of its files goes through here."""
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open("a", encoding="utf-8")
+        self.path = Path(path)
 
-    def write(self, event: dict) -> None:
-        self._file.write(json.dumps(_json_safe(event)) + "\n")
-        self._file.flush()
+    @classmethod
+    def create(cls, parent: Path, stem: str) -> RunFolder:
+        """A new folder inside `parent`, never an existing one."""
+        parent.mkdir(parents=True, exist_ok=True)
+        base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for n in range(1000):
+            path = parent / (base if n == 0 else f"{base}-{n + 1}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            (path / "trials").mkdir()
+            (path / "triggers").mkdir()
+            return cls(path)
+        raise RunFolderError(f"{parent}: could not create a new run folder")
 
-    def close(self) -> None:
-        self._file.close()
+    @classmethod
+    def existing(cls, path: str | Path) -> RunFolder:
+        folder = cls(Path(path))
+        if not folder.path.is_dir():
+            raise RunFolderError(f"{folder.path}: run folder not found")
+        return folder
 
+    def file(self, relative: str) -> Path:
+        return self.path / relative
 
-def trial_stem(label: int, trial: int) -> str:
-    return f"label_{label:03d}_trial_{trial}"
+    # ---- what the scan was
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
 
+    def write_config(self, cfg: Config) -> None:
+        write_text(self.config_path, config_to_toml(cfg))
 
-def save_trial(run: Path, result: dict, mask: np.ndarray, pattern: np.ndarray) -> None:
-    stem = trial_stem(result["label"], result["trial"])
-    np.savez_compressed(run / "trials" / f"{stem}.npz", mask=mask.astype(np.float32),
-                        pattern=pattern.astype(np.float32))
-    write_json(run / "trials" / f"{stem}.json", result)  # written last: its presence means "finished"
+    def read_config(self) -> Config:
+        return load_config(self.config_path)
 
+    def write_samples(self, opt_idx: np.ndarray, asr_idx: np.ndarray) -> None:
+        write_npz(self.path / "samples.npz", opt_idx=opt_idx, asr_idx=asr_idx)
 
-def load_trials(run: Path) -> list[dict]:
-    """Results of every finished trial in the run folder."""
-    out = []
-    for path in sorted((run / "trials").glob("label_*_trial_*.json")):
+    def read_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.path / "samples.npz") as saved:
+            return saved["opt_idx"], saved["asr_idx"]
+
+    def check_resumable(self) -> None:
+        if not self.config_path.is_file() or not (self.path / "samples.npz").is_file():
+            raise RunFolderError(f"{self.path}: not a resumable run folder (expected config.toml and samples.npz)")
+
+    # ---- trials and triggers
+    def save_trial(self, result: dict, mask: np.ndarray, pattern: np.ndarray) -> None:
+        stem = _trial_stem(result["label"], result["trial"])
+        write_npz(self.path / f"{stem}.npz", mask=mask.astype(np.float32), pattern=pattern.astype(np.float32))
+        write_json(self.path / f"{stem}.json", result)  # written last: its presence means "finished"
+
+    def trials(self) -> list[dict]:
+        """Results of every finished trial."""
+        out = []
+        for path in sorted((self.path / "trials").glob("label_*_trial_*.json")):
+            try:
+                out.append(json.loads(path.read_text(encoding="utf-8")))
+            except (json.JSONDecodeError, OSError):
+                continue  # an unfinished write: the trial runs again
+        return out
+
+    def trial_arrays(self, label: int, trial: int) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.path / f"{_trial_stem(label, trial)}.npz") as data:
+            return data["mask"], data["pattern"]
+
+    def save_trigger(self, label: int, mask: np.ndarray, pattern: np.ndarray) -> None:
+        """The kept trigger of a label as PNGs (mask, pattern, fusion = mask * pattern) and raw floats."""
+        paths = trigger_paths(label)
+        write_png(self.file(paths["mask_png"]), mask)
+        write_png(self.file(paths["pattern_png"]), pattern)
+        write_png(self.file(paths["fusion_png"]), mask[None] * pattern)
+        write_npz(self.file(paths["trigger_npz"]), mask=mask.astype(np.float32), pattern=pattern.astype(np.float32))
+
+    def has_trigger(self, label: int) -> bool:
+        return self.file(trigger_paths(label)["trigger_npz"]).is_file()
+
+    def trigger_arrays(self, label: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The raw float (mask, pattern) of a label's kept trigger, or None when it was not written."""
+        path = self.file(trigger_paths(label)["trigger_npz"])
+        if not path.is_file():
+            return None
+        with np.load(path) as t:  # PNGs are quantised and rescaled: the raw floats are the trigger
+            return t["mask"], t["pattern"]
+
+    # ---- the summary, the log and the event stream
+    def write_report(self, report: Recordable) -> None:
+        write_json(self.path / "report.json", report.to_dict())
+        write_csv(self.path / "report.csv", report.csv_columns(), report.csv_rows())
+
+    def read_report_dict(self) -> dict[str, Any]:
+        """report.json as a JSON object, with a clear error when this is not a run folder."""
+        path = self.path / "report.json"
+        if not path.is_file():
+            raise RunFolderError(f"{self.path}: no report.json; expected a folder written by `nc-tui scan`")
         try:
-            out.append(json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, OSError):
-            continue  # an unfinished write: the trial runs again
-    return out
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunFolderError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise RunFolderError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        return data
 
+    def previous_seconds(self) -> float:
+        """Time spent by earlier runs of this folder (0 when none finished its report)."""
+        try:
+            return float(self.read_report_dict().get("seconds") or 0.0)
+        except (RunFolderError, TypeError, ValueError):
+            return 0.0
 
-def load_trial_arrays(run: Path, label: int, trial: int) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(run / "trials" / f"{trial_stem(label, trial)}.npz") as data:
-        return data["mask"], data["pattern"]
+    def events(self) -> JsonLines:
+        return JsonLines(self.path / "events.jsonl")
 
+    def log(self) -> IO[str]:
+        return (self.path / "log.txt").open("a", encoding="utf-8")
 
-def _to_png(array: np.ndarray, path: Path) -> None:
-    """[0, 1] floats -> 8-bit PNG; (H, W) grey or (C, H, W)."""
-    a = np.clip(np.rint(np.asarray(array, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
-    if a.ndim == 3:
-        a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
-    Image.fromarray(a).save(path)
-
-
-def save_trigger_images(run: Path, label: int, mask: np.ndarray, pattern: np.ndarray) -> dict[str, str]:
-    """The kept trigger of a label as PNGs (mask, pattern, fusion = mask * pattern) and raw floats."""
-    stem = f"triggers/label_{label:03d}"
-    paths = {"mask_png": f"{stem}_mask.png", "pattern_png": f"{stem}_pattern.png",
-             "fusion_png": f"{stem}_fusion.png", "trigger_npz": f"{stem}.npz"}
-    _to_png(mask, run / paths["mask_png"])
-    _to_png(pattern, run / paths["pattern_png"])
-    _to_png(mask[None] * pattern, run / paths["fusion_png"])
-    np.savez_compressed(run / paths["trigger_npz"], mask=mask.astype(np.float32),
-                        pattern=pattern.astype(np.float32))
-    return paths
-
-
-def write_csv(path: Path, labels: list[dict]) -> None:
-    columns = ["label", "name", "l1_norm", "asr", "anomaly_index", "flagged", "converged", "steps",
-               "seconds", "mask_png"]
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in labels:
-            writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
-
-
-def read_report(run: Path) -> dict:
-    """report.json of a run folder, with a clear error when it is not one."""
-    if not run.exists():
-        raise RunFolderError(f"{run}: run folder not found")
-    path = run / "report.json"
-    if not path.is_file():
-        raise RunFolderError(f"{run}: no report.json; expected a folder written by `nc-tui scan`")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"{path}: not valid JSON ({exc})") from None
-    if report.get("schema") != SCHEMA:
-        raise RunFolderError(f"{path}: report schema {report.get('schema')!r}, expected {SCHEMA}")
-    return report
+    def mitigation_dir(self, method: str) -> Path:
+        out = self.path / "mitigation" / method
+        out.mkdir(parents=True, exist_ok=True)
+        return out

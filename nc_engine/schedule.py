@@ -15,12 +15,26 @@ class ScheduleRules:
     cost_up: float = 2.0
     cost_down: float = 2.0**1.5
     patience: int = 5
-    threshold: float = 0.99  # attack accuracy that counts as success
+    attack_success_threshold: float = 0.99  # attack accuracy that counts as success
     early_stop: bool = True
     early_stop_threshold: float = 1.0
     early_stop_patience: int = 25
     converge_window: int = 0  # shortcut, 0 = off
     converge_tol: float = 0.0
+
+
+@dataclass
+class SearchSettings:
+    """Everything one trigger search needs besides its job: the rules and the optimiser's budget."""
+
+    rules: ScheduleRules
+    lr: float = 0.1
+    betas: tuple[float, float] = (0.5, 0.9)
+    adam_eps: float = 1e-8
+    batch_size: int = 32
+    max_steps: int = 1000
+    bf16: bool = False
+    channels_last: bool = False
 
 
 @dataclass
@@ -46,7 +60,7 @@ class CostSchedule:
         """
         r = self.rules
         self.steps += 1
-        success = attack_acc >= r.threshold
+        success = attack_acc >= r.attack_success_threshold
         improved = success and l1 < self.best_l1
         if improved:
             self.best_l1 = l1

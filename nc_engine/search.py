@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .schedule import CostSchedule, ScheduleRules
+from .schedule import CostSchedule, SearchSettings
 from .trigger import initial_trigger, stamp, unit_from_raw
 
 
@@ -30,18 +30,6 @@ class Job:
     label: int
     trial: int
     seed: int
-
-
-@dataclass
-class SearchSettings:
-    rules: ScheduleRules
-    lr: float = 0.1
-    betas: tuple[float, float] = (0.5, 0.9)
-    adam_eps: float = 1e-8
-    batch_size: int = 32
-    max_steps: int = 1000
-    bf16: bool = False
-    channels_last: bool = False
 
 
 @dataclass
@@ -74,8 +62,8 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
-class _Group:
-    """Device tensors of the running slots; row g belongs to slots[g]."""
+class _SlotState:
+    """Per-slot optimiser state on the device (mask, pattern, Adam moments, best, cost); row g is slots[g]."""
 
     def __init__(self, shape: list[int], device: torch.device) -> None:
         c, h, w = shape
@@ -128,6 +116,13 @@ class _Group:
                 p.grad = None
 
 
+@dataclass
+class _Slot:
+    job: Job
+    sched: CostSchedule
+    started: float
+
+
 def search_triggers(
     model: nn.Module,
     x_opt: torch.Tensor,
@@ -143,99 +138,135 @@ def search_triggers(
     x_opt: (N, C, H, W) optimisation samples in [0, 1] on the model's device. Jobs that are still
     running when `stop` is set are dropped (they restart from scratch on resume).
     """
-    device = x_opt.device
-    n, c, h, w = x_opt.shape
-    bsz = settings.batch_size
-    batches = max(1, n // bsz)
-    rules = settings.rules
+    run = _GroupSearch(model, x_opt, settings, group_size, on_step, on_done)
     waiting = deque(jobs)
-    slots: list[tuple[Job, CostSchedule, float]] = []
-    group = _Group([c, h, w], device)
-    images = 0
-    use_bf16 = settings.bf16 and device.type == "cuda"
-    memory_format = torch.channels_last if settings.channels_last and device.type == "cuda" else None
+    run.fill(waiting)
+    while run.slots:
+        sums = run.one_step(stop)
+        if sums is None:
+            return run.images, True
+        finished = run.update_schedules(sums)
+        if finished:
+            run.finish(finished)
+            run.fill(waiting)
+    return run.images, False
 
-    def fill() -> None:
-        while len(slots) < group_size and waiting:
+
+class _GroupSearch:
+    """The running slots of a batched search and the step that advances them all together."""
+
+    def __init__(self, model: nn.Module, x_opt: torch.Tensor, settings: SearchSettings, group_size: int,
+                 on_step: Callable[[StepStats, int], None], on_done: Callable[[TrialOutcome], None]) -> None:
+        self.model, self.x_opt, self.settings, self.group_size = model, x_opt, settings, group_size
+        self.on_step, self.on_done = on_step, on_done
+        self.device = x_opt.device
+        n, c, h, w = x_opt.shape
+        self.batches = max(1, n // settings.batch_size)
+        self.slots: list[_Slot] = []
+        self.state = _SlotState([c, h, w], self.device)
+        self.images = 0
+        self.use_bf16 = settings.bf16 and self.device.type == "cuda"
+        self.memory_format = (torch.channels_last if settings.channels_last and self.device.type == "cuda"
+                              else None)
+
+    def fill(self, waiting: deque[Job]) -> None:
+        while len(self.slots) < self.group_size and waiting:
             job = waiting.popleft()
-            group.add(job)
-            slots.append((job, CostSchedule(rules), time.perf_counter()))
+            self.state.add(job)
+            self.slots.append(_Slot(job, CostSchedule(self.settings.rules), time.perf_counter()))
 
-    fill()
-    while slots:
-        g_count = len(slots)
-        # Each job's mini-batch order depends only on (its seed, its step), as in a sequential run.
-        order = torch.stack([
-            torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(job.seed, sched.steps)))
-            [: batches * bsz] for job, sched, _ in slots]).to(device)  # (G, batches * B)
-        sums = torch.zeros((g_count, 4), device=device)  # loss, ce, l1, attack acc
-        group.raw_mask.requires_grad_(True)
-        group.raw_pattern.requires_grad_(True)
-        for k in range(batches):
+    def _order(self) -> torch.Tensor:
+        """(G, batches * B): each job's mini-batch order depends only on (its seed, its step), as in a
+        sequential run."""
+        n, bsz = len(self.x_opt), self.settings.batch_size
+        return torch.stack([
+            torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(s.job.seed, s.sched.steps)))
+            [: self.batches * bsz] for s in self.slots]).to(self.device)
+
+    def one_step(self, stop: threading.Event) -> torch.Tensor | None:
+        """One pass over the optimisation samples for every slot: (G, 4) mean loss, ce, l1, attack
+        accuracy; None when stopped midway."""
+        g_count, bsz, st = len(self.slots), self.settings.batch_size, self.state
+        order = self._order()
+        sums = torch.zeros((g_count, 4), device=self.device)
+        st.raw_mask.requires_grad_(True)
+        st.raw_pattern.requires_grad_(True)
+        for k in range(self.batches):
             if stop.is_set():
-                return images, True
-            idx = order[:, k * bsz:(k + 1) * bsz]  # (G, B)
-            mask = unit_from_raw(group.raw_mask)  # (G, H, W)
-            pattern = unit_from_raw(group.raw_pattern)  # (G, C, H, W)
-            stamped = stamp(x_opt[idx], mask[:, None, None], pattern[:, None])  # (G, B, C, H, W)
-            stamped = stamped.reshape(g_count * bsz, c, h, w)
-            if memory_format is not None:
-                stamped = stamped.contiguous(memory_format=memory_format)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(stamped)
-            logits = logits.float()
-            targets = group.target.repeat_interleave(bsz)
-            ce = F.cross_entropy(logits, targets, reduction="none").view(g_count, bsz).mean(1)  # (G,)
-            l1 = mask.sum((1, 2))  # (G,)
-            loss = ce + group.cost * l1
-            loss.sum().backward()
-            group.adam_step(settings.lr, settings.betas, settings.adam_eps)
-            with torch.no_grad():
-                acc = (logits.argmax(1) == targets).float().view(g_count, bsz).mean(1)
-                sums += torch.stack([loss, ce, l1, acc], 1).detach()
-            images += g_count * bsz
-        group.raw_mask.requires_grad_(False)
-        group.raw_pattern.requires_grad_(False)
+                return None
+            sums += self._mini_batch(order[:, k * bsz:(k + 1) * bsz])
+            self.images += g_count * bsz
+        st.raw_mask.requires_grad_(False)
+        st.raw_pattern.requires_grad_(False)
+        return sums / self.batches
 
-        stats = (sums / batches).cpu().tolist()  # one device sync per step
+    def _mini_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Forward, backward and an Adam step on (G, B) sample indices; returns (G, 4) statistics."""
+        st, (g_count, bsz) = self.state, idx.shape
+        c, h, w = self.x_opt.shape[1:]
+        mask = unit_from_raw(st.raw_mask)  # (G, H, W)
+        pattern = unit_from_raw(st.raw_pattern)  # (G, C, H, W)
+        stamped = stamp(self.x_opt[idx], mask[:, None, None], pattern[:, None])  # (G, B, C, H, W)
+        stamped = stamped.reshape(g_count * bsz, c, h, w)
+        if self.memory_format is not None:
+            stamped = stamped.contiguous(memory_format=self.memory_format)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
+            logits = self.model(stamped)
+        logits = logits.float()
+        targets = st.target.repeat_interleave(bsz)
+        ce = F.cross_entropy(logits, targets, reduction="none").view(g_count, bsz).mean(1)  # (G,)
+        l1 = mask.sum((1, 2))  # (G,)
+        loss = ce + st.cost * l1
+        loss.sum().backward()
+        st.adam_step(self.settings.lr, self.settings.betas, self.settings.adam_eps)
         with torch.no_grad():
-            masks = unit_from_raw(group.raw_mask)
+            acc = (logits.argmax(1) == targets).float().view(g_count, bsz).mean(1)
+            return torch.stack([loss, ce, l1, acc], 1).detach()
+
+    def update_schedules(self, means: torch.Tensor) -> list[tuple[int, str]]:
+        """Feed each slot's step to its schedule, keep new bests, report progress; the slots that stop."""
+        st = self.state
+        stats = means.cpu().tolist()  # one device sync per step
+        with torch.no_grad():
+            masks = unit_from_raw(st.raw_mask)
             masks_cpu = masks.cpu().numpy()
         finished: list[tuple[int, str]] = []
-        for g, (job, sched, _) in enumerate(slots):
+        for g, slot in enumerate(self.slots):
             loss_v, ce_v, l1_v, acc_v = stats[g]
             if not math.isfinite(loss_v):
                 finished.append((g, "nan"))
                 continue
+            sched = slot.sched
             improved, reason = sched.update(acc_v, l1_v)
             if improved:
                 with torch.no_grad():
-                    group.best_mask[g] = masks[g]
-                    group.best_pattern[g] = unit_from_raw(group.raw_pattern[g])
-            group.cost[g] = sched.cost
-            on_step(StepStats(job, sched.steps, loss_v, ce_v, l1_v, acc_v, sched.cost,
-                              sched.best_l1 if sched.best_l1 < math.inf else None, masks_cpu[g]), images)
-            if reason is None and sched.steps >= settings.max_steps:
+                    st.best_mask[g] = masks[g]
+                    st.best_pattern[g] = unit_from_raw(st.raw_pattern[g])
+            st.cost[g] = sched.cost
+            self.on_step(StepStats(slot.job, sched.steps, loss_v, ce_v, l1_v, acc_v, sched.cost,
+                                   sched.best_l1 if sched.best_l1 < math.inf else None, masks_cpu[g]), self.images)
+            if reason is None and sched.steps >= self.settings.max_steps:
                 reason = "max_steps"
             if reason is not None:
                 finished.append((g, reason))
-        if not finished:
-            continue
-        done_rows = {g for g, _ in finished}
+        return finished
+
+    def finish(self, finished: list[tuple[int, str]]) -> None:
+        """Hand each stopped slot's trigger to on_done and free its row."""
+        st = self.state
         for g, reason in finished:
-            job, sched, started = slots[g]
-            converged = sched.best_l1 < math.inf
-            mask_g, pattern_g = group.best_mask[g], group.best_pattern[g]
+            slot = self.slots[g]
+            converged = slot.sched.best_l1 < math.inf
+            mask_g, pattern_g = st.best_mask[g], st.best_pattern[g]
             if not converged:  # no successful step: report the last trigger, or the initial one if NaN ate it
-                last_mask, last_pattern = unit_from_raw(group.raw_mask[g]), unit_from_raw(group.raw_pattern[g])
+                last_mask, last_pattern = unit_from_raw(st.raw_mask[g]), unit_from_raw(st.raw_pattern[g])
                 if bool(torch.isfinite(last_mask).all() and torch.isfinite(last_pattern).all()):
                     mask_g, pattern_g = last_mask, last_pattern
             mask_np = mask_g.detach().float().cpu().numpy()
-            on_done(TrialOutcome(job, mask_np, pattern_g.detach().float().cpu().numpy(),
-                                 float(mask_np.sum(dtype=np.float64)), converged, sched.steps, reason,
-                                 time.perf_counter() - started))
-        keep = [g for g in range(g_count) if g not in done_rows]
-        slots = [slots[g] for g in keep]
-        group.keep(keep)
-        fill()
-    return images, False
+            self.on_done(TrialOutcome(slot.job, mask_np, pattern_g.detach().float().cpu().numpy(),
+                                      float(mask_np.sum(dtype=np.float64)), converged, slot.sched.steps, reason,
+                                      time.perf_counter() - slot.started))
+        done_rows = {g for g, _ in finished}
+        keep = [g for g in range(len(self.slots)) if g not in done_rows]
+        self.slots = [self.slots[g] for g in keep]
+        st.keep(keep)

@@ -1,7 +1,9 @@
 """The nc-tui terminal app: set up a scan by keyboard, watch it live, read the verdict and triggers.
 
-Screens: SetupScreen -> ScanScreen -> ResultsScreen. The engine knows nothing of Textual: the scan
-screen runs `run_scan` in a thread worker and adapts its events into messages.
+Screens: SetupScreen -> ScanScreen -> ResultsScreen, with MitigateScreen over the results and the
+dialogs (help, confirm, path prompt) over any of them. The engine knows nothing of Textual: the scan
+screen runs `run_scan` in a thread worker and adapts its events into messages; screens ask the app
+for navigation by posting the requests in messages.py.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from textual.screen import Screen
 
 from nc_engine.config import Config, load_config
 from nc_engine.errors import NCError
+from nc_engine.report import Report
 
+from .messages import LoadConfigFile, NewScan, ShowResults, StartScan
 from .screens.dialogs import Confirm, HelpScreen
 from .screens.results import ResultsScreen
 from .screens.scan import ScanScreen
@@ -39,7 +43,7 @@ class NCApp(App[int]):
         Binding("ctrl+c", "cancel_or_quit", "Cancel", show=False, priority=True),
     ]
 
-    def __init__(self, config: Config | None = None, mode: str = "setup", report: dict | None = None,
+    def __init__(self, config: Config | None = None, mode: str = "setup", report: Report | None = None,
                  resume: str | None = None, prepare: Callable[[], Config] | None = None,
                  autostart: bool = True) -> None:
         super().__init__()
@@ -68,14 +72,14 @@ class NCApp(App[int]):
         else:
             self.push_screen(SetupScreen(self.start_config))
 
-    # ---- navigation used by the screens
-    def start_scan(self, config: Config) -> None:
-        self.push_screen(ScanScreen(config))
+    # ---- navigation the screens ask for (messages.py)
+    def on_start_scan(self, message: StartScan) -> None:
+        self.push_screen(ScanScreen(message.config))
 
-    def show_results(self, report: dict) -> None:
-        self.push_screen(ResultsScreen(report))
+    def on_show_results(self, message: ShowResults) -> None:
+        self.push_screen(ResultsScreen(message.report))
 
-    def new_scan(self) -> None:
+    def on_new_scan(self, message: NewScan) -> None:
         config = self.start_config
         for screen in self.screen_stack:
             if isinstance(screen, ScanScreen) and screen.config is not None:
@@ -84,7 +88,8 @@ class NCApp(App[int]):
             self.pop_screen()
         self.push_screen(SetupScreen(config))
 
-    def load_config_file(self, path: str) -> None:
+    def on_load_config_file(self, message: LoadConfigFile) -> None:
+        path = message.path
         try:
             config = load_config(path)
         except NCError as exc:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
 import warnings
+from functools import partial
 from pathlib import Path
 
 from nc_engine.config import load_config
 from nc_engine.errors import NCError
-from nc_engine.runfolder import read_report
+from nc_engine.report import Report
 
 from .console import HeadlessProgress, make_console, print_report
 
@@ -56,7 +58,29 @@ def _mitigation_parsers(sub: argparse._SubParsersAction) -> None:
     filt.add_argument("images", nargs="*", help="image files (png, jpg)")
 
 
+class MitigationPrinter:
+    """A mitigation's events as console lines."""
+
+    def on_prune_step(self, e) -> None:
+        print(f"  pruned {e.units:4d} units ({e.fraction:4.0%}): accuracy {e.accuracy:.1%}, ASR "
+              + ", ".join(f"{v:.1%}" for v in e.asr.values()), flush=True)
+
+    def on_train_progress(self, e) -> None:
+        print(f"  epoch {e.epoch} batch {e.batch}/{e.batches}: loss {e.loss:.4f}", flush=True)
+
+    def on_stage(self, e) -> None:
+        print(e.message, flush=True)
+
+    def on_warning(self, e) -> None:
+        print("warning: " + e.message, flush=True)
+
+    def on_mitigation_started(self, e) -> None:
+        print(f"{e.method}: labels {', '.join(map(str, e.labels))} of {e.run_dir} on {e.device}; "
+              f"{e.train_images} clean images to work with, {e.eval_images} held out", flush=True)
+
+
 def cmd_mitigate(args: argparse.Namespace) -> int:
+    from nc_engine.events import dispatch
     from nc_engine.mitigate import MitigationOptions, load_options, run_mitigation, table_lines
 
     opts = load_options(args.options) if args.options else MitigationOptions()
@@ -69,19 +93,7 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
     opts.layer = args.layer or opts.layer
     opts.rescan = args.rescan or opts.rescan
 
-    def show(e) -> None:
-        if e.kind == "prune_step":
-            print(f"  pruned {e.units:4d} units ({e.fraction:4.0%}): accuracy {e.accuracy:.1%}, ASR "
-                  + ", ".join(f"{v:.1%}" for v in e.asr.values()), flush=True)
-        elif e.kind == "train_progress":
-            print(f"  epoch {e.epoch} batch {e.batch}/{e.batches}: loss {e.loss:.4f}", flush=True)
-        elif e.kind in ("stage", "warning"):
-            print(("warning: " if e.kind == "warning" else "") + e.message, flush=True)
-        elif e.kind == "mitigation_started":
-            print(f"{e.method}: labels {', '.join(map(str, e.labels))} of {e.run_dir} on {e.device}; "
-                  f"{e.train_images} clean images to work with, {e.eval_images} held out", flush=True)
-
-    report = run_mitigation(args.run_dir, args.method, opts, show)
+    report = run_mitigation(args.run_dir, args.method, opts, partial(dispatch, MitigationPrinter()))
     print("\n".join(table_lines(report)))
     print(f"report: {report['report_path']}")
     return 0
@@ -114,9 +126,9 @@ def _run_headless(config, resume: str | None = None) -> int:
     report = run_scan(config, HeadlessProgress(console), stop, resume=resume)
     console.print()
     print_report(console, report)
-    console.print(f"run folder: {report['run_dir']}")
-    if not report["complete"]:
-        console.print(f"interrupted; resume with: nc-tui scan --resume {report['run_dir']}")
+    console.print(f"run folder: {report.run_dir}")
+    if not report.complete:
+        console.print(f"interrupted; resume with: nc-tui scan --resume {report.run_dir}")
         return EXIT_INTERRUPTED
     return 0
 
@@ -156,20 +168,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
         raise NCError("nc-tui scan: expected a CONFIG file (or --resume RUN_DIR)")
     cfg = load_config(args.config)
     if args.out:
-        cfg.output.dir = str(Path(args.out).resolve())
+        cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, dir=str(Path(args.out).resolve())))
     if _headless_note(args):
         return _run_headless(cfg)
     return _run_app(config=cfg, mode="setup")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    report = read_report(Path(args.run_dir))
+    report = Report.read(args.run_dir)
     if not args.print and interactive():
-        report["run_dir"] = str(Path(args.run_dir).resolve())
         return _run_app(mode="report", report=report)
     console = make_console()
-    console.print(f"run folder {args.run_dir}: model {report.get('model')}, clean accuracy "
-                  f"{report.get('clean_accuracy', float('nan')):.2%}, {report.get('seconds', 0):.1f}s")
+    console.print(f"run folder {args.run_dir}: model {report.info.model}, clean accuracy "
+                  f"{report.info.clean_accuracy:.2%}, {report.info.seconds:.1f}s")
     print_report(console, report)
     return 0
 

@@ -6,7 +6,6 @@ piped, or with NO_COLOR set, it prints one unstyled line per finished label inst
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -16,7 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from nc_engine import events as ev
-from nc_engine.report import TABLE_COLUMNS, table_lines, table_rows, verdict_line
+from nc_engine.formatting import TABLE_COLUMNS, fmt_eta, label_line, table_lines, table_rows, verdict_line
+from nc_engine.report import Report
 
 from .state import ScanState
 
@@ -29,13 +29,6 @@ def make_console(stream=None) -> Console:
                    soft_wrap=plain, width=None if not plain else 100)
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "ETA --"
-    seconds = int(seconds)
-    return f"ETA {seconds // 60}:{seconds % 60:02d}"
-
-
 class HeadlessProgress:
     """An on_event handler that renders progress on a console."""
 
@@ -46,12 +39,10 @@ class HeadlessProgress:
         self.state = ScanState()
 
     def __call__(self, event: ev.Event) -> None:
-        handler = getattr(self, f"on_{event.kind}", None)
-        if handler:
-            handler(event)
+        ev.dispatch(self, event)
 
     def on_scan_started(self, e: ev.ScanStarted) -> None:
-        self.state.start(e)
+        self.state.on_scan_started(e)
         c = self.console
         c.print(f"run folder   {e.run_dir}")
         c.print(f"device       {e.device}, strategy {e.strategy}, {e.group_size} label search(es) at a time")
@@ -67,30 +58,27 @@ class HeadlessProgress:
             self.group_task = self.progress.add_task("", total=None, eta="")
             self.progress.start()
 
-    def on_warning(self, e: ev.Warning) -> None:
+    def on_warning(self, e: ev.ScanWarning) -> None:
         self.console.print(Text(f"warning: {e.message}", style="bold yellow"))
 
     def on_step(self, e: ev.StepProgress) -> None:
-        self.state.step(e)
+        self.state.on_step(e)
         if self.progress is not None:
             with self.state.lock:
                 running = [r for r in self.state.labels.values() if r.state == "running"]
             group = "  ".join(f"{r.label}:s{r.step} L1 {r.l1:.0f}" for r in running[:8])
-            self.progress.update(self.task, completed=self.state.fraction(), eta=_fmt_eta(self.state.eta_seconds()),
+            self.progress.update(self.task, completed=self.state.fraction(), eta=fmt_eta(self.state.eta_seconds()),
                                  description=f"labels {self.state.done_jobs}/{self.state.total_jobs}")
             room = max(20, self.console.width - 24 - 20)  # the bar and the times need the rest of the line
             self.progress.update(self.group_task, description=f"  running {group}"[:room])
 
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
-        self.state.trial_finished(e)
+        self.state.on_trial_finished(e)
 
     def on_label_finished(self, e: ev.LabelFinished) -> None:
-        self.state.label_finished(e)
-        state = "" if e.converged else "  NOT converged"
-        asr = "-" if e.asr is None or math.isnan(e.asr) else f"{e.asr:.1%}"
-        line = (f"label {e.label} ({e.name}) done: L1 {e.l1_norm:.2f}, ASR {asr}, {e.steps} steps, "
-                f"{e.seconds:.1f}s  [{e.done}/{e.total}, {_fmt_eta(self.state.eta_seconds())}]{state}")
-        self.console.print(line)
+        self.state.on_label_finished(e)
+        self.console.print(f"{label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged)}, "
+                           f"{e.seconds:.1f}s  [{e.done}/{e.total}, {fmt_eta(self.state.eta_seconds())}]")
 
     def on_scan_finished(self, e: ev.ScanFinished) -> None:
         if self.progress is not None:
@@ -98,17 +86,17 @@ class HeadlessProgress:
             self.progress = None
 
 
-def print_report(console: Console, report: dict) -> None:
+def print_report(console: Console, report: Report) -> None:
     """The ASR / L1 / anomaly table and the verdict."""
     if console.no_color or not console.is_terminal:
         console.print("\n".join(table_lines(report)))
         console.print(verdict_line(report))
         return
-    table = Table(title=f"{len(report['labels'])} label(s), most anomalous first", title_justify="left")
+    table = Table(title=f"{len(report.labels)} label(s), most anomalous first", title_justify="left")
     for i, name in enumerate(TABLE_COLUMNS):
         table.add_column(name, justify="left" if i in (1, 6) else "right")
     for row in table_rows(report):
         table.add_row(*row["cells"], style="bold red" if row["flagged"] else None)
     console.print(table)
-    style = {"backdoored": "bold white on red", "clean": "bold green"}.get(report["verdict"], "bold yellow")
+    style = {"backdoored": "bold white on red", "clean": "bold green"}.get(report.verdict, "bold yellow")
     console.print(Text(verdict_line(report), style=style))

@@ -1,10 +1,16 @@
-"""Messages from the engine's worker thread to the app."""
+"""Messages: from the engine's worker thread to the scan screen, and from the screens to the app.
+
+Screens never call the app by method name: they post one of the requests below, which bubble up to
+NCApp's handlers (`on_start_scan`, ...), so the dependency is visible in the imports.
+"""
 
 from __future__ import annotations
 
 from textual.message import Message
 
 from nc_engine import events as ev
+from nc_engine.config import Config
+from nc_engine.report import Report
 
 
 class EngineEvent(Message):
@@ -26,7 +32,35 @@ class StepTick(Message):
 class ScanEnded(Message):
     """The worker returned: `report` is the engine's report, or `error` says why it failed."""
 
-    def __init__(self, report: dict | None, error: str | None = None) -> None:
+    def __init__(self, report: Report | None, error: str | None = None) -> None:
         super().__init__()
         self.report = report
         self.error = error
+
+
+class StartScan(Message):
+    """Run a scan of `config` on a new scan screen."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+
+
+class ShowResults(Message):
+    """Open the results screen of a finished scan."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__()
+        self.report = report
+
+
+class NewScan(Message):
+    """Back to the set-up form, filled from the last scan's config."""
+
+
+class LoadConfigFile(Message):
+    """Fill the set-up form from a TOML config file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path

@@ -32,7 +32,8 @@ class LabelProgress:
 
 
 class ScanState:
-    """Thread-safe store of per-label progress; the worker writes, the UI reads snapshots."""
+    """Thread-safe store of per-label progress; the worker writes (a listener of the engine's events,
+    through `nc_engine.events.dispatch`), the UI reads snapshots."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -44,7 +45,7 @@ class ScanState:
         self.started = time.perf_counter()
         self.images = 0
 
-    def start(self, e: ev.ScanStarted) -> None:
+    def on_scan_started(self, e: ev.ScanStarted) -> None:
         with self.lock:
             self.labels = {label: LabelProgress(label, e.class_names[label] if label < len(e.class_names)
                                                 else str(label)) for label in e.labels}
@@ -54,7 +55,7 @@ class ScanState:
             self.finished_steps = []
             self.started = time.perf_counter()
 
-    def step(self, e: ev.StepProgress) -> None:
+    def on_step(self, e: ev.StepProgress) -> None:
         with self.lock:
             row = self.labels.get(e.label)
             if row is None:
@@ -70,12 +71,12 @@ class ScanState:
             row.mask = e.mask
             self.images = e.images
 
-    def trial_finished(self, e: ev.TrialFinished) -> None:
+    def on_trial_finished(self, e: ev.TrialFinished) -> None:
         with self.lock:
             self.done_jobs += 1
             self.finished_steps.append(e.steps)
 
-    def label_finished(self, e: ev.LabelFinished) -> None:
+    def on_label_finished(self, e: ev.LabelFinished) -> None:
         with self.lock:
             row = self.labels.get(e.label)
             if row is not None:

@@ -21,15 +21,17 @@ def write(tmp_path, text):
 
 
 def test_defaults_come_from_the_default_preset(tmp_path):
-    cfg = load_config(write(tmp_path, BASE))
+    loaded = load_config(write(tmp_path, BASE))
+    cfg = loaded.resolved()
     for key, value in PRESETS["default"].items():
         assert getattr(cfg.scan, key) == value
+        assert getattr(loaded.scan, key) is None  # the loaded config still says "the preset's value"
     assert cfg.scan.lr == 0.1 and cfg.scan.betas == [0.5, 0.9] and cfg.scan.patience == 5
     assert cfg.scan.cost_down == pytest.approx(2.8284271247461903)
 
 
 def test_reference_preset_restores_the_reference_budget_exactly(tmp_path):
-    cfg = load_config(write(tmp_path, BASE + '[scan]\npreset = "reference"\n'))
+    cfg = load_config(write(tmp_path, BASE + '[scan]\npreset = "reference"\n')).resolved()
     assert (cfg.scan.samples, cfg.scan.batch_size, cfg.scan.max_steps) == (1000, 32, 1000)
     assert cfg.scan.converge_window == 0  # no shortcut
 
@@ -37,20 +39,21 @@ def test_reference_preset_restores_the_reference_budget_exactly(tmp_path):
 def test_presets_order_their_budgets(tmp_path):
     budgets = {}
     for name in ("fast", "default", "thorough"):
-        cfg = load_config(write(tmp_path, BASE + f'[scan]\npreset = "{name}"\n'))
+        cfg = load_config(write(tmp_path, BASE + f'[scan]\npreset = "{name}"\n')).resolved()
         budgets[name] = cfg.scan.trials * cfg.scan.samples * cfg.scan.max_steps
     assert budgets["fast"] < budgets["default"] < budgets["thorough"]
 
 
 def test_threshold_follows_the_statistic_unless_set(tmp_path):
     assert load_config(write(tmp_path, BASE)).detect.statistic == "log_l1"
-    assert load_config(write(tmp_path, BASE)).detect.threshold == 3.5
-    assert load_config(write(tmp_path, BASE + '[detect]\nstatistic = "l1"\n')).detect.threshold == 2.0
-    assert load_config(write(tmp_path, BASE + '[detect]\nstatistic = "l1"\nthreshold = 2.5\n')).detect.threshold == 2.5
+    assert load_config(write(tmp_path, BASE)).resolved().detect.threshold == 3.5
+    assert load_config(write(tmp_path, BASE + '[detect]\nstatistic = "l1"\n')).resolved().detect.threshold == 2.0
+    text = BASE + '[detect]\nstatistic = "l1"\nthreshold = 2.5\n'
+    assert load_config(write(tmp_path, text)).resolved().detect.threshold == 2.5
 
 
 def test_explicit_budget_keys_win_over_the_preset(tmp_path):
-    cfg = load_config(write(tmp_path, BASE + '[scan]\npreset = "reference"\nsamples = 200\n'))
+    cfg = load_config(write(tmp_path, BASE + '[scan]\npreset = "reference"\nsamples = 200\n')).resolved()
     assert cfg.scan.samples == 200 and cfg.scan.max_steps == 1000
 
 
@@ -115,3 +118,17 @@ def test_sample_demo_config_is_the_packaged_one():
     sample = Path(__file__).resolve().parents[1] / "sample_configs" / "demo.toml"
     assert sample.read_text() == demo_config_text()
     assert load_config(sample).model.input_shape == [1, 28, 28]
+
+
+def test_search_knobs_are_declared_once(tmp_path):
+    """[scan] builds the schedule rules and search settings by name: the defaults are the reference's,
+    and a key set in the file reaches the search."""
+    from nc_engine.schedule import ScheduleRules
+
+    cfg = load_config(write(tmp_path, BASE)).resolved()
+    assert cfg.scan.schedule_rules() == ScheduleRules(converge_window=10, converge_tol=0.02)
+    text = BASE + "[scan]\npatience = 7\nlr = 0.05\n"
+    settings = load_config(write(tmp_path, text)).resolved().scan.search_settings()
+    assert settings.rules.patience == 7 and settings.lr == 0.05
+    default = PRESETS["default"]
+    assert (settings.batch_size, settings.max_steps) == (default["batch_size"], default["max_steps"])

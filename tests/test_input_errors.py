@@ -11,6 +11,7 @@ from nc_engine.config import config_from_dict
 from nc_engine.data import open_data
 from nc_engine.errors import ConfigError, DataError, ModelError, NCError
 from nc_engine.models import load_model
+from nc_engine.prepare import with_model_classes
 from nc_tui.cli import main
 
 CPU = torch.device("cpu")
@@ -125,14 +126,14 @@ def test_num_classes_mismatch_and_inference(tmp_path, scripted):
     one_line(err, "m.pt", "3 outputs but [model].num_classes = 10")
     cfg = make_cfg(tmp_path)
     assert cfg.model.num_classes == 0
-    load_model(cfg, CPU)
-    assert cfg.model.num_classes == 3
+    inferred = with_model_classes(cfg, load_model(cfg, CPU))
+    assert inferred.model.num_classes == 3 and cfg.model.num_classes == 0  # the given config is not changed
 
 
 def test_scan_labels_outside_an_inferred_num_classes(tmp_path, scripted):
     cfg = make_cfg(tmp_path, scan={"labels": [0, 5]})  # accepted until the model says it has 3 classes
     with pytest.raises(ConfigError) as err:
-        load_model(cfg, CPU)
+        with_model_classes(cfg, load_model(cfg, CPU))
     one_line(err, "scan.toml", "[scan].labels must be labels in 0..2 (num_classes = 3, inferred", "[5]")
     with pytest.raises(ConfigError) as err:  # with num_classes given, the config itself says so
         make_cfg(tmp_path, {"num_classes": 3}, scan={"labels": [0, 5]})
@@ -142,7 +143,7 @@ def test_scan_labels_outside_an_inferred_num_classes(tmp_path, scripted):
 def test_data_labels_outside_an_inferred_num_classes(tmp_path, scripted):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.array([0, 1, 2, 6]))
     cfg = make_cfg(tmp_path)
-    load_model(cfg, CPU)
+    cfg = with_model_classes(cfg, load_model(cfg, CPU))
     with pytest.raises(DataError) as err:
         open_data(cfg)
     one_line(err, "d.npz: labels must be in 0..2 ([model].num_classes = 3)", "[6]")

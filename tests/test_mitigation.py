@@ -58,7 +58,7 @@ def test_unlearning_removes_the_real_trigger(scanned):
     saved = json.loads((run / "mitigation" / "unlearn" / "report.json").read_text())
     assert saved["method"] == "unlearn" and saved["stamped_images"] > 0
     # the re-scan of the repaired model: the target's anomaly index falls
-    scan = json.loads((run / "report.json").read_text())
+    scan = json.loads((run / "report.json").read_text())  # the file as written, read as plain JSON
     index = {r["label"]: r["anomaly_index"] for r in saved["rescan"]["labels"]}
     old = next(r["anomaly_index"] for r in scan["labels"] if r["label"] == m["target"])
     print(f"re-scan: {saved['rescan']['verdict']}, target's anomaly index {old:.2f} -> {index[m['target']]:.2f}")
@@ -106,7 +106,7 @@ def test_pruning_lowers_the_reversed_trigger_asr(scanned):
 
 def test_filter_calibrates_and_labels_images(scanned, tmp_path, capsys):
     from benchmarks.bench_mitigate import filtered_real_asr
-    from nc_engine.demo import PatchTrigger, stamp_patch
+    from nc_engine.training import PatchTrigger, stamp_patch
     from nc_tui.cli import main
 
     m, run = scanned["manifest"], scanned["run"]

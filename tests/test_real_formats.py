@@ -13,6 +13,7 @@ from nc_engine import run_scan
 from nc_engine.config import config_from_dict, load_config
 from nc_engine.data import open_data
 from nc_engine.models import FixedBatch, import_object, load_model
+from nc_engine.prepare import with_model_classes
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CPU = torch.device("cpu")
@@ -50,9 +51,9 @@ def small_net(tmp_path):
 
 def check_scan(cfg, labels=3):
     report = run_scan(cfg)
-    assert report["complete"] and len(report["labels"]) == labels
-    assert all(r["steps"] >= 1 and r["l1_norm"] > 0 for r in report["labels"])
-    resumed = load_config(Path(report["run_dir"]) / "config.toml")  # the run folder's config loads again
+    assert report.complete and len(report.labels) == labels
+    assert all(r.steps >= 1 and r.l1_norm > 0 for r in report.labels)
+    resumed = load_config(Path(report.run_dir) / "config.toml")  # the run folder's config loads again
     assert resumed.model.num_classes == cfg.model.num_classes
     return report
 
@@ -94,6 +95,7 @@ def test_every_model_format_round_trips_on_mnist(tmp_path, fmt):
     model = {"format": fmt.split("_fixed")[0], "input_shape": [1, 28, 28], **keys}  # num_classes inferred
     cfg = make_cfg(tmp_path, model, data)
     scan_model = load_model(cfg, CPU)
+    cfg = with_model_classes(cfg, scan_model)
     assert cfg.model.num_classes == 10 and not scan_model.log_probs
     assert isinstance(scan_model.net, FixedBatch) == fmt.endswith("fixed_batch")
     x, _ = open_data(cfg).load(np.arange(37), noop)  # 37: not a multiple of a fixed export batch
@@ -116,6 +118,7 @@ def test_torchvision_factory_by_package_path(tmp_path):
              "architecture_args": {"num_classes": 5}, "input_shape": [3, 48, 48]}
     cfg = make_cfg(tmp_path, model, {"format": "npz", "path": "d.npz"})
     loaded = load_model(cfg, CPU)
+    cfg = with_model_classes(cfg, loaded)
     xs, _ = open_data(cfg).load(np.arange(6), noop)
     with torch.no_grad():
         assert cfg.model.num_classes == 5 and torch.allclose(loaded(xs), net(xs), atol=1e-5)
@@ -141,6 +144,7 @@ def test_cifar10_jpeg_archive_with_a_cifar_stem_resnet18(tmp_path):
     data = {"format": "imagefolder", "path": str(archive), "split": "test", "max_images": 200}
     cfg = make_cfg(tmp_path, model, data, {"labels": [0, 1], "max_steps": 1})  # ResNet-18 steps cost ~2s here
     scan_model = load_model(cfg, CPU)
+    cfg = with_model_classes(cfg, scan_model)
     assert cfg.model.num_classes == 10  # inferred from the checkpoint's classifier
     started = time.perf_counter()
     source = open_data(cfg)
@@ -155,7 +159,7 @@ def test_cifar10_jpeg_archive_with_a_cifar_stem_resnet18(tmp_path):
         assert torch.allclose(scan_model(x), net((x - mean) / std), atol=1e-4)
     assert listing < 20, f"reading the archive took {listing:.1f}s"
     report = check_scan(cfg, labels=2)
-    assert [r["name"] for r in report["labels"]] == ["airplane", "automobile"]
+    assert [r.name for r in report.labels] == ["airplane", "automobile"]
 
 
 def test_gtsrb_png_archive_has_43_classes_named_by_folder(tmp_path):
@@ -181,7 +185,7 @@ def test_mnist_npz_into_grey_and_rgb_models(tmp_path, shape):
     torch.jit.script(net).save(str(tmp_path / "m.pt"))
     model = {"format": "torchscript", "path": "m.pt", "input_shape": shape}
     cfg = make_cfg(tmp_path, model, {"format": "npz", "path": str(mnist), "split": "test", "max_images": 100})
-    load_model(cfg, CPU)
+    cfg = with_model_classes(cfg, load_model(cfg, CPU))
     source = open_data(cfg)
     assert len(source.labels) == 10_000 and source.labels[:5].tolist() == y.tolist()
     x, _ = source.load(np.arange(5), noop)

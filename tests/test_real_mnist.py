@@ -15,7 +15,7 @@ def test_badnets_mnist_is_flagged(tmp_path):
     cfg = load_config(tmp_path / "model" / "config.toml")
     cfg.output.dir = str(tmp_path / "runs")
     report = run_scan(cfg)
-    assert report["clean_accuracy"] > 0.95
-    assert report["verdict"] == "backdoored" and manifest["target"] in report["flagged"]
-    row = next(r for r in report["labels"] if r["label"] == manifest["target"])
-    assert row["anomaly_index"] > 2 and row["l1_norm"] < 12  # the real trigger: 3x3 white, L1 9
+    assert report.info.clean_accuracy > 0.95
+    assert report.verdict == "backdoored" and manifest["target"] in report.flagged
+    row = next(r for r in report.labels if r.label == manifest["target"])
+    assert row.anomaly_index > 2 and row.l1_norm < 12  # the real trigger: 3x3 white, L1 9

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from nc_engine import load_config, run_scan
-from nc_engine.runfolder import read_report
+from nc_engine.report import Report
 
 
 def scan(info, tmp_path, **scan_keys):
@@ -29,30 +29,31 @@ def test_backdoored_demo_is_flagged_with_the_true_target(backdoored_report, demo
     report = backdoored_report
     target = demo_backdoored.target
     assert demo_backdoored.attack_success_rate > 0.95 and demo_backdoored.clean_accuracy > 0.95
-    assert report["verdict"] == "backdoored" and report["flagged"] == [target]
-    row = next(r for r in report["labels"] if r["label"] == target)
-    assert row["anomaly_index"] > 2 and row["asr"] > 0.9 and row["converged"]
+    assert report.verdict == "backdoored" and report.flagged == [target]
+    row = next(r for r in report.labels if r.label == target)
+    assert row.anomaly_index > 2 and row.asr > 0.9 and row.converged
     # the reversed trigger is about as small as the real 4x4 patch (L1 16), far below the median
-    assert row["l1_norm"] < 20 < report["median_l1"]
+    assert row.l1_norm < 20 < report.median_l1
 
 
 def test_run_folder_holds_every_promised_file(backdoored_report):
-    run = backdoored_report["run_dir"]
+    run = backdoored_report.run_dir
     from pathlib import Path
 
     run = Path(run)
-    report = read_report(run)
-    for key in ("schema", "verdict", "flagged", "median_l1", "mad", "clean_accuracy", "seconds", "labels"):
-        assert key in report
-    assert report["clean_accuracy"] > 0.9
-    for row in report["labels"]:
+    report = Report.read(run)
+    saved = json.loads((run / "report.json").read_text())
+    for key in ("schema", "verdict", "flagged", "median_l1", "mad", "clean_accuracy", "seconds", "labels", "run_dir"):
+        assert key in saved
+    assert report.info.clean_accuracy > 0.9 and report.run_dir == str(run.resolve())
+    for row in report.labels:
         for key in ("mask_png", "pattern_png", "fusion_png", "trigger_npz"):
-            assert (run / row[key]).is_file()
-        assert Image.open(run / row["mask_png"]).size == (28, 28)
-        with np.load(run / row["trigger_npz"]) as arrays:
+            assert (run / getattr(row, key)).is_file()
+        assert Image.open(run / row.mask_png).size == (28, 28)
+        with np.load(run / row.trigger_npz) as arrays:
             # the report's L1 is the raw float mask's sum, not a PNG-quantised one
-            assert abs(float(arrays["mask"].sum()) - row["l1_norm"]) < 1e-3
-        assert row["trials"][0]["seed"] >= 0
+            assert abs(float(arrays["mask"].sum()) - row.l1_norm) < 1e-3
+        assert row.trials[0]["seed"] >= 0
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     kinds = {e["event"] for e in events}
     assert {"scan_started", "step", "trial_finished", "label_finished", "scan_finished"} <= kinds
@@ -64,17 +65,17 @@ def test_run_folder_holds_every_promised_file(backdoored_report):
 
 def test_clean_demo_is_not_flagged(demo_clean, tmp_path):
     report = scan(demo_clean, tmp_path)
-    assert report["verdict"] == "clean" and report["flagged"] == []
-    assert max(r["anomaly_index"] for r in report["labels"]) < 2
+    assert report.verdict == "clean" and report.flagged == []
+    assert max(r.anomaly_index for r in report.labels) < 2
 
 
 def test_sequential_and_batched_reach_the_same_verdict(demo_backdoored, backdoored_report, tmp_path):
     labels = list(range(10))
     seq = scan(demo_backdoored, tmp_path, strategy="sequential", labels=labels)
-    assert seq["group_size"] == 1 and backdoored_report["group_size"] > 1
-    assert seq["verdict"] == backdoored_report["verdict"] and seq["flagged"] == backdoored_report["flagged"]
-    seq_l1 = [r["l1_norm"] for r in seq["labels"]]
-    bat_l1 = [r["l1_norm"] for r in backdoored_report["labels"]]
+    assert seq.info.group_size == 1 and backdoored_report.info.group_size > 1
+    assert seq.verdict == backdoored_report.verdict and seq.flagged == backdoored_report.flagged
+    seq_l1 = [r.l1_norm for r in seq.labels]
+    bat_l1 = [r.l1_norm for r in backdoored_report.labels]
     assert np.allclose(seq_l1, bat_l1, rtol=0.1)
 
 
@@ -93,14 +94,14 @@ def test_stop_then_resume_gives_a_complete_report(demo_backdoored, tmp_path):
                 stop.set()
 
     partial = run_scan(cfg, on_event, stop)
-    run = partial["run_dir"]
-    assert not partial["complete"] and partial["verdict"] is None
-    saved = read_report(__import__("pathlib").Path(run))
-    assert not saved["complete"] and {r["label"] for r in saved["labels"]} == set(finished)
+    run = partial.run_dir
+    assert not partial.complete and partial.verdict is None
+    saved = Report.read(run)
+    assert not saved.complete and {r.label for r in saved.labels} == set(finished)
     resumed_events = []
     final = run_scan(None, resumed_events.append, resume=run)
-    assert final["complete"] and final["run_dir"] == run
-    assert {r["label"] for r in final["labels"]} == set(cfg.scan.labels)
+    assert final.complete and final.run_dir == run
+    assert {r.label for r in final.labels} == set(cfg.scan.labels)
     started = next(e for e in resumed_events if e.kind == "scan_started")
     assert started.resumed_trials == 2
     # finished labels were not searched again
@@ -110,7 +111,7 @@ def test_stop_then_resume_gives_a_complete_report(demo_backdoored, tmp_path):
 def test_convergence_shortcut_keeps_the_verdict(demo_backdoored, backdoored_report, tmp_path):
     """The default's work-saving stop (converge_window) against the same budget without it (max_steps cut to
     150 to keep CI quick; the default scan stops every label well before that)."""
-    assert max(r["steps"] for r in backdoored_report["labels"]) < 150
+    assert max(r.steps for r in backdoored_report.labels) < 150
     full = scan(demo_backdoored, tmp_path, converge_window=0, converge_tol=0.0, max_steps=150)
-    assert full["verdict"] == backdoored_report["verdict"] and full["flagged"] == backdoored_report["flagged"]
-    assert sum(r["steps"] for r in full["labels"]) > sum(r["steps"] for r in backdoored_report["labels"])
+    assert full.verdict == backdoored_report.verdict and full.flagged == backdoored_report.flagged
+    assert sum(r.steps for r in full.labels) > sum(r.steps for r in backdoored_report.labels)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nc_engine.schedule import ScheduleRules
-from nc_engine.search import Job, SearchSettings, _Group, search_triggers
+from nc_engine.search import Job, SearchSettings, _SlotState, search_triggers
 
 
 def tiny_model() -> nn.Module:
@@ -42,7 +42,7 @@ def test_batched_and_sequential_follow_the_same_trajectory():
 
 
 def test_group_adam_matches_torch_adam_per_row():
-    group = _Group([1, 4, 4], torch.device("cpu"))
+    group = _SlotState([1, 4, 4], torch.device("cpu"))
     for seed in (1, 2):
         group.add(Job(0, 0, seed))
     params = [group.raw_mask[i].clone().requires_grad_(True) for i in range(2)]

@@ -7,7 +7,7 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from nc_engine import load_config, run_scan
-from nc_engine.runfolder import read_report
+from nc_engine.report import Report
 from nc_tui.app import NCApp
 from nc_tui.screens.results import ResultsScreen
 from nc_tui.screens.scan import ScanScreen
@@ -92,11 +92,17 @@ async def test_preset_choice_fills_the_budget(demo_backdoored, tmp_path):
         await pilot.press(*["down"] * (order.index("thorough") - order.index("default")), "enter")
         await pilot.pause()
         assert preset.value == "thorough"
-        assert app.screen.query_one("#scan-trials", Input).value == str(PRESETS["thorough"]["trials"])
-        assert app.screen.query_one("#scan-samples", Input).value == str(PRESETS["thorough"]["samples"])
+        # empty budget fields take the preset's values, and their placeholders say which
+        trials = app.screen.query_one("#scan-trials", Input)
+        assert trials.value == "" and trials.placeholder.startswith(str(PRESETS["thorough"]["trials"]))
+        samples = app.screen.query_one("#scan-samples", Input).placeholder
+        assert samples.startswith(str(PRESETS["thorough"]["samples"])) and "thorough" in samples
         cfg = app.screen.form_config()
-        assert (cfg.scan.preset, cfg.scan.converge_window) == ("thorough", PRESETS["thorough"]["converge_window"])
-        await type_into(pilot, app, "#scan-samples", "64")  # an edited field still wins
+        assert cfg.scan.samples is None  # unset: the preset's, until the scan resolves it
+        resolved = cfg.resolved().scan
+        assert (resolved.preset, resolved.converge_window) == ("thorough", PRESETS["thorough"]["converge_window"])
+        assert resolved.samples == PRESETS["thorough"]["samples"]
+        await type_into(pilot, app, "#scan-samples", "64")  # an edited field wins
         assert app.screen.form_config().scan.samples == 64
 
 
@@ -121,15 +127,16 @@ async def test_cancel_mid_scan_keeps_a_resumable_run(demo_backdoored, tmp_path):
         await pilot.press("c")
         await wait_for(pilot, lambda: not screen.running, timeout=60)
         run = Path(screen.run_dir)
-        assert screen.report is not None and not screen.report["complete"]
+        assert screen.report is not None and not screen.report.complete
         assert isinstance(app.screen, ScanScreen)  # a stopped scan stays on its screen
-        assert not read_report(run)["complete"]
+        assert not Report.read(run).complete
         await pilot.press("r")  # resume in the app: the rest runs and the results open
-        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen), timeout=180)
+        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen.is_mounted, timeout=180)
+        await pilot.pause()
         results = app.screen.query_one("#results-table", DataTable)
         await wait_for(pilot, lambda: results.row_count == 10)
-    final = read_report(run)
-    assert final["complete"] and final["verdict"] == "backdoored"
+    final = Report.read(run)
+    assert final.complete and final.verdict == "backdoored"
 
 
 @pytest.mark.asyncio
@@ -196,7 +203,7 @@ async def test_results_sort_and_export(demo_backdoored, tmp_path, monkeypatch):
         assert values == sorted(values, reverse=True)
         await pilot.press("e")
         await pilot.pause()
-    stem = Path(report["run_dir"]).name + "-report"
+    stem = Path(report.run_dir).name + "-report"
     assert (tmp_path / f"{stem}.csv").read_text().count("\n") == 11
     assert '"verdict": "backdoored"' in (tmp_path / f"{stem}.json").read_text()
 
@@ -230,4 +237,4 @@ async def test_mitigate_from_the_results_screen(demo_backdoored, tmp_path):
         await wait_for(pilot, lambda: not screen.running, timeout=120)
         text = "\n".join(str(line) for line in screen.query_one("#mitigate-log").lines)
         assert "clean accuracy" in text and "report:" in text
-    assert (Path(report["run_dir"]) / "mitigation" / "filter" / "report.json").is_file()
+    assert (Path(report.run_dir) / "mitigation" / "filter" / "report.json").is_file()

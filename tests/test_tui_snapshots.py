@@ -9,8 +9,8 @@ import pytest
 
 from nc_engine import events as ev
 from nc_engine.config import config_from_dict
-from nc_engine.report import build_report
-from nc_engine.runfolder import save_trigger_images
+from nc_engine.report import Report, ScanInfo, build_report
+from nc_engine.runfolder import RunFolder
 from nc_tui.app import NCApp
 
 SIZES = [(80, 24), (120, 40)]
@@ -35,20 +35,18 @@ def fixed_mask(label: int) -> np.ndarray:
     return mask
 
 
-def fixed_report() -> dict:
+def fixed_report() -> Report:
     (RUN / "triggers").mkdir(parents=True, exist_ok=True)
     trials = []
     for label in range(10):
         mask = fixed_mask(label)
         pattern = np.stack([np.linspace(0, 1, 28, dtype=np.float32)[None].repeat(28, 0)])
-        save_trigger_images(RUN, label, mask, pattern)
+        RunFolder(RUN).save_trigger(label, mask, pattern)
         trials.append({"label": label, "trial": 0, "seed": 100 + label, "l1_norm": float(mask.sum()),
                        "asr": 0.95 + label / 1000, "steps": 50 + label, "converged": True,
                        "stop_reason": "converged", "seconds": 1.0})
-    report = build_report(trials, [str(i) for i in range(10)], list(range(10)), 1, 2.0,
-                          {"clean_accuracy": 0.99, "seconds": 12.0})
-    report["run_dir"] = str(RUN)
-    return report
+    info = ScanInfo(clean_accuracy=0.99, seconds=12.0, class_names=[str(i) for i in range(10)])
+    return build_report(trials, list(range(10)), 2.0, "l1", info, str(RUN))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -66,18 +64,18 @@ async def feed_scan(pilot) -> None:
     screen = pilot.app.screen
     started = ev.ScanStarted(str(RUN), list(range(10)), [str(i) for i in range(10)], 1, "cpu", "batched", 10,
                              0.99, 160, 1000, 300)
-    screen.state.start(started)
+    screen.state.on_scan_started(started)
     screen.post_message(screen_message(started))
     await pilot.pause()
     for label in range(10):
         for step in range(1, 31):
-            screen.state.step(ev.StepProgress(label, 0, step, 2.0 / step, 0.1, 100 - step - label, 1.0, 1e-3,
+            screen.state.on_step(ev.StepProgress(label, 0, step, 2.0 / step, 0.1, 100 - step - label, 1.0, 1e-3,
                                               100 - step - label, 1000 * step, fixed_mask(label)))
     for label in (8, 3):
         finished = ev.LabelFinished(label, str(label), float(fixed_mask(label).sum()), 0.97, True, 40, 3.0,
                                     f"triggers/label_{label:03d}_mask.png", 1, 10)
-        screen.state.trial_finished(ev.TrialFinished(label, 0, 1, 16.0, 0.97, 40, True, "converged", 3.0))
-        screen.state.label_finished(finished)
+        screen.state.on_trial_finished(ev.TrialFinished(label, 0, 1, 16.0, 0.97, 40, True, "converged", 3.0))
+        screen.state.on_label_finished(finished)
         screen.post_message(screen_message(finished))
     await pilot.pause()
     screen._dirty = True

@@ -8,7 +8,7 @@ import dataclasses
 import tomllib
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,11 @@ from torch import nn
 from .. import events as ev
 from ..asr import EVAL_BATCH, attack_success_rate, clean_accuracy
 from ..config import Config, config_to_toml, load_config
-from ..data import open_data, stratified_order
+from ..data import DataSource, open_data, stratified_order
 from ..errors import MitigationError
 from ..models import ScanModel, load_model, resolve_device
-from ..runfolder import read_report
+from ..report import Report
+from ..runfolder import RunFolder
 from ..trigger import stamp
 
 EventHandler = Callable[[ev.Event], None]
@@ -94,7 +95,7 @@ def check_options(o: MitigationOptions) -> None:
 class Context:
     """A finished scan, loaded: its config, model, flagged triggers, clean training and held-out data."""
 
-    run: Path
+    folder: RunFolder
     cfg: Config
     device: torch.device
     model: ScanModel
@@ -104,64 +105,68 @@ class Context:
     y_train: torch.Tensor
     x_eval: torch.Tensor  # the scan's held-out ASR samples: never trained on
     y_eval: torch.Tensor
-    report: dict = field(default_factory=dict)
 
 
 def load_context(run_dir: str | Path, options: MitigationOptions, warn: Callable[[str], None]) -> Context:
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise MitigationError(f"{run}: run folder not found")
-    report = read_report(run)
-    if not report.get("complete"):
-        raise MitigationError(f"{run}: the scan is unfinished; resume it first (nc-tui scan --resume {run})")
-    for name in ("config.toml", "samples.npz"):
-        if not (run / name).is_file():
-            raise MitigationError(f"{run}: no {name}; expected a folder written by `nc-tui scan`")
-    labels = list(options.labels) if options.labels else list(report.get("flagged") or [])
-    if not labels:
-        raise MitigationError(f"{run}: the scan flagged no label ({report.get('verdict')}): nothing to mitigate "
-                              "(use --labels to treat chosen labels as backdoor targets anyway)")
-    cfg = load_config(run / "config.toml")
+    folder = RunFolder.existing(run_dir)
+    labels = _labels_to_mitigate(folder, options)
+    cfg = folder.read_config()
     device = resolve_device(options.device or cfg.scan.device)
     torch.manual_seed(options.seed)
     model = load_model(cfg, device)
-    bad = [lb for lb in labels if not 0 <= lb < cfg.model.num_classes]
+    bad = [lb for lb in labels if not 0 <= lb < model.num_classes]
     if bad:
-        raise MitigationError(f"label {bad[0]} is not in 0..{cfg.model.num_classes - 1}")
+        raise MitigationError(f"label {bad[0]} is not in 0..{model.num_classes - 1}")
     triggers = {}
     for label in labels:
-        path = run / "triggers" / f"label_{label:03d}.npz"
-        if not path.is_file():
-            raise MitigationError(f"{path}: reversed trigger of label {label} not found (was it scanned?)")
-        with np.load(path) as t:  # the raw float arrays: PNGs are quantised and rescaled
-            triggers[label] = (torch.as_tensor(t["mask"], dtype=torch.float32, device=device),
-                               torch.as_tensor(t["pattern"], dtype=torch.float32, device=device))
+        arrays = folder.trigger_arrays(label)
+        if arrays is None:
+            raise MitigationError(f"{folder.path}: reversed trigger of label {label} not found (was it scanned?)")
+        triggers[label] = tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in arrays)
     source = open_data(cfg)
-    with np.load(run / "samples.npz") as s:
-        opt_idx, asr_idx = s["opt_idx"], s["asr_idx"]
+    opt_idx, asr_idx = folder.read_samples()
     x_eval, asr_idx = source.load(asr_idx, warn)
     y_eval = torch.as_tensor(source.labels[asr_idx])
+    x_train, y_train = _training_images(folder, cfg, source, options, np.concatenate([opt_idx, asr_idx]), warn)
+    return Context(folder, cfg, device, model, labels, triggers, x_train.to(device), y_train.to(device),
+                   x_eval.to(device), y_eval.to(device))
+
+
+def _labels_to_mitigate(folder: RunFolder, options: MitigationOptions) -> list[int]:
+    """The labels given, else the ones a finished scan flagged."""
+    report = Report.read(folder.path)
+    if not report.complete:
+        raise MitigationError(f"{folder.path}: the scan is unfinished; resume it first "
+                              f"(nc-tui scan --resume {folder.path})")
+    folder.check_resumable()
+    labels = list(options.labels) if options.labels else list(report.flagged)
+    if not labels:
+        raise MitigationError(f"{folder.path}: the scan flagged no label ({report.verdict}): nothing to mitigate "
+                              "(use --labels to treat chosen labels as backdoor targets anyway)")
+    return labels
+
+
+def _training_images(folder: RunFolder, cfg: Config, source: DataSource, options: MitigationOptions,
+                     used: np.ndarray, warn: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean images to repair with: from --data, else the scan's data minus the samples the scan used."""
     if options.data:
         dcfg = load_config(options.data)
-        tcfg = copy.deepcopy(cfg)
-        tcfg.data = dcfg.data
-        tcfg.data.path = str(dcfg.resolve_path(dcfg.data.path))
-        if tcfg.data.labels_path:
-            tcfg.data.labels_path = str(dcfg.resolve_path(dcfg.data.labels_path))
-        train_source = open_data(tcfg)
+        data = dataclasses.replace(dcfg.data, path=str(dcfg.resolve_path(dcfg.data.path)),
+                                   labels_path=str(dcfg.resolve_path(dcfg.data.labels_path))
+                                   if dcfg.data.labels_path else "")
+        train_source = open_data(dataclasses.replace(cfg, data=data))
         pool = np.arange(len(train_source.labels))
     else:
         train_source = source
-        pool = np.setdiff1d(np.arange(len(source.labels)), np.concatenate([opt_idx, asr_idx]))
+        pool = np.setdiff1d(np.arange(len(source.labels)), used)
     if len(pool) == 0:
-        raise MitigationError(f"{run}: no clean samples left beside the scan's; give clean data with --data CONFIG")
+        raise MitigationError(f"{folder.path}: no clean samples left beside the scan's; give clean data with "
+                              "--data CONFIG")
     pick = np.sort(pool[stratified_order(train_source.labels[pool], options.seed)[:options.samples]])
     x_train, pick = train_source.load(pick, warn)
     if len(pick) < 100:
         warn(f"only {len(pick)} clean samples for mitigation; results will be noisy")
-    y_train = torch.as_tensor(train_source.labels[pick])
-    return Context(run, cfg, device, model, labels, triggers, x_train.to(device), y_train.to(device),
-                   x_eval.to(device), y_eval.to(device), report)
+    return x_train, torch.as_tensor(train_source.labels[pick])
 
 
 # ---------------------------------------------------------------- evaluation
@@ -293,7 +298,7 @@ def save_repaired(ctx: Context, net: nn.Module, out: Path) -> tuple[Path, Path]:
     net = net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    cfg = copy.deepcopy(ctx.cfg)
+    cfg = ctx.cfg
     path = out / "model.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -313,12 +318,11 @@ def save_repaired(ctx: Context, net: nn.Module, out: Path) -> tuple[Path, Path]:
                 path = out / "model_state.pt"
                 torch.save(net.state_dict(), path)
                 fmt = cfg.model.format
-    cfg.model.path = str(path.resolve())
-    cfg.model.format = fmt
+    model = dataclasses.replace(cfg.model, path=str(path.resolve()), format=fmt)
     if fmt == "torchscript":
-        cfg.model.architecture, cfg.model.architecture_args = "", {}
-    cfg.output.dir = str((out / "rescan").resolve())
-    cfg.source = str(ctx.run / "config.toml")
+        model = dataclasses.replace(model, architecture="", architecture_args={})
+    output = dataclasses.replace(cfg.output, dir=str((out / "rescan").resolve()))
+    cfg = dataclasses.replace(cfg, model=model, output=output, source=str(ctx.folder.config_path))
     config_path = out / "config.toml"
     config_path.write_text(config_to_toml(cfg), encoding="utf-8")
     return path, config_path

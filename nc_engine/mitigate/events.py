@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..events import Event
-from ..events import Warning as Warning  # noqa: A004 - re-exported for callers of this module
+from ..events import ScanWarning as ScanWarning  # re-exported for callers of this module
 
 
 @dataclass

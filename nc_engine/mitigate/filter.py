@@ -82,7 +82,7 @@ def build_filter(ctx: Context, options: MitigationOptions, out: Path, emit: Call
         asr_after[label] = float(((~flagged) & (predict(ctx.model, xs) == label)).float().mean())
     path = out / "detector.json"
     model_path = str(ctx.cfg.resolve_path(ctx.cfg.model.path))
-    write_json(path, det.to_dict(str((ctx.run / "config.toml").resolve()), model_path))
+    write_json(path, det.to_dict(str(ctx.folder.config_path.resolve()), model_path))
     accepted_correct = float(((~clean_flag) & (pred == ctx.y_eval)).float().mean())
     return {"after": {"accuracy": accepted_correct, "asr": asr_after}, "detector": str(path), "layer": probe.name,
             "units": det.units, "threshold": det.threshold, "fpr_target": options.fpr,

@@ -87,7 +87,7 @@ def unlearn(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[
     after = evaluate(model, ctx)
     before = clean_accuracy(ctx.model, ctx.x_eval, ctx.y_eval)
     if before - after["accuracy"] > options.max_accuracy_drop:
-        emit(ev.Warning(f"clean accuracy fell {before - after['accuracy']:.1%} points (more than "
+        emit(ev.ScanWarning(f"clean accuracy fell {before - after['accuracy']:.1%} points (more than "
                         f"max_accuracy_drop = {options.max_accuracy_drop:.0%}); try a lower lr or more data"))
     model_path, config_path = save_repaired(ctx, model.net, out)
     return {"after": after, "model_path": str(model_path), "config_path": str(config_path), "train_images": n,

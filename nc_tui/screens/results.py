@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,9 +11,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
-from nc_engine.report import TABLE_COLUMNS, table_rows, verdict_line
-from nc_engine.runfolder import write_csv
+from nc_engine.files import write_csv, write_json
+from nc_engine.formatting import TABLE_COLUMNS, table_rows, verdict_line
+from nc_engine.report import Report
+from nc_engine.runfolder import RunFolder
 
+from ..messages import NewScan
 from ..widgets.bars import L1Bars
 from ..widgets.image import ArrayImage
 from ..widgets.titlebar import TitleBar
@@ -43,17 +44,17 @@ class ResultsScreen(Screen):
         *[Binding(str(i + 1), f"sort({i})", show=False) for i in range(len(TABLE_COLUMNS))],
     ]
 
-    def __init__(self, report: dict) -> None:
+    def __init__(self, report: Report) -> None:
         super().__init__()
         self.report = report
-        self.run_dir = Path(report["run_dir"])
+        self.folder = RunFolder(Path(report.run_dir))
         self.sort_column = 4  # anomaly
         self.sort_reverse = True
 
     def compose(self) -> ComposeResult:
         r = self.report
         verdict = verdict_line(r)
-        style = {"backdoored": "verdict-bad", "clean": "verdict-good"}.get(r["verdict"], "verdict-unsure")
+        style = {"backdoored": "verdict-bad", "clean": "verdict-good"}.get(r.verdict, "verdict-unsure")
         yield TitleBar("results")
         yield Static(verdict, id="verdict", classes=style)
         with Horizontal(id="results-main"):
@@ -76,12 +77,12 @@ class ResultsScreen(Screen):
             table.add_column(name, key=name)
         for row in table_rows(self.report):
             cells = [f"[b red]{c}[/]" if row["flagged"] else c for c in row["cells"]]
-            table.add_row(*cells, key=row["cells"][0])
+            table.add_row(*cells, key=str(row["label"]))
         self.call_after_refresh(self.query_one("#bars", L1Bars).show, self.report)
         table.focus()
         first = table_rows(self.report)
         if first:
-            self.show_label(int(first[0]["cells"][0]))
+            self.show_label(first[0]["label"])
 
     # ---- selected label's trigger
     @on(DataTable.RowHighlighted, "#results-table")
@@ -90,21 +91,19 @@ class ResultsScreen(Screen):
             self.show_label(int(event.row_key.value))
 
     def show_label(self, label: int) -> None:
-        row = next((r for r in self.report["labels"] if r["label"] == label), None)
+        row = self.report.row(label)
         if row is None or not self.query("#img-mask"):  # a highlight can arrive while the app closes
             return
-        npz = self.run_dir / row["trigger_npz"]
-        if npz.is_file():
-            with np.load(npz) as arrays:
-                mask, pattern = arrays["mask"], arrays["pattern"]
+        arrays = self.folder.trigger_arrays(label)
+        if arrays is not None:
+            mask, pattern = arrays
             self.query_one("#img-mask", ArrayImage).set_array(mask)
             self.query_one("#img-pattern", ArrayImage).set_array(pattern)
             self.query_one("#img-fusion", ArrayImage).set_array(mask[None] * pattern)
-        flag = " [b red]FLAGGED[/]" if row["flagged"] else ""
-        self.query_one("#trigger-title", Label).update(
-            f"label {label} ({row['name']}): L1 {row['l1_norm']:.2f}{flag}")
+        flag = " [b red]FLAGGED[/]" if row.flagged else ""
+        self.query_one("#trigger-title", Label).update(f"label {label} ({row.name}): L1 {row.l1_norm:.2f}{flag}")
         self.query_one("#trigger-paths", Static).update(
-            "\n".join(str(self.run_dir / row[k]) for k in ("mask_png", "pattern_png", "fusion_png")))
+            "\n".join(str(self.folder.file(p)) for p in (row.mask_png, row.pattern_png, row.fusion_png)))
 
     # ---- sorting
     def action_sort(self, column: int) -> None:
@@ -127,21 +126,21 @@ class ResultsScreen(Screen):
     # ---- export and navigation
     def action_export(self) -> None:
         """Write the report as CSV and JSON into the current folder, named after the run."""
-        stem = Path.cwd() / f"{self.run_dir.name}-report"
-        write_csv(stem.with_suffix(".csv"), self.report["labels"])
-        stem.with_suffix(".json").write_text(json.dumps(self.report, indent=1, default=str), encoding="utf-8")
+        stem = Path.cwd() / f"{self.folder.path.name}-report"
+        write_csv(stem.with_suffix(".csv"), self.report.csv_columns(), self.report.csv_rows())
+        write_json(stem.with_suffix(".json"), self.report.to_dict())
         self.notify(f"exported {stem}.csv and {stem}.json", timeout=6)
 
     def action_mitigate(self) -> None:
-        if not self.report.get("flagged"):
+        if not self.report.flagged:
             self.notify("nothing to mitigate: no label was flagged", timeout=4)
             return
         from .mitigate import MitigateScreen
 
-        self.app.push_screen(MitigateScreen(str(self.run_dir)))
+        self.app.push_screen(MitigateScreen(str(self.folder.path)))
 
     def action_new_scan(self) -> None:
-        self.app.new_scan()
+        self.post_message(NewScan())
 
 
 def _plain(value: object) -> str:

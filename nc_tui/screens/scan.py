@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -17,18 +17,16 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Spar
 from nc_engine import events as ev
 from nc_engine.config import Config
 from nc_engine.errors import NCError
+from nc_engine.formatting import fmt_eta, fmt_num, label_line
+from nc_engine.report import Report
 
-from ..messages import EngineEvent, ScanEnded, StepTick
+from ..messages import EngineEvent, ScanEnded, ShowResults, StepTick
 from ..state import ScanState
 from ..widgets.image import ArrayImage
 from ..widgets.titlebar import TitleBar
 
 REFRESH_SECONDS = 0.4
 COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")
-
-
-def _num(value: float | None, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 class ScanScreen(Screen):
@@ -50,7 +48,7 @@ class ScanScreen(Screen):
         self.state = ScanState()
         self.stop = threading.Event()
         self.run_dir: str | None = resume
-        self.report: dict | None = None
+        self.report: Report | None = None
         self.running = False
         self.idle = threading.Event()  # set while no engine thread runs
         self.idle.set()
@@ -92,23 +90,15 @@ class ScanScreen(Screen):
         from nc_engine.scan import run_scan
 
         def on_event(event: ev.Event) -> None:
-            if isinstance(event, ev.StepProgress):
-                self.state.step(event)
-                self.post_message(StepTick())
-                return
-            if isinstance(event, ev.ScanStarted):
-                self.state.start(event)
-            elif isinstance(event, ev.TrialFinished):
-                self.state.trial_finished(event)
-            elif isinstance(event, ev.LabelFinished):
-                self.state.label_finished(event)
-            self.post_message(EngineEvent(event))
+            ev.dispatch(self.state, event)
+            # Steps only mark the view dirty (redrawn a few times a second); the rest is shown as it comes.
+            self.post_message(StepTick() if isinstance(event, ev.StepProgress) else EngineEvent(event))
 
         self.idle.clear()
         try:
             if prepare is not None:
                 self.app.call_from_thread(self.query_one("#scan-info", Static).update,
-                                          "preparing: training the demo model (about 10 seconds on 2 CPU cores) ...")
+                                          "preparing: training the demo model ...")
                 config = prepare()
                 self.config = config
             report = run_scan(config, on_event, self.stop, resume=resume)
@@ -125,26 +115,29 @@ class ScanScreen(Screen):
     # ---- messages from the worker
     @on(EngineEvent)
     def engine_event(self, message: EngineEvent) -> None:
-        e = message.event
-        log = self.query_one("#log", RichLog)
-        if isinstance(e, ev.ScanStarted):
-            self.run_dir = e.run_dir
-            self.query_one("#scan-info", Static).update(
-                f"[b]{Path(e.run_dir).name}[/]  {e.device}, {e.strategy}, {e.group_size} at a time, "
-                f"{e.samples} samples, clean accuracy {e.clean_accuracy:.1%}")
-            self._fill_table()
-            log.write(f"run folder {e.run_dir}")
-        elif isinstance(e, ev.Warning):
-            log.write(f"[b yellow]warning:[/] {e.message}")
-        elif isinstance(e, ev.LabelFinished):
-            asr = _num(e.asr, ".1%")
-            log.write(f"label {e.label} ({e.name}) done: L1 {e.l1_norm:.2f}, ASR {asr}, {e.steps} steps"
-                      + ("" if e.converged else " [yellow]NOT converged[/]"))
-            self._update_rows()
-        elif isinstance(e, ev.ScanFinished) and not e.completed:
+        ev.dispatch(self, message.event, prefix="show_")
+
+    def show_scan_started(self, e: ev.ScanStarted) -> None:
+        self.run_dir = e.run_dir
+        self.query_one("#scan-info", Static).update(
+            f"[b]{Path(e.run_dir).name}[/]  {e.device}, {e.strategy}, {e.group_size} at a time, "
+            f"{e.samples} samples, clean accuracy {e.clean_accuracy:.1%}")
+        self._fill_table()
+        self.query_one("#log", RichLog).write(f"run folder {e.run_dir}")
+
+    def show_warning(self, e: ev.ScanWarning) -> None:
+        self.query_one("#log", RichLog).write(Text.assemble(("warning: ", "bold yellow"), e.message))
+
+    def show_label_finished(self, e: ev.LabelFinished) -> None:
+        self.query_one("#log", RichLog).write(Text(label_line(e.label, e.name, e.l1_norm, e.asr, e.steps,
+                                                              e.converged)))
+        self._update_rows()
+
+    def show_scan_finished(self, e: ev.ScanFinished) -> None:
+        if not e.completed:
             self.state.stopped()
             self._update_rows()
-            log.write("[b]stopped.[/] Finished labels are kept; press [b]r[/] to resume.")
+            self.query_one("#log", RichLog).write("[b]stopped.[/] Finished labels are kept; press [b]r[/] to resume.")
 
     @on(StepTick)
     def step_tick(self) -> None:
@@ -160,8 +153,7 @@ class ScanScreen(Screen):
         frac = self.state.fraction()
         self.query_one("#overall", ProgressBar).update(progress=frac)
         eta = self.state.eta_seconds()
-        self.query_one("#eta", Static).update(
-            f" {frac:5.1%}  ETA {int(eta) // 60}:{int(eta) % 60:02d}" if eta is not None else f" {frac:5.1%}  ETA --")
+        self.query_one("#eta", Static).update(f" {frac:5.1%}  {fmt_eta(eta)}")
 
     @on(ScanEnded)
     def scan_ended(self, message: ScanEnded) -> None:
@@ -173,10 +165,10 @@ class ScanScreen(Screen):
             return
         self.report = message.report
         self._update_rows()
-        if self.report["complete"]:
+        if self.report.complete:
             self.query_one("#overall", ProgressBar).update(progress=1.0)
             self.query_one("#eta", Static).update(" done")
-            self.app.show_results(self.report)
+            self.post_message(ShowResults(self.report))
         else:
             self.query_one("#eta", Static).update(" stopped: r resumes")
 
@@ -193,8 +185,8 @@ class ScanScreen(Screen):
     def _cells(self, row) -> tuple[str, ...]:
         state = {"running": f"running t{row.trial}", "not converged": "[yellow]not conv.[/]",
                  "done": "[green]done[/]", "stopped": "[dim]stopped[/]"}.get(row.state, "waiting")
-        return (str(row.label), row.name[:10], state, str(row.step), _num(row.cost, ".1e"), _num(row.l1, ".1f"),
-                _num(row.best_l1, ".1f"), _num(row.attack_acc, ".0%"))
+        return (str(row.label), row.name[:10], state, str(row.step), fmt_num(row.cost, ".1e"), fmt_num(row.l1, ".1f"),
+                fmt_num(row.best_l1, ".1f"), fmt_num(row.attack_acc, ".0%"))
 
     def _update_rows(self) -> None:
         table = self.query_one("#labels", DataTable)
@@ -215,8 +207,8 @@ class ScanScreen(Screen):
             if row is None:
                 return
             losses, l1s, mask = list(row.loss_history), list(row.l1_history), row.mask
-            title = (f"label {row.label} ({row.name}): step {row.step}, L1 {_num(row.l1, '.1f')}, "
-                     f"best {_num(row.best_l1, '.1f')}")
+            title = (f"label {row.label} ({row.name}): step {row.step}, L1 {fmt_num(row.l1, '.1f')}, "
+                     f"best {fmt_num(row.best_l1, '.1f')}")
         self.query_one("#detail-title", Label).update(title)
         self.query_one("#loss-chart", Sparkline).data = losses[-60:]
         self.query_one("#l1-chart", Sparkline).data = l1s[-60:]
@@ -235,7 +227,7 @@ class ScanScreen(Screen):
             self.query_one("#log", RichLog).write("cancelling: stopping after the current mini-batch ...")
 
     def action_resume(self) -> None:
-        if self.running or self.run_dir is None or (self.report and self.report["complete"]):
+        if self.running or self.run_dir is None or (self.report and self.report.complete):
             return
         self.stop = threading.Event()
         self.app.scan_stops.append(self.stop)
@@ -244,8 +236,8 @@ class ScanScreen(Screen):
         self.run_engine(None, self.run_dir)
 
     def action_results(self) -> None:
-        if self.report is not None and self.report["complete"]:
-            self.app.show_results(self.report)
+        if self.report is not None and self.report.complete:
+            self.post_message(ShowResults(self.report))
 
     def stop_and_wait(self, timeout: float = 30.0) -> None:
         """For quitting: ask the engine to stop and give it time to leave a resumable folder."""

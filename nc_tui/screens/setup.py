@@ -15,9 +15,20 @@ from textual.suggester import Suggester
 from textual.validation import Function, Integer, ValidationResult, Validator
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
-from nc_engine.config import DATA_FORMATS, MODEL_FORMATS, PRESETS, STRATEGIES, Config, config_from_dict, config_to_toml
+from nc_engine.config import (
+    DATA_FORMATS,
+    MODEL_FORMATS,
+    PRESETS,
+    STRATEGIES,
+    Config,
+    ScanConfig,
+    config_from_dict,
+    config_to_toml,
+    preset_values,
+)
 from nc_engine.errors import NCError
 
+from ..messages import LoadConfigFile, StartScan
 from ..widgets.titlebar import TitleBar
 
 
@@ -78,7 +89,7 @@ class Field:
     section: str
     key: str
     label: str
-    kind: str = "text"  # text | path | int | count (0 allowed) | list3 | list | labels | select
+    kind: str = "text"  # text | path | budget (empty: preset) | count (0 allowed) | list3 | list | labels | select
     options: tuple[str, ...] = ()
     placeholder: str = ""
 
@@ -96,10 +107,10 @@ FIELDS = (
     Field("data", "split", "Split"),
     Field("scan", "labels", "Labels", "labels", placeholder="all, or 0, 3, 7"),
     Field("scan", "preset", "Budget preset", "select", tuple(PRESETS)),
-    Field("scan", "trials", "Trials per label", "int"),
-    Field("scan", "samples", "Samples per step", "int"),
-    Field("scan", "max_steps", "Max steps", "int"),
-    Field("scan", "batch_size", "Batch size", "int"),
+    Field("scan", "trials", "Trials per label", "budget"),
+    Field("scan", "samples", "Samples per step", "budget"),
+    Field("scan", "max_steps", "Max steps", "budget"),
+    Field("scan", "batch_size", "Batch size", "budget"),
     Field("scan", "device", "Device", "select"),
     Field("scan", "strategy", "Strategy", "select", STRATEGIES),
     Field("output", "dir", "Output folder", "path"),
@@ -137,7 +148,6 @@ class SetupScreen(Screen):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
-        self._preset_shown = config.scan.preset
 
     def compose(self) -> ComposeResult:
         yield TitleBar("set-up")
@@ -162,8 +172,10 @@ class SetupScreen(Screen):
                 options.append((value, value))
             return Select(options, value=value, allow_blank=False, id=wid)
         validators: list[Validator] = []
-        if f.kind == "int":
+        placeholder = f.placeholder
+        if f.kind == "budget":
             validators = [Integer(minimum=1, failure_description="expected a positive whole number")]
+            placeholder = self._preset_placeholder(self.config.scan.preset, f.key)
         elif f.kind == "count":
             validators = [Integer(minimum=0, failure_description="expected a whole number (0 = infer)")]
         elif f.kind == "list3":
@@ -176,8 +188,12 @@ class SetupScreen(Screen):
         elif f.kind == "path":
             validators = [Function(lambda v: bool(v.strip()), "a path is required")]
         suggester = PathSuggester(self.config.base_dir) if f.kind == "path" else None
-        return Input(value=value, placeholder=f.placeholder, validators=validators, suggester=suggester,
-                     id=wid, valid_empty=f.kind not in ("path", "int", "list3", "list"))
+        return Input(value=value, placeholder=placeholder, validators=validators, suggester=suggester,
+                     id=wid, valid_empty=f.kind not in ("path", "list3", "list"))
+
+    @staticmethod
+    def _preset_placeholder(preset: str, key: str) -> str:
+        return f"{preset_values(ScanConfig(preset=preset))[key]} (the {preset} preset's)"
 
     def _value(self, f: Field) -> str:
         value = getattr(getattr(self.config, f.section), f.key)
@@ -197,14 +213,13 @@ class SetupScreen(Screen):
                 self._show_error(box, box.validate(box.value))
 
     @on(Select.Changed, "#scan-preset")
-    def fill_budget(self, event: Select.Changed) -> None:
-        """Choosing a preset fills the budget fields with its values; editing them afterwards still wins."""
-        budget = PRESETS.get(str(event.value))
-        if budget is None or str(event.value) == self._preset_shown:
+    def show_preset(self, event: Select.Changed) -> None:
+        """An empty budget field takes the preset's value: the placeholders say which, for the preset chosen."""
+        if str(event.value) not in PRESETS:
             return
-        self._preset_shown = str(event.value)
-        for key in ("trials", "samples", "max_steps", "batch_size"):
-            self.query_one(f"#scan-{key.replace('_', '-')}", Input).value = str(budget[key])
+        for f in FIELDS:
+            if f.kind == "budget":
+                self.query_one(f"#{field_id(f)}", Input).placeholder = self._preset_placeholder(str(event.value), f.key)
 
     def _show_error(self, box: Input, result: ValidationResult | None) -> None:
         error = self.query_one(f"#{box.id}-error", Static)
@@ -214,11 +229,8 @@ class SetupScreen(Screen):
         """The form's values as a validated Config; raises NCError naming the bad field."""
         tables: dict[str, dict] = {"model": {}, "data": {}, "scan": {}, "detect": {}, "output": {}}
         base = self.config
-        preset = str(self.query_one("#scan-preset", Select).value)
-        for section in tables:  # keep keys the form does not show
+        for section in tables:  # keep the keys the form does not show, and "unset" as unset
             for key, value in vars(getattr(base, section)).items():
-                if section == "scan" and preset != base.scan.preset and key in PRESETS[preset]:
-                    continue  # a preset chosen here fills the budget keys the form does not show
                 if value is not None:
                     tables[section][key] = value
         for f in FIELDS:
@@ -231,7 +243,12 @@ class SetupScreen(Screen):
                 raw = widget.value.strip()
             else:
                 raw = str(widget.value)
-            if f.kind in ("int", "count"):
+            if f.kind == "budget":
+                tables[f.section].pop(f.key, None)
+                if not raw:  # empty: the preset's value
+                    continue
+                value = int(raw)
+            elif f.kind == "count":
                 value = int(raw or 0)
             elif f.kind == "list3":
                 value = parse_list(raw, integers=True)
@@ -242,7 +259,6 @@ class SetupScreen(Screen):
             else:
                 value = raw
             tables[f.section][f.key] = value
-        # budget keys the form shows win; the rest come from the preset again
         return config_from_dict(tables, source="the set-up form", base_dir=base.base_dir)
 
     def _report_problem(self, message: str) -> None:
@@ -261,7 +277,7 @@ class SetupScreen(Screen):
     def action_start(self) -> None:
         cfg = self._valid_config()
         if cfg is not None:
-            self.app.start_scan(cfg)
+            self.post_message(StartScan(cfg))
 
     @on(Button.Pressed, "#check")
     def action_check(self) -> None:
@@ -295,7 +311,7 @@ class SetupScreen(Screen):
 
         def loaded(path: str | None) -> None:
             if path:
-                self.app.load_config_file(path)
+                self.post_message(LoadConfigFile(path))
 
         self.app.push_screen(PathPrompt("Load config (TOML):", PathSuggester(self.config.base_dir)), loaded)
 

@@ -1,0 +1,84 @@
+"""Atomic file writes: every file goes to a temporary name in its folder and is renamed into place,
+so a crash or a full disk never leaves half a file under the real name."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON: write them as null; numpy scalars as Python numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Run `write` on a temporary file beside `path`, then rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(json_safe(data), indent=1) + "\n")
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """[0, 1] floats -> 8-bit PNG; (H, W) grey or (C, H, W)."""
+    a = np.clip(np.rint(np.asarray(array, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+    write_atomic(path, lambda f: Image.fromarray(a).save(f, format="PNG"))
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    write_text(path, buffer.getvalue())
+
+
+class JsonLines:
+    """An append-only JSON-lines file (events.jsonl), flushed one whole line at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(json_safe(record)) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,103 @@
+"""Numbers, ETAs and tables as text: one place for log.txt, the console and the terminal app alike."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .report import Report
+
+TABLE_COLUMNS = ("label", "name", "L1 norm", "ASR", "anomaly", "steps", "status")
+
+
+def fmt_num(value: float | None, spec: str) -> str:
+    """`value` in `spec`, or "-" for a missing or NaN number."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "ETA --"
+    seconds = int(seconds)
+    return f"ETA {seconds // 60}:{seconds % 60:02d}"
+
+
+def table_rows(report: Report) -> list[dict[str, Any]]:
+    """Formatted cells per label, most anomalous first; "flagged" says whether to highlight the row."""
+    rows = sorted(report.labels, key=lambda r: -(r.anomaly_index if r.anomaly_index is not None else -math.inf))
+    out = []
+    for r in rows:
+        status = "FLAGGED" if r.flagged else ("not converged" if not r.converged else "")
+        cells = (str(r.label), r.name, fmt_num(r.l1_norm, ".2f"), fmt_num(r.asr, ".1%"),
+                 fmt_num(r.anomaly_index, ".2f"), str(r.steps), status)
+        out.append({"label": r.label, "cells": cells, "flagged": r.flagged})
+    return out
+
+
+def table_lines(report: Report) -> list[str]:
+    """Plain-text table of labels, ordered by anomaly index (most anomalous first)."""
+    widths = (5, 14, 9, 7, 8, 6, 0)
+
+    def line(cells: tuple[str, ...]) -> str:
+        return " ".join(c if not w else c[:w].ljust(w) if i == 1 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    return [line(TABLE_COLUMNS)] + [line(r["cells"]) for r in table_rows(report)]
+
+
+def verdict_line(report: Report) -> str:
+    if report.verdict is None:
+        return f"Verdict: none yet ({report.note})"
+    log = report.statistic == "log_l1"
+    stats = (f"median L1 {fmt_num(report.median_l1, '.2f')}, MAD{' of log L1' if log else ''} "
+             f"{fmt_num(report.mad, '.2f')}; flagged below L1 {fmt_num(report.cutoff_l1, '.2f')}")
+    if report.verdict == "backdoored":
+        names = ", ".join(f"{r.label} ({r.name})" for r in report.labels if r.flagged)
+        return (f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "
+                f"{report.threshold:g} ({stats})")
+    if report.verdict == "clean":
+        return f"Verdict: clean: no label has anomaly index > {report.threshold:g} ({stats})"
+    return f"Verdict: inconclusive: {report.note}"
+
+
+def label_line(label: int, name: str, l1_norm: float, asr: float | None, steps: int, converged: bool) -> str:
+    """A finished label in one line (log.txt, console, app log)."""
+    return (f"label {label} ({name}) done: L1 {l1_norm:.2f}, ASR {fmt_num(asr, '.1%')}, {steps} steps"
+            + ("" if converged else ", NOT converged"))
+
+
+def mitigation_lines(report: dict[str, Any]) -> list[str]:
+    """The before/after table of a mitigation report, and what the method did, as plain text lines."""
+    after_name = "after (accepted)" if report["method"] == "filter" else "after"
+    rows = [("", "before", after_name)]
+    acc = report["clean_accuracy"]
+    rows.append(("clean accuracy", fmt_num(acc["before"], ".1%"), fmt_num(acc["after"], ".1%")))
+    for label, v in report["asr"].items():
+        rows.append((f"ASR, label {label} trigger", fmt_num(v["before"], ".1%"), fmt_num(v["after"], ".1%")))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    return lines + _method_lines(report) + [f"{report['seconds']:.1f}s"]
+
+
+def _method_lines(report: dict[str, Any]) -> list[str]:
+    m, lines = report["method"], []
+    if m == "unlearn":
+        lines.append(f"fine-tuned on {report['train_images']} clean images ({report['stamped_images']} stamped)")
+    elif m == "prune":
+        lines.append(f"pruned {len(report['pruned_units'])} of {report['layer_units']} units of the input of "
+                     f"{report['layer']} ({report['pruned_fraction']:.0%}): {report['stop_reason']}")
+        lines.append("curve: " + "; ".join(f"{c['fraction']:.0%} acc {c['accuracy']:.1%} ASR "
+                                           + "/".join(f"{v:.0%}" for v in c["asr"].values())
+                                           for c in report["curve"]))
+    else:
+        lines.append(f"false positives on clean held-out images {report['fpr']:.1%} (target "
+                     f"{report['fpr_target']:.0%}); false negatives on stamped images "
+                     + ", ".join(f"label {k} {v:.1%}" for k, v in report["fnr"].items()))
+        lines.append(f"detector: {report['detector']}")
+    if "model_path" in report:
+        lines.append(f"repaired model: {report['model_path']} (scan it with {report['config_path']})")
+    if "rescan" in report:
+        rs = report["rescan"]
+        lines.append(f"re-scan: {rs['verdict']}, flagged {rs['flagged'] or 'none'}; anomaly index "
+                     + ", ".join(f"{r['label']}: {fmt_num(r['anomaly_index'], '.2f')}" for r in rs["labels"]))
+    return lines

@@ -1,0 +1,93 @@
+"""What a scan will do: its inputs (a config, or a run folder to resume), the (label, trial) jobs
+still to run, and how many search together."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, load_config
+from .groups import choose_group_size
+from .prepare import Prepared
+from .report import kept_trial
+from .runfolder import RunFolder
+from .search import Job
+
+
+def job_seed(seed: int, label: int, trial: int) -> int:
+    """Each (label, trial) gets its own seed, derived from the scan seed: same in every strategy."""
+    return int(np.random.SeedSequence([seed, label, trial]).generate_state(1)[0] % (2**31))
+
+
+@dataclass
+class ScanInputs:
+    """A new scan's config, or a resumed run's folder with its config, samples and finished trials."""
+
+    cfg: Config
+    folder: RunFolder | None = None
+    indices: tuple[np.ndarray, np.ndarray] | None = None
+    previous: list[dict] | None = None
+    previous_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, config: Config | str | Path | None, resume: str | Path | None) -> ScanInputs:
+        if resume is None:
+            if config is None:
+                raise TypeError("run_scan needs a config or a run folder to resume")
+            return cls(config if isinstance(config, Config) else load_config(config))
+        folder = RunFolder.existing(resume)
+        folder.check_resumable()
+        return cls(folder.read_config(), folder, folder.read_samples(), folder.trials(), folder.previous_seconds())
+
+
+@dataclass
+class ScanPlan:
+    labels: list[int]
+    jobs: list[Job]  # the (label, trial) searches still to run
+    group: int  # searches optimised together
+    previous: list[dict]  # trials finished by an earlier run of this folder
+    labels_done: set[int]
+
+
+def plan_scan(prep: Prepared, previous: list[dict]) -> ScanPlan:
+    s = prep.cfg.scan
+    labels = list(range(prep.cfg.model.num_classes)) if s.labels == "all" else list(s.labels)
+    finished = {(t["label"], t["trial"]) for t in previous}
+    jobs = [Job(label, trial, job_seed(s.seed, label, trial)) for label in labels for trial in range(s.trials)
+            if (label, trial) not in finished]
+    group = 1 if s.strategy == "sequential" else (
+        s.group_size or choose_group_size(prep.model, prep.data.x_opt, s.batch_size, len(jobs)))
+    done = {t["label"] for t in previous if sum(u["label"] == t["label"] for u in previous) >= s.trials}
+    return ScanPlan(labels, jobs, max(1, min(group, len(jobs) or 1)), previous, done)
+
+
+def open_folder(prep: Prepared, inputs: ScanInputs) -> RunFolder:
+    """The resumed folder, or a new one holding the resolved config and the samples drawn."""
+    if inputs.folder is not None:
+        return inputs.folder
+    folder = RunFolder.create(prep.cfg.resolve_path(prep.cfg.output.dir), Path(prep.cfg.model.path).stem or "scan")
+    folder.write_config(prep.cfg)
+    folder.write_samples(prep.data.opt_idx, prep.data.asr_idx)
+    return folder
+
+
+def repair_triggers(folder: RunFolder, plan: ScanPlan) -> None:
+    """Labels finished before an interruption may lack their trigger files if it struck in between."""
+    for label in sorted(plan.labels_done):
+        if not folder.has_trigger(label):
+            kept = kept_trial([t for t in plan.previous if t["label"] == label])
+            folder.save_trigger(label, *folder.trial_arrays(label, kept["trial"]))
+
+
+def header_lines(prep: Prepared, plan: ScanPlan, resumed: bool) -> list[str]:
+    """log.txt's account of what this run of the scan is."""
+    cfg, s = prep.cfg, prep.cfg.scan
+    return [f"{'resumed' if resumed else 'scan'} at {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            f"model {cfg.resolve_path(cfg.model.path)} ({cfg.model.format}), data {cfg.resolve_path(cfg.data.path)}",
+            f"device {prep.device}, strategy {s.strategy}, group size {plan.group}, preset {s.preset}: "
+            f"samples {len(prep.data.opt_idx)}, batch {s.batch_size}, max steps {s.max_steps}, "
+            f"trials {s.trials}, lr {s.lr}, init_cost {s.init_cost}, patience {s.patience}",
+            f"clean accuracy on the scan samples: {prep.accuracy:.2%}"]

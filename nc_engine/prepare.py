@@ -1,0 +1,98 @@
+"""Before a scan: the device, the model, the disjoint samples and the model's clean accuracy on them.
+
+Everything that can fail on the user's input happens here, before a run folder exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .asr import clean_accuracy
+from .config import Config, check_labels
+from .data import open_data, split_samples
+from .errors import DataError
+from .models import ScanModel, load_model, resolve_device
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class ScanData:
+    x_opt: torch.Tensor  # (N, C, H, W) on the device
+    y_opt: torch.Tensor
+    x_asr: torch.Tensor
+    y_asr: torch.Tensor
+    opt_idx: np.ndarray
+    asr_idx: np.ndarray
+    class_names: list[str]
+
+
+@dataclass
+class Prepared:
+    """A resolved config (num_classes known) with its device, model, samples and clean accuracy."""
+
+    cfg: Config
+    device: torch.device
+    model: ScanModel
+    data: ScanData
+    accuracy: float
+
+
+def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
+                   indices: tuple[np.ndarray, np.ndarray] | None = None) -> ScanData:
+    """Open the data, draw (or reuse) the disjoint stratified samples, decode them onto the device."""
+    source = open_data(cfg)
+    s = cfg.scan
+    if indices is None:
+        indices = split_samples(source.labels, s.samples, s.asr_samples, s.seed, cfg.data.max_images)
+    opt_idx, asr_idx = indices
+    x_opt, opt_idx = source.load(opt_idx, warn)
+    x_asr, asr_idx = source.load(asr_idx, warn)
+    if len(opt_idx) < s.batch_size:
+        raise DataError(f"{cfg.resolve_path(cfg.data.path)}: {len(opt_idx)} optimisation samples, fewer "
+                        f"than [scan].batch_size = {s.batch_size}")
+    if len(opt_idx) < s.samples:
+        warn(f"only {len(opt_idx)} optimisation samples available ([scan].samples = {s.samples})")
+    if len(asr_idx) < min(s.asr_samples, 100):
+        warn(f"only {len(asr_idx)} held-out samples for the attack success rate")
+    names = list(source.class_names) + [str(i) for i in range(len(source.class_names), cfg.model.num_classes)]
+    y = torch.as_tensor(source.labels)
+    return ScanData(x_opt.to(device), y[opt_idx].to(device), x_asr.to(device), y[asr_idx].to(device),
+                    opt_idx, asr_idx, names)
+
+
+def with_model_classes(cfg: Config, model: ScanModel) -> Config:
+    """With num_classes absent from the config, the model's own count (which the run folder records);
+    [scan].labels are checked against it."""
+    if cfg.model.num_classes:
+        return cfg
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=model.num_classes))
+    check_labels(cfg, inferred=True)
+    return cfg
+
+
+def prepare(cfg: Config, warn: Warn, indices: tuple[np.ndarray, np.ndarray] | None = None) -> Prepared:
+    """Resolve the config, load the model and the samples, measure the clean accuracy."""
+    cfg = cfg.resolved()
+    device = resolve_device(cfg.scan.device)
+    torch.manual_seed(cfg.scan.seed)
+    model = load_model(cfg, device)
+    cfg = with_model_classes(cfg, model)
+    data = load_scan_data(cfg, device, warn, indices)
+    accuracy = clean_accuracy(model, torch.cat([data.x_opt, data.x_asr]), torch.cat([data.y_opt, data.y_asr]))
+    return Prepared(cfg, device, model, data, accuracy)
+
+
+def check_setup(cfg: Config) -> dict[str, Any]:
+    """The quick check before a scan: load model and data, measure clean accuracy; raises NCError."""
+    warnings: list[str] = []
+    p = prepare(cfg, warnings.append)
+    return {"device": str(p.device), "samples": len(p.data.opt_idx), "asr_samples": len(p.data.asr_idx),
+            "classes": len(p.data.class_names), "clean_accuracy": p.accuracy,
+            "low_accuracy": p.accuracy < p.cfg.detect.min_clean_accuracy, "warnings": warnings}

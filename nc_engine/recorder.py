@@ -1,0 +1,49 @@
+"""The run folder's listener: writes what the event stream says as it happens.
+
+It subscribes first, so a trial's files exist before any front end hears that the trial finished,
+and a label's trigger images exist before the app is told to show them.
+"""
+
+from __future__ import annotations
+
+from . import events as ev
+from .formatting import label_line, table_lines, verdict_line
+from .runfolder import RunFolder
+
+
+class RunRecorder:
+    """events.jsonl, log.txt, trial and trigger files, and the report, from the scan's events."""
+
+    def __init__(self, folder: RunFolder, header: list[str]) -> None:
+        self.folder = folder
+        self.header = header
+        self.events = folder.events()
+        self.log = folder.log()
+
+    def __call__(self, event: ev.Event) -> None:
+        ev.dispatch(self, event)  # files first: the line in events.jsonl says they are there
+        self.events.write(event.to_dict())
+
+    def _log(self, *lines: str) -> None:
+        self.log.write("".join(line + "\n" for line in lines))
+        self.log.flush()
+
+    def on_scan_started(self, e: ev.ScanStarted) -> None:
+        self._log(*self.header)
+
+    def on_trial_finished(self, e: ev.TrialFinished) -> None:
+        result = {k: v for k, v in e.to_dict().items() if k != "event"}
+        self.folder.save_trial(result, e.mask, e.pattern)
+
+    def on_label_finished(self, e: ev.LabelFinished) -> None:
+        self.folder.save_trigger(e.label, e.mask, e.pattern)
+        self._log(label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged))
+
+    def on_scan_finished(self, e: ev.ScanFinished) -> None:
+        report = e.report
+        self.folder.write_report(report)
+        self._log(*(table_lines(report) + [verdict_line(report)]) if report.complete else [f"stopped: {report.note}"])
+
+    def close(self) -> None:
+        self.events.close()
+        self.log.close()

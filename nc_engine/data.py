@@ -84,6 +84,14 @@ def _array_layout(x: np.ndarray, forced: str, where: str) -> str:
                     "\"NCHW\" or \"NHWC\"")
 
 
+def _check_finite(rows: np.ndarray, index: np.ndarray, where: str, xk: str) -> None:
+    """NaN or infinite pixels would make every loss and norm of the scan NaN: name the first such image."""
+    bad = ~np.isfinite(rows).all(1)
+    if bad.any():
+        raise DataError(f"{where}: {xk}[{int(index[bad].min())}] holds NaN or infinite pixel values; expected "
+                        "uint8 0..255 or finite floats 0..1")
+
+
 def _array_source(x: np.ndarray, y: np.ndarray, cfg: Config, where: str, xk: str, yk: str,
                   layout: str = "auto") -> DataSource:
     """Images and labels held in arrays (possibly memory-mapped): only selected rows are read."""
@@ -96,8 +104,11 @@ def _array_source(x: np.ndarray, y: np.ndarray, cfg: Config, where: str, xk: str
     layout = _array_layout(x, layout, f"{where}: {xk}")
     if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"{where}: {xk} has dtype {x.dtype}; expected uint8 0..255 or floats 0..1")
-    if np.issubdtype(x.dtype, np.floating) and len(x) and float(x[: min(len(x), 256)].max()) > 1.5:
-        raise DataError(f"{where}: {xk} holds floats above 1; expected uint8 0..255 or floats 0..1")
+    if np.issubdtype(x.dtype, np.floating) and len(x):
+        head = np.asarray(x[:256])
+        _check_finite(head.reshape(len(head), -1), np.arange(len(head)), where, xk)
+        if float(head.max()) > 1.5:
+            raise DataError(f"{where}: {xk} holds floats above 1; expected uint8 0..255 or floats 0..1")
 
     def load(idx: np.ndarray, warn: Callable[[str], None]) -> tuple[torch.Tensor, np.ndarray]:
         order = np.argsort(idx)  # sorted reads are sequential on a memory-mapped file
@@ -105,11 +116,8 @@ def _array_source(x: np.ndarray, y: np.ndarray, cfg: Config, where: str, xk: str
         rows[order] = x[np.asarray(idx)[order]]
         batch = torch.from_numpy(rows)
         batch = batch.float() / 255.0 if x.dtype == np.uint8 else batch.float()
-        bad = ~torch.isfinite(batch.flatten(1)).all(1)
-        if bad.any():  # NaN pixels would turn every loss and norm of the scan into NaN
-            first = int(np.asarray(idx)[bad.numpy()].min())  # rows are in idx order
-            raise DataError(f"{where}: {xk}[{first}] holds NaN or infinite pixel values; expected uint8 "
-                            "0..255 or finite floats 0..1")
+        if x.dtype != np.uint8:
+            _check_finite(rows.reshape(len(rows), -1), np.asarray(idx), where, xk)  # rows are in idx order
         if layout == "NHW":
             batch = batch.unsqueeze(1)
         elif layout == "NHWC":

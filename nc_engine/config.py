@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,8 +156,29 @@ def _type_name(value: Any) -> str:
             list: "list", dict: "table"}.get(type(value), type(value).__name__)
 
 
+def _unwritable(value: Any) -> str | None:
+    """Why a value cannot go back into the run folder's config.toml, or None: control characters (a newline
+    in a path ends the TOML string), TOML dates (not config values) and table keys that are not names."""
+    if isinstance(value, str):
+        bad = next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160), None)
+        return None if bad is None else f"must not contain control characters (found {bad!r})"
+    if isinstance(value, list):
+        return next((r for r in map(_unwritable, value) if r), None)
+    if isinstance(value, dict):
+        names = [k for k in value if not k.isidentifier()]
+        if names:
+            return f"must have keys that are Python names (found {names[0]!r})"
+        return next((r for r in map(_unwritable, value.values()) if r), None)
+    if isinstance(value, bool | int | float):
+        return None
+    return f"must hold strings, numbers, booleans, lists and tables, not a {type(value).__name__}"
+
+
 def _check_type(section: str, key: str, value: Any, default: Any, annotation: str, source: str) -> Any:
     where = f"{source}: [{section}].{key}"
+    problem = _unwritable(value)
+    if problem:
+        raise ConfigError(f"{where} {problem}, got {value!r}")
     if "float" in annotation:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, got {_type_name(value)} {value!r}")
@@ -190,13 +212,59 @@ def _build_section(name: str, table: Any, source: str) -> Any:
     return cls(**values)
 
 
-def _validate(cfg: Config) -> None:
-    src = cfg.source
-    m, d, s = cfg.model, cfg.data, cfg.scan
+# Allowed ranges of numeric keys, so a typo (trials = 10**12, seed = -1) is one line, not a hang or a
+# traceback deep in numpy. Integers: (low, high). Numbers: (low, high, low included, high included).
+MAX_CHANNELS, MAX_SIDE, MAX_CLASSES = 16, 4096, 100_000
+MAX_CONFIG_BYTES = 2**20
+INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
+    ("data", "max_images"): (0, 10**9), ("scan", "trials"): (1, 100), ("scan", "samples"): (1, 100_000),
+    ("scan", "asr_samples"): (1, 100_000), ("scan", "batch_size"): (1, 4096), ("scan", "max_steps"): (1, 100_000),
+    ("scan", "patience"): (1, 10_000), ("scan", "early_stop_patience"): (1, 10_000),
+    ("scan", "converge_window"): (0, 10_000), ("scan", "seed"): (0, 2**32 - 1), ("scan", "group_size"): (0, 10_000),
+}
+FLOAT_RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
+    ("scan", "lr"): (0.0, 10.0, False, True), ("scan", "init_cost"): (0.0, 1e6, True, True),
+    ("scan", "cost_up"): (1.0, 100.0, True, True), ("scan", "cost_down"): (1.0, 100.0, True, True),
+    ("scan", "attack_success_threshold"): (0.0, 1.0, False, True),
+    ("scan", "early_stop_threshold"): (0.0, 10.0, False, True), ("scan", "converge_tol"): (0.0, 1.0, True, False),
+    ("detect", "threshold"): (0.0, 1000.0, False, True), ("detect", "min_clean_accuracy"): (0.0, 1.0, True, True),
+}
+_INT_NOTES = {("data", "max_images"): " (0 = no cap)", ("scan", "converge_window"): " (0 = off)",
+              ("scan", "group_size"): " (0 = automatic)"}
 
-    def bad(key: str, expected: str, got: Any) -> ConfigError:
-        return ConfigError(f"{src}: {key} must be {expected}, got {got!r}")
 
+def _interval(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    return f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Every numeric key inside its allowed range; the message gives the range."""
+    for (section, key), (low, high) in INT_RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and not low <= value <= high:
+            raise ConfigError(f"{cfg.source}: [{section}].{key} must be an integer in {low}..{high}"
+                              f"{_INT_NOTES.get((section, key), '')}, got {value!r}")
+    for (section, key), (low, high, low_in, high_in) in FLOAT_RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value is None:
+            continue
+        above = value >= low if low_in else value > low
+        below = value <= high if high_in else value < high
+        if not (above and below):
+            raise ConfigError(f"{cfg.source}: [{section}].{key} must be a number in "
+                              f"{_interval(low, high, low_in, high_in)}, got {value!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _validate_model(cfg: Config, bad: Any) -> None:
+    src, m = cfg.source, cfg.model
     if m.format not in MODEL_FORMATS:
         raise bad("[model].format", "one of " + ", ".join(MODEL_FORMATS), m.format)
     if m.format == "pickle" and not m.trust_pickle:
@@ -206,21 +274,28 @@ def _validate(cfg: Config) -> None:
     if m.format in ("state_dict", "torchvision") and not m.architecture:
         raise ConfigError(f"{src}: [model].architecture is required with format = \"{m.format}\" "
                           "(e.g. \"net.py:Net\" or \"resnet18\")")
-    if m.num_classes == 1 or m.num_classes < 0:
-        raise bad("[model].num_classes", "at least 2 (or 0 / absent: inferred from the model)", m.num_classes)
-    if (len(m.input_shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                           for v in m.input_shape)):
+    if m.num_classes != 0 and not 2 <= m.num_classes <= MAX_CLASSES:
+        raise bad("[model].num_classes", f"an integer in 2..{MAX_CLASSES} (or 0 / absent: inferred from the model)",
+                  m.num_classes)
+    if len(m.input_shape) != 3 or not all(_is_int(v) and v > 0 for v in m.input_shape):
         raise bad("[model].input_shape", "three positive integers [C, H, W]", m.input_shape)
-    channels = m.input_shape[0]
+    channels, height, width = m.input_shape
+    if channels > MAX_CHANNELS or height > MAX_SIDE or width > MAX_SIDE:
+        raise bad("[model].input_shape", f"[C, H, W] with C in 1..{MAX_CHANNELS} and H, W in 1..{MAX_SIDE}",
+                  m.input_shape)
+    counts = "a list of 1 number" if channels == 1 else f"a list of 1 or {channels} numbers"
     for key in ("mean", "std"):
         vals = getattr(m, key)
-        if len(vals) not in (1, channels) or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                                                     for v in vals):
-            raise bad(f"[model].{key}", f"a list of 1 or {channels} numbers", vals)
+        if len(vals) not in (1, channels) or not all(_is_number(v) for v in vals):
+            raise bad(f"[model].{key}", counts + " (finite)", vals)
     if any(v <= 0 for v in m.std):
         raise bad("[model].std", "positive numbers", m.std)
     if m.outputs not in OUTPUT_KINDS:
         raise bad("[model].outputs", "one of " + ", ".join(OUTPUT_KINDS), m.outputs)
+
+
+def _validate_data(cfg: Config, bad: Any) -> None:
+    d = cfg.data
     if d.format not in DATA_FORMATS:
         raise bad("[data].format", "one of " + ", ".join(DATA_FORMATS), d.format)
     if d.layout not in LAYOUTS:
@@ -230,48 +305,42 @@ def _validate(cfg: Config) -> None:
     if d.format == "torchvision" and d.dataset not in TORCHVISION_DATASETS:
         raise bad("[data].dataset", "one of " + ", ".join(TORCHVISION_DATASETS)
                   + " with format = \"torchvision\"", d.dataset)
-    if d.max_images < 0:
-        raise bad("[data].max_images", "0 (no cap) or a positive integer", d.max_images)
+
+
+def _validate_scan(cfg: Config, bad: Any) -> None:
+    s = cfg.scan
     if s.preset not in PRESETS:
         raise bad("[scan].preset", "one of " + ", ".join(PRESETS), s.preset)
     if s.labels != "all":
-        if (not isinstance(s.labels, list) or not s.labels
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in s.labels)):
+        if not isinstance(s.labels, list) or not s.labels or not all(_is_int(v) for v in s.labels):
             raise bad("[scan].labels", "\"all\" or a non-empty list of integers", s.labels)
         if len(set(s.labels)) != len(s.labels):
             raise bad("[scan].labels", "labels without repeats", s.labels)
-        if m.num_classes:  # else checked once the model has told us its number of classes
+        if not all(0 <= v < MAX_CLASSES for v in s.labels):
+            raise bad("[scan].labels", f"labels in 0..{MAX_CLASSES - 1}", s.labels)
+        if cfg.model.num_classes:  # else checked once the model has told us its number of classes
             check_labels(cfg)
-    positive = dict(trials=s.trials, samples=s.samples, asr_samples=s.asr_samples,
-                    batch_size=s.batch_size, max_steps=s.max_steps, patience=s.patience,
-                    early_stop_patience=s.early_stop_patience)
-    for key, value in positive.items():
-        if value is not None and value < 1:
-            raise bad(f"[scan].{key}", "a positive integer", value)
     if s.samples is not None and s.batch_size is not None and s.batch_size > s.samples:
         raise bad("[scan].batch_size", f"at most samples ({s.samples})", s.batch_size)
-    if len(s.betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in s.betas):
+    if len(s.betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in s.betas):
         raise bad("[scan].betas", "two numbers in [0, 1)", s.betas)
-    for key in ("lr", "cost_up", "cost_down"):
-        if getattr(s, key) <= 0:
-            raise bad(f"[scan].{key}", "a positive number", getattr(s, key))
-    if s.init_cost < 0:
-        raise bad("[scan].init_cost", "a non-negative number", s.init_cost)
-    if not 0 < s.attack_success_threshold <= 1:
-        raise bad("[scan].attack_success_threshold", "a number in (0, 1]", s.attack_success_threshold)
-    if s.converge_window is not None and s.converge_window < 0:
-        raise bad("[scan].converge_window", "0 (off) or a positive integer", s.converge_window)
     if s.strategy not in STRATEGIES:
         raise bad("[scan].strategy", "one of " + ", ".join(STRATEGIES), s.strategy)
-    if s.group_size < 0:
-        raise bad("[scan].group_size", "0 (automatic) or a positive integer", s.group_size)
     dev = s.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise bad("[scan].device", "auto, cpu, cuda or cuda:N", dev)
+
+
+def _validate(cfg: Config) -> None:
+    def bad(key: str, expected: str, got: Any) -> ConfigError:
+        return ConfigError(f"{cfg.source}: {key} must be {expected}, got {got!r}")
+
+    _validate_model(cfg, bad)
+    _validate_data(cfg, bad)
+    _validate_scan(cfg, bad)
     if cfg.detect.statistic not in STATISTICS:
         raise bad("[detect].statistic", "one of " + ", ".join(STATISTICS), cfg.detect.statistic)
-    if cfg.detect.threshold is not None and cfg.detect.threshold <= 0:
-        raise bad("[detect].threshold", "a positive number", cfg.detect.threshold)
+    _check_ranges(cfg)
 
 
 def check_labels(cfg: Config, inferred: bool = False) -> None:
@@ -323,12 +392,28 @@ def config_from_dict(data: dict, source: str = "<config>", base_dir: Path | None
 def load_config(path: str | Path) -> Config:
     """Read a TOML config file; relative paths inside it are relative to its folder."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder; expected a TOML config file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path}: is a folder; expected a TOML config file")
+    # A device (/dev/zero), FIFO or huge file would be read until memory runs out.
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: is not a regular file (a device, FIFO or socket); expected a TOML config file")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: is {info.st_size} bytes; a TOML config file is at most {MAX_CONFIG_BYTES} "
+                          "bytes (1 MiB)")
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows after the check
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: a TOML config file is at most {MAX_CONFIG_BYTES} bytes (1 MiB)")
+        data = tomllib.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file; expected a TOML config file") from None
     except tomllib.TOMLDecodeError as exc:

@@ -7,6 +7,7 @@ large image folder costs one directory listing plus the few thousand images actu
 from __future__ import annotations
 
 import io
+import stat
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -75,7 +76,20 @@ def _array_layout(x: np.ndarray, forced: str, where: str) -> str:
         return "NHWC"
     if x.shape[1] in (1, 3, 4) and x.shape[-1] not in (1, 3, 4):
         return "NCHW"
-    return "NHWC"  # ambiguous (e.g. 3 x 3 x 3 images): the common case; [data].layout overrides
+    if x.shape[-1] in (1, 3, 4):
+        return "NHWC"  # ambiguous (e.g. 3 x 3 x 3 images): the common case; [data].layout overrides
+    # Neither axis looks like channels (e.g. 5 x 28 x 28): guessing would report 28-channel images.
+    raise DataError(f"{where} has shape {x.shape}: cannot tell which axis holds the channels (neither axis 1 "
+                    f"({x.shape[1]}) nor the last ({x.shape[-1]}) is 1, 3 or 4); set [data].layout to "
+                    "\"NCHW\" or \"NHWC\"")
+
+
+def _check_finite(rows: np.ndarray, index: np.ndarray, where: str, xk: str) -> None:
+    """NaN or infinite pixels would make every loss and norm of the scan NaN: name the first such image."""
+    bad = ~np.isfinite(rows).all(1)
+    if bad.any():
+        raise DataError(f"{where}: {xk}[{int(index[bad].min())}] holds NaN or infinite pixel values; expected "
+                        "uint8 0..255 or finite floats 0..1")
 
 
 def _array_source(x: np.ndarray, y: np.ndarray, cfg: Config, where: str, xk: str, yk: str,
@@ -90,8 +104,11 @@ def _array_source(x: np.ndarray, y: np.ndarray, cfg: Config, where: str, xk: str
     layout = _array_layout(x, layout, f"{where}: {xk}")
     if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"{where}: {xk} has dtype {x.dtype}; expected uint8 0..255 or floats 0..1")
-    if np.issubdtype(x.dtype, np.floating) and len(x) and float(x[: min(len(x), 256)].max()) > 1.5:
-        raise DataError(f"{where}: {xk} holds floats above 1; expected uint8 0..255 or floats 0..1")
+    if np.issubdtype(x.dtype, np.floating) and len(x):
+        head = np.asarray(x[:256])
+        _check_finite(head.reshape(len(head), -1), np.arange(len(head)), where, xk)
+        if float(head.max()) > 1.5:
+            raise DataError(f"{where}: {xk} holds floats above 1; expected uint8 0..255 or floats 0..1")
 
     def load(idx: np.ndarray, warn: Callable[[str], None]) -> tuple[torch.Tensor, np.ndarray]:
         order = np.argsort(idx)  # sorted reads are sequential on a memory-mapped file
@@ -99,6 +116,8 @@ def _array_source(x: np.ndarray, y: np.ndarray, cfg: Config, where: str, xk: str
         rows[order] = x[np.asarray(idx)[order]]
         batch = torch.from_numpy(rows)
         batch = batch.float() / 255.0 if x.dtype == np.uint8 else batch.float()
+        if x.dtype != np.uint8:
+            _check_finite(rows.reshape(len(rows), -1), np.asarray(idx), where, xk)  # rows are in idx order
         if layout == "NHW":
             batch = batch.unsqueeze(1)
         elif layout == "NHWC":
@@ -128,7 +147,11 @@ def _open_npz(cfg: Config) -> DataSource:
     else:
         raise DataError(f"{path}: expected arrays x_{split}/y_{split} or x/y ([data].split = \"{split}\"); "
                         f"the file has: {', '.join(names) or 'no arrays'}")
-    return _array_source(arrays[xk], arrays[yk], cfg, str(path), xk, yk, cfg.data.layout)
+    try:
+        x, y = arrays[xk], arrays[yk]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # object arrays need pickle: refused
+        raise DataError(f"{path}: cannot read arrays {xk}/{yk} ([data].path; {_first_line(exc)})") from None
+    return _array_source(x, y, cfg, str(path), xk, yk, cfg.data.layout)
 
 
 def default_labels_path(images: Path) -> Path | None:
@@ -141,11 +164,22 @@ def default_labels_path(images: Path) -> Path | None:
     return None
 
 
+def check_regular_file(path: Path, key: str, expected: str) -> None:
+    """A regular file: a device such as /dev/zero or a FIFO would be read without end."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found ({key})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({key}; {exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a folder; expected {expected} ({key})")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: is not a regular file (a device, FIFO or socket); expected {expected} ({key})")
+
+
 def _load_npy(path: Path, key: str) -> np.ndarray:
-    if not path.exists():
-        raise DataError(f"{path}: not found ({key})")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; expected a .npy file ({key})")
+    check_regular_file(path, key, "a .npy file")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)  # memory-mapped: only used rows are read
     except (ValueError, OSError, EOFError) as exc:
@@ -220,7 +254,7 @@ def _decode(raw: bytes, name: str, channels: int, warn: Callable[[str], None]) -
         with Image.open(io.BytesIO(raw)) as img:
             img = img.convert("L" if channels == 1 else "RGB")
             arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         warn(f"{name}: unreadable image skipped ({exc})")
         return None
     t = torch.from_numpy(arr.copy()).float() / 255.0
@@ -412,6 +446,8 @@ def open_data(cfg: Config) -> DataSource:
     if d.format in ("npz", "npy") and path.is_dir():
         raise DataError(f"{path}: is a folder; expected a .{d.format} file ([data].path with "
                         f"format = \"{d.format}\")")
+    if not path.is_dir():
+        check_regular_file(path, "[data].path", "a data file or folder")
     opener = {"npz": _open_npz, "npy": _open_npy, "imagefolder": _open_imagefolder,
               "torchvision": _open_torchvision}[d.format]
     source = opener(cfg)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
+import json
 import logging
 import pickle
 import re
+import stat
 import sys
 import warnings
 import zipfile
@@ -66,10 +69,18 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _check_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise ModelError(f"{path}: {what} not found ([model].path)")
-    if path.is_dir():
+    """An existing regular file: a folder, FIFO or device (/dev/zero) would be read forever or fail obscurely."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ModelError(f"{path}: {what} not found ([model].path)") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the {what} ([model].path; {exc.strerror})") from None
+    if stat.S_ISDIR(mode):
         raise ModelError(f"{path}: is a folder; expected a {what} ([model].path)")
+    if not stat.S_ISREG(mode):
+        raise ModelError(f"{path}: is not a regular file (a device, FIFO or socket); expected a {what} "
+                         "([model].path)")
 
 
 def import_object(spec: str, base_dir: Path) -> Any:
@@ -181,7 +192,7 @@ class FixedBatch(nn.Module):
 
 
 class ExportedModule(nn.Module):
-    """Holds a torch.export program's module, which refuses .train()/.eval(): it is fixed at export time."""
+    """Holds a torch.export program's module, whose .train()/.eval() raise; exported_to_eval sets its mode."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -195,15 +206,114 @@ class ExportedModule(nn.Module):
         return self.net(x)
 
 
+def _train_flag_ops() -> dict[Any, int]:
+    """aten ops of an exported graph that take a train flag, and the flag's position."""
+    aten = torch.ops.aten
+    return {aten.dropout.default: 2, aten.feature_dropout.default: 2, aten.alpha_dropout.default: 2,
+            aten.feature_alpha_dropout.default: 2, aten.native_dropout.default: 2,
+            aten.batch_norm.default: 5, aten._native_batch_norm_legit.default: 5}
+
+
+def exported_to_eval(module: torch.fx.GraphModule) -> int:
+    """Put a torch.export module in eval mode in place; returns how many ops were switched.
+
+    An exported graph has the train flags of the export baked into its ops, and its .eval() raises, so a
+    model exported in train mode would keep dropout on and update batch-norm statistics on every forward.
+    torch 2.14 has no in-tree helper (torch.ao.quantization.move_exported_model_to_eval went to torchao);
+    this does what it does: set the train argument of dropout and batch-norm ops to False.
+    """
+    ops, changed = _train_flag_ops(), 0
+    for node in module.graph.nodes:
+        index = ops.get(node.target) if node.op == "call_function" else None
+        if index is None:
+            continue
+        name = node.target._schema.arguments[index].name
+        if len(node.args) > index and node.args[index]:
+            node.update_arg(index, False)
+            changed += 1
+        elif node.kwargs.get(name):
+            node.update_kwarg(name, False)
+            changed += 1
+    if changed:
+        module.recompile()
+    return changed
+
+
+def forward_is_deterministic(model: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> bool:
+    """Two forwards of the same batch agree: false for a model whose dropout stayed on (e.g. a TorchScript
+    trace made in train mode, which .eval() cannot undo); such a model makes every scan result noise."""
+    with torch.no_grad():
+        first, second = model(x), model(x)
+    if not (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor)) or first.shape != second.shape:
+        return False
+    return bool(torch.allclose(first.float(), second.float(), atol=atol, rtol=1e-4, equal_nan=True))
+
+
+def outputs_are_finite(model: nn.Module, x: torch.Tensor) -> bool:
+    """The model's scores for `x` hold no NaN or infinity (log of a zero probability is clamped by ScanModel)."""
+    with torch.no_grad():
+        out = model(x)
+    return isinstance(out, torch.Tensor) and bool(torch.isfinite(out).all())
+
+
 def _with_batch(net: nn.Module, batch: Any) -> nn.Module:
     """Exports often fix the batch size; wrap the model so any batch works."""
     return FixedBatch(net, batch) if isinstance(batch, int) and batch > 0 else net
 
 
-def _load_exported(path: Path) -> nn.Module:
+def _unpickled_pt2_entry(zf: zipfile.ZipFile, name: str) -> str | None:
+    """Why torch.export.load would unpickle (or run) something from this archive entry, or None."""
+    rel = name.partition("/")[2]  # entries sit under one root folder, named after the file
+    if rel.startswith("data/aotinductor/"):
+        return "AOTInductor compiled code"
+    if rel.startswith(("data/weights/", "data/constants/")) and rel.endswith(".pt"):
+        return "weights in the legacy pickled format"
+    if rel.startswith("data/sample_inputs/"):
+        try:  # torch retries a failed weights_only=True load with weights_only=False
+            torch.load(io.BytesIO(zf.read(name)), map_location="cpu", weights_only=True)
+        except Exception:
+            return "sample inputs that only load as a full pickle"
+        return None
+    if rel.endswith(("_weights_config.json", "_constants_config.json")):
+        try:
+            entries = json.loads(zf.read(name))["config"].items()
+        except Exception:
+            return "an unreadable weights/constants config"
+        for fqn, meta in entries:
+            if not isinstance(meta, dict) or meta.get("use_pickle"):
+                return f"{fqn!r} stored as a pickle"
+            if "constants" in rel and not str(meta.get("path_name", "")).startswith("tensor_"):
+                return f"{fqn!r} stored as a pickled object"
+    return None
+
+
+def _check_exported_archive(path: Path) -> None:
+    """Refuse a .pt2 archive that torch.export.load would unpickle: pickles run code (trust_pickle opts in).
+
+    Mirrors torch 2.14's loader (torch/export/pt2_archive/_package.py): it calls torch.load(weights_only=False)
+    for use_pickle weights/constants and legacy .pt weights, pickle.loads for opaque constants, a TorchScript
+    unpickler for custom objects, a weights_only=False retry for sample inputs, and loads AOTInductor code.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "version" in zf.namelist():  # the pre-2.8 layout: deserialised with a weights_only=False fallback
+                reason, where = "the old pickled torch.export format", "version"
+            else:
+                found = ((_unpickled_pt2_entry(zf, name), name) for name in zf.namelist())
+                reason, where = next(((r, n) for r, n in found if r), (None, ""))
+    except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+        raise ModelError(f"{path}: not a torch.export program ({_first_line(exc)})") from None
+    if reason:
+        raise ModelError(f"{path}: the torch.export archive holds {reason} ({where}), which runs code when it "
+                         "loads; add trust_pickle = true to [model] only if you trust the file")
+
+
+def _load_exported(path: Path, trust_pickle: bool = False) -> nn.Module:
     _check_file(path, "torch.export program (.pt2)")
     if not zipfile.is_zipfile(path):  # torch.export.save writes a zip; anything else is not one
         raise ModelError(f"{path}: not a torch.export program (expected a .pt2 file written by torch.export.save)")
+    if not trust_pickle:
+        _check_exported_archive(path)
     quiet = logging.getLogger("torch.export")  # it logs a traceback before raising; our line says it all
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
@@ -220,7 +330,9 @@ def _load_exported(path: Path) -> nn.Module:
         raise ModelError(f"{path}: the exported program takes {len(inputs)} inputs; expected one image batch")
     value = inputs[0].meta.get("val")
     batch = value.shape[0] if value is not None and value.dim() == 4 else None
-    return _with_batch(ExportedModule(program.module()), batch if isinstance(batch, int) else None)
+    module = program.module()
+    exported_to_eval(module)
+    return _with_batch(ExportedModule(module), batch if isinstance(batch, int) else None)
 
 
 def _load_onnx(path: Path) -> nn.Module:
@@ -298,7 +410,7 @@ def _build_network(cfg: Config) -> nn.Module:
     m = cfg.model
     path = cfg.resolve_path(m.path)
     if m.format == "exported":
-        return _load_exported(path)
+        return _load_exported(path, m.trust_pickle)
     if m.format == "onnx":
         return _load_onnx(path)
     if m.format == "torchscript":

@@ -276,13 +276,16 @@ def secondary_rows(sources: list[tuple[str, list[dict]]], results: list[RuleResu
     return lines
 
 
-def meaning(results: list[RuleResult], best: RuleResult, split: dict[str, str], records: list[dict]) -> list[str]:
+def meaning(results: list[RuleResult], best: RuleResult, split: dict[str, str], records: list[dict],
+            max_fpr: float) -> list[str]:
     """The reading of the tables, built from their numbers (the wording is fixed, the numbers are not)."""
     current = next(r for r in results if r.how != "tuning" and r.name == "log_l1")
     test_models = {r["model"]: r["kind"] for r in records if split[r["model"]] == "test"}
     n_patch = sum(k == "patch" for k in test_models.values())
     n_clean = sum(k == "clean" for k in test_models.values())
     ranked = sorted((r for r in results if r.how == "tuning"), key=lambda r: -(r.test.auc_patch or 0.0))
+    tuned = [r for r in results if r.how == "tuning"]
+    over = [r.name for r in tuned if r.test.clean[1] and r.test.clean[0] / r.test.clean[1] > max_fpr]
     drops = [f"{r.name} {fmt_auc(r.tuning.auc_patch)} -> {fmt_auc(r.test.auc_patch)}"
              for r in results if r.how == "tuning"]
     return [
@@ -291,14 +294,17 @@ def meaning(results: list[RuleResult], best: RuleResult, split: dict[str, str], 
         f"tuning-half AUC). On the test half, which played no part in choosing it, it flagged the target in "
         f"{frac(best.test.patch)} patch scans and {frac(best.test.other)} blended/noise scans, flagged "
         f"{frac(best.test.clean)} clean scans and gave the same outcome over the seeds for "
-        f"{frac(best.test.stable)} models. The engine's current default, {label(current)}, which was chosen on "
-        f"the whole zoo and so has seen the test half, gets {frac(current.test.patch)}, "
+        f"{frac(best.test.stable)} models. The engine's current default, "
+        f"{current.name} > {current.threshold:.2f}, chosen on the whole zoo and so has seen the test half, gets "
+        f"{frac(current.test.patch)}, "
         f"{frac(current.test.clean)} and {frac(current.test.stable)} there.",
         "",
         f"Patch AUC, tuning half -> test half: {'; '.join(drops)}. By test-half patch AUC the rules rank "
         f"{', '.join(r.name for r in ranked)}. A rule whose AUC holds up on the test half separates backdoored "
-        "from clean models on models it was not chosen on; a threshold whose test-half FPR exceeds the cap "
-        "shows how much the tuning half flattered it.",
+        "from clean models on models it was not chosen on. "
+        f"{len(over)} of the {len(tuned)} thresholds chosen on the tuning half flag more than {max_fpr:.0%} of the "
+        f"test half's clean scans ({', '.join(over) or 'none'}): a cap met on the tuning half's few clean models "
+        "puts the threshold at the edge of their scores, and other clean models reach past it.",
         "",
         f"How far to trust this: the test half holds {n_patch} scored patch models and {n_clean} clean ones. "
         "The seeds of one model share its weights, so the scans are not independent: one model is worth about "
@@ -309,7 +315,8 @@ def meaning(results: list[RuleResult], best: RuleResult, split: dict[str, str], 
 
 
 def write_markdown(path: Path, results: list[RuleResult], split: dict[str, str], records: list[dict],
-                   secondary: list[tuple[str, list[dict]]], max_fpr: float, source: str) -> None:
+                   secondary: list[tuple[str, list[dict]]], max_fpr: float, source: str,
+                   strict: tuple[float, list[RuleResult]] | None = None) -> None:
     best = recommend(results)
     text = [
         "# Outlier rules: chosen on one half of the zoo, reported on the other", "",
@@ -331,11 +338,22 @@ def write_markdown(path: Path, results: list[RuleResult], split: dict[str, str],
         "fixed beforehand, for reference.", "",
         "## Tuning half (where thresholds are chosen)", "", *tuning_rows(results), "",
         "## Test half (not used for any choice)", "", *test_rows(results), "",
-        "## What it means", "", *meaning(results, best, split, records), "",
+        "## What it means", "", *meaning(results, best, split, records, max_fpr), "",
         "## ROC curves, sampled: patch TPR / clean FPR against the threshold", "",
         "Tuning half:", "", *roc_rows(results, "tuning"), "",
         "Test half:", "", *roc_rows(results, "test"), "",
     ]
+    if strict:
+        cap, strict_results = strict
+        text += [f"## Sensitivity: thresholds chosen on the tuning half with an FPR cap of {cap:.0%}", "",
+                 "The same criterion with a stricter cap (thresholds still chosen on the tuning half only), to show "
+                 "how much of the test half's false positives come from the cap rather than the statistic. "
+                 "Not used to pick the rule above. First table: tuning half; second: test half.", "",
+                 "| rule | threshold | tuning half: patch target flagged | tuning half: clean flagged |",
+                 "|---|---|---|---|",
+                 *[f"| {r.name} | {r.threshold:.2f} | {frac(r.tuning.patch)} | {frac(r.tuning.clean)} |"
+                   for r in strict_results if r.how == "tuning"], "",
+                 *test_rows([r for r in strict_results if r.how == "tuning"]), ""]
     if secondary:
         text += ["## Other presets and the rebuilt zoo (test half only)", "",
                  *secondary_rows(secondary, results, split), ""]
@@ -370,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="scans of the rebuilt zoo (secondary); '' for none")
     parser.add_argument("--split", type=Path, default=SPLIT_FILE)
     parser.add_argument("--max-fpr", type=float, default=0.05, help="FPR cap on the tuning half")
+    parser.add_argument("--strict-fpr", type=float, default=0.0, help="the cap of the sensitivity check")
     parser.add_argument("--markdown", type=Path, default=Path(__file__).parent / "RULES.md")
     args = parser.parse_args(argv)
     split = load_split(args.split)
@@ -380,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     source = args.results.resolve()
     source = source.relative_to(root) if source.is_relative_to(root) else source
     write_markdown(args.markdown, results, split, records, secondary_sources(args.results, rebuild),
-                   args.max_fpr, str(source))
+                   args.max_fpr, str(source), (args.strict_fpr, analyse(records, split, args.strict_fpr)))
     print_table(results)
     best = recommend(results)
     print(f"chosen on the tuning half: {best.name} > {best.threshold:.2f}; wrote {args.markdown}")

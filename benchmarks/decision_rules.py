@@ -1,0 +1,410 @@
+"""Outlier rules chosen on the zoo's tuning half and reported on its test half (writes RULES.md).
+
+    python benchmarks/decision_rules.py [--results FILE.jsonl] [--rebuild FILE.jsonl] [--max-fpr 0.05]
+                                        [--markdown benchmarks/RULES.md]
+
+No scan runs: every rule is a function of a scan's per-label L1 norms (and which searches converged),
+which the evaluation's records hold, so each rule judges the same searches. The split is
+benchmarks/zoo_split.json (benchmarks/zoo_split.py), by model. The main numbers are the `default`
+preset's scans in --results (three seeds per model, each scan counted); other presets and the rebuilt
+zoo are secondary, at the thresholds chosen on the main tuning scans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.evaluate_report import scored  # noqa: E402
+from benchmarks.zoo_split import SPLIT_FILE, family, load_split  # noqa: E402
+from nc_engine.outliers import DEFAULT_THRESHOLD, anomaly_scores, family_wise  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+MAIN_PRESET = "default"
+Rule = Callable[[list[float]], list[float]]
+# name -> (per-label score, how the engine computes it)
+RULES: dict[str, tuple[Rule, str]] = {
+    "l1": (lambda v: anomaly_scores(v, "l1"), 'mad_outliers(statistic="l1") (the paper)'),
+    "log_l1": (lambda v: anomaly_scores(v, "log_l1"), 'mad_outliers(statistic="log_l1")'),
+    "l1_loo": (lambda v: anomaly_scores(v, "l1", leave_one_out=True),
+               'mad_outliers(statistic="l1", leave_one_out=True)'),
+    "log_l1_loo": (lambda v: anomaly_scores(v, "log_l1", leave_one_out=True),
+                   'mad_outliers(statistic="log_l1", leave_one_out=True)'),
+    "log_l1_loo_fw": (lambda v: family_wise(anomaly_scores(v, "log_l1", leave_one_out=True)),
+                      'family_wise(anomaly_scores(statistic="log_l1", leave_one_out=True))'),
+}
+# Thresholds fixed before this split existed, shown for reference (3.5 was chosen on the whole zoo).
+FIXED = [("l1", 2.0, "the paper's"), ("log_l1", DEFAULT_THRESHOLD["log_l1"], "the engine's current default")]
+GRID = [1.0 + 0.5 * k for k in range(11)]  # thresholds of the ROC tables
+
+
+@dataclass
+class Scan:
+    model: str
+    kind: str  # patch / blend / noise / clean
+    seed: int
+    score: float  # backdoored: the target's score (-inf if not eligible); clean: the highest eligible score
+
+
+def eligible(l1: list[float], converged: list[bool] | None) -> list[bool]:
+    """Labels a rule may flag: converged and at or below the median norm (a large norm is no trigger)."""
+    median = statistics.median(l1)
+    return [v <= median and (converged is None or bool(converged[k])) for k, v in enumerate(l1)]
+
+
+def scan_score(record: dict, rule: Rule) -> float:
+    """The scan's score under a rule: above the threshold = found (backdoored) or false alarm (clean)."""
+    scores, ok = rule(record["l1"]), eligible(record["l1"], record.get("converged"))
+    if record["backdoor"]:
+        target = record["target"]
+        return scores[target] if ok[target] else -math.inf
+    return max((s for s, e in zip(scores, ok, strict=True) if e), default=-math.inf)
+
+
+def to_scans(records: list[dict], rule: Rule) -> list[Scan]:
+    return [Scan(r["model"], r["kind"], r["seed"], scan_score(r, rule)) for r in records]
+
+
+def rate(scores: list[float], threshold: float) -> float | None:
+    return sum(s > threshold for s in scores) / len(scores) if scores else None
+
+
+def auc(pos: list[float], neg: list[float]) -> float | None:
+    """P(a backdoored scan's score > a clean scan's), ties half: the area under the ROC."""
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def roc(pos: list[float], neg: list[float]) -> list[tuple[float, float, float]]:
+    """(threshold, FPR, TPR) at every distinct score (flagged = score > threshold), plus flag-everything."""
+    cuts = sorted({s for s in pos + neg if math.isfinite(s)})
+    return [(t, rate(neg, t) or 0.0, rate(pos, t) or 0.0) for t in [-math.inf, *cuts]]
+
+
+def choose_threshold(pos: list[float], neg: list[float], max_fpr: float) -> float:
+    """The threshold of highest TPR with FPR <= max_fpr, placed mid-way in the interval of thresholds that
+    give that TPR (not on a clean scan's score, which would be the least margin the tuning half allows)."""
+    feasible = [t for t in [-math.inf, *sorted(set(neg))] if (rate(neg, t) or 0.0) <= max_fpr]
+    low = feasible[0]  # TPR only falls as the threshold rises, so the lowest feasible one is the best
+    above = [p for p in pos if p > low and math.isfinite(p)]
+    if not math.isfinite(low):  # the cap allows flagging every clean scan: flag everything
+        finite = [s for s in pos + neg if math.isfinite(s)]
+        return min(finite) - 1.0 if finite else 0.0
+    if not above:
+        return low
+    high = min(above)
+    middle = (low + high) / 2
+    return round(middle, 2) if low <= round(middle, 2) < high else middle
+
+
+def stability(scans: list[Scan], threshold: float) -> tuple[int, int]:
+    """(models with the same outcome on every seed, models with several seeds)."""
+    outcomes = defaultdict(set)
+    for s in scans:
+        outcomes[s.model].add(s.score > threshold)
+    seeds = Counter(s.model for s in scans)
+    multi = [m for m in outcomes if seeds[m] > 1]
+    return sum(len(outcomes[m]) == 1 for m in multi), len(multi)
+
+
+def classes(scans: list[Scan]) -> tuple[list[float], list[float], list[float]]:
+    """Scores of (patch, blend + noise, clean) scans."""
+    return ([s.score for s in scans if s.kind == "patch"], [s.score for s in scans if s.kind in ("blend", "noise")],
+            [s.score for s in scans if s.kind == "clean"])
+
+
+@dataclass
+class Numbers:
+    """One rule at one threshold on one set of scans: counts, so every rate can say what it is out of."""
+    patch: tuple[int, int]  # (target flagged, scans)
+    other: tuple[int, int]  # blend + noise
+    clean: tuple[int, int]  # (flagged, scans)
+    auc_patch: float | None
+    auc_other: float | None
+    stable: tuple[int, int]  # (models with one outcome over seeds, models with several seeds)
+
+
+def numbers(scans: list[Scan], threshold: float) -> Numbers:
+    patch, other, clean = classes(scans)
+
+    def hits(scores: list[float]) -> tuple[int, int]:
+        return sum(s > threshold for s in scores), len(scores)
+
+    return Numbers(hits(patch), hits(other), hits(clean), auc(patch, clean), auc(other, clean),
+                   stability(scans, threshold))
+
+
+@dataclass
+class RuleResult:
+    name: str
+    threshold: float
+    how: str  # chosen on tuning, or fixed beforehand
+    tuning: Numbers
+    test: Numbers
+    tuning_scans: list[Scan]
+    test_scans: list[Scan]
+
+
+def by_half(records: list[dict], split: dict[str, str]) -> dict[str, list[dict]]:
+    unknown = sorted({r["model"] for r in records} - set(split))
+    if unknown:
+        raise ValueError(f"models missing from the split: {', '.join(unknown)}; regenerate benchmarks/zoo_split.json")
+    return {half: [r for r in records if split[r["model"]] == half] for half in ("tuning", "test")}
+
+
+def analyse(records: list[dict], split: dict[str, str], max_fpr: float) -> list[RuleResult]:
+    """Every rule at its tuning-chosen threshold, then the fixed reference thresholds."""
+    halves = by_half(records, split)
+    out = []
+    for name, (rule, _) in RULES.items():
+        tuning, test = to_scans(halves["tuning"], rule), to_scans(halves["test"], rule)
+        patch, _, clean = classes(tuning)
+        threshold = choose_threshold(patch, clean, max_fpr)
+        out.append(RuleResult(name, threshold, "tuning", numbers(tuning, threshold), numbers(test, threshold),
+                              tuning, test))
+    for name, threshold, why in FIXED:
+        tuning, test = to_scans(halves["tuning"], RULES[name][0]), to_scans(halves["test"], RULES[name][0])
+        out.append(RuleResult(name, threshold, why, numbers(tuning, threshold), numbers(test, threshold),
+                              tuning, test))
+    return out
+
+
+def recommend(results: list[RuleResult]) -> RuleResult:
+    """On tuning numbers only: most patch targets flagged, then the higher patch AUC, then fewer false alarms."""
+    tuned = [r for r in results if r.how == "tuning"]
+    return max(tuned, key=lambda r: (r.tuning.patch[0], r.tuning.auc_patch or 0.0, -r.tuning.clean[0]))
+
+
+def main_records(path: Path, preset: str = MAIN_PRESET) -> list[dict]:
+    return scored([r for r in load(path) if r["preset"] == preset])
+
+
+def load(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def frac(counts: tuple[int, int]) -> str:
+    hits, n = counts
+    return f"{hits}/{n} ({100 * hits / n:.0f}%)" if n else "-"
+
+
+def fmt_auc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def label(r: RuleResult) -> str:
+    return f"{r.name} > {r.threshold:.2f}" + ("" if r.how == "tuning" else f" ({r.how})")
+
+
+def split_rows(split: dict[str, str], records: list[dict]) -> list[str]:
+    """Models per family and half; in brackets how many are scored (the backdoor took)."""
+    kept = {r["model"] for r in records}
+    count = Counter((family(m), h) for m, h in split.items())
+    live = Counter((family(m), h) for m, h in split.items() if m in kept)
+    lines = ["| data | network | kind | tuning half: models (scored) | test half: models (scored) |",
+             "|---|---|---|---|---|"]
+    for fam in sorted({family(m) for m in split}):
+        lines.append(f"| {' | '.join(fam)} | {count[fam, 'tuning']} ({live[fam, 'tuning']}) | "
+                     f"{count[fam, 'test']} ({live[fam, 'test']}) |")
+    for what, test in (("backdoored", lambda f: f[2] != "clean"), ("clean", lambda f: f[2] == "clean")):
+        cells = [f"{sum(v for (f, h), v in count.items() if h == half and test(f))} "
+                 f"({sum(v for (f, h), v in live.items() if h == half and test(f))})" for half in ("tuning", "test")]
+        lines.append(f"| **all** | | **{what}** | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def tuning_rows(results: list[RuleResult]) -> list[str]:
+    lines = ["| rule | computed in the engine by | threshold | tuning half: patch AUC | tuning half: blend+noise "
+             "AUC | tuning half: patch target flagged | tuning half: clean flagged |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        how = "chosen on tuning" if r.how == "tuning" else "fixed"
+        lines.append(f"| {label(r)} | `{RULES[r.name][1]}` | {r.threshold:.2f} ({how}) | "
+                     f"{fmt_auc(r.tuning.auc_patch)} | {fmt_auc(r.tuning.auc_other)} | {frac(r.tuning.patch)} | "
+                     f"{frac(r.tuning.clean)} |")
+    return lines
+
+
+def test_rows(results: list[RuleResult]) -> list[str]:
+    lines = ["| rule | test half: patch target flagged | test half: blend+noise target flagged | "
+             "test half: clean flagged | test half: patch AUC | test half: blend+noise AUC | "
+             "test half: same outcome over seeds |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        n = r.test
+        lines.append(f"| {label(r)} | {frac(n.patch)} | {frac(n.other)} | {frac(n.clean)} | {fmt_auc(n.auc_patch)} | "
+                     f"{fmt_auc(n.auc_other)} | {frac(n.stable)} |")
+    return lines
+
+
+def roc_rows(results: list[RuleResult], half: str) -> list[str]:
+    """Patch TPR / clean FPR of each rule at a grid of thresholds: the ROC curves, sampled."""
+    tuned = [r for r in results if r.how == "tuning"]
+    lines = ["| threshold | " + " | ".join(f"{r.name}: TPR / FPR" for r in tuned) + " |",
+             "|---|" + "---|" * len(tuned)]
+    for t in GRID:
+        cells = []
+        for r in tuned:
+            patch, _, clean = classes(r.tuning_scans if half == "tuning" else r.test_scans)
+            tpr, fpr = rate(patch, t), rate(clean, t)
+            cells.append("-" if tpr is None or fpr is None else f"{100 * tpr:.0f}% / {100 * fpr:.0f}%")
+        lines.append(f"| {t:.1f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def secondary_rows(sources: list[tuple[str, list[dict]]], results: list[RuleResult],
+                   split: dict[str, str]) -> list[str]:
+    """Other presets and the rebuilt zoo, test half only, at the thresholds from the main tuning scans."""
+    lines = ["| scans | rule (threshold from the main tuning scans) | test half: patch target flagged | "
+             "test half: blend+noise | test half: clean flagged | test half: patch AUC | "
+             "test half: same outcome over seeds |", "|---|---|---|---|---|---|---|"]
+    for name, records in sources:
+        test = by_half(records, split)["test"]
+        for r in results:
+            n = numbers(to_scans(test, RULES[r.name][0]), r.threshold)
+            lines.append(f"| {name} | {label(r)} | {frac(n.patch)} | {frac(n.other)} | {frac(n.clean)} | "
+                         f"{fmt_auc(n.auc_patch)} | {frac(n.stable) if n.stable[1] else '(one seed)'} |")
+    return lines
+
+
+def meaning(results: list[RuleResult], best: RuleResult, split: dict[str, str], records: list[dict],
+            max_fpr: float) -> list[str]:
+    """The reading of the tables, built from their numbers (the wording is fixed, the numbers are not)."""
+    current = next(r for r in results if r.how != "tuning" and r.name == "log_l1")
+    test_models = {r["model"]: r["kind"] for r in records if split[r["model"]] == "test"}
+    n_patch = sum(k == "patch" for k in test_models.values())
+    n_clean = sum(k == "clean" for k in test_models.values())
+    ranked = sorted((r for r in results if r.how == "tuning"), key=lambda r: -(r.test.auc_patch or 0.0))
+    tuned = [r for r in results if r.how == "tuning"]
+    over = [r.name for r in tuned if r.test.clean[1] and r.test.clean[0] / r.test.clean[1] > max_fpr]
+    drops = [f"{r.name} {fmt_auc(r.tuning.auc_patch)} -> {fmt_auc(r.test.auc_patch)}"
+             for r in results if r.how == "tuning"]
+    return [
+        f"The rule picked on the tuning half is **{best.name} > {best.threshold:.2f}** (criterion: most tuning-half "
+        f"patch targets flagged with at most the FPR cap of tuning-half clean scans flagged, then the higher "
+        f"tuning-half AUC). On the test half, which played no part in choosing it, it flagged the target in "
+        f"{frac(best.test.patch)} patch scans and {frac(best.test.other)} blended/noise scans, flagged "
+        f"{frac(best.test.clean)} clean scans and gave the same outcome over the seeds for "
+        f"{frac(best.test.stable)} models. The engine's current default, "
+        f"{current.name} > {current.threshold:.2f}, chosen on the whole zoo and so has seen the test half, gets "
+        f"{frac(current.test.patch)}, "
+        f"{frac(current.test.clean)} and {frac(current.test.stable)} there.",
+        "",
+        f"Patch AUC, tuning half -> test half: {'; '.join(drops)}. By test-half patch AUC the rules rank "
+        f"{', '.join(r.name for r in ranked)}. A rule whose AUC holds up on the test half separates backdoored "
+        "from clean models on models it was not chosen on. "
+        f"{len(over)} of the {len(tuned)} thresholds chosen on the tuning half flag more than {max_fpr:.0%} of the "
+        f"test half's clean scans ({', '.join(over) or 'none'}): a cap met on the tuning half's few clean models "
+        "puts the threshold at the edge of their scores, and other clean models reach past it.",
+        "",
+        f"How far to trust this: the test half holds {n_patch} scored patch models and {n_clean} clean ones. "
+        "The seeds of one model share its weights, so the scans are not independent: one model is worth about "
+        f"{100 / max(n_patch, 1):.0f} points of the patch rate and {100 / max(n_clean, 1):.0f} of the clean "
+        "rate, and rules that differ by a model or two on the test half are not shown to differ. The blended "
+        "and noise backdoors are too few in either half to choose anything on; their columns are for reading only.",
+    ]
+
+
+def write_markdown(path: Path, results: list[RuleResult], split: dict[str, str], records: list[dict],
+                   secondary: list[tuple[str, list[dict]]], max_fpr: float, source: str,
+                   strict: tuple[float, list[RuleResult]] | None = None) -> None:
+    best = recommend(results)
+    text = [
+        "# Outlier rules: chosen on one half of the zoo, reported on the other", "",
+        f"Written by `benchmarks/decision_rules.py` from `{source}`; do not edit by hand. No new scans: each rule "
+        "judges the same searches from their per-label L1 norms.", "",
+        "## The split", "",
+        f"By model, never by seed: the list is `{SPLIT_FILE.relative_to(SPLIT_FILE.parents[1])}`, written by "
+        "`benchmarks/zoo_split.py` (a salted hash of each name, dealt alternately within each data x network x "
+        "kind family). A backdoored model is scored only if its real trigger worked (ASR >= 90%); the "
+        "numbers in brackets are the scored models of the main scans.", "",
+        *split_rows(split, records), "",
+        "## How a rule is judged", "",
+        "A rule gives each label a score (higher = more anomalous). Labels that may be flagged: converged and "
+        "at or below the median L1. A clean scan is a false positive when its highest eligible score exceeds "
+        "the threshold; a backdoored scan counts as found only when its true target is eligible and exceeds it. "
+        f"Main scans: preset `{MAIN_PRESET}`, every seed, each scan counted. Threshold criterion, on the tuning "
+        f"half only: the highest patch TPR with clean FPR <= {max_fpr:.0%}, placed mid-way between the lowest "
+        "threshold meeting the cap and the next patch target score above it. The last two rows are thresholds "
+        "fixed beforehand, for reference.", "",
+        "## Tuning half (where thresholds are chosen)", "", *tuning_rows(results), "",
+        "## Test half (not used for any choice)", "", *test_rows(results), "",
+        "## What it means", "", *meaning(results, best, split, records, max_fpr), "",
+        "## ROC curves, sampled: patch TPR / clean FPR against the threshold", "",
+        "Tuning half:", "", *roc_rows(results, "tuning"), "",
+        "Test half:", "", *roc_rows(results, "test"), "",
+    ]
+    if strict:
+        cap, strict_results = strict
+        text += [f"## Sensitivity: thresholds chosen on the tuning half with an FPR cap of {cap:.0%}", "",
+                 "The same criterion with a stricter cap (thresholds still chosen on the tuning half only), to show "
+                 "how much of the test half's false positives come from the cap rather than the statistic. "
+                 "Not used to pick the rule above. First table: tuning half; second: test half.", "",
+                 "| rule | threshold | tuning half: patch target flagged | tuning half: clean flagged |",
+                 "|---|---|---|---|",
+                 *[f"| {r.name} | {r.threshold:.2f} | {frac(r.tuning.patch)} | {frac(r.tuning.clean)} |"
+                   for r in strict_results if r.how == "tuning"], "",
+                 *test_rows([r for r in strict_results if r.how == "tuning"]), ""]
+    if secondary:
+        text += ["## Other presets and the rebuilt zoo (test half only)", "",
+                 *secondary_rows(secondary, results, split), ""]
+    path.write_text("\n".join(text), encoding="utf-8")
+
+
+def secondary_sources(results_path: Path, rebuild: Path | None) -> list[tuple[str, list[dict]]]:
+    out = []
+    for path in [results_path] + ([rebuild] if rebuild else []):
+        records = load(path)
+        for preset in sorted({r["preset"] for r in records}):
+            if path == results_path and preset == MAIN_PRESET:
+                continue
+            chosen = scored([r for r in records if r["preset"] == preset])
+            seeds = ",".join(str(s) for s in sorted({r["seed"] for r in chosen}))
+            out.append((f"`{path.name}` `{preset}` seeds {seeds}", chosen))
+    return out
+
+
+def print_table(results: list[RuleResult]) -> None:
+    print(f"{'rule':<46} {'tuning AUC':>10} {'test TPR patch':>16} {'test FPR clean':>16} {'test AUC':>9} "
+          f"{'test stable':>12}")
+    for r in results:
+        print(f"{label(r):<46} {fmt_auc(r.tuning.auc_patch):>10} {frac(r.test.patch):>16} {frac(r.test.clean):>16} "
+              f"{fmt_auc(r.test.auc_patch):>9} {frac(r.test.stable):>12}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Choose the outlier rule on the tuning half, report the test half.")
+    parser.add_argument("--results", type=Path, default=RESULTS / "evaluation.jsonl")
+    parser.add_argument("--rebuild", type=Path, default=RESULTS / "evaluation_rebuild.jsonl",
+                        help="scans of the rebuilt zoo (secondary); '' for none")
+    parser.add_argument("--split", type=Path, default=SPLIT_FILE)
+    parser.add_argument("--max-fpr", type=float, default=0.05, help="FPR cap on the tuning half")
+    parser.add_argument("--strict-fpr", type=float, default=0.0, help="the cap of the sensitivity check")
+    parser.add_argument("--markdown", type=Path, default=Path(__file__).parent / "RULES.md")
+    args = parser.parse_args(argv)
+    split = load_split(args.split)
+    records = main_records(args.results)
+    results = analyse(records, split, args.max_fpr)
+    rebuild = args.rebuild if args.rebuild and str(args.rebuild) not in ("", ".") else None
+    root = Path(__file__).resolve().parents[1]
+    source = args.results.resolve()
+    source = source.relative_to(root) if source.is_relative_to(root) else source
+    write_markdown(args.markdown, results, split, records, secondary_sources(args.results, rebuild),
+                   args.max_fpr, str(source), (args.strict_fpr, analyse(records, split, args.strict_fpr)))
+    print_table(results)
+    best = recommend(results)
+    print(f"chosen on the tuning half: {best.name} > {best.threshold:.2f}; wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from benchmarks import decision_rules as dr
+from benchmarks.zoo_split import load_split
+from nc_engine.outliers import MAD_CONSTANT, anomaly_scores, family_wise, mad_outliers
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "evaluation.jsonl"
+TEN = [10.0, 50.0, 52.0, 54.0, 56.0, 58.0, 60.0, 62.0, 64.0, 66.0]
+
+
+def test_leave_one_out_gives_a_lone_outlier_a_higher_index():
+    plain = anomaly_scores(TEN, "l1")
+    loo = anomaly_scores(TEN, "l1", leave_one_out=True)
+    assert loo[0] > plain[0] > 0
+    others = TEN[1:]  # hand-computed: the outlier measured against the other nine only
+    median = statistics.median(others)
+    mad = MAD_CONSTANT * statistics.median(abs(v - median) for v in others)
+    assert loo[0] == pytest.approx((median - 10.0) / mad)
+
+
+def test_plain_scores_are_mad_outliers_index():
+    for statistic in ("l1", "log_l1"):
+        assert anomaly_scores(TEN, statistic) == pytest.approx(mad_outliers(TEN, 2.0, None, statistic).anomaly_index)
+
+
+def test_leave_one_out_option_of_mad_outliers():
+    r = mad_outliers(TEN, 3.5, [True] * 10, "log_l1", leave_one_out=True)
+    assert r.anomaly_index == pytest.approx(anomaly_scores(TEN, "log_l1", leave_one_out=True))
+    assert r.flagged == [True] + [False] * 9
+    # of all labels, as the plain test reports it (log_l1: the exp of the median log)
+    assert r.median == pytest.approx(math.exp(statistics.median(math.log(v) for v in TEN)))
+    assert 10.0 < r.cutoff < 50.0  # the flagging line for the smallest norm lies between it and the rest
+    assert not any(mad_outliers(TEN, 3.5, [False] + [True] * 9, "log_l1", leave_one_out=True).flagged)
+    assert mad_outliers([3.0, 40.0], 2.0, leave_one_out=True).note
+
+
+def test_family_wise_is_stricter_with_more_labels_and_keeps_order():
+    z = [4.0, 3.0, 1.0, 0.0, -1.0]
+    fw = family_wise(z)
+    assert fw == sorted(fw, reverse=True) and fw[0] < 4.0
+    assert family_wise([3.0] + [0.0] * 42)[0] < family_wise([3.0] + [0.0] * 9)[0]
+    assert family_wise([50.0, 0.0, 0.0])[0] == 50.0  # far beyond double precision: left as is
+    assert family_wise([3.0])[0] == pytest.approx(3.0)  # one label: nothing to correct
+
+
+def test_auc_perfect_reversed_and_ties():
+    assert dr.auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert dr.auc([1.0, 2.0], [3.0, 4.0]) == 0.0
+    assert dr.auc([1.0], [1.0]) == 0.5
+    assert dr.auc([], [1.0]) is None
+
+
+def test_roc_runs_from_everything_flagged_to_nothing():
+    points = dr.roc([3.0, 5.0], [1.0, 4.0])
+    assert points[0] == (-math.inf, 1.0, 1.0) and points[-1] == (5.0, 0.0, 0.0)
+    assert (3.0, 0.5, 0.5) in points
+
+
+def test_threshold_respects_the_fpr_cap():
+    neg = [float(k) for k in range(20)]  # 0..19: with a 5% cap one clean scan (19) may be flagged
+    pos = [10.5, 18.5, 30.0]
+    t = dr.choose_threshold(pos, neg, 0.05)
+    assert dr.rate(neg, t) <= 0.05 and dr.rate(pos, t) == pytest.approx(2 / 3)
+    assert 18.0 <= t < 18.5  # between the highest clean score it must not flag and the next target
+    t0 = dr.choose_threshold(pos, neg, 0.0)
+    assert dr.rate(neg, t0) == 0.0 and 19.0 <= t0 < 30.0
+
+
+def test_scan_score_only_counts_eligible_labels():
+    l1 = [5.0, 50.0, 52.0, 54.0, 56.0]
+    clean = {"backdoor": False, "l1": l1, "converged": [False, True, True, True, True]}
+    assert dr.scan_score(clean, dr.RULES["l1"][0]) < 1.0  # the unconverged small norm cannot raise an alarm
+    bad = {"backdoor": True, "target": 0, "l1": l1, "converged": [True] * 5}
+    assert dr.scan_score(bad, dr.RULES["l1"][0]) > 2.0
+    assert dr.scan_score({**bad, "target": 4}, dr.RULES["l1"][0]) == -math.inf  # above the median
+
+
+def test_main_on_a_slice_of_the_real_records(tmp_path):
+    split = load_split()
+    records = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    wanted = set()
+    for half in ("tuning", "test"):  # a few patch and clean models of each half, every seed and preset
+        for kind in ("patch", "clean"):
+            wanted |= set(sorted({r["model"] for r in records if split[r["model"]] == half and r["kind"] == kind
+                                 and (r["real_asr"] or 1.0) >= 0.9})[:2])
+    part = tmp_path / "slice.jsonl"
+    part.write_text("".join(json.dumps(r) + "\n" for r in records if r["model"] in wanted))
+    out = tmp_path / "RULES.md"
+    assert dr.main(["--results", str(part), "--rebuild", "", "--markdown", str(out)]) == 0
+    text = out.read_text()
+    for heading in ("## The split", "## Tuning half", "## Test half", "## What it means", "## ROC curves"):
+        assert heading in text
+    test_table = text.split("## Test half")[1].split("##")[0]
+    for name in dr.RULES:
+        assert f"| {name} > " in test_table
+    rows = [line for line in test_table.splitlines() if line.startswith("| log_l1 > ")]
+    assert rows and all("/6 (" in r and "/4 (" in r for r in rows)  # 2 models x 3 seeds
+    assert "`slice.jsonl` `fast` seeds 0" in text  # the other presets as secondary rows

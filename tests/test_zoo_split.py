@@ -1,0 +1,48 @@
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from benchmarks.zoo_split import HALVES, SPLIT_FILE, family, load_split, main, split_models
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "manifests"
+NAMES = sorted(p.stem for p in MANIFESTS.glob("*.json"))
+
+
+def test_halves_are_disjoint_and_cover_the_zoo():
+    split = load_split()
+    assert len(NAMES) == 58 and sorted(split) == NAMES
+    assert set(split.values()) == set(HALVES)
+
+
+def test_committed_file_is_the_pure_function_of_the_names():
+    assert load_split() == split_models(NAMES)
+    assert split_models(list(reversed(NAMES))) == split_models(NAMES)  # order of the input does not matter
+    assert main(["--check", "--out", str(SPLIT_FILE)]) == 0
+
+
+def test_balanced_per_family_and_clean_against_backdoored():
+    split = load_split()
+    per = Counter((family(m), h) for m, h in split.items())
+    for fam in {family(m) for m in split}:
+        assert abs(per[fam, "tuning"] - per[fam, "test"]) <= 1, fam
+    for half in HALVES:
+        clean = sum(1 for m, h in split.items() if h == half and family(m)[2] == "clean")
+        bad = sum(1 for m, h in split.items() if h == half and family(m)[2] != "clean")
+        assert abs(clean - bad) <= 1
+    assert abs(Counter(split.values())["tuning"] - Counter(split.values())["test"]) <= 1
+
+
+def test_another_salt_draws_another_split_and_bad_names_are_refused():
+    assert split_models(NAMES, "another salt") != split_models(NAMES)
+    with pytest.raises(ValueError):
+        family("not-a-zoo-model")
+
+
+def test_check_fails_on_a_stale_file(tmp_path):
+    stale = tmp_path / "split.json"
+    doc = json.loads(SPLIT_FILE.read_text())
+    doc["models"][NAMES[0]] = "test" if doc["models"][NAMES[0]] == "tuning" else "tuning"
+    stale.write_text(json.dumps(doc))
+    assert main(["--check", "--out", str(stale)]) == 1

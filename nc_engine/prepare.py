@@ -17,7 +17,7 @@ from .asr import clean_accuracy
 from .config import Config, check_labels
 from .data import open_data, split_samples
 from .errors import DataError
-from .models import ScanModel, load_model, resolve_device
+from .models import ScanModel, forward_is_deterministic, load_model, outputs_are_finite, resolve_device
 
 Warn = Callable[[str], None]
 
@@ -42,6 +42,7 @@ class Prepared:
     model: ScanModel
     data: ScanData
     accuracy: float
+    faults: list[str]  # why no trigger search can work on this model (then none runs)
 
 
 def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
@@ -86,7 +87,17 @@ def prepare(cfg: Config, warn: Warn, indices: tuple[np.ndarray, np.ndarray] | No
     cfg = with_model_classes(cfg, model)
     data = load_scan_data(cfg, device, warn, indices)
     accuracy = clean_accuracy(model, torch.cat([data.x_opt, data.x_asr]), torch.cat([data.y_opt, data.y_asr]))
-    return Prepared(cfg, device, model, data, accuracy)
+    return Prepared(cfg, device, model, data, accuracy, model_faults(model, data.x_opt[:64]))
+
+
+def model_faults(model: ScanModel, x: torch.Tensor) -> list[str]:
+    """What makes a trigger search meaningless on this model, found on a batch of clean images."""
+    if not outputs_are_finite(model, x):
+        return ["the model outputs NaN or infinite scores on clean images, so no trigger can be reversed"]
+    if not forward_is_deterministic(model, x):
+        return ["the model's outputs differ between two identical forward passes (dropout or batch norm left "
+                "in training mode?), so every trigger's size is noise; save it in eval mode"]
+    return []
 
 
 def check_setup(cfg: Config) -> dict[str, Any]:
@@ -95,4 +106,4 @@ def check_setup(cfg: Config) -> dict[str, Any]:
     p = prepare(cfg, warnings.append)
     return {"device": str(p.device), "samples": len(p.data.opt_idx), "asr_samples": len(p.data.asr_idx),
             "classes": len(p.data.class_names), "clean_accuracy": p.accuracy,
-            "low_accuracy": p.accuracy < p.cfg.detect.min_clean_accuracy, "warnings": warnings}
+            "low_accuracy": p.accuracy < p.cfg.detect.min_clean_accuracy, "warnings": warnings + p.faults}

@@ -79,6 +79,7 @@ class Report:
     labels_planned: list[int]
     labels: list[LabelRow]
     run_dir: str = ""
+    reasons: list[str] = field(default_factory=list)  # why the verdict is inconclusive (or what to doubt)
 
     def to_dict(self) -> dict[str, Any]:
         """report.json's content: the info's keys sit at the top level, in the order they always had."""
@@ -159,12 +160,17 @@ def label_rows(trials: list[dict], class_names: list[str]) -> list[LabelRow]:
 
 
 def build_report(trials: list[dict], labels_planned: list[int], threshold: float, statistic: str,
-                 info: ScanInfo, run_dir: str = "") -> Report:
-    """The report of the trials so far: `complete` when every planned (label, trial) has finished."""
+                 info: ScanInfo, run_dir: str = "", faults: list[str] | None = None) -> Report:
+    """The report of the trials so far: `complete` when every planned (label, trial) has finished, or at
+    once when `faults` say no search can work on the model (then the verdict is inconclusive)."""
     rows = label_rows(trials, info.class_names)
     done = {r.label for r in rows if len(r.trials) >= info.trials_per_label}
     report = Report(SCHEMA, set(labels_planned) <= done, None, [], None, None, threshold, statistic, None, "",
                     info, labels_planned, rows, run_dir)
+    if faults:
+        report.complete, report.verdict, report.reasons = True, "inconclusive", list(faults)
+        report.note = "; ".join(faults)
+        return report
     if not report.complete:
         report.note = (f"unfinished: {len(done)} of {len(labels_planned)} labels done; "
                        f"resume with nc-tui scan --resume {run_dir or 'RUN_DIR'}")
@@ -173,17 +179,51 @@ def build_report(trials: list[dict], labels_planned: list[int], threshold: float
     return report
 
 
+CHANCE_MARGIN = 0.1  # accuracy within this share of the way from chance to perfect counts as "near chance"
+MIN_CONVERGED = 0.5  # below this share of labels reaching the attack threshold, the search did not work
+
+
 def decide(report: Report, rows: list[LabelRow]) -> None:
-    """The MAD test over the finished rows, and the verdict it supports."""
+    """The MAD test over the finished rows, and the verdict it supports: backdoored, clean, or
+    inconclusive with its reasons. Never clean when the search did not work."""
     result = mad_outliers([r.l1_norm for r in rows], report.threshold, [r.converged for r in rows],
                           report.statistic)
     for r, index, flag in zip(rows, result.anomaly_index, result.flagged, strict=True):
         r.anomaly_index = index if not result.note else None
         r.flagged = flag
     report.median_l1, report.mad, report.cutoff_l1 = result.median, result.mad, result.cutoff or None
-    report.note = result.note
     report.flagged = [r.label for r in rows if r.flagged]
-    if result.note:
+    blocking = ([result.note] if result.note else []) + search_failures(rows, report.info)
+    doubts = [] if report.flagged else unsearched_labels(rows)
+    report.reasons = blocking + doubts
+    report.note = "; ".join(report.reasons)
+    if report.reasons:
         report.verdict = "inconclusive"
     else:
         report.verdict = "backdoored" if report.flagged else "clean"
+
+
+def search_failures(rows: list[LabelRow], info: ScanInfo) -> list[str]:
+    """Reasons no verdict stands on this scan, whatever was flagged."""
+    reasons = []
+    classes = max(len(info.class_names), 2)
+    chance = 1 / classes
+    floor = chance + CHANCE_MARGIN * (1 - chance)
+    if info.clean_accuracy < floor:  # NaN accuracy fails the comparison: no data, no claim
+        reasons.append(f"clean accuracy {info.clean_accuracy:.1%} is near chance ({chance:.1%} for {classes} "
+                       "classes): the model does not recognise these inputs (check [model].mean/std, the input "
+                       "range and the labels), so trigger sizes mean nothing")
+    converged = sum(r.converged for r in rows)
+    if rows and converged < MIN_CONVERGED * len(rows):
+        reasons.append(f"only {converged} of {len(rows)} labels reached the attack success threshold: the search "
+                       "did not work on this model (try a larger budget, or check the model and data)")
+    return reasons
+
+
+def unsearched_labels(rows: list[LabelRow]) -> list[str]:
+    """Labels whose trigger is unknown (NaN loss): with nothing flagged, one of them may be the backdoor."""
+    lost = [r.label for r in rows if not r.converged and any(t["stop_reason"] == "nan" for t in r.trials)]
+    if not lost:
+        return []
+    return [f"the loss became NaN for label(s) {', '.join(map(str, lost))} before a trigger was found, so "
+            "nothing can be said about them"]

@@ -49,8 +49,11 @@ def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = 
                                 len(prep.data.opt_idx), len(prep.data.asr_idx), prep.cfg.scan.max_steps,
                                 len(plan.previous)))
         repair_triggers(folder, plan)
-        search_triggers(prep.model, prep.data.x_opt, plan.jobs, prep.cfg.scan.search_settings(), plan.group,
-                        stop or threading.Event(), trials.on_step, trials.on_done)
+        for fault in prep.faults:  # no search can work: say why and go straight to the verdict
+            bus.warn(fault)
+        search_triggers(prep.model, prep.data.x_opt, [] if prep.faults else plan.jobs,
+                        prep.cfg.scan.search_settings(), plan.group, stop or threading.Event(), trials.on_step,
+                        trials.on_done)
     finally:
         report = trials.report(inputs.previous_seconds + time.perf_counter() - started)
         bus.emit(ev.ScanFinished(report.run_dir, report.complete, report.verdict, report.flagged,
@@ -112,4 +115,4 @@ class TrialCollector:
                         len(p.data.asr_idx), str(p.cfg.resolve_path(p.cfg.model.path)),
                         str(p.cfg.resolve_path(p.cfg.data.path)), p.data.class_names, s.trials, seconds, self.images)
         return build_report(self.trials, self.plan.labels, p.cfg.detect.threshold, p.cfg.detect.statistic, info,
-                            str(self.folder.path))
+                            str(self.folder.path), p.faults)

@@ -19,6 +19,28 @@ from .console import HeadlessProgress, make_console, print_report
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+# --fail-on VERDICTS: a scan whose verdict is listed exits with its code (scripts and CI gate on these).
+FAIL_CODES = {"backdoored": 3, "inconclusive": 4}
+
+
+def _fail_on(value: str) -> frozenset[str]:
+    """argparse type of --fail-on: comma-separated verdicts."""
+    chosen = frozenset(v.strip() for v in value.split(",") if v.strip())
+    unknown = chosen - set(FAIL_CODES)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(FAIL_CODES)}, "
+                                         f"got {value!r}")
+    return chosen
+
+
+def _add_fail_on(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fail-on", type=_fail_on, default=frozenset(), metavar="VERDICTS",
+                        help="exit with 3 for a backdoored and 4 for an inconclusive verdict when listed, e.g. "
+                             "--fail-on backdoored,inconclusive (default: 0 for any finished scan)")
+
+
+def verdict_exit_code(verdict: str | None, fail_on: frozenset[str]) -> int:
+    return FAIL_CODES[verdict] if verdict in fail_on else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,15 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
     scan.add_argument("--out", metavar="DIR", help="parent folder for the run folder (overrides [output].dir)")
     scan.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted scan in its run folder")
+    _add_fail_on(scan)
     report = sub.add_parser("report", help="open a finished run's results (printed when not in a terminal)")
     report.add_argument("run_dir", help="a run folder written by `nc-tui scan`")
     report.add_argument("--print", action="store_true", help="print the tables instead of opening the app")
+    _add_fail_on(report)
     demo = sub.add_parser("demo", help="train a small backdoored model on synthetic data and scan it")
     demo.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
     demo.add_argument("--dir", default="nc-demo", help="folder for the demo's model, data, config and runs "
                       "(default: ./nc-demo)")
     demo.add_argument("--clean", action="store_true", help="train the demo model without a backdoor")
     demo.add_argument("--seed", type=int, default=0, help="seed of the demo model (target, trigger corner)")
+    _add_fail_on(demo)
     _mitigation_parsers(sub)
     return p
 
@@ -117,7 +142,7 @@ def _stop_on_sigint(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _run_headless(config, resume: str | None = None) -> int:
+def _run_headless(config, resume: str | None = None, fail_on: frozenset[str] = frozenset()) -> int:
     from nc_engine.scan import run_scan
 
     console = make_console()
@@ -130,7 +155,7 @@ def _run_headless(config, resume: str | None = None) -> int:
     if not report.complete:
         console.print(f"interrupted; resume with: nc-tui scan --resume {report.run_dir}")
         return EXIT_INTERRUPTED
-    return 0
+    return verdict_exit_code(report.verdict, fail_on)
 
 
 def interactive() -> bool:
@@ -162,7 +187,7 @@ def _run_app(**kwargs) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     if args.resume:
         if _headless_note(args):
-            return _run_headless(None, resume=args.resume)
+            return _run_headless(None, resume=args.resume, fail_on=args.fail_on)
         return _run_app(mode="scan", resume=args.resume)
     if not args.config:
         raise NCError("nc-tui scan: expected a CONFIG file (or --resume RUN_DIR)")
@@ -170,7 +195,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.out:
         cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, dir=str(Path(args.out).resolve())))
     if _headless_note(args):
-        return _run_headless(cfg)
+        return _run_headless(cfg, fail_on=args.fail_on)
     return _run_app(config=cfg, mode="setup")
 
 
@@ -182,7 +207,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     console.print(f"run folder {args.run_dir}: model {report.info.model}, clean accuracy "
                   f"{report.info.clean_accuracy:.2%}, {report.info.seconds:.1f}s")
     print_report(console, report)
-    return 0
+    return verdict_exit_code(report.verdict, args.fail_on)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -201,7 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f" that sends {info.attack_success_rate:.1%} of images to label {info.target}" if info.target is not None
         else "") + f" (trained in {info.train_seconds:.1f}s)")
     console.print(f"demo: scanning with {info.config}")
-    return _run_headless(load_config(info.config))
+    return _run_headless(load_config(info.config), fail_on=args.fail_on)
 
 
 def main(argv: list[str] | None = None) -> int:

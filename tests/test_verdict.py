@@ -1,0 +1,143 @@
+"""Three outcomes, each with its reason: backdoored, clean, and inconclusive whenever the search did
+not work or the outlier test has nothing sound to stand on. Never "clean" from a broken scan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nc_engine import run_scan
+from nc_engine.config import config_from_dict
+from nc_engine.report import ScanInfo, build_report
+from nc_tui.cli import main
+
+CLEAN_L1 = [40.0, 44.0, 38.0, 50.0, 47.0, 41.0, 43.0, 39.0, 52.0, 45.0]
+
+
+def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10):
+    converged = converged or [True] * len(l1)
+    stop = stop or ["converged"] * len(l1)
+    trials = [{"label": i, "trial": 0, "seed": i, "l1_norm": v, "asr": 0.99 if c else 0.2, "steps": 50,
+               "converged": c, "stop_reason": s, "seconds": 1.0}
+              for i, (v, c, s) in enumerate(zip(l1, converged, stop, strict=True))]
+    info = ScanInfo(clean_accuracy=accuracy, class_names=[str(i) for i in range(classes)])
+    return build_report(trials, list(range(len(l1))), 3.5, "log_l1", info)
+
+
+def test_a_clean_model_is_clean_and_a_small_trigger_is_flagged():
+    assert report_of(CLEAN_L1).verdict == "clean"
+    backdoored = report_of([8.0] + CLEAN_L1[1:])
+    assert backdoored.verdict == "backdoored" and backdoored.flagged == [0] and backdoored.reasons == []
+
+
+def test_most_labels_unconverged_is_inconclusive_not_clean():
+    report = report_of(CLEAN_L1, converged=[True] * 4 + [False] * 6)
+    assert report.verdict == "inconclusive"
+    assert "only 4 of 10 labels reached the attack success threshold" in report.note
+
+
+def test_nan_losses_make_a_clean_looking_scan_inconclusive():
+    stop = ["nan"] + ["converged"] * 9
+    report = report_of(CLEAN_L1, converged=[False] + [True] * 9, stop=stop)
+    assert report.verdict == "inconclusive" and "NaN for label(s) 0" in report.note
+    # a backdoor found elsewhere still stands: the unknown label cannot hide it
+    flagged = report_of([40.0, 7.0] + CLEAN_L1[2:], converged=[False] + [True] * 9, stop=stop)
+    assert flagged.verdict == "backdoored" and flagged.flagged == [1]
+
+
+@pytest.mark.parametrize("accuracy, classes, inconclusive", [
+    (0.12, 10, True),  # 10 classes: chance is 10%
+    (0.50, 10, False),  # a weak but real model (a third-party CIFAR-10 BadNets one sits here) still counts
+    (0.52, 2, True),  # binary: chance is 50% (and two labels are too few for the outlier test anyway)
+    (0.05, 43, True),  # 43 classes: chance 2.3%; 5% is near it
+    (0.30, 43, False),
+])
+def test_clean_accuracy_near_chance_is_inconclusive(accuracy, classes, inconclusive):
+    l1 = (CLEAN_L1 * 5)[:classes]
+    report = report_of([8.0] + l1[1:], accuracy=accuracy, classes=classes)
+    assert (report.verdict == "inconclusive") == inconclusive
+    if inconclusive:
+        assert "near chance" in report.note
+    else:
+        assert report.verdict == "backdoored"
+
+
+def test_fewer_than_three_labels_and_zero_mad_are_reasons():
+    assert "fewer than 3 labels" in report_of([10.0, 40.0]).note
+    assert report_of([10.0, 40.0]).verdict == "inconclusive"
+    same = report_of([30.0] * 10)
+    assert same.verdict == "inconclusive" and "MAD is 0" in same.note
+
+
+# ---- whole scans of broken models: the search is skipped and the verdict says why
+
+
+class NaNNet(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :3] * float("nan")
+
+
+class DropoutNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 3)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(x.flatten(1)))
+
+
+def tiny_scan_config(tmp_path, net: nn.Module, trace: bool = False):
+    torch.manual_seed(0)
+    module = torch.jit.trace(net, torch.rand(2, 1, 8, 8), check_trace=False) if trace else torch.jit.script(net)
+    module.save(str(tmp_path / "m.pt"))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 255, (120, 8, 8), dtype=np.uint8), y=np.arange(120) % 3)
+    text = ('[model]\nformat = "torchscript"\npath = "m.pt"\nnum_classes = 3\ninput_shape = [1, 8, 8]\n'
+            '[data]\nformat = "npz"\npath = "d.npz"\n'
+            '[scan]\nsamples = 32\nasr_samples = 32\nbatch_size = 16\nmax_steps = 5\ndevice = "cpu"\n'
+            f'[output]\ndir = "{tmp_path / "runs"}"\n')
+    (tmp_path / "scan.toml").write_text(text)
+    import tomllib
+
+    return config_from_dict(tomllib.loads(text), str(tmp_path / "scan.toml"), tmp_path)
+
+
+def test_a_model_that_outputs_nan_ends_inconclusive_without_searching(tmp_path):
+    report = run_scan(tiny_scan_config(tmp_path, NaNNet()))
+    assert report.complete and report.verdict == "inconclusive"
+    assert "NaN or infinite scores" in report.note and report.info.images == 0
+    log = (tmp_path / "runs").glob("*/log.txt").__next__().read_text()
+    assert "Verdict: inconclusive: the model outputs NaN" in log
+
+
+def test_a_model_with_dropout_left_on_ends_inconclusive(tmp_path):
+    net = DropoutNet().train()  # a trace made in train mode keeps dropout on whatever .eval() says
+    report = run_scan(tiny_scan_config(tmp_path, net, trace=True))
+    assert report.verdict == "inconclusive" and "differ between two identical forward passes" in report.note
+
+
+def test_fail_on_maps_verdicts_to_exit_codes(tmp_path, capsys):
+    tiny_scan_config(tmp_path, NaNNet())
+    config = str(tmp_path / "scan.toml")
+    assert main(["scan", config, "--headless"]) == 0  # without --fail-on every finished scan exits 0
+    assert main(["scan", config, "--headless", "--fail-on", "backdoored"]) == 0
+    assert main(["scan", config, "--headless", "--fail-on", "backdoored,inconclusive"]) == 4
+    out = capsys.readouterr().out
+    assert "Verdict: inconclusive" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["scan", config, "--headless", "--fail-on", "clean-ish"])
+    assert exit_.value.code == 2
+
+
+def test_fail_on_backdoored_for_the_demo(demo_backdoored, tmp_path, capsys):
+    text = open(demo_backdoored.config).read()
+    config = tmp_path / "demo.toml"
+    config.write_text(text.replace('path = "demo_', f'path = "{demo_backdoored.folder}/demo_'))
+    code = main(["scan", str(config), "--headless", "--out", str(tmp_path / "runs"), "--fail-on", "backdoored"])
+    assert code == 3 and "Verdict: BACKDOORED" in capsys.readouterr().out
+    run = next((tmp_path / "runs").iterdir())
+    assert main(["report", str(run), "--print", "--fail-on", "backdoored,inconclusive"]) == 3
+    assert main(["report", str(run), "--print"]) == 0

@@ -28,6 +28,7 @@ RESIZE_MODES = ("bilinear", "nearest", "bicubic")
 TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "SVHN", "GTSRB", "STL10")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
 STRATEGIES = ("batched", "sequential")
+SCREENING = ("auto", "on", "off")
 
 
 @dataclass
@@ -87,6 +88,15 @@ class ScanConfig:
     device: str = "auto"
     strategy: str = "batched"
     group_size: int = 0  # labels optimised together; 0 = choose from model and memory
+    # Screen, then confirm (nc_engine/screening.py): every label at a cheap budget (screen_steps steps over
+    # screen_samples samples), then the candidates and confirm_references ordinary labels at the full one.
+    # "auto" screens scans of screen_min_labels labels or more, where it saves work.
+    screening: str = "auto"
+    screen_min_labels: int = 16
+    screen_steps: int = 40
+    screen_samples: int = 64
+    confirm_margin: float = 1.5
+    confirm_references: int = 6
     bf16: bool = SearchSettings.bf16  # CUDA only: bf16 autocast in the search
     channels_last: bool = SearchSettings.channels_last  # CUDA only
 
@@ -221,6 +231,8 @@ INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("scan", "asr_samples"): (1, 100_000), ("scan", "batch_size"): (1, 4096), ("scan", "max_steps"): (1, 100_000),
     ("scan", "patience"): (1, 10_000), ("scan", "early_stop_patience"): (1, 10_000),
     ("scan", "converge_window"): (0, 10_000), ("scan", "seed"): (0, 2**32 - 1), ("scan", "group_size"): (0, 10_000),
+    ("scan", "screen_min_labels"): (3, 100_000), ("scan", "screen_steps"): (1, 100_000),
+    ("scan", "screen_samples"): (1, 100_000), ("scan", "confirm_references"): (0, 1000),
 }
 FLOAT_RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("scan", "lr"): (0.0, 10.0, False, True), ("scan", "init_cost"): (0.0, 1e6, True, True),
@@ -228,6 +240,7 @@ FLOAT_RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("scan", "attack_success_threshold"): (0.0, 1.0, False, True),
     ("scan", "early_stop_threshold"): (0.0, 10.0, False, True), ("scan", "converge_tol"): (0.0, 1.0, True, False),
     ("detect", "threshold"): (0.0, 1000.0, False, True), ("detect", "min_clean_accuracy"): (0.0, 1.0, True, True),
+    ("scan", "confirm_margin"): (0.0, 100.0, True, True),
 }
 _INT_NOTES = {("data", "max_images"): " (0 = no cap)", ("scan", "converge_window"): " (0 = off)",
               ("scan", "group_size"): " (0 = automatic)"}
@@ -326,6 +339,8 @@ def _validate_scan(cfg: Config, bad: Any) -> None:
         raise bad("[scan].betas", "two numbers in [0, 1)", s.betas)
     if s.strategy not in STRATEGIES:
         raise bad("[scan].strategy", "one of " + ", ".join(STRATEGIES), s.strategy)
+    if s.screening not in SCREENING:
+        raise bad("[scan].screening", "one of " + ", ".join(SCREENING), s.screening)
     dev = s.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise bad("[scan].device", "auto, cpu, cuda or cuda:N", dev)

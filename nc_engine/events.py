@@ -42,6 +42,7 @@ class ScanStarted(Event):
     asr_samples: int
     max_steps: int
     resumed_trials: int = 0
+    screening: bool = False  # screen, then confirm: a cheap pass over every label comes first
 
 
 @dataclass
@@ -66,6 +67,7 @@ class StepProgress(Event):
     best_l1: float | None
     images: int  # stamped images processed so far by the whole scan
     mask: np.ndarray | None = field(default=None, metadata={"json": False})  # current (H, W) mask
+    stage: str = "trial"  # "screen" during a screening pass
 
 
 @dataclass
@@ -80,8 +82,21 @@ class TrialFinished(Event):
     converged: bool
     stop_reason: str
     seconds: float
+    stage: str = "trial"  # "screen": a screening pass
     mask: np.ndarray | None = field(default=None, metadata={"json": False})  # (H, W) kept mask
     pattern: np.ndarray | None = field(default=None, metadata={"json": False})  # (C, H, W)
+
+
+@dataclass
+class ScreeningFinished(Event):
+    """Every label screened; `confirm` will be searched again at the full budget. `why` says, per label,
+    why it was (or was not) chosen."""
+
+    kind = "screening_finished"
+    candidates: list[int]
+    references: list[int]
+    why: dict[int, str]
+    images: int
 
 
 @dataclass

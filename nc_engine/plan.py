@@ -14,6 +14,7 @@ from .groups import choose_group_size
 from .prepare import Prepared
 from .report import kept_trial
 from .runfolder import RunFolder
+from .screening import SCREEN_SEED_OFFSET, screening_wanted
 from .search import Job
 
 
@@ -46,22 +47,29 @@ class ScanInputs:
 @dataclass
 class ScanPlan:
     labels: list[int]
-    jobs: list[Job]  # the (label, trial) searches still to run
+    jobs: list[Job]  # the full-budget (label, trial) searches still to run (screened scans: the confirmed only)
     group: int  # searches optimised together
     previous: list[dict]  # trials finished by an earlier run of this folder
     labels_done: set[int]
+    screen: bool = False  # screen, then confirm (nc_engine/screening.py)
+    screen_jobs: list[Job] | None = None  # the screening passes still to run
 
 
 def plan_scan(prep: Prepared, previous: list[dict]) -> ScanPlan:
     s = prep.cfg.scan
     labels = list(range(prep.cfg.model.num_classes)) if s.labels == "all" else list(s.labels)
-    finished = {(t["label"], t["trial"]) for t in previous}
+    finished = {(t["label"], t["trial"], t.get("stage", "trial")) for t in previous}
     jobs = [Job(label, trial, job_seed(s.seed, label, trial)) for label in labels for trial in range(s.trials)
-            if (label, trial) not in finished]
-    group = 1 if s.strategy == "sequential" else (
-        s.group_size or choose_group_size(prep.model, prep.data.x_opt, s.batch_size, len(jobs)))
-    done = {t["label"] for t in previous if sum(u["label"] == t["label"] for u in previous) >= s.trials}
-    return ScanPlan(labels, jobs, max(1, min(group, len(jobs) or 1)), previous, done)
+            if (label, trial, "trial") not in finished]
+    screen = screening_wanted(s.screening, len(labels), s.screen_min_labels)
+    screen_jobs = [Job(label, 0, job_seed(s.seed, label, SCREEN_SEED_OFFSET), "screen") for label in labels
+                   if (label, 0, "screen") not in finished] if screen else []
+    group = 1 if s.strategy == "sequential" else (s.group_size or choose_group_size(
+        prep.model, prep.data.x_opt, s.batch_size, max(len(jobs), len(screen_jobs))))
+    full = [t for t in previous if t.get("stage", "trial") != "screen"]
+    done = {t["label"] for t in full if sum(u["label"] == t["label"] for u in full) >= s.trials}
+    return ScanPlan(labels, jobs, max(1, min(group, max(len(jobs), len(screen_jobs)) or 1)), previous, done,
+                    screen, screen_jobs)
 
 
 def open_folder(prep: Prepared, inputs: ScanInputs) -> RunFolder:
@@ -78,7 +86,7 @@ def repair_triggers(folder: RunFolder, plan: ScanPlan) -> None:
     """Labels finished before an interruption may lack their trigger files if it struck in between."""
     for label in sorted(plan.labels_done):
         if not folder.has_trigger(label):
-            kept = kept_trial([t for t in plan.previous if t["label"] == label])
+            kept = kept_trial([t for t in plan.previous if t["label"] == label and t.get("stage") != "screen"])
             folder.save_trigger(label, *folder.trial_arrays(label, kept["trial"]))
 
 
@@ -89,5 +97,7 @@ def header_lines(prep: Prepared, plan: ScanPlan, resumed: bool) -> list[str]:
             f"model {cfg.resolve_path(cfg.model.path)} ({cfg.model.format}), data {cfg.resolve_path(cfg.data.path)}",
             f"device {prep.device}, strategy {s.strategy}, group size {plan.group}, preset {s.preset}: "
             f"samples {len(prep.data.opt_idx)}, batch {s.batch_size}, max steps {s.max_steps}, "
-            f"trials {s.trials}, lr {s.lr}, init_cost {s.init_cost}, patience {s.patience}",
+            f"trials {s.trials}, lr {s.lr}, init_cost {s.init_cost}, patience {s.patience}"
+            + (f"; screening: {s.screen_steps} steps over {s.screen_samples} samples, then the candidates "
+               f"and {s.confirm_references} reference labels at the full budget" if plan.screen else ""),
             f"clean accuracy on the scan samples: {prep.accuracy:.2%}"]

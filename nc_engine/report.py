@@ -15,6 +15,7 @@ from typing import Any
 from .errors import RunFolderError
 from .outliers import mad_outliers
 from .runfolder import RunFolder, trigger_paths
+from .screening import Selection, scale_shift
 
 SCHEMA = 2  # 2: run_dir recorded; 1 (read too): without it
 READABLE_SCHEMAS = (1, 2)
@@ -42,6 +43,8 @@ class LabelRow:
     pattern_png: str
     fusion_png: str
     trigger_npz: str
+    stage: str = "full"  # screened scans: "confirmed" (searched at the full budget) or "screened" (not)
+    screen_l1: float | None = None  # screened scans: the screening pass's L1 norm
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Report:
     labels: list[LabelRow]
     run_dir: str = ""
     reasons: list[str] = field(default_factory=list)  # why the verdict is inconclusive (or what to doubt)
+    screening: dict[str, Any] = field(default_factory=dict)  # screened scans: candidates, references, shift, why
 
     def to_dict(self) -> dict[str, Any]:
         """report.json's content: the info's keys sit at the top level, in the order they always had."""
@@ -95,7 +99,7 @@ class Report:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "report.json") -> Report:
+    def from_dict(cls, data: dict[str, Any], where: str = "the report") -> Report:
         """Read back what to_dict wrote; a missing key or a wrong shape is one RunFolderError line."""
         if data.get("schema") not in READABLE_SCHEMAS:
             raise RunFolderError(f"{where}: report schema {data.get('schema')!r}, expected one of {READABLE_SCHEMAS}")
@@ -112,7 +116,7 @@ class Report:
     def read(cls, run: str | Path) -> Report:
         """The report of a run folder; run_dir is where it was found, wherever the folder has moved."""
         folder = RunFolder.existing(run)
-        report = cls.from_dict(folder.read_report_dict(), str(folder.file("report.json")))
+        report = cls.from_dict(folder.read_report_dict(), str(folder.report_path))
         report.run_dir = str(folder.path.resolve())
         return report
 
@@ -160,23 +164,44 @@ def label_rows(trials: list[dict], class_names: list[str]) -> list[LabelRow]:
 
 
 def build_report(trials: list[dict], labels_planned: list[int], threshold: float, statistic: str,
-                 info: ScanInfo, run_dir: str = "", faults: list[str] | None = None) -> Report:
+                 info: ScanInfo, run_dir: str = "", faults: list[str] | None = None,
+                 selection: Selection | None = None) -> Report:
     """The report of the trials so far: `complete` when every planned (label, trial) has finished, or at
-    once when `faults` say no search can work on the model (then the verdict is inconclusive)."""
-    rows = label_rows(trials, info.class_names)
+    once when `faults` say no search can work on the model (then the verdict is inconclusive). A screened
+    scan (`selection` made from its screening pass) is complete once its confirmed labels are."""
+    rows = label_rows([t for t in trials if t.get("stage", "trial") != "screen"], info.class_names)
     done = {r.label for r in rows if len(r.trials) >= info.trials_per_label}
-    report = Report(SCHEMA, set(labels_planned) <= done, None, [], None, None, threshold, statistic, None, "",
+    needed = set(selection.confirmed) if selection else set(labels_planned)
+    report = Report(SCHEMA, needed <= done, None, [], None, None, threshold, statistic, None, "",
                     info, labels_planned, rows, run_dir)
     if faults:
         report.complete, report.verdict, report.reasons = True, "inconclusive", list(faults)
         report.note = "; ".join(faults)
         return report
     if not report.complete:
-        report.note = (f"unfinished: {len(done)} of {len(labels_planned)} labels done; "
+        report.note = (f"unfinished: {len(done & needed)} of {len(needed)} labels done; "
                        f"resume with nc-tui scan --resume {run_dir or 'RUN_DIR'}")
         return report
-    decide(report, [r for r in rows if r.label in done])
+    if selection is not None:
+        screened = label_rows([t for t in trials if t.get("stage") == "screen"], info.class_names)
+        report.labels = merge_screened(report, screened, selection)
+    decide(report, [r for r in report.labels if r.label in done or r.stage == "screened"])
     return report
+
+
+def merge_screened(report: Report, screened: list[LabelRow], selection: Selection) -> list[LabelRow]:
+    """Confirmed rows as searched; the other labels' screened norms moved onto the confirmed scale."""
+    confirmed = {r.label: r for r in report.labels if r.label in selection.confirmed}
+    first = {r.label: r.l1_norm for r in screened}
+    shift = scale_shift(first, {k: r.l1_norm for k, r in confirmed.items()}, selection.references)
+    for label, r in confirmed.items():
+        r.stage, r.screen_l1 = "confirmed", first.get(label)
+    rest = [r for r in screened if r.label not in confirmed]
+    for r in rest:
+        r.stage, r.screen_l1, r.l1_norm = "screened", r.l1_norm, r.l1_norm * math.exp(shift)
+    report.screening = {"candidates": selection.candidates, "references": selection.references,
+                        "log_shift": shift, "why": {str(k): v for k, v in sorted(selection.why.items())}}
+    return sorted([*confirmed.values(), *rest], key=lambda r: r.label)
 
 
 CHANCE_MARGIN = 0.1  # accuracy within this share of the way from chance to perfect counts as "near chance"
@@ -186,8 +211,8 @@ MIN_CONVERGED = 0.5  # below this share of labels reaching the attack threshold,
 def decide(report: Report, rows: list[LabelRow]) -> None:
     """The MAD test over the finished rows, and the verdict it supports: backdoored, clean, or
     inconclusive with its reasons. Never clean when the search did not work."""
-    result = mad_outliers([r.l1_norm for r in rows], report.threshold, [r.converged for r in rows],
-                          report.statistic)
+    eligible = [r.converged and r.stage != "screened" for r in rows]  # only confirmed labels can be flagged
+    result = mad_outliers([r.l1_norm for r in rows], report.threshold, eligible, report.statistic)
     for r, index, flag in zip(rows, result.anomaly_index, result.flagged, strict=True):
         r.anomaly_index = index if not result.note else None
         r.flagged = flag

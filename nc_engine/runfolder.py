@@ -6,6 +6,7 @@ keeps its finished work and can be resumed. `RunFolder` is the only code that kn
     RUN/events.jsonl         every progress event, one JSON object a line
     RUN/log.txt              parameters, per-label results, MAD table, verdict
     RUN/trials/label_NNN_trial_K.{json,npz}   each finished trial: result, raw float mask and pattern
+    RUN/trials/label_NNN_screen_K.{json,npz}  the same for a screening pass (screened scans)
     RUN/triggers/label_NNN_{mask,pattern,fusion}.png, label_NNN.npz   the kept trial of each label
     RUN/report.json, RUN/report.csv           the summary (partial while a scan is unfinished)
     RUN/mitigation/METHOD/                    what `nc-tui mitigate` wrote
@@ -40,8 +41,9 @@ def trigger_paths(label: int) -> dict[str, str]:
             "fusion_png": f"{stem}_fusion.png", "trigger_npz": f"{stem}.npz"}
 
 
-def _trial_stem(label: int, trial: int) -> str:
-    return f"trials/label_{label:03d}_trial_{trial}"
+def _trial_stem(label: int, trial: int, stage: str = "trial") -> str:
+    """trials/label_NNN_trial_K (a full search) or trials/label_NNN_screen_K (a screening pass)."""
+    return f"trials/label_{label:03d}_{'screen' if stage == 'screen' else 'trial'}_{trial}"
 
 
 class RunFolder:
@@ -100,22 +102,22 @@ class RunFolder:
 
     # ---- trials and triggers
     def save_trial(self, result: dict, mask: np.ndarray, pattern: np.ndarray) -> None:
-        stem = _trial_stem(result["label"], result["trial"])
+        stem = _trial_stem(result["label"], result["trial"], result.get("stage", "trial"))
         write_npz(self.path / f"{stem}.npz", mask=mask.astype(np.float32), pattern=pattern.astype(np.float32))
         write_json(self.path / f"{stem}.json", result)  # written last: its presence means "finished"
 
     def trials(self) -> list[dict]:
         """Results of every finished trial."""
         out = []
-        for path in sorted((self.path / "trials").glob("label_*_trial_*.json")):
+        for path in sorted((self.path / "trials").glob("label_*_*_*.json")):
             try:
                 out.append(json.loads(path.read_text(encoding="utf-8")))
             except (json.JSONDecodeError, OSError):
                 continue  # an unfinished write: the trial runs again
         return out
 
-    def trial_arrays(self, label: int, trial: int) -> tuple[np.ndarray, np.ndarray]:
-        with np.load(self.path / f"{_trial_stem(label, trial)}.npz") as data:
+    def trial_arrays(self, label: int, trial: int, stage: str = "trial") -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.path / f"{_trial_stem(label, trial, stage)}.npz") as data:
             return data["mask"], data["pattern"]
 
     def save_trigger(self, label: int, mask: np.ndarray, pattern: np.ndarray) -> None:
@@ -138,13 +140,17 @@ class RunFolder:
             return t["mask"], t["pattern"]
 
     # ---- the summary, the log and the event stream
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.json"
+
     def write_report(self, report: Recordable) -> None:
-        write_json(self.path / "report.json", report.to_dict())
+        write_json(self.report_path, report.to_dict())
         write_csv(self.path / "report.csv", report.csv_columns(), report.csv_rows())
 
     def read_report_dict(self) -> dict[str, Any]:
         """report.json as a JSON object, with a clear error when this is not a run folder."""
-        path = self.path / "report.json"
+        path = self.report_path
         if not path.is_file():
             raise RunFolderError(f"{self.path}: no report.json; expected a folder written by `nc-tui scan`")
         try:
@@ -167,6 +173,16 @@ class RunFolder:
 
     def log(self) -> IO[str]:
         return (self.path / "log.txt").open("a", encoding="utf-8")
+
+    @staticmethod
+    def mitigation_events(out: Path) -> JsonLines:
+        """events.jsonl of one mitigation, in its folder from mitigation_dir."""
+        return JsonLines(out / "events.jsonl")
+
+    @staticmethod
+    def write_mitigation_report(out: Path, report: dict[str, Any]) -> Path:
+        write_json(out / "report.json", report)
+        return out / "report.json"
 
     def mitigation_dir(self, method: str) -> Path:
         out = self.path / "mitigation" / method

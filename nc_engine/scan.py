@@ -7,11 +7,13 @@ mini-batch with a resumable run folder.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import events as ev
 from .asr import attack_success_rate
@@ -21,9 +23,12 @@ from .prepare import Prepared, check_setup, prepare
 from .recorder import RunRecorder
 from .report import Report, ScanInfo, build_report, kept_trial, label_rows
 from .runfolder import RunFolder
+from .screening import Selection, choose, subset_indices
 from .search import StepStats, TrialOutcome, search_triggers
 
 __all__ = ["check_setup", "run_scan"]
+
+SCREEN_ASR_SAMPLES = 200
 
 
 def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = None,
@@ -47,19 +52,48 @@ def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = 
         bus.emit(ev.ScanStarted(str(folder.path), plan.labels, prep.data.class_names, prep.cfg.scan.trials,
                                 str(prep.device), prep.cfg.scan.strategy, plan.group, prep.accuracy,
                                 len(prep.data.opt_idx), len(prep.data.asr_idx), prep.cfg.scan.max_steps,
-                                len(plan.previous)))
+                                len(plan.previous), plan.screen))
         repair_triggers(folder, plan)
         for fault in prep.faults:  # no search can work: say why and go straight to the verdict
             bus.warn(fault)
-        search_triggers(prep.model, prep.data.x_opt, [] if prep.faults else plan.jobs,
-                        prep.cfg.scan.search_settings(), plan.group, stop or threading.Event(), trials.on_step,
-                        trials.on_done)
+        if not prep.faults:
+            _search(prep, plan, trials, stop or threading.Event())
     finally:
         report = trials.report(inputs.previous_seconds + time.perf_counter() - started)
         bus.emit(ev.ScanFinished(report.run_dir, report.complete, report.verdict, report.flagged,
                                  report.info.seconds, report.info.images, report))
         recorder.close()
     return report
+
+
+def _search(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event) -> None:
+    """The full-budget searches; in a screened scan, after the screening pass has chosen which."""
+    jobs = plan.jobs
+    if plan.screen:
+        selection = _screen(prep, plan, trials, stop)
+        if selection is None:  # stopped while screening
+            return
+        jobs = [job for job in jobs if job.label in selection.confirmed]
+    search_triggers(prep.model, prep.data.x_opt, jobs, prep.cfg.scan.search_settings(), plan.group, stop,
+                    trials.on_step, trials.on_done)
+
+
+def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event) -> Selection | None:
+    """Every label at the screening budget; returns the labels to confirm, or None when stopped."""
+    s = prep.cfg.scan
+    x = prep.data.x_opt[torch.as_tensor(subset_indices(len(prep.data.x_opt), s.screen_samples))]
+    settings = dataclasses.replace(s.search_settings(), max_steps=min(s.screen_steps, s.max_steps),
+                                   batch_size=min(s.batch_size, len(x)))
+    _, stopped = search_triggers(prep.model, x, plan.screen_jobs or [], settings, plan.group, stop, trials.on_step,
+                                 trials.on_done)
+    if stopped:
+        return None
+    screened = {t["label"]: t for t in trials.trials if t.get("stage") == "screen"}
+    selection = choose({k: t["l1_norm"] for k, t in screened.items()},
+                       {k: t["converged"] for k, t in screened.items()}, prep.cfg.detect.statistic,
+                       prep.cfg.detect.threshold, s.confirm_margin, s.confirm_references)
+    trials.screening_done(selection)
+    return selection
 
 
 def _warn_low_accuracy(prep: Prepared, bus: ev.EventBus) -> None:
@@ -77,34 +111,51 @@ class TrialCollector:
     def __init__(self, prep: Prepared, plan: ScanPlan, folder: RunFolder, bus: ev.EventBus) -> None:
         self.prep, self.plan, self.folder, self.bus = prep, plan, folder, bus
         self.trials = list(plan.previous)
-        self.arrays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.arrays: dict[tuple[int, int, str], tuple[np.ndarray, np.ndarray]] = {}
         self.labels_done = set(plan.labels_done)
+        self.selection: Selection | None = None
         self.images = 0
+        self.images_before = 0  # stamped images of the screening pass, before the confirmation counts its own
+        # a screening pass's held-out ASR only describes the labels left unconfirmed: a spread subset will do
+        self.screen_asr = subset_indices(len(prep.data.x_asr), SCREEN_ASR_SAMPLES)
 
     def on_step(self, s: StepStats, images: int) -> None:
-        self.images = images
+        self.images = self.images_before + images  # `images` counts within one search_triggers call
         self.bus.emit(ev.StepProgress(s.job.label, s.job.trial, s.step, s.loss, s.ce, s.l1, s.attack_acc, s.cost,
-                                      s.best_l1, images, s.mask))
+                                      s.best_l1, self.images, s.mask, s.job.stage))
 
     def on_done(self, out: TrialOutcome) -> None:
         job, data = out.job, self.prep.data
-        asr = attack_success_rate(self.prep.model, data.x_asr, data.y_asr, out.mask, out.pattern, job.label)
+        keep = self.screen_asr if job.stage == "screen" else slice(None)
+        asr = attack_success_rate(self.prep.model, data.x_asr[keep], data.y_asr[keep], out.mask, out.pattern,
+                                  job.label)
         if out.stop_reason == "nan":
             self.bus.warn(f"label {job.label} trial {job.trial}: the loss became NaN at step {out.steps + 1}; "
                           "kept the best trigger found before it")
         finished = ev.TrialFinished(job.label, job.trial, job.seed, out.l1_norm, asr, out.steps, out.converged,
-                                    out.stop_reason, out.seconds, out.mask, out.pattern)
+                                    out.stop_reason, out.seconds, job.stage, out.mask, out.pattern)
         self.trials.append({k: v for k, v in finished.to_dict().items() if k != "event"})
-        self.arrays[(job.label, job.trial)] = (out.mask, out.pattern)
+        self.arrays[(job.label, job.trial, job.stage)] = (out.mask, out.pattern)
         self.bus.emit(finished)
-        mine = [t for t in self.trials if t["label"] == job.label]
-        if len(mine) >= self.prep.cfg.scan.trials:
+        mine = [t for t in self.trials if t["label"] == job.label and t.get("stage", "trial") == "trial"]
+        if job.stage == "trial" and len(mine) >= self.prep.cfg.scan.trials:
             self._label_done(job.label, mine)
+
+    def screening_done(self, selection: Selection) -> None:
+        """Say what the screening chose; the labels left unconfirmed are finished with their screened trigger."""
+        self.selection = selection
+        self.images_before = self.images
+        self.bus.emit(ev.ScreeningFinished(selection.candidates, selection.references, selection.why, self.images))
+        for label in self.plan.labels:
+            if label not in selection.confirmed:
+                self._label_done(label, [t for t in self.trials if t["label"] == label and t.get("stage") == "screen"])
 
     def _label_done(self, label: int, mine: list[dict]) -> None:
         row = label_rows(mine, self.prep.data.class_names)[0]
-        kept = kept_trial(mine)["trial"]
-        mask, pattern = self.arrays.get((label, kept)) or self.folder.trial_arrays(label, kept)
+        kept = kept_trial(mine)
+        stage = kept.get("stage", "trial")
+        key = (label, kept["trial"], stage)
+        mask, pattern = self.arrays.get(key) or self.folder.trial_arrays(*key)
         self.labels_done.add(label)
         self.bus.emit(ev.LabelFinished(label, row.name, row.l1_norm, row.asr, row.converged, row.steps, row.seconds,
                                        row.mask_png, len(self.labels_done), len(self.plan.labels), mask, pattern))
@@ -115,4 +166,4 @@ class TrialCollector:
                         len(p.data.asr_idx), str(p.cfg.resolve_path(p.cfg.model.path)),
                         str(p.cfg.resolve_path(p.cfg.data.path)), p.data.class_names, s.trials, seconds, self.images)
         return build_report(self.trials, self.plan.labels, p.cfg.detect.threshold, p.cfg.detect.statistic, info,
-                            str(self.folder.path), p.faults)
+                            str(self.folder.path), p.faults, self.selection)

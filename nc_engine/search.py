@@ -30,6 +30,7 @@ class Job:
     label: int
     trial: int
     seed: int
+    stage: str = "trial"  # "screen" for the cheap first pass of a screened scan
 
 
 @dataclass

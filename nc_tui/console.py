@@ -49,6 +49,9 @@ class HeadlessProgress:
         c.print(f"budget       {e.samples} optimisation samples, {e.asr_samples} held-out, up to "
                 f"{e.max_steps} steps, {e.trials} trial(s) per label")
         c.print(f"clean accuracy on the scan samples: {e.clean_accuracy:.2%}")
+        if e.screening:
+            c.print("screening   every label at a cheap budget first, then the candidates and a few reference "
+                    "labels at the full budget")
         if e.resumed_trials:
             c.print(f"resuming: {e.resumed_trials} finished trial(s) kept")
         if self.live:
@@ -74,6 +77,14 @@ class HeadlessProgress:
 
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         self.state.on_trial_finished(e)
+
+    def on_screening_finished(self, e: ev.ScreeningFinished) -> None:
+        self.state.on_screening_finished(e)
+        confirm = sorted(set(e.candidates) | set(e.references))
+        refs = ", ".join(map(str, e.references)) or "-"
+        self.console.print(f"screening done ({e.images} images): confirming {len(confirm)} of "
+                           f"{len(self.state.labels)} labels at the full budget: candidates "
+                           f"{', '.join(map(str, e.candidates))}; references {refs}")
 
     def on_label_finished(self, e: ev.LabelFinished) -> None:
         self.state.on_label_finished(e)

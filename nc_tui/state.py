@@ -18,7 +18,7 @@ HISTORY = 400  # steps of loss / L1 kept per label for the charts
 class LabelProgress:
     label: int
     name: str
-    state: str = "waiting"  # waiting | running | done | not converged | stopped
+    state: str = "waiting"  # waiting | screening | screened | confirming | running | done | not converged | stopped
     trial: int = 0
     step: int = 0
     cost: float = 0.0
@@ -39,6 +39,7 @@ class ScanState:
         self.lock = threading.Lock()
         self.labels: dict[int, LabelProgress] = {}
         self.total_jobs = 0
+        self.trials = 1
         self.done_jobs = 0
         self.max_steps = 1
         self.finished_steps: list[int] = []
@@ -49,7 +50,9 @@ class ScanState:
         with self.lock:
             self.labels = {label: LabelProgress(label, e.class_names[label] if label < len(e.class_names)
                                                 else str(label)) for label in e.labels}
-            self.total_jobs = len(e.labels) * e.trials - e.resumed_trials
+            # a screened scan's confirmations are counted once the screening has chosen them
+            self.total_jobs = len(e.labels) * (1 if e.screening else e.trials) - e.resumed_trials
+            self.trials = e.trials
             self.done_jobs = 0
             self.max_steps = e.max_steps
             self.finished_steps = []
@@ -63,7 +66,7 @@ class ScanState:
             if row.trial != e.trial or row.state == "waiting":
                 row.loss_history.clear()
                 row.l1_history.clear()
-            row.state, row.trial, row.step = "running", e.trial, e.step
+            row.state, row.trial, row.step = "screening" if e.stage == "screen" else "running", e.trial, e.step
             row.cost, row.l1, row.best_l1, row.attack_acc = e.cost, e.l1, e.best_l1, e.attack_acc
             row.loss_history.append(e.loss)
             row.l1_history.append(e.l1)
@@ -74,7 +77,20 @@ class ScanState:
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         with self.lock:
             self.done_jobs += 1
-            self.finished_steps.append(e.steps)
+            if e.stage == "screen":
+                row = self.labels.get(e.label)
+                if row is not None:
+                    row.state = "screened"
+            else:
+                self.finished_steps.append(e.steps)
+
+    def on_screening_finished(self, e: ev.ScreeningFinished) -> None:
+        with self.lock:
+            confirm = set(e.candidates) | set(e.references)
+            self.total_jobs = self.done_jobs + len(confirm) * self.trials
+            for label in confirm:
+                if label in self.labels:
+                    self.labels[label].state = "confirming"
 
     def on_label_finished(self, e: ev.LabelFinished) -> None:
         with self.lock:
@@ -87,7 +103,7 @@ class ScanState:
         """The scan was stopped: searches that were running start again on resume."""
         with self.lock:
             for row in self.labels.values():
-                if row.state == "running":
+                if row.state in ("running", "screening"):
                     row.state = "stopped"
 
     def fraction(self) -> float:
@@ -95,7 +111,8 @@ class ScanState:
         with self.lock:
             typical = (sum(self.finished_steps) / len(self.finished_steps)) if self.finished_steps else 60.0
             typical = max(1.0, min(typical, self.max_steps))
-            partial = sum(min(r.step / typical, 0.95) for r in self.labels.values() if r.state == "running")
+            partial = sum(min(r.step / typical, 0.95) for r in self.labels.values()
+                          if r.state in ("running", "screening"))
             return min(1.0, (self.done_jobs + partial) / max(1, self.total_jobs))
 
     def eta_seconds(self) -> float | None:

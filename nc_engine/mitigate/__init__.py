@@ -14,8 +14,8 @@ from typing import Any
 
 from .. import events as ev
 from ..errors import MitigationError
-from ..files import JsonLines, write_json
 from ..formatting import mitigation_lines
+from ..runfolder import RunFolder
 from . import events
 from .common import Context, EventHandler, MitigationOptions, check_options, evaluate, load_context, load_options
 from .filter import build_filter, filter_images, load_detector
@@ -65,7 +65,7 @@ def run_mitigation(run_dir: str | Path, method: str, options: MitigationOptions 
 
     ctx: Context = load_context(run_dir, options, lambda m: emit(ev.ScanWarning(m)))
     out = ctx.folder.mitigation_dir(method)
-    log = JsonLines(out / "events.jsonl")
+    log = RunFolder.mitigation_events(out)
     handlers.append(lambda e: log.write(e.to_dict()))
     try:
         emit(events.MitigationStarted(str(ctx.folder.path), method, ctx.labels, str(ctx.device), len(ctx.x_train),
@@ -84,8 +84,7 @@ def run_mitigation(run_dir: str | Path, method: str, options: MitigationOptions 
         report["seconds"] = time.perf_counter() - started
         if options.rescan:
             report["rescan"] = _rescan(result["config_path"], emit)
-        path = out / "report.json"
-        write_json(path, report)
+        path = RunFolder.write_mitigation_report(out, report)
         emit(events.MitigationFinished(method, str(path), report["seconds"]))
     finally:
         log.close()

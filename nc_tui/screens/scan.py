@@ -128,6 +128,15 @@ class ScanScreen(Screen):
     def show_warning(self, e: ev.ScanWarning) -> None:
         self.query_one("#log", RichLog).write(Text.assemble(("warning: ", "bold yellow"), e.message))
 
+    def show_screening_finished(self, e: ev.ScreeningFinished) -> None:
+        log = self.query_one("#log", RichLog)
+        confirm = sorted(set(e.candidates) | set(e.references))
+        log.write(Text(f"screening done: confirming {len(confirm)} labels at the full budget "
+                       f"(candidates {e.candidates}, references {e.references})", style="bold"))
+        for label in e.candidates:
+            log.write(Text(f"  label {label}: {e.why.get(label, '')}"))
+        self._update_rows()
+
     def show_label_finished(self, e: ev.LabelFinished) -> None:
         self.query_one("#log", RichLog).write(Text(label_line(e.label, e.name, e.l1_norm, e.asr, e.steps,
                                                               e.converged)))
@@ -184,7 +193,8 @@ class ScanScreen(Screen):
 
     def _cells(self, row) -> tuple[str, ...]:
         state = {"running": f"running t{row.trial}", "not converged": "[yellow]not conv.[/]",
-                 "done": "[green]done[/]", "stopped": "[dim]stopped[/]"}.get(row.state, "waiting")
+                 "done": "[green]done[/]", "stopped": "[dim]stopped[/]", "screening": "screening",
+                 "screened": "screened", "confirming": "[b]to confirm[/]"}.get(row.state, "waiting")
         return (str(row.label), row.name[:10], state, str(row.step), fmt_num(row.cost, ".1e"), fmt_num(row.l1, ".1f"),
                 fmt_num(row.best_l1, ".1f"), fmt_num(row.attack_acc, ".0%"))
 

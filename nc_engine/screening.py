@@ -1,0 +1,80 @@
+"""Screen, then confirm: every label searched at a cheap budget, then only the candidates (and a few
+ordinary labels as references) searched again at the full budget.
+
+Why references: a screened trigger is larger than the one the full budget would find, so screened and
+confirmed norms are not on one scale. The references are searched at both budgets; the median of their
+log ratio moves every unconfirmed label's norm onto the confirmed scale before the outlier test, and
+only confirmed labels can be flagged. Confirmed labels use the same seeds as a plain scan, so their
+numbers are exactly what a plain scan would report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .outliers import mad_outliers
+
+MIN_CANDIDATES = 2  # the smallest screened triggers are always confirmed, whatever their index
+SCREEN_SEED_OFFSET = 10_000  # screening jobs draw seeds apart from the confirmation's (= a plain scan's)
+
+
+@dataclass
+class Selection:
+    """Which labels the confirmation searches again, and why each was (or was not) chosen."""
+
+    candidates: list[int]
+    references: list[int]
+    why: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def confirmed(self) -> list[int]:
+        return sorted(set(self.candidates) | set(self.references))
+
+
+def screening_wanted(mode: str, labels: int, min_labels: int) -> bool:
+    """"auto" screens only when there are enough labels for it to save work."""
+    return mode == "on" or (mode == "auto" and labels >= min_labels)
+
+
+def subset_indices(n: int, k: int) -> np.ndarray:
+    """k of n optimisation samples spread evenly over them: the samples are sorted by index, and many
+    datasets are stored class by class, so the first k would hold few classes."""
+    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
+
+
+def choose(l1: dict[int, float], converged: dict[int, bool], statistic: str, threshold: float, margin: float,
+           references: int) -> Selection:
+    """Candidates: converged labels whose screened anomaly index is within `margin` of the threshold,
+    plus the MIN_CANDIDATES smallest triggers; references: ordinary labels spread over the rest."""
+    labels = sorted(l1)
+    test = mad_outliers([l1[k] for k in labels], max(0.0, threshold - margin), [converged[k] for k in labels],
+                        statistic)
+    if test.note:  # no sound screening statistic (too few labels, MAD 0): confirm every label
+        return Selection(labels, [], {k: f"confirmed: screening could not rank ({test.note})" for k in labels})
+    index = dict(zip(labels, test.anomaly_index, strict=True))
+    why = {k: f"candidate: screened anomaly index {index[k]:.2f}, within {margin:g} of the threshold "
+              f"{threshold:g}" for k, flag in zip(labels, test.flagged, strict=True) if flag}
+    smallest = sorted((k for k in labels if converged[k]), key=lambda k: l1[k])[:MIN_CANDIDATES]
+    for k in smallest:
+        why.setdefault(k, f"candidate: among the {MIN_CANDIDATES} smallest screened triggers "
+                          f"(index {index[k]:.2f})")
+    candidates = sorted(why)
+    rest = sorted((k for k in labels if k not in why), key=lambda k: l1[k])
+    picks = sorted({rest[int(i)] for i in np.linspace(0, len(rest) - 1, min(references, len(rest))).round()}
+                   ) if rest else []
+    for k in picks:
+        why[k] = f"reference for the median: screened L1 {l1[k]:.1f}, rank {rest.index(k) + 1} of {len(rest)}"
+    for k in rest:
+        why.setdefault(k, f"not confirmed: screened anomaly index {index[k]:.2f}, far below the threshold")
+    return Selection(candidates, picks, why)
+
+
+def scale_shift(screened: dict[int, float], confirmed: dict[int, float], references: list[int]) -> float:
+    """Median log ratio confirmed/screened over the references: what moves a screened norm onto the
+    confirmed scale (0 when no reference has both)."""
+    ratios = [math.log(confirmed[k] / screened[k]) for k in references
+              if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0]
+    return float(np.median(ratios)) if ratios else 0.0

@@ -1,0 +1,100 @@
+"""Screen, then confirm: which labels are confirmed and why, the scale shift, and whole screened scans
+(same verdict as a plain scan, confirmed labels identical to a plain scan's, resumable)."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from nc_engine import load_config, run_scan
+from nc_engine.screening import MIN_CANDIDATES, choose, scale_shift, screening_wanted, subset_indices
+
+L1 = {k: v for k, v in enumerate([40.0, 44.0, 38.0, 50.0, 9.0, 41.0, 43.0, 39.0, 52.0, 45.0, 47.0, 42.0])}
+CONVERGED = {k: True for k in L1}
+
+
+def test_candidates_are_the_outliers_and_the_smallest_triggers():
+    sel = choose(L1, CONVERGED, "log_l1", 3.5, 1.5, 4)
+    assert 4 in sel.candidates and "within 1.5 of the threshold" in sel.why[4]
+    smallest = sorted(L1, key=L1.get)[:MIN_CANDIDATES]
+    assert set(smallest) <= set(sel.candidates)
+    assert len(sel.references) == 4 and not set(sel.references) & set(sel.candidates)
+    # references spread over the rest: the smallest and the largest ordinary norms are both among them
+    rest = sorted((k for k in L1 if k not in sel.candidates), key=L1.get)
+    assert rest[0] in sel.references and rest[-1] in sel.references
+    assert all(k in sel.why for k in L1)
+    assert sum("not confirmed" in sel.why[k] for k in L1) == len(L1) - len(sel.confirmed)
+
+
+def test_unconverged_labels_are_never_candidates_and_no_statistic_confirms_everything():
+    converged = {**CONVERGED, 4: False}
+    assert 4 not in choose(L1, converged, "log_l1", 3.5, 1.5, 4).candidates
+    same = {k: 30.0 for k in range(6)}  # MAD 0: screening cannot rank, so every label is confirmed
+    sel = choose(same, {k: True for k in same}, "log_l1", 3.5, 1.5, 2)
+    assert sel.confirmed == list(range(6)) and "could not rank" in sel.why[0]
+
+
+def test_scale_shift_is_the_median_log_ratio_of_the_references():
+    screened = {1: 50.0, 2: 60.0, 3: 40.0, 4: 10.0}
+    confirmed = {1: 40.0, 2: 45.0, 3: 36.0, 4: 1.0}
+    shift = scale_shift(screened, confirmed, [1, 2, 3])  # label 4 is a candidate, not a reference
+    assert shift == pytest.approx(float(np.median([math.log(0.8), math.log(0.75), math.log(0.9)])))
+    assert scale_shift(screened, confirmed, []) == 0.0
+
+
+def test_subset_spreads_over_class_sorted_samples():
+    labels = np.repeat(np.arange(10), 16)  # 160 samples stored class by class
+    assert set(labels[subset_indices(160, 64)]) == set(range(10))
+    assert len(subset_indices(10, 64)) == 10
+
+
+def test_auto_screens_only_many_labels():
+    assert not screening_wanted("auto", 10, 16) and screening_wanted("auto", 43, 16)
+    assert screening_wanted("on", 10, 16) and not screening_wanted("off", 43, 16)
+
+
+def scan(info, tmp_path, **keys):
+    cfg = load_config(info.config)
+    cfg.output.dir = str(tmp_path / "runs")
+    for key, value in keys.items():
+        setattr(cfg.scan, key, value)
+    return cfg
+
+
+def test_a_screened_scan_finds_the_demo_backdoor_and_matches_a_plain_scan(demo_backdoored, tmp_path):
+    screened = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=3))
+    plain = run_scan(scan(demo_backdoored, tmp_path, screening="off"))
+    target = demo_backdoored.target
+    assert screened.verdict == plain.verdict == "backdoored" and screened.flagged == plain.flagged == [target]
+    confirmed = set(screened.screening["candidates"]) | set(screened.screening["references"])
+    assert target in screened.screening["candidates"] and len(screened.screening["why"]) == 10
+    for row in screened.labels:  # confirmed labels ran with a plain scan's seeds: the very same numbers
+        twin = plain.row(row.label)
+        if row.label in confirmed:
+            assert row.stage == "confirmed" and row.l1_norm == twin.l1_norm and row.screen_l1 is not None
+        else:
+            assert row.stage == "screened" and not row.flagged
+    assert plain.labels[0].stage == "full"
+
+
+def test_a_screened_scan_stopped_while_screening_resumes(demo_backdoored, tmp_path):
+    stop = threading.Event()
+    seen = []
+
+    def on_event(e):
+        if e.kind == "trial_finished":
+            seen.append(e.stage)
+            if len(seen) == 3:
+                stop.set()
+
+    partial = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=2), on_event, stop)
+    assert not partial.complete and set(seen) == {"screen"}
+    events = []
+    final = run_scan(None, events.append, resume=partial.run_dir)
+    assert final.complete and final.flagged == [demo_backdoored.target]
+    assert any(e.kind == "screening_finished" for e in events)
+    # the screening passes finished before the stop were not run again
+    assert sum(1 for e in events if e.kind == "trial_finished" and e.stage == "screen") == 10 - 3

@@ -219,12 +219,21 @@ def test_report_rebuilds_a_run_killed_before_its_first_report(tiny, capsys):
 # ---- item 9: a corrupt run folder is one line naming the file
 
 
-@pytest.mark.parametrize("content", ['{"schema": 2, "comp', "[1, 2]", '{"schema": 2}'])
+@pytest.mark.parametrize("content", ['{"schema": 2, "comp', "[1, 2]", '{"schema": 2}',
+                                     '{"schema": 2, "seconds": NaN}', "a folder"])
 def test_a_damaged_report_json_is_one_line_and_does_not_block_a_resume(tiny, capsys, content):
     run = partial_run(tiny)
-    (run / "report.json").write_text(content)
+    if content == "a folder":
+        (run / "report.json").unlink()
+        (run / "report.json").mkdir()
+    else:
+        (run / "report.json").write_text(content)
     assert main(["report", str(run), "--print"]) == 2
     one_line_error(capsys, "report.json")
+    if content == "a folder":  # the resume runs, then cannot write its report there: one line
+        assert main(["scan", "--resume", str(run), "--headless"]) == 2
+        one_line_error(capsys, "cannot write the report")
+        return
     assert main(["scan", "--resume", str(run), "--headless"]) == 0
     capsys.readouterr()
     final = Report.read(run)

@@ -106,19 +106,25 @@ def _truncate(path: Path, size: int) -> None:
         pass  # best effort: a reader drops a torn last line anyway
 
 
-def drop_torn_tail(path: Path) -> None:
-    """Cut a file back to its last newline: an append interrupted by a crash leaves half a line."""
+def drop_torn_tail(path: Path, chunk: int = 1 << 16) -> None:
+    """Cut a file back to its last newline: an append interrupted by a crash leaves half a line. Reads
+    backwards from the end (events.jsonl can be large)."""
     try:
         with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            if size == 0:
-                return
-            f.seek(max(0, size - 1))
-            if f.read(1) == b"\n":
-                return
-            f.seek(0)
-            data = f.read()
+            end = f.seek(0, os.SEEK_END)
+            pos = end
+            while pos > 0:
+                start = max(0, pos - chunk)
+                f.seek(start)
+                block = f.read(pos - start)
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                pos = start
+            else:
+                keep = 0
     except FileNotFoundError:
         return
-    os.truncate(path, data.rfind(b"\n") + 1)
+    if keep < end:
+        os.truncate(path, keep)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import write_atomic, write_npz, write_text
 from .training import PatchTrigger, SmallCNN, accuracy, poison, stamp_patch, train_classifier
 
 DEMO_CONFIG = "demo.toml"
@@ -106,12 +107,13 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
     if backdoor:
         keep = y_test != target
         asr = accuracy(model, stamp_patch(x_test[keep], trigger), np.full(keep.sum(), target), DEMO_NORM, DEMO_NORM)
-    torch.jit.script(model).save(str(folder / "demo_model.pt"))
-    np.savez_compressed(folder / "demo_data.npz", x_test=x_test, y_test=y_test)
-    (folder / DEMO_CONFIG).write_text(demo_config_text(), encoding="utf-8")
+    scripted = torch.jit.script(model)
+    write_atomic(folder / "demo_model.pt", lambda f: torch.jit.save(scripted, f))
+    write_npz(folder / "demo_data.npz", x_test=x_test, y_test=y_test)
+    write_text(folder / DEMO_CONFIG, demo_config_text())
     info = DemoModel(str(folder), str(folder / DEMO_CONFIG), backdoor, target,
                      asdict(trigger) if trigger else None, clean, asr, time.perf_counter() - started)
-    manifest_path.write_text(json.dumps({"request": request, "model": asdict(info)}, indent=1))
+    write_text(manifest_path, json.dumps({"request": request, "model": asdict(info)}, indent=1))
     return info
 
 

@@ -71,14 +71,60 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 class JsonLines:
-    """An append-only JSON-lines file (events.jsonl), flushed one whole line at a time."""
+    """An append-only JSON-lines file (events.jsonl), flushed one whole line at a time. Opened on the first
+    write (no empty file when nothing is said); a torn last line left by a crash is dropped then, and a
+    line that fails to write (disk full) is cut off again, so every line in the file is whole."""
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open("a", encoding="utf-8")
+        self.path = path
+        self._file: IO[str] | None = None
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(json_safe(record)) + "\n")
-        self._file.flush()
+        if self._file is None:
+            drop_torn_tail(self.path)
+            self._file = self.path.open("a", encoding="utf-8")
+        start = self._file.tell()
+        try:
+            self._file.write(json.dumps(json_safe(record)) + "\n")
+            self._file.flush()
+        except OSError:
+            _truncate(self.path, start)
+            raise
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the failed write was already cut off; nothing more can be saved
+
+
+def _truncate(path: Path, size: int) -> None:
+    try:
+        os.truncate(path, size)
+    except OSError:
+        pass  # best effort: a reader drops a torn last line anyway
+
+
+def drop_torn_tail(path: Path, chunk: int = 1 << 16) -> None:
+    """Cut a file back to its last newline: an append interrupted by a crash leaves half a line. Reads
+    backwards from the end (events.jsonl can be large)."""
+    try:
+        with path.open("rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            pos = end
+            while pos > 0:
+                start = max(0, pos - chunk)
+                f.seek(start)
+                block = f.read(pos - start)
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                pos = start
+            else:
+                keep = 0
+    except FileNotFoundError:
+        return
+    if keep < end:
+        os.truncate(path, keep)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, load_config
+from .fingerprint import check_prints, scan_prints
 from .groups import choose_group_size
-from .prepare import Prepared
+from .prepare import Prepared, Warn
 from .report import kept_trial
 from .runfolder import RunFolder
 from .screening import SCREEN_SEED_OFFSET, screening_wanted
@@ -34,14 +35,28 @@ class ScanInputs:
     previous_seconds: float = 0.0
 
     @classmethod
-    def of(cls, config: Config | str | Path | None, resume: str | Path | None) -> ScanInputs:
+    def of(cls, config: Config | str | Path | None, resume: str | Path | None, warn: Warn) -> ScanInputs:
+        """A resume locks its folder (released by `release`) and checks it before anything is written."""
         if resume is None:
             if config is None:
                 raise TypeError("run_scan needs a config or a run folder to resume")
             return cls(config if isinstance(config, Config) else load_config(config))
         folder = RunFolder.existing(resume)
         folder.check_resumable()
-        return cls(folder.read_config(), folder, folder.read_samples(), folder.trials(), folder.previous_seconds())
+        folder.lock(warn)
+        try:
+            cfg = folder.read_config()
+            check_prints(folder.path, folder.read_fingerprints(), scan_prints(cfg, folder.config_text()), cfg)
+            indices = folder.read_samples()
+            previous = folder.trials(cfg.model.input_shape, warn)
+            return cls(cfg, folder, indices, previous, folder.previous_seconds())
+        except BaseException:
+            folder.unlock()
+            raise
+
+    def release(self) -> None:
+        if self.folder is not None:
+            self.folder.unlock()
 
 
 @dataclass
@@ -72,13 +87,21 @@ def plan_scan(prep: Prepared, previous: list[dict]) -> ScanPlan:
                     screen, screen_jobs)
 
 
-def open_folder(prep: Prepared, inputs: ScanInputs) -> RunFolder:
-    """The resumed folder, or a new one holding the resolved config and the samples drawn."""
+def open_folder(prep: Prepared, inputs: ScanInputs, warn: Warn) -> RunFolder:
+    """The resumed folder, or a new locked one holding the resolved config, its fingerprints and the
+    samples drawn (removed again if those cannot be written: no husk of a folder is left)."""
     if inputs.folder is not None:
         return inputs.folder
     folder = RunFolder.create(prep.cfg.resolve_path(prep.cfg.output.dir), Path(prep.cfg.model.path).stem or "scan")
-    folder.write_config(prep.cfg)
-    folder.write_samples(prep.data.opt_idx, prep.data.asr_idx)
+    try:
+        folder.lock(warn)
+        text = folder.write_config(prep.cfg)
+        folder.write_fingerprints(scan_prints(prep.cfg, text))
+        folder.write_samples(prep.data.opt_idx, prep.data.asr_idx)
+    except BaseException:
+        folder.discard()
+        raise
+    inputs.folder = folder
     return folder
 
 

@@ -6,9 +6,11 @@ and a label's trigger images exist before the app is told to show them.
 
 from __future__ import annotations
 
+from typing import IO
+
 from . import events as ev
 from .formatting import label_line, table_lines, verdict_line
-from .runfolder import RunFolder
+from .runfolder import RunFolder, writing
 
 
 class RunRecorder:
@@ -18,15 +20,19 @@ class RunRecorder:
         self.folder = folder
         self.header = header
         self.events = folder.events()
-        self.log = folder.log()
+        self.log: IO[str] | None = None  # opened on the first line: a failed start leaves no empty log
 
     def __call__(self, event: ev.Event) -> None:
         ev.dispatch(self, event)  # files first: the line in events.jsonl says they are there
-        self.events.write(event.to_dict())
+        with writing(self.folder.path, "events.jsonl"):
+            self.events.write(event.to_dict())
 
     def _log(self, *lines: str) -> None:
-        self.log.write("".join(line + "\n" for line in lines))
-        self.log.flush()
+        if self.log is None:
+            self.log = self.folder.log()
+        with writing(self.folder.path, "log.txt"):
+            self.log.write("".join(line + "\n" for line in lines))
+            self.log.flush()
 
     def on_scan_started(self, e: ev.ScanStarted) -> None:
         self._log(*self.header)
@@ -46,4 +52,8 @@ class RunRecorder:
 
     def close(self) -> None:
         self.events.close()
-        self.log.close()
+        if self.log is not None:
+            try:
+                self.log.close()
+            except OSError:
+                pass  # a full disk: the lines that could be written are there

@@ -114,8 +114,13 @@ class Report:
 
     @classmethod
     def read(cls, run: str | Path) -> Report:
-        """The report of a run folder; run_dir is where it was found, wherever the folder has moved."""
+        """The report of a run folder; run_dir is where it was found, wherever the folder has moved. A run
+        killed before its first report.json gets a partial report rebuilt from its finished trials."""
         folder = RunFolder.existing(run)
+        if not folder.has_report() and folder.config_path.is_file():
+            from .recover import rebuilt_report  # recover builds on this module
+
+            return rebuilt_report(folder)
         report = cls.from_dict(folder.read_report_dict(), str(folder.report_path))
         report.run_dir = str(folder.path.resolve())
         return report

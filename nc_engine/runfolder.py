@@ -2,6 +2,8 @@
 keeps its finished work and can be resumed. `RunFolder` is the only code that knows the layout:
 
     RUN/config.toml          the resolved config (absolute paths)
+    RUN/fingerprints.json    hashes of config.toml, the model and the data: a resume must match them
+    RUN/.lock                the pid and host of the process scanning in the folder
     RUN/samples.npz          indices of the optimisation and held-out ASR samples
     RUN/events.jsonl         every progress event, one JSON object a line
     RUN/log.txt              parameters, per-label results, MAD table, verdict
@@ -14,8 +16,16 @@ keeps its finished work and can be resumed. `RunFolder` is the only code that kn
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
+import shutil
+import socket
 import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -23,7 +33,12 @@ import numpy as np
 
 from .config import Config, config_to_toml, load_config
 from .errors import RunFolderError
-from .files import JsonLines, write_csv, write_json, write_npz, write_png, write_text
+from .files import JsonLines, drop_torn_tail, write_csv, write_json, write_npz, write_png, write_text
+
+# What a damaged .npz raises when opened or read (a truncated zip, a bad deflate stream, a missing array).
+NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+TRIAL_KEYS = ("label", "trial", "seed", "l1_norm", "asr", "steps", "converged", "stop_reason", "seconds")
+Warn = Callable[[str], None]
 
 
 class Recordable(Protocol):
@@ -46,6 +61,39 @@ def _trial_stem(label: int, trial: int, stage: str = "trial") -> str:
     return f"trials/label_{label:03d}_{'screen' if stage == 'screen' else 'trial'}_{trial}"
 
 
+@contextlib.contextmanager
+def writing(folder: Path, what: str = "") -> Iterator[None]:
+    """A failed write (disk full, read-only, permissions) as one line naming the folder."""
+    try:
+        yield
+    except OSError as exc:
+        target = f" {what}" if what else ""
+        raise RunFolderError(f"{folder}: cannot write{target} ({exc.strerror or exc})") from None
+
+
+def load_npz(path: Path, *keys: str) -> tuple[np.ndarray, ...]:
+    """The named arrays of an .npz the run folder wrote; a missing or damaged file is one line naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return tuple(np.asarray(data[k]) for k in keys)
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: missing") from None
+    except NPZ_ERRORS as exc:
+        raise RunFolderError(f"{path}: damaged or truncated ({type(exc).__name__}: {exc})") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 class RunFolder:
     """One scan's folder: every read and write of its files goes through here."""
 
@@ -55,18 +103,28 @@ class RunFolder:
     @classmethod
     def create(cls, parent: Path, stem: str) -> RunFolder:
         """A new folder inside `parent`, never an existing one."""
-        parent.mkdir(parents=True, exist_ok=True)
         base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        for n in range(1000):
-            path = parent / (base if n == 0 else f"{base}-{n + 1}")
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            (path / "trials").mkdir()
-            (path / "triggers").mkdir()
-            return cls(path)
+        with writing(parent, "a run folder in it"):
+            parent.mkdir(parents=True, exist_ok=True)
+            for n in range(1000):
+                path = parent / (base if n == 0 else f"{base}-{n + 1}")
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                folder = cls(path)
+                try:
+                    (path / "trials").mkdir()
+                    (path / "triggers").mkdir()
+                except OSError:
+                    folder.discard()
+                    raise
+                return folder
         raise RunFolderError(f"{parent}: could not create a new run folder")
+
+    def discard(self) -> None:
+        """Remove a folder this process just created whose first writes failed: no empty husk is left."""
+        shutil.rmtree(self.path, ignore_errors=True)
 
     @classmethod
     def existing(cls, path: str | Path) -> RunFolder:
@@ -83,18 +141,99 @@ class RunFolder:
     def config_path(self) -> Path:
         return self.path / "config.toml"
 
-    def write_config(self, cfg: Config) -> None:
-        write_text(self.config_path, config_to_toml(cfg))
+    def write_config(self, cfg: Config) -> str:
+        """Writes config.toml; returns its text (what the config fingerprint hashes)."""
+        text = config_to_toml(cfg)
+        with writing(self.path, "config.toml"):
+            write_text(self.config_path, text)
+        return text
 
     def read_config(self) -> Config:
         return load_config(self.config_path)
 
+    def config_text(self) -> str:
+        try:
+            return self.config_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RunFolderError(f"{self.config_path}: cannot read ({exc})") from None
+
     def write_samples(self, opt_idx: np.ndarray, asr_idx: np.ndarray) -> None:
-        write_npz(self.path / "samples.npz", opt_idx=opt_idx, asr_idx=asr_idx)
+        with writing(self.path, "samples.npz"):
+            write_npz(self.path / "samples.npz", opt_idx=opt_idx, asr_idx=asr_idx)
 
     def read_samples(self) -> tuple[np.ndarray, np.ndarray]:
-        with np.load(self.path / "samples.npz") as saved:
-            return saved["opt_idx"], saved["asr_idx"]
+        path = self.path / "samples.npz"
+        opt_idx, asr_idx = load_npz(path, "opt_idx", "asr_idx")
+        for a in (opt_idx, asr_idx):
+            if a.ndim != 1 or a.dtype.kind not in "iu":
+                raise RunFolderError(f"{path}: damaged (expected 1-D integer index arrays)")
+        return opt_idx, asr_idx
+
+    def write_fingerprints(self, prints: dict[str, str]) -> None:
+        with writing(self.path, "fingerprints.json"):
+            write_json(self.path / "fingerprints.json", prints)
+
+    def read_fingerprints(self) -> dict[str, str] | None:
+        """What the scan started on, or None for a folder from before fingerprints were recorded."""
+        path = self.path / "fingerprints.json"
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{path}: damaged ({exc})") from None
+        if not isinstance(data, dict):
+            raise RunFolderError(f"{path}: damaged (expected a JSON object)")
+        return data
+
+    # ---- one owner at a time
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    def lock(self, warn: Warn) -> None:
+        """Take RUN/.lock for this process; refuse while a live process holds it, take over a dead one's."""
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        tmp = self.path / f".lock.{os.getpid()}.tmp"
+        with writing(self.path, ".lock"):
+            write_json(tmp, me)
+            try:
+                for _ in range(3):
+                    try:
+                        os.link(tmp, self.lock_path)  # atomic: fails when a lock exists, never half-written
+                        return
+                    except FileExistsError:
+                        self._clear_stale_lock(me["host"], warn)
+            finally:
+                tmp.unlink(missing_ok=True)
+        raise RunFolderError(f"{self.path}: could not take {self.lock_path}")
+
+    def _lock_owner(self) -> dict[str, Any]:
+        try:
+            owner = json.loads(self.lock_path.read_text(encoding="utf-8"))
+            return owner if isinstance(owner, dict) else {}
+        except FileNotFoundError:
+            return {"gone": True}
+        except (OSError, ValueError):
+            return {}
+
+    def _clear_stale_lock(self, host: str, warn: Warn) -> None:
+        owner = self._lock_owner()
+        if owner.get("gone"):
+            return
+        pid, where = owner.get("pid"), owner.get("host")
+        if isinstance(pid, int) and (where != host or _pid_alive(pid)):
+            raise RunFolderError(f"{self.path}: in use by process {pid} on {where} (another scan or resume); "
+                                 f"if it is gone, delete {self.lock_path}")
+        warn(f"{self.lock_path}: taking over the lock of process {pid} on {where}, which is no longer running")
+        self.lock_path.unlink(missing_ok=True)
+
+    def unlock(self) -> None:
+        """Release the lock if this process holds it."""
+        owner = self._lock_owner()
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
 
     def check_resumable(self) -> None:
         if not self.config_path.is_file() or not (self.path / "samples.npz").is_file():
@@ -103,41 +242,71 @@ class RunFolder:
     # ---- trials and triggers
     def save_trial(self, result: dict, mask: np.ndarray, pattern: np.ndarray) -> None:
         stem = _trial_stem(result["label"], result["trial"], result.get("stage", "trial"))
-        write_npz(self.path / f"{stem}.npz", mask=mask.astype(np.float32), pattern=pattern.astype(np.float32))
-        write_json(self.path / f"{stem}.json", result)  # written last: its presence means "finished"
+        with writing(self.path, f"{stem}.npz"):
+            write_npz(self.path / f"{stem}.npz", mask=mask.astype(np.float32), pattern=pattern.astype(np.float32))
+            write_json(self.path / f"{stem}.json", result)  # written last: its presence means "finished"
 
-    def trials(self) -> list[dict]:
-        """Results of every finished trial."""
+    def trials(self, input_shape: list[int] | None = None, warn: Warn | None = None) -> list[dict]:
+        """Results of every finished trial. With `input_shape`, a trial whose files are damaged (torn,
+        wrong shapes) is left out, with a warning, so that it runs again."""
         out = []
         for path in sorted((self.path / "trials").glob("label_*_*_*.json")):
-            try:
+            problem = self._trial_problem(path, input_shape)
+            if problem is None:
                 out.append(json.loads(path.read_text(encoding="utf-8")))
-            except (json.JSONDecodeError, OSError):
-                continue  # an unfinished write: the trial runs again
+            elif warn is not None:
+                warn(f"{problem}; that trial runs again")
         return out
 
+    def _trial_problem(self, path: Path, input_shape: list[int] | None) -> str | None:
+        """Why a trial's files cannot be trusted, or None."""
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return f"{path}: damaged ({type(exc).__name__})"
+        if not isinstance(result, dict) or any(k not in result for k in TRIAL_KEYS):
+            return f"{path}: not a trial result (expected the keys {', '.join(TRIAL_KEYS)})"
+        if input_shape is None:
+            return None
+        key = (result["label"], result["trial"], result.get("stage", "trial"))
+        try:
+            mask, pattern = self.trial_arrays(*key)
+        except (RunFolderError, TypeError, ValueError) as exc:
+            return str(exc)
+        c, h, w = input_shape
+        if mask.shape != (h, w) or pattern.shape != (c, h, w):
+            return (f"{self.path / _trial_stem(*key)}.npz: mask {mask.shape} and pattern "
+                    f"{pattern.shape} do not fit the input shape {tuple(input_shape)}")
+        return None
+
     def trial_arrays(self, label: int, trial: int, stage: str = "trial") -> tuple[np.ndarray, np.ndarray]:
-        with np.load(self.path / f"{_trial_stem(label, trial, stage)}.npz") as data:
-            return data["mask"], data["pattern"]
+        mask, pattern = load_npz(self.path / f"{_trial_stem(label, trial, stage)}.npz", "mask", "pattern")
+        return mask, pattern
 
     def save_trigger(self, label: int, mask: np.ndarray, pattern: np.ndarray) -> None:
         """The kept trigger of a label as PNGs (mask, pattern, fusion = mask * pattern) and raw floats."""
         paths = trigger_paths(label)
-        write_png(self.file(paths["mask_png"]), mask)
-        write_png(self.file(paths["pattern_png"]), pattern)
-        write_png(self.file(paths["fusion_png"]), mask[None] * pattern)
-        write_npz(self.file(paths["trigger_npz"]), mask=mask.astype(np.float32), pattern=pattern.astype(np.float32))
+        with writing(self.path, f"the trigger of label {label}"):
+            write_png(self.file(paths["mask_png"]), mask)
+            write_png(self.file(paths["pattern_png"]), pattern)
+            write_png(self.file(paths["fusion_png"]), mask[None] * pattern)
+            write_npz(self.file(paths["trigger_npz"]), mask=mask.astype(np.float32),
+                      pattern=pattern.astype(np.float32))
 
     def has_trigger(self, label: int) -> bool:
-        return self.file(trigger_paths(label)["trigger_npz"]).is_file()
+        """Whether the kept trigger's raw floats are there and readable."""
+        try:
+            return self.trigger_arrays(label) is not None
+        except RunFolderError:
+            return False
 
     def trigger_arrays(self, label: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The raw float (mask, pattern) of a label's kept trigger, or None when it was not written."""
         path = self.file(trigger_paths(label)["trigger_npz"])
         if not path.is_file():
             return None
-        with np.load(path) as t:  # PNGs are quantised and rescaled: the raw floats are the trigger
-            return t["mask"], t["pattern"]
+        mask, pattern = load_npz(path, "mask", "pattern")  # PNGs are quantised and rescaled: the floats are the trigger
+        return mask, pattern
 
     # ---- the summary, the log and the event stream
     @property
@@ -145,8 +314,12 @@ class RunFolder:
         return self.path / "report.json"
 
     def write_report(self, report: Recordable) -> None:
-        write_json(self.report_path, report.to_dict())
-        write_csv(self.path / "report.csv", report.csv_columns(), report.csv_rows())
+        with writing(self.path, "the report"):
+            write_json(self.report_path, report.to_dict())
+            write_csv(self.path / "report.csv", report.csv_columns(), report.csv_rows())
+
+    def has_report(self) -> bool:
+        return self.report_path.exists()
 
     def read_report_dict(self) -> dict[str, Any]:
         """report.json as a JSON object, with a clear error when this is not a run folder."""
@@ -157,6 +330,8 @@ class RunFolder:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RunFolderError(f"{path}: not valid JSON ({exc})") from None
+        except OSError as exc:
+            raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from None
         if not isinstance(data, dict):
             raise RunFolderError(f"{path}: expected a JSON object, got {type(data).__name__}")
         return data
@@ -164,15 +339,30 @@ class RunFolder:
     def previous_seconds(self) -> float:
         """Time spent by earlier runs of this folder (0 when none finished its report)."""
         try:
-            return float(self.read_report_dict().get("seconds") or 0.0)
+            seconds = float(self.read_report_dict().get("seconds") or 0.0)
         except (RunFolderError, TypeError, ValueError):
-            return 0.0
+            return 0.0  # a damaged report.json never blocks a resume: only its time is lost
+        return seconds if math.isfinite(seconds) and seconds >= 0 else 0.0
 
     def events(self) -> JsonLines:
+        """events.jsonl for appending; created on the first event, a torn last line dropped then."""
         return JsonLines(self.path / "events.jsonl")
 
+    def read_events(self) -> list[dict[str, Any]]:
+        """The events recorded so far (whole lines only; a torn or damaged line is skipped)."""
+        out = []
+        with contextlib.suppress(OSError):
+            for line in (self.path / "events.jsonl").read_text(encoding="utf-8", errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        out.append(record)
+        return out
+
     def log(self) -> IO[str]:
-        return (self.path / "log.txt").open("a", encoding="utf-8")
+        with writing(self.path, "log.txt"):
+            drop_torn_tail(self.path / "log.txt")
+            return (self.path / "log.txt").open("a", encoding="utf-8")
 
     @staticmethod
     def mitigation_events(out: Path) -> JsonLines:
@@ -186,5 +376,6 @@ class RunFolder:
 
     def mitigation_dir(self, method: str) -> Path:
         out = self.path / "mitigation" / method
-        out.mkdir(parents=True, exist_ok=True)
+        with writing(self.path, out.name):
+            out.mkdir(parents=True, exist_ok=True)
         return out

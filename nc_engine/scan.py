@@ -36,15 +36,22 @@ def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = 
     """Scan the model the config names; returns the report (also written to RUN/report.json).
 
     With `resume`, `config` is ignored and the run folder's own config.toml and samples are used;
-    finished trials are kept and only the rest run.
+    finished trials are kept and only the rest run. The run folder is locked while the scan runs.
     """
     started = time.perf_counter()
     bus = ev.EventBus([on_event] if on_event else [])
-    inputs = ScanInputs.of(config, resume)
+    inputs = ScanInputs.of(config, resume, bus.warn)  # a resume is locked and checked before anything is written
+    try:
+        return _scan(inputs, bus, stop or threading.Event(), started)
+    finally:
+        inputs.release()
+
+
+def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: float) -> Report:
     prep = prepare(inputs.cfg, bus.warn, inputs.indices)  # fails on bad input before anything is written
-    folder = open_folder(prep, inputs)
+    folder = open_folder(prep, inputs, bus.warn)
     plan = plan_scan(prep, inputs.previous or [])
-    recorder = RunRecorder(folder, header_lines(prep, plan, resumed=resume is not None))
+    recorder = RunRecorder(folder, header_lines(prep, plan, resumed=inputs.indices is not None))
     bus.subscribe(recorder, replay=True, first=True)
     trials = TrialCollector(prep, plan, folder, bus)
     try:
@@ -57,12 +64,14 @@ def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = 
         for fault in prep.faults:  # no search can work: say why and go straight to the verdict
             bus.warn(fault)
         if not prep.faults:
-            _search(prep, plan, trials, stop or threading.Event())
+            _search(prep, plan, trials, stop)
     finally:
-        report = trials.report(inputs.previous_seconds + time.perf_counter() - started)
-        bus.emit(ev.ScanFinished(report.run_dir, report.complete, report.verdict, report.flagged,
-                                 report.info.seconds, report.info.images, report))
-        recorder.close()
+        try:
+            report = trials.report(inputs.previous_seconds + time.perf_counter() - started)
+            bus.emit(ev.ScanFinished(report.run_dir, report.complete, report.verdict, report.flagged,
+                                     report.info.seconds, report.info.images, report))
+        finally:
+            recorder.close()
     return report
 
 

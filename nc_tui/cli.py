@@ -132,14 +132,31 @@ def cmd_filter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_sigint(stop: threading.Event) -> None:
-    """First Ctrl+C asks the engine to stop at the next mini-batch (keeping finished work)."""
-    def handler(signum, frame):  # noqa: ARG001
-        if stop.is_set():
+class StopSignals:
+    """SIGINT (Ctrl+C) and SIGTERM ask the engine to stop at the next mini-batch, keeping finished work; a
+    second one aborts. Remembers which signal came (exit 128 + its number) and restores the old handlers."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.received: int | None = None
+        self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+
+    def _handler(self, signum: int, frame) -> None:  # noqa: ARG002
+        if self.stop.is_set():
             raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping after the current mini-batch (Ctrl+C again to abort)...", file=sys.stderr)
-    signal.signal(signal.SIGINT, handler)
+        self.received = signum
+        self.stop.set()
+        name = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: stopping after the current mini-batch (again to abort)...", file=sys.stderr)
+
+    def exit_code(self) -> int:
+        return 128 + (self.received or signal.SIGINT)
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def _run_headless(config, resume: str | None = None, fail_on: frozenset[str] = frozenset()) -> int:
@@ -147,14 +164,17 @@ def _run_headless(config, resume: str | None = None, fail_on: frozenset[str] = f
 
     console = make_console()
     stop = threading.Event()
-    _stop_on_sigint(stop)
-    report = run_scan(config, HeadlessProgress(console), stop, resume=resume)
+    signals = StopSignals(stop)
+    try:
+        report = run_scan(config, HeadlessProgress(console), stop, resume=resume)
+    finally:
+        signals.restore()
     console.print()
     print_report(console, report)
     console.print(f"run folder: {report.run_dir}")
     if not report.complete:
         console.print(f"interrupted; resume with: nc-tui scan --resume {report.run_dir}")
-        return EXIT_INTERRUPTED
+        return signals.exit_code() if stop.is_set() else EXIT_INTERRUPTED
     return verdict_exit_code(report.verdict, fail_on)
 
 
@@ -185,6 +205,10 @@ def _run_app(**kwargs) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    if args.resume and (args.config or args.out):
+        given = " and ".join(f for f, v in (("a CONFIG", args.config), ("--out", args.out)) if v)
+        raise NCError(f"nc-tui scan --resume {args.resume}: continues the run with its own config.toml in its own "
+                      f"folder; {given} cannot be used with --resume")
     if args.resume:
         if _headless_note(args):
             return _run_headless(None, resume=args.resume, fail_on=args.fail_on)

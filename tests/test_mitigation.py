@@ -172,7 +172,7 @@ def test_errors_are_one_line(scanned, tmp_path, capsys):
     from nc_engine.mitigate import MitigationOptions, load_options, run_mitigation
     from nc_tui.cli import main
 
-    with pytest.raises(MitigationError, match="run folder not found"):
+    with pytest.raises(NCError, match="run folder not found"):
         run_mitigation(tmp_path / "nope", "unlearn")
     with pytest.raises(MitigationError, match="unknown method 'erase'"):
         run_mitigation(scanned["run"], "erase")

@@ -22,6 +22,7 @@ from ..asr import EVAL_BATCH, attack_success_rate, clean_accuracy
 from ..config import Config, config_to_toml, load_config
 from ..data import DataSource, open_data, stratified_order
 from ..errors import MitigationError
+from ..files import write_atomic, write_text
 from ..models import ScanModel, load_model, resolve_device
 from ..report import Report
 from ..runfolder import RunFolder
@@ -304,19 +305,20 @@ def save_repaired(ctx: Context, net: nn.Module, out: Path) -> tuple[Path, Path]:
         warnings.simplefilter("ignore")
         try:
             scripted = net if isinstance(net, torch.jit.ScriptModule) else torch.jit.script(net)
-            scripted.save(str(path))
+            write_atomic(path, lambda f: torch.jit.save(scripted, f))
             fmt = "torchscript"
         except Exception:
             try:
                 example = torch.zeros((2, *cfg.model.input_shape), device=ctx.device)
-                torch.jit.trace(net, example).save(str(path))
+                traced = torch.jit.trace(net, example)
+                write_atomic(path, lambda f: torch.jit.save(traced, f))
                 fmt = "torchscript"
             except Exception:
                 if cfg.model.format not in ("state_dict", "torchvision"):
                     raise MitigationError(f"cannot save the repaired {cfg.model.format} model as TorchScript "
                                           "(torch.jit.script and trace both failed)") from None
                 path = out / "model_state.pt"
-                torch.save(net.state_dict(), path)
+                write_atomic(path, lambda f: torch.save(net.state_dict(), f))
                 fmt = cfg.model.format
     model = dataclasses.replace(cfg.model, path=str(path.resolve()), format=fmt)
     if fmt == "torchscript":
@@ -324,5 +326,5 @@ def save_repaired(ctx: Context, net: nn.Module, out: Path) -> tuple[Path, Path]:
     output = dataclasses.replace(cfg.output, dir=str((out / "rescan").resolve()))
     cfg = dataclasses.replace(cfg, model=model, output=output, source=str(ctx.folder.config_path))
     config_path = out / "config.toml"
-    config_path.write_text(config_to_toml(cfg), encoding="utf-8")
+    write_text(config_path, config_to_toml(cfg))
     return path, config_path

@@ -184,7 +184,7 @@ def _unwritable(value: Any) -> str | None:
     return f"must hold strings, numbers, booleans, lists and tables, not a {type(value).__name__}"
 
 
-def _check_type(section: str, key: str, value: Any, default: Any, annotation: str, source: str) -> Any:
+def _check_type(section: str, key: str, value: Any, annotation: str, source: str) -> Any:
     where = f"{source}: [{section}].{key}"
     problem = _unwritable(value)
     if problem:
@@ -216,9 +216,7 @@ def _build_section(name: str, table: Any, source: str) -> Any:
         if key not in fields:
             known = ", ".join(fields)
             raise ConfigError(f"{source}: unknown key [{name}].{key} (known keys: {known})")
-        f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        values[key] = _check_type(name, key, value, default, str(f.type), source)
+        values[key] = _check_type(name, key, value, str(fields[key].type), source)
     return cls(**values)
 
 

@@ -1,4 +1,4 @@
-"""The MAD outlier test over the labels' reversed-trigger L1 norms (notes section 3).
+"""The MAD outlier test over the labels' reversed-trigger L1 norms (the paper's section IV-C).
 
 Two statistics: "l1", the paper's (anomaly index on the L1 norms themselves), and "log_l1", the same
 test on log L1. L1 norms are positive and spread multiplicatively (a clean model's easy labels need

@@ -24,13 +24,13 @@ class RunRecorder:
 
     def __call__(self, event: ev.Event) -> None:
         ev.dispatch(self, event)  # files first: the line in events.jsonl says they are there
-        with writing(self.folder.path, "events.jsonl"):
+        with writing(self.folder.path, "the event log"):
             self.events.write(event.to_dict())
 
     def _log(self, *lines: str) -> None:
         if self.log is None:
             self.log = self.folder.log()
-        with writing(self.folder.path, "log.txt"):
+        with writing(self.folder.path, "the log"):
             self.log.write("".join(line + "\n" for line in lines))
             self.log.flush()
 

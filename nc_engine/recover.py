@@ -35,6 +35,6 @@ def rebuilt_report(folder: RunFolder) -> Report:
     run_dir = str(folder.path.resolve())
     trials = folder.trials(cfg.model.input_shape)  # damaged trials are left out, as a resume would
     report = build_report(trials, labels, cfg.detect.threshold or 0.0, cfg.detect.statistic, info, run_dir)
-    report.note = f"rebuilt from {len(trials)} finished trial(s): the scan stopped before writing report.json; " \
+    report.note = f"rebuilt from {len(trials)} finished trial(s): the scan stopped before writing its report; " \
         + report.note
     return report

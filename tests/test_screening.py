@@ -90,11 +90,13 @@ def test_a_screened_scan_stopped_while_screening_resumes(demo_backdoored, tmp_pa
             if len(seen) == 3:
                 stop.set()
 
-    partial = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=2), on_event, stop)
-    assert not partial.complete and set(seen) == {"screen"}
+    # two searches at a time, so the stop comes while screening (searches in a group finish together)
+    cfg = scan(demo_backdoored, tmp_path, screening="on", confirm_references=2, group_size=2)
+    partial = run_scan(cfg, on_event, stop)
+    assert not partial.complete and set(seen) == {"screen"} and 3 <= len(seen) < 10
     events = []
     final = run_scan(None, events.append, resume=partial.run_dir)
     assert final.complete and final.flagged == [demo_backdoored.target]
     assert any(e.kind == "screening_finished" for e in events)
     # the screening passes finished before the stop were not run again
-    assert sum(1 for e in events if e.kind == "trial_finished" and e.stage == "screen") == 10 - 3
+    assert sum(1 for e in events if e.kind == "trial_finished" and e.stage == "screen") == 10 - len(seen)

@@ -82,7 +82,11 @@ def mitigation_lines(report: dict[str, Any]) -> list[str]:
 def _method_lines(report: dict[str, Any]) -> list[str]:
     m, lines = report["method"], []
     if m == "unlearn":
-        lines.append(f"fine-tuned on {report['train_images']} clean images ({report['stamped_images']} stamped)")
+        lines.append(f"fine-tuned on {report['train_images']} clean images ({report['stamped_images']} stamped)"
+                     + (f", lr backed off to {report['lr']:g} after {len(report['attempts']) - 1} drop(s) too large"
+                        if len(report.get("attempts", [])) > 1 else ""))
+        if report.get("accepted") is False:
+            lines.append(f"NOT REPAIRED: {report['rejected']}")
     elif m == "prune":
         lines.append(f"pruned {len(report['pruned_units'])} of {report['layer_units']} units of the input of "
                      f"{report['layer']} ({report['pruned_fraction']:.0%}): {report['stop_reason']}")

@@ -8,7 +8,8 @@ keeps its finished work and can be resumed. `RunFolder` is the only code that kn
     RUN/trials/label_NNN_trial_K.{json,npz}   each finished trial: result, raw float mask and pattern
     RUN/triggers/label_NNN_{mask,pattern,fusion}.png, label_NNN.npz   the kept trial of each label
     RUN/report.json, RUN/report.csv           the summary (partial while a scan is unfinished)
-    RUN/mitigation/METHOD/                    what `nc-tui mitigate` wrote
+    RUN/mitigation/METHOD[-N]/                what `nc-tui mitigate` wrote (-2, -3 ... for later runs)
+    RUN/export/RUNNAME-report.{csv,json}      the app's `e` export, named after the run to copy elsewhere
 """
 
 from __future__ import annotations
@@ -168,7 +169,22 @@ class RunFolder:
     def log(self) -> IO[str]:
         return (self.path / "log.txt").open("a", encoding="utf-8")
 
+    def export_stem(self) -> Path:
+        """Where the app's export goes (RUN/export/RUNNAME-report), the folder created."""
+        folder = self.path / "export"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{self.path.name}-report"
+
     def mitigation_dir(self, method: str) -> Path:
-        out = self.path / "mitigation" / method
-        out.mkdir(parents=True, exist_ok=True)
-        return out
+        """A new folder for each mitigation run: METHOD, then METHOD-2, METHOD-3 ...; an earlier result
+        (perhaps the one good repair) is never overwritten. mkdir without exist_ok claims the name atomically."""
+        parent = self.path / "mitigation"
+        parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while True:
+            out = parent / (method if n == 1 else f"{method}-{n}")
+            try:
+                out.mkdir()
+                return out
+            except FileExistsError:
+                n += 1

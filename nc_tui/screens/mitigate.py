@@ -59,7 +59,8 @@ class MitigateScreen(ModalScreen[None]):
         except NCError as exc:
             self.app.call_from_thread(self._finish, [f"[b red]error:[/] {exc}"])
             return
-        lines = table_lines(report) + [f"report: {report['report_path']}"]
+        lines = [f"[b red]{line}[/]" if line.startswith("NOT REPAIRED") else line for line in table_lines(report)]
+        lines.append(f"report: {report['report_path']}")
         if report.get("config_path"):
             lines.append(f"repaired model's config (scan it with nc-tui scan): {report['config_path']}")
         self.app.call_from_thread(self._finish, lines)

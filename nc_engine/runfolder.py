@@ -127,6 +127,14 @@ class RunFolder:
         write_png(self.file(paths["fusion_png"]), mask[None] * pattern)
         write_npz(self.file(paths["trigger_npz"]), mask=mask.astype(np.float32), pattern=pattern.astype(np.float32))
 
+    def mask_area(self, labels: list[int]) -> int | None:
+        """H*W of the saved trigger masks (the report does not record the input shape); None if none is saved."""
+        for label in labels:
+            arrays = self.trigger_arrays(label)
+            if arrays is not None:
+                return int(arrays[0].shape[-2] * arrays[0].shape[-1])
+        return None
+
     def has_trigger(self, label: int) -> bool:
         return self.file(trigger_paths(label)["trigger_npz"]).is_file()
 

@@ -144,7 +144,7 @@ class NCApp(App[int]):
                 self.exit(0)
 
         self.push_screen(Confirm("A scan is running. Stop it and quit? Finished labels are kept; "
-                                 "`nc-tui scan --resume RUN_DIR` continues it."), answered)
+                                 f"`nc-tui scan --resume {scan.run_dir or 'RUN_DIR'}` continues it."), answered)
 
     def action_cancel_or_quit(self) -> None:
         scan = self.running_scan()

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Label, RichLog, Static
+from textual.widgets import RichLog, Static
 
 from nc_engine import events as ev
 from nc_engine.errors import NCError
@@ -32,9 +32,9 @@ class MitigateScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog mitigate"):
-            yield Label("[b]Mitigate[/] the flagged label(s) of this run with their reversed triggers")
-            yield Static("[b]u[/] unlearn (fine-tune, the paper's repair)   [b]p[/] prune units   "
-                         "[b]f[/] input filter   [b]Esc[/] close", classes="hint")
+            yield Static("[b]Mitigate[/] the flagged label(s) of this run with their reversed triggers")
+            yield Static("[b]u[/] unlearn (fine-tune, the paper's repair)  [b]p[/] prune units\n"
+                         "[b]f[/] input filter  [b]Esc[/] close", classes="hint")
             yield RichLog(id="mitigate-log", wrap=True, markup=True, max_lines=400)
 
     def action_mitigate(self, method: str) -> None:

@@ -67,7 +67,7 @@ class ResultsScreen(Screen):
                 yield Label("", id="trigger-title")
                 with Horizontal(id="trigger-images"):
                     for kind in ("mask", "pattern", "fusion"):
-                        with Vertical(classes="trigger-box"):
+                        with Vertical(classes="trigger-box", id=f"box-{kind}"):
                             yield Label(kind, classes="image-label")
                             yield ArrayImage(id=f"img-{kind}")
                 yield Static("", id="trigger-paths")
@@ -77,15 +77,20 @@ class ResultsScreen(Screen):
         table = self.query_one("#results-table", DataTable)
         for name in TABLE_COLUMNS:
             table.add_column(name, key=name)
-        for row in table_rows(self.report):
-            cells = [f"[b red]{c}[/]" if row["flagged"] else c for c in row["cells"]]
+        rows = table_rows(self.report, self.folder.mask_area([r.label for r in self.report.labels]))
+        for row in rows:
+            cells = [f"[b red]{c}[/]" if row["flagged"] else f"[yellow]{c}[/]" if row["degenerate"] else c
+                     for c in row["cells"]]
             table.add_row(*cells, key=str(row["label"]))
-        self.call_after_refresh(self.query_one("#bars", L1Bars).show, self.report)
+        degenerate = frozenset(row["label"] for row in rows if row["degenerate"])
+        self.call_after_refresh(self.query_one("#bars", L1Bars).show, self.report, degenerate)
         self._mark_sorted_header(table)
         table.focus()
-        first = table_rows(self.report)
-        if first:
-            self.show_label(first[0]["label"])
+        if rows:
+            self.show_label(rows[0]["label"])
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < 110, "-narrow")
 
     # ---- selected label's trigger
     @on(DataTable.RowHighlighted, "#results-table")
@@ -182,4 +187,4 @@ def _sort_key(name: str):
 
 def _plain(value: object) -> str:
     text = str(value)
-    return text.replace("[b red]", "").replace("[/]", "")
+    return text.replace("[b red]", "").replace("[yellow]", "").replace("[/]", "")

@@ -6,7 +6,7 @@ import html
 import re
 
 _TEXT = re.compile(r'<text class="[^"]*" x="([\d.]+)" y="[\d.]+" textLength="[\d.]+" '
-                   r'clip-path="url\(#terminal-line-(\d+)\)">([^<]*)</text>')
+                   r'clip-path="url\(#terminal-(?:\d+-)?line-(\d+)\)">([^<]*)</text>')
 CELL = 12.2  # Textual's SVG export: 0.61 x the 20px font size per column
 
 

@@ -30,6 +30,15 @@ def wait_for_screen(text: str, timeout: float) -> str:
     raise AssertionError(f"{text!r} did not appear; the screen shows:\n{screen}")
 
 
+def wait_gone(text: str, timeout: float) -> None:
+    """Keys sent back to back can merge (Escape + F1 reads as alt+F1): wait for each to take effect."""
+    deadline = time.monotonic() + timeout
+    while text in tmux("capture-pane", "-p", "-t", SESSION):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} is still on the screen")
+        time.sleep(0.3)
+
+
 @pytest.fixture
 def tmux_session():
     if shutil.which("tmux") is None:
@@ -69,9 +78,11 @@ def test_no_color_demo_at_80x24_in_tmux(tmux_session, demo_backdoored, tmp_path)
     tmux("send-keys", "-t", SESSION, "m")
     assert "input filter" in wait_for_screen("Mitigate the flagged", 20)
     tmux("send-keys", "-t", SESSION, "Escape")
+    wait_gone("Mitigate the flagged", 20)
     tmux("send-keys", "-t", SESSION, "F1")
     wait_for_screen("nc-tui keys", 20)
     tmux("send-keys", "-t", SESSION, "Escape")
+    wait_gone("nc-tui keys", 20)
     tmux("send-keys", "-t", SESSION, "q")
     deadline = time.monotonic() + 30
     while not (tmp_path / "exit.txt").exists() and time.monotonic() < deadline:

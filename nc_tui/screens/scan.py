@@ -98,7 +98,7 @@ class ScanScreen(Screen):
         try:
             if prepare is not None:
                 self.app.call_from_thread(self.query_one("#scan-info", Static).update,
-                                          "preparing: training the demo model ...")
+                                          "preparing the demo model (trained once, then cached) ...")
                 config = prepare()
                 self.config = config
             report = run_scan(config, on_event, self.stop, resume=resume)

@@ -3,7 +3,15 @@
 from .config import Config, load_config
 from .errors import NCError
 from .report import Report
-from .scan import run_scan
 
 __all__ = ["Config", "NCError", "Report", "load_config", "run_scan"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`run_scan` on first use: it pulls in torch (about 1.5 s), which `nc-tui --help` must not wait for."""
+    if name == "run_scan":
+        from .scan import run_scan
+
+        return run_scan
+    raise AttributeError(f"module 'nc_engine' has no attribute {name!r}")

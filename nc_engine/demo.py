@@ -72,6 +72,7 @@ class DemoModel:
     clean_accuracy: float
     attack_success_rate: float | None
     train_seconds: float
+    cached: bool = False  # True: reused from an earlier identical call, not trained now
 
 
 def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: int = 4,
@@ -88,7 +89,7 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
     if manifest_path.is_file() and (folder / "demo_model.pt").is_file():
         saved = json.loads(manifest_path.read_text())
         if saved.get("request") == request:
-            return DemoModel(**saved["model"])
+            return DemoModel(**{**saved["model"], "cached": True})
     started = time.perf_counter()
     x_train, y_train = synthetic_glyphs(n_train, seed)
     x_test, y_test = synthetic_glyphs(n_test, seed + 1)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .report import Report
+from .report import LabelRow, Report
 
 TABLE_COLUMNS = ("label", "name", "L1 norm", "ASR", "anomaly", "steps", "status")
+DEGENERATE_AREA = 0.5  # a mask covering more than this share of the image is no trigger, whatever its ASR
 
 
 def fmt_num(value: float | None, spec: str) -> str:
@@ -22,26 +23,37 @@ def fmt_eta(seconds: float | None) -> str:
     return f"ETA {seconds // 60}:{seconds % 60:02d}"
 
 
-def table_rows(report: Report) -> list[dict[str, Any]]:
-    """Formatted cells per label, most anomalous first; "flagged" says whether to highlight the row."""
+def is_degenerate(row: LabelRow, area: int | None = None) -> bool:
+    """A search that found no real trigger: its mask covers most of the image (`area`: H*W pixels), or it
+    ran to the step limit without converging. Such an L1 says nothing about a backdoor."""
+    kept = next((t for t in row.trials if t.get("trial") == row.kept_trial), {})
+    too_big = area is not None and area > 0 and row.l1_norm > DEGENERATE_AREA * area
+    return too_big or (not row.converged and kept.get("stop_reason") == "max_steps")
+
+
+def table_rows(report: Report, area: int | None = None) -> list[dict[str, Any]]:
+    """Formatted cells per label, most anomalous first; "flagged" says whether to highlight the row.
+    `area` (the mask's H*W, when known) lets a mask covering most of the image show as degenerate."""
     rows = sorted(report.labels, key=lambda r: -(r.anomaly_index if r.anomaly_index is not None else -math.inf))
     out = []
     for r in rows:
-        status = "FLAGGED" if r.flagged else ("not converged" if not r.converged else "")
+        degenerate = is_degenerate(r, area)
+        status = ("FLAGGED" if r.flagged else "degenerate" if degenerate
+                  else "not converged" if not r.converged else "")
         cells = (str(r.label), r.name, fmt_num(r.l1_norm, ".2f"), fmt_num(r.asr, ".1%"),
                  fmt_num(r.anomaly_index, ".2f"), str(r.steps), status)
-        out.append({"label": r.label, "cells": cells, "flagged": r.flagged})
+        out.append({"label": r.label, "cells": cells, "flagged": r.flagged, "degenerate": degenerate})
     return out
 
 
-def table_lines(report: Report) -> list[str]:
+def table_lines(report: Report, area: int | None = None) -> list[str]:
     """Plain-text table of labels, ordered by anomaly index (most anomalous first)."""
     widths = (5, 14, 9, 7, 8, 6, 0)
 
     def line(cells: tuple[str, ...]) -> str:
         return " ".join(c if not w else c[:w].ljust(w) if i == 1 else c.rjust(w)
                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-    return [line(TABLE_COLUMNS)] + [line(r["cells"]) for r in table_rows(report)]
+    return [line(TABLE_COLUMNS)] + [line(r["cells"]) for r in table_rows(report, area)]
 
 
 def verdict_line(report: Report) -> str:
@@ -82,7 +94,11 @@ def mitigation_lines(report: dict[str, Any]) -> list[str]:
 def _method_lines(report: dict[str, Any]) -> list[str]:
     m, lines = report["method"], []
     if m == "unlearn":
-        lines.append(f"fine-tuned on {report['train_images']} clean images ({report['stamped_images']} stamped)")
+        lines.append(f"fine-tuned on {report['train_images']} clean images ({report['stamped_images']} stamped)"
+                     + (f", lr backed off to {report['lr']:g} after {len(report['attempts']) - 1} drop(s) too large"
+                        if len(report.get("attempts", [])) > 1 else ""))
+        if report.get("accepted") is False:
+            lines.append(f"NOT REPAIRED: {report['rejected']}")
     elif m == "prune":
         lines.append(f"pruned {len(report['pruned_units'])} of {report['layer_units']} units of the input of "
                      f"{report['layer']} ({report['pruned_fraction']:.0%}): {report['stop_reason']}")

@@ -11,7 +11,8 @@ keeps its finished work and can be resumed. `RunFolder` is the only code that kn
     RUN/trials/label_NNN_screen_K.{json,npz}  the same for a screening pass (screened scans)
     RUN/triggers/label_NNN_{mask,pattern,fusion}.png, label_NNN.npz   the kept trial of each label
     RUN/report.json, RUN/report.csv           the summary (partial while a scan is unfinished)
-    RUN/mitigation/METHOD/                    what `nc-tui mitigate` wrote
+    RUN/mitigation/METHOD[-N]/                what `nc-tui mitigate` wrote (-2, -3 ... for later runs)
+    RUN/export/RUNNAME-report.{csv,json}      the app's `e` export, named after the run to copy elsewhere
 """
 
 from __future__ import annotations
@@ -293,6 +294,14 @@ class RunFolder:
             write_npz(self.file(paths["trigger_npz"]), mask=mask.astype(np.float32),
                       pattern=pattern.astype(np.float32))
 
+    def mask_area(self, labels: list[int]) -> int | None:
+        """H*W of the saved trigger masks (the report does not record the input shape); None if none is saved."""
+        for label in labels:
+            arrays = self.trigger_arrays(label)
+            if arrays is not None:
+                return int(arrays[0].shape[-2] * arrays[0].shape[-1])
+        return None
+
     def has_trigger(self, label: int) -> bool:
         """Whether the kept trigger's raw floats are there and readable."""
         try:
@@ -374,8 +383,24 @@ class RunFolder:
         write_json(out / "report.json", report)
         return out / "report.json"
 
+    def export_stem(self) -> Path:
+        """Where the app's export goes (RUN/export/RUNNAME-report), the folder created."""
+        folder = self.path / "export"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{self.path.name}-report"
+
     def mitigation_dir(self, method: str) -> Path:
-        out = self.path / "mitigation" / method
-        with writing(self.path, out.name):
-            out.mkdir(parents=True, exist_ok=True)
-        return out
+        """A new folder for each mitigation run: METHOD, then METHOD-2, METHOD-3 ...; an earlier result
+        (perhaps the one good repair) is never overwritten. mkdir without exist_ok claims the name atomically."""
+        parent = self.path / "mitigation"
+        with writing(self.path, "mitigation"):
+            parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        with writing(self.path, "mitigation"):
+            while True:
+                out = parent / (method if n == 1 else f"{method}-{n}")
+                try:
+                    out.mkdir()
+                    return out
+                except FileExistsError:
+                    n += 1

@@ -23,7 +23,7 @@ from nc_engine.config import Config, load_config
 from nc_engine.errors import NCError
 from nc_engine.report import Report
 
-from .messages import LoadConfigFile, NewScan, ShowResults, StartScan
+from .messages import LoadConfigFile, NewScan, ScanStatus, ShowResults, StartScan
 from .screens.dialogs import Confirm, HelpScreen
 from .screens.results import ResultsScreen
 from .screens.scan import ScanScreen
@@ -54,6 +54,16 @@ class NCApp(App[int]):
         self.resume = resume
         self.prepare = prepare
         self.scan_stops: list[threading.Event] = []  # every scan's stop event, set when the app ends
+        self.runs: dict[str, bool] = {}  # run folder -> scan complete, for the lines printed on exit
+
+    def exit_lines(self) -> list[str]:
+        """Printed after the app leaves the terminal: where each scan's results are, how to resume."""
+        lines = []
+        for run_dir, complete in self.runs.items():
+            lines.append(f"run folder: {run_dir}")
+            if not complete:
+                lines.append(f"interrupted; resume with: nc-tui scan --resume {run_dir}")
+        return lines
 
     def stop_all_scans(self) -> None:
         """Called after the app ends, however it ends: no engine thread may outlive the UI."""
@@ -87,6 +97,9 @@ class NCApp(App[int]):
         while len(self.screen_stack) > 1:
             self.pop_screen()
         self.push_screen(SetupScreen(config))
+
+    def on_scan_status(self, message: ScanStatus) -> None:
+        self.runs[message.run_dir] = message.complete
 
     def on_load_config_file(self, message: LoadConfigFile) -> None:
         path = message.path
@@ -131,7 +144,7 @@ class NCApp(App[int]):
                 self.exit(0)
 
         self.push_screen(Confirm("A scan is running. Stop it and quit? Finished labels are kept; "
-                                 "`nc-tui scan --resume RUN_DIR` continues it."), answered)
+                                 f"`nc-tui scan --resume {scan.run_dir or 'RUN_DIR'}` continues it."), answered)
 
     def action_cancel_or_quit(self) -> None:
         scan = self.running_scan()

@@ -121,7 +121,7 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
     report = run_mitigation(args.run_dir, args.method, opts, partial(dispatch, MitigationPrinter()))
     print("\n".join(table_lines(report)))
     print(f"report: {report['report_path']}")
-    return 0
+    return 1 if report.get("accepted") is False else 0  # a rejected repair is a failed command
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
@@ -201,6 +201,8 @@ def _run_app(**kwargs) -> int:
         code = app.run()
     finally:
         app.stop_all_scans()
+    for line in app.exit_lines():  # the terminal is back: say where the results are
+        print(line)
     return code or 0
 
 
@@ -248,7 +250,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"demo: clean accuracy {info.clean_accuracy:.1%}" + (
         f"; the real trigger is a 4x4 white square at row {info.trigger['top']}, column {info.trigger['left']}"
         f" that sends {info.attack_success_rate:.1%} of images to label {info.target}" if info.target is not None
-        else "") + f" (trained in {info.train_seconds:.1f}s)")
+        else "") + (" (cached)" if info.cached else f" (trained in {info.train_seconds:.1f}s)"))
     console.print(f"demo: scanning with {info.config}")
     return _run_headless(load_config(info.config), fail_on=args.fail_on)
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,6 +20,7 @@ from rich.text import Text
 from nc_engine import events as ev
 from nc_engine.formatting import TABLE_COLUMNS, fmt_eta, label_line, table_lines, table_rows, verdict_line
 from nc_engine.report import Report
+from nc_engine.runfolder import RunFolder
 
 from .state import ScanState
 
@@ -29,14 +33,23 @@ def make_console(stream=None) -> Console:
                    soft_wrap=plain, width=None if not plain else 100)
 
 
+HEARTBEAT_SECONDS = 10.0  # plain output: the longest silence (batched scans finish no label for 40-50 s)
+
+
 class HeadlessProgress:
     """An on_event handler that renders progress on a console."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
         self.live = console.is_terminal and not console.no_color
         self.progress: Progress | None = None
         self.state = ScanState()
+        self.clock = clock
+        self.last_line = clock()
+
+    def _print(self, *args) -> None:
+        self.console.print(*args)
+        self.last_line = self.clock()
 
     def __call__(self, event: ev.Event) -> None:
         ev.dispatch(self, event)
@@ -54,6 +67,7 @@ class HeadlessProgress:
                     "labels at the full budget")
         if e.resumed_trials:
             c.print(f"resuming: {e.resumed_trials} finished trial(s) kept")
+        self.last_line = self.clock()
         if self.live:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
                                      TextColumn("{task.fields[eta]}"), TimeElapsedColumn(), console=c, transient=True)
@@ -62,10 +76,21 @@ class HeadlessProgress:
             self.progress.start()
 
     def on_warning(self, e: ev.ScanWarning) -> None:
-        self.console.print(Text(f"warning: {e.message}", style="bold yellow"))
+        self._print(Text(f"warning: {e.message}", style="bold yellow"))
+
+    def heartbeat(self) -> None:
+        """Plain output's sign of life: labels done, the running labels' steps, images, ETA."""
+        with self.state.lock:
+            running = [r for r in self.state.labels.values() if r.state == "running"]
+            done, total, images = self.state.done_jobs, self.state.total_jobs, self.state.images
+        steps = " ".join(f"{r.label}:{r.step}" for r in running[:10]) + (" ..." if len(running) > 10 else "")
+        self._print(f"... {done}/{total} searches done; running (label:step) {steps or 'none'}; "
+                    f"{images} images; {fmt_eta(self.state.eta_seconds())}")
 
     def on_step(self, e: ev.StepProgress) -> None:
         self.state.on_step(e)
+        if self.progress is None and self.clock() - self.last_line >= HEARTBEAT_SECONDS:
+            self.heartbeat()
         if self.progress is not None:
             with self.state.lock:
                 running = [r for r in self.state.labels.values() if r.state == "running"]
@@ -88,7 +113,7 @@ class HeadlessProgress:
 
     def on_label_finished(self, e: ev.LabelFinished) -> None:
         self.state.on_label_finished(e)
-        self.console.print(f"{label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged)}, "
+        self._print(f"{label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged)}, "
                            f"{e.seconds:.1f}s  [{e.done}/{e.total}, {fmt_eta(self.state.eta_seconds())}]")
 
     def on_scan_finished(self, e: ev.ScanFinished) -> None:
@@ -97,16 +122,25 @@ class HeadlessProgress:
             self.progress = None
 
 
+def _mask_area(report: Report) -> int | None:
+    """The masks' H*W from the run folder's trigger files (the report has no input shape), if readable."""
+    try:
+        return RunFolder(Path(report.run_dir)).mask_area([r.label for r in report.labels]) if report.run_dir else None
+    except Exception:  # a moved or damaged folder: the table loses only the "degenerate" marks
+        return None
+
+
 def print_report(console: Console, report: Report) -> None:
     """The ASR / L1 / anomaly table and the verdict."""
+    area = _mask_area(report)
     if console.no_color or not console.is_terminal:
-        console.print("\n".join(table_lines(report)))
+        console.print("\n".join(table_lines(report, area)))
         console.print(verdict_line(report))
         return
     table = Table(title=f"{len(report.labels)} label(s), most anomalous first", title_justify="left")
     for i, name in enumerate(TABLE_COLUMNS):
         table.add_column(name, justify="left" if i in (1, 6) else "right")
-    for row in table_rows(report):
+    for row in table_rows(report, area):
         table.add_row(*row["cells"], style="bold red" if row["flagged"] else None)
     console.print(table)
     style = {"backdoored": "bold white on red", "clean": "bold green"}.get(report.verdict, "bold yellow")

@@ -38,6 +38,15 @@ class ScanEnded(Message):
         self.error = error
 
 
+class ScanStatus(Message):
+    """A scan screen's run folder and whether its scan finished, for the lines printed on exit."""
+
+    def __init__(self, run_dir: str, complete: bool) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.complete = complete
+
+
 class StartScan(Message):
     """Run a scan of `config` on a new scan screen."""
 

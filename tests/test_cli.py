@@ -37,3 +37,37 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nc_tui.cli", "scan", str(tmp_path / "x.toml"), "--headless"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "config file not found" in proc.stderr
+
+
+def _modules_after(code: str) -> str:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
+
+
+def test_help_report_print_and_config_errors_do_not_import_torch(tmp_path, demo_backdoored):
+    """`nc-tui --help` took 1.6 s importing torch; the commands that only read files must not."""
+    from nc_engine.demo import make_demo
+    from nc_engine.scan import run_scan
+
+    run = run_scan(load_config_for(demo_backdoored, tmp_path)).run_dir
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\npath = 3\n")
+    for argv in (["--help"], ["report", run, "--print"], ["scan", str(bad), "--headless"]):
+        out = _modules_after(f"import sys\nfrom nc_tui.cli import main\ntry:\n    main({argv!r})\n"
+                             "except SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)\n")
+        assert "TORCH False" in out, (argv, out[-500:])
+    assert make_demo(demo_backdoored.folder).cached  # and a cached demo says so instead of a training time
+
+
+def load_config_for(info, tmp_path):
+    from nc_engine.config import load_config
+
+    cfg = load_config(info.config)
+    cfg.output.dir = str(tmp_path / "runs")
+    cfg.scan.samples, cfg.scan.max_steps = 32, 20
+    return cfg

@@ -30,6 +30,12 @@ def scanned(tmp_path_factory):
     return {"manifest": manifest, "run": run, "x": x, "y": y}
 
 
+def _report_path(out: str):
+    from pathlib import Path
+
+    return Path(next(line for line in out.splitlines() if line.startswith("report: "))[len("report: "):])
+
+
 def _sha(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -55,7 +61,7 @@ def test_unlearning_removes_the_real_trigger(scanned):
     acc = report["clean_accuracy"]
     assert acc["before"] - acc["after"] <= 0.02
     assert report["asr"][str(m["target"])]["after"] < 0.05  # the reversed trigger too
-    saved = json.loads((run / "mitigation" / "unlearn" / "report.json").read_text())
+    saved = json.loads(open(report["report_path"]).read())
     assert saved["method"] == "unlearn" and saved["stamped_images"] > 0
     # the re-scan of the repaired model: the target's anomaly index falls
     scan = json.loads((run / "report.json").read_text())  # the file as written, read as plain JSON
@@ -75,8 +81,9 @@ def test_options_file_and_other_clean_data(scanned, tmp_path, capsys):
     data.write_text(f'[data]\nformat = "npz"\npath = "{MNIST.resolve()}"\nsplit = "train"\n')
     assert main(["mitigate", str(scanned["run"]), "--method", "filter", "--options", str(opts),
                  "--data", str(data)]) == 0
-    assert "2000 clean images to work with" in capsys.readouterr().out
-    report = json.loads((scanned["run"] / "mitigation" / "filter" / "report.json").read_text())
+    out = capsys.readouterr().out
+    assert "2000 clean images to work with" in out
+    report = json.loads(_report_path(out).read_text())  # filter/ or filter-2/: runs never overwrite each other
     assert report["train_images"] == 2000 and report["options"]["fpr"] == 0.1
     assert len(report["units"][str(scanned["manifest"]["target"])]) == 13  # 20% of 64 units
 
@@ -113,7 +120,7 @@ def test_filter_calibrates_and_labels_images(scanned, tmp_path, capsys):
     assert main(["mitigate", str(run), "--method", "filter"]) == 0
     out = capsys.readouterr().out
     assert "false positives on clean held-out images" in out and "clean accuracy" in out
-    report = json.loads((run / "mitigation" / "filter" / "report.json").read_text())
+    report = json.loads(_report_path(out).read_text())
     assert 0.0 < report["fpr"] < 0.10  # calibrated at 5% on other clean images
     assert report["fnr"][str(m["target"])] < 0.2
     asr, caught = filtered_real_asr(report["detector"], scanned["x"], scanned["y"], m["trigger"], m["target"])

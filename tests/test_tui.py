@@ -52,6 +52,7 @@ async def test_setup_by_keys_scan_and_results(demo_backdoored, tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, ScanScreen))
         await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen), timeout=180)
         screen = app.screen
+        await wait_for(pilot, lambda: bool(screen.query("#results-table")))  # pushed is not yet composed
         table = screen.query_one("#results-table", DataTable)
         await wait_for(pilot, lambda: table.row_count == 10)
         first_row = [str(c) for c in table.get_row_at(0)]
@@ -151,7 +152,7 @@ async def test_help_lists_the_keys_and_quit_asks_during_a_scan(demo_backdoored, 
         await wait_for(pilot, lambda: screen.running and screen.state.images > 0, timeout=60)
         await pilot.press("q")
         await pilot.pause()
-        assert "Stop it and quit" in " ".join(str(w.render()) for w in app.screen.query("Label"))
+        assert "Stop it and quit" in " ".join(str(w.render()) for w in app.screen.query(Static))
         await pilot.press("n")  # keep scanning
         assert app.screen is screen and screen.running
         await pilot.press("q", "y")
@@ -195,17 +196,24 @@ async def test_results_sort_and_export(demo_backdoored, tmp_path, monkeypatch):
         await wait_for(pilot, lambda: table.row_count == 10)
         await pilot.press("3")  # sort by L1 norm, ascending: the flagged label's tiny trigger comes first
         await pilot.pause()
-        values = [float(str(table.get_row_at(i)[2]).replace("[b red]", "").replace("[/]", "")) for i in range(10)]
+        values = [float(plain(table.get_row_at(i)[2])) for i in range(10)]
         assert values == sorted(values)
         await pilot.press("3")
         await pilot.pause()
-        values = [float(str(table.get_row_at(i)[2]).replace("[b red]", "").replace("[/]", "")) for i in range(10)]
+        values = [float(plain(table.get_row_at(i)[2])) for i in range(10)]
         assert values == sorted(values, reverse=True)
         await pilot.press("e")
         await pilot.pause()
-    stem = Path(report.run_dir).name + "-report"
-    assert (tmp_path / f"{stem}.csv").read_text().count("\n") == 11
-    assert '"verdict": "backdoored"' in (tmp_path / f"{stem}.json").read_text()
+    stem = Path(report.run_dir) / "export" / (Path(report.run_dir).name + "-report")  # the run folder, not cwd
+    assert stem.with_suffix(".csv").read_text().count("\n") == 11
+    assert '"verdict": "backdoored"' in stem.with_suffix(".json").read_text()
+    assert not list(tmp_path.glob("*-report.*"))
+
+
+def plain(cell) -> str:
+    from nc_tui.screens.results import _plain
+
+    return _plain(cell)
 
 
 def test_no_color_images_use_shade_characters():

@@ -1,6 +1,6 @@
-"""Snapshots of the three screens at 80x24 and 120x40, with every volatile part fixed: paths, times,
-devices, progress. Update after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`
-and look at the SVGs in tests/__snapshots__/."""
+"""Snapshots of the three screens at 80x24 and 120x40, and of the dialogs at 80x24, with every volatile part
+fixed: paths, times, devices, progress. Update after an intended change with
+`pytest tests/test_tui_snapshots.py --snapshot-update` and look at the SVGs in tests/__snapshots__/."""
 
 from pathlib import Path
 
@@ -25,13 +25,18 @@ def fixed_config():
         source="snapshot.toml", base_dir=Path("/nonexistent/nc-tui"))
 
 
+DEGENERATE = 5  # a search that ran to its step limit with a mask over nearly the whole image
+
+
 def fixed_mask(label: int) -> np.ndarray:
     mask = np.zeros((28, 28), np.float32)
     if label == 8:
         mask[23:27, 1:5] = 1.0  # the backdoor's corner patch
+    elif label == DEGENERATE:
+        mask[:, :] = 0.9
     else:
         rng = np.random.default_rng(label)
-        mask[rng.integers(4, 20):, :][:6, 6:22] = 0.6
+        mask[rng.integers(4, 20):, :][:3 + label % 4, 6:22] = 0.6
     return mask
 
 
@@ -43,8 +48,9 @@ def fixed_report() -> Report:
         pattern = np.stack([np.linspace(0, 1, 28, dtype=np.float32)[None].repeat(28, 0)])
         RunFolder(RUN).save_trigger(label, mask, pattern)
         trials.append({"label": label, "trial": 0, "seed": 100 + label, "l1_norm": float(mask.sum()),
-                       "asr": 0.95 + label / 1000, "steps": 50 + label, "converged": True,
-                       "stop_reason": "converged", "seconds": 1.0})
+                       "asr": 0.95 + label / 1000, "steps": 300 if label == DEGENERATE else 50 + label,
+                       "converged": True, "stop_reason": "max_steps" if label == DEGENERATE else "converged",
+                       "seconds": 1.0})
     info = ScanInfo(clean_accuracy=0.99, seconds=12.0, class_names=[str(i) for i in range(10)])
     return build_report(trials, list(range(10)), 2.0, "l1", info, str(RUN))
 
@@ -93,3 +99,36 @@ def screen_message(event):
 @pytest.mark.parametrize("size", SIZES)
 def test_scan_screen(snap_compare, size):
     assert snap_compare(NCApp(fixed_config(), mode="scan", autostart=False), terminal_size=size, run_before=feed_scan)
+
+
+async def open_mitigation(pilot) -> None:
+    from nc_tui.screens.mitigate import MitigateScreen
+
+    pilot.app.push_screen(MitigateScreen(str(RUN)))
+    await pilot.pause()
+
+
+async def ask_to_quit(pilot) -> None:
+    await feed_scan(pilot)
+    pilot.app.screen.running = True  # as if the engine ran: q asks before stopping it
+    await pilot.press("q")
+    await pilot.pause()
+
+
+async def open_help(pilot) -> None:
+    await pilot.press("f1")
+    await pilot.pause()
+
+
+def test_mitigation_dialog(snap_compare):
+    assert snap_compare(NCApp(mode="report", report=fixed_report()), terminal_size=(80, 24),
+                        run_before=open_mitigation)
+
+
+def test_quit_confirmation(snap_compare):
+    assert snap_compare(NCApp(fixed_config(), mode="scan", autostart=False), terminal_size=(80, 24),
+                        run_before=ask_to_quit)
+
+
+def test_help_screen(snap_compare):
+    assert snap_compare(NCApp(mode="report", report=fixed_report()), terminal_size=(80, 24), run_before=open_help)

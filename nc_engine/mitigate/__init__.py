@@ -2,8 +2,9 @@
 
     run_mitigation(RUN_DIR, "unlearn" | "prune" | "filter", MitigationOptions(), on_event)
 
-writes RUN_DIR/mitigation/<method>/ (report.json, events.jsonl, and the repaired model with a
-config.toml that scans it, or detector.json for the filter) and returns the report.
+writes RUN_DIR/mitigation/<method>/ (<method>-2/ ... for later runs: never overwritten) with report.json,
+events.jsonl, and the repaired model with a config.toml that scans it (unless the repair was rejected for
+losing too much clean accuracy), or detector.json for the filter; returns the report.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def run_mitigation(run_dir: str | Path, method: str, options: MitigationOptions 
             "asr": {str(k): {"before": before["asr"][k], "after": after["asr"][k]} for k in ctx.labels},
             **result, "options": {k: v for k, v in vars(options).items()}}
         report["seconds"] = time.perf_counter() - started
-        if options.rescan:
+        if options.rescan and "config_path" in result:  # a rejected repair saved no model to scan
             report["rescan"] = _rescan(result["config_path"], emit)
         path = RunFolder.write_mitigation_report(out, report)
         emit(events.MitigationFinished(method, str(path), report["seconds"]))

@@ -45,10 +45,10 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question)
+            yield Static(self.question)  # Static wraps at word boundaries; a Label cut the resume hint
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Yes [y]", id="yes", variant="error")
-                yield Button("No [n]", id="no")
+                yield Button("Yes \\[y]", id="yes", variant="error")  # escaped: "[y]" alone is markup
+                yield Button("No \\[n]", id="no")
 
     @on(Button.Pressed)
     def pressed(self, event: Button.Pressed) -> None:
@@ -71,7 +71,7 @@ class HelpScreen(ModalScreen[None]):
         width = max((len(k) for k, _ in self.rows), default=4) + 2
         lines = "\n".join(f"[b]{key:<{width}}[/]{what}" for key, what in self.rows)
         with Vertical(classes="dialog help"):
-            yield Label("[b]nc-tui keys[/]  (Escape closes; the command palette, ctrl+p, lists the actions too)")
+            yield Static("[b]nc-tui keys[/]  (Escape closes; ctrl+p lists the actions by name)")
             yield Static(lines)
 
     def action_close(self) -> None:

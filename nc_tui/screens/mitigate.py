@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Label, RichLog, Static
+from textual.widgets import RichLog, Static
 
 from nc_engine import events as ev
 from nc_engine.errors import NCError
@@ -32,9 +32,9 @@ class MitigateScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog mitigate"):
-            yield Label("[b]Mitigate[/] the flagged label(s) of this run with their reversed triggers")
-            yield Static("[b]u[/] unlearn (fine-tune, the paper's repair)   [b]p[/] prune units   "
-                         "[b]f[/] input filter   [b]Esc[/] close", classes="hint")
+            yield Static("[b]Mitigate[/] the flagged label(s) of this run with their reversed triggers")
+            yield Static("[b]u[/] unlearn (fine-tune, the paper's repair)  [b]p[/] prune units\n"
+                         "[b]f[/] input filter  [b]Esc[/] close", classes="hint")
             yield RichLog(id="mitigate-log", wrap=True, markup=True, max_lines=400)
 
     def action_mitigate(self, method: str) -> None:
@@ -59,7 +59,8 @@ class MitigateScreen(ModalScreen[None]):
         except NCError as exc:
             self.app.call_from_thread(self._finish, [f"[b red]error:[/] {exc}"])
             return
-        lines = table_lines(report) + [f"report: {report['report_path']}"]
+        lines = [f"[b red]{line}[/]" if line.startswith("NOT REPAIRED") else line for line in table_lines(report)]
+        lines.append(f"report: {report['report_path']}")
         if report.get("config_path"):
             lines.append(f"repaired model's config (scan it with nc-tui scan): {report['config_path']}")
         self.app.call_from_thread(self._finish, lines)

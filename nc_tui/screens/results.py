@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
+from textual.widgets.data_table import ColumnKey
 
 from nc_engine.files import write_csv, write_json
 from nc_engine.formatting import TABLE_COLUMNS, table_rows, verdict_line
@@ -65,7 +67,7 @@ class ResultsScreen(Screen):
                 yield Label("", id="trigger-title")
                 with Horizontal(id="trigger-images"):
                     for kind in ("mask", "pattern", "fusion"):
-                        with Vertical(classes="trigger-box"):
+                        with Vertical(classes="trigger-box", id=f"box-{kind}"):
                             yield Label(kind, classes="image-label")
                             yield ArrayImage(id=f"img-{kind}")
                 yield Static("", id="trigger-paths")
@@ -75,14 +77,20 @@ class ResultsScreen(Screen):
         table = self.query_one("#results-table", DataTable)
         for name in TABLE_COLUMNS:
             table.add_column(name, key=name)
-        for row in table_rows(self.report):
-            cells = [f"[b red]{c}[/]" if row["flagged"] else c for c in row["cells"]]
+        rows = table_rows(self.report, self.folder.mask_area([r.label for r in self.report.labels]))
+        for row in rows:
+            cells = [f"[b red]{c}[/]" if row["flagged"] else f"[yellow]{c}[/]" if row["degenerate"] else c
+                     for c in row["cells"]]
             table.add_row(*cells, key=str(row["label"]))
-        self.call_after_refresh(self.query_one("#bars", L1Bars).show, self.report)
+        degenerate = frozenset(row["label"] for row in rows if row["degenerate"])
+        self.call_after_refresh(self.query_one("#bars", L1Bars).show, self.report, degenerate)
+        self._mark_sorted_header(table)
         table.focus()
-        first = table_rows(self.report)
-        if first:
-            self.show_label(first[0]["label"])
+        if rows:
+            self.show_label(rows[0]["label"])
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < 110, "-narrow")
 
     # ---- selected label's trigger
     @on(DataTable.RowHighlighted, "#results-table")
@@ -112,12 +120,38 @@ class ResultsScreen(Screen):
         else:
             self.sort_column, self.sort_reverse = column, TABLE_COLUMNS[column] in ("anomaly",)
         name = TABLE_COLUMNS[column]
-        self.query_one("#results-table", DataTable).sort(
-            name, key=lambda v: _sort_value(_plain(v)) if name in _NUMERIC else _plain(v), reverse=self.sort_reverse)
+        table = self.query_one("#results-table", DataTable)
+        table.sort(name, key=_sort_key(name), reverse=self.sort_reverse)
+        self._mark_sorted_header(table)
         self.notify(f"sorted by {name}" + (" (descending)" if self.sort_reverse else ""), timeout=2)
 
+    def _mark_sorted_header(self, table: DataTable) -> None:
+        """An arrow in the sorted column's header says which column and which way."""
+        for i, name in enumerate(TABLE_COLUMNS):
+            column = table.columns[ColumnKey(name)]
+            column.label = Text(name + ((" ▼" if self.sort_reverse else " ▲") if i == self.sort_column else ""))
+            column.content_width = max(column.content_width, column.label.cell_len)
+        table._require_update_dimensions = True  # no public call re-measures a relabelled header
+        table.refresh()
+
+    def _order(self, column: int, reverse: bool) -> list[str]:
+        name = TABLE_COLUMNS[column]
+        table = self.query_one("#results-table", DataTable)
+        key = _sort_key(name)
+        rows = sorted(table.rows, key=lambda k: key(table.get_cell(k, name)), reverse=reverse)
+        return [k.value or "" for k in rows]
+
     def action_sort_next(self) -> None:
-        self.action_sort((self.sort_column + 1) % len(TABLE_COLUMNS))
+        """The next column whose order differs from the one shown (label and name often sort alike)."""
+        table = self.query_one("#results-table", DataTable)
+        shown = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
+        n = len(TABLE_COLUMNS)
+        for step in range(1, n + 1):
+            column = (self.sort_column + step) % n
+            if self._order(column, TABLE_COLUMNS[column] in ("anomaly",)) != shown:
+                self.action_sort(column)
+                return
+        self.action_sort((self.sort_column + 1) % n)
 
     @on(DataTable.HeaderSelected, "#results-table")
     def header_clicked(self, event: DataTable.HeaderSelected) -> None:
@@ -125,11 +159,15 @@ class ResultsScreen(Screen):
 
     # ---- export and navigation
     def action_export(self) -> None:
-        """Write the report as CSV and JSON into the current folder, named after the run."""
-        stem = Path.cwd() / f"{self.folder.path.name}-report"
-        write_csv(stem.with_suffix(".csv"), self.report.csv_columns(), self.report.csv_rows())
-        write_json(stem.with_suffix(".json"), self.report.to_dict())
-        self.notify(f"exported {stem}.csv and {stem}.json", timeout=6)
+        """Write the report as CSV and JSON into the run folder (not wherever the app was started)."""
+        try:
+            stem = self.folder.export_stem()
+            write_csv(stem.with_suffix(".csv"), self.report.csv_columns(), self.report.csv_rows())
+            write_json(stem.with_suffix(".json"), self.report.to_dict())
+        except OSError as exc:
+            self.notify(f"export failed: {exc}", severity="error", timeout=8)
+            return
+        self.notify(f"exported {stem.name}.csv and .json to {stem.parent}", timeout=8)
 
     def action_mitigate(self) -> None:
         if not self.report.flagged:
@@ -143,6 +181,10 @@ class ResultsScreen(Screen):
         self.post_message(NewScan())
 
 
+def _sort_key(name: str):
+    return (lambda v: _sort_value(_plain(v))) if name in _NUMERIC else _plain
+
+
 def _plain(value: object) -> str:
     text = str(value)
-    return text.replace("[b red]", "").replace("[/]", "")
+    return text.replace("[b red]", "").replace("[yellow]", "").replace("[/]", "")

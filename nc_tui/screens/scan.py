@@ -20,7 +20,7 @@ from nc_engine.errors import NCError
 from nc_engine.formatting import fmt_eta, fmt_num, label_line
 from nc_engine.report import Report
 
-from ..messages import EngineEvent, ScanEnded, ShowResults, StepTick
+from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults, StepTick
 from ..state import ScanState
 from ..widgets.image import ArrayImage
 from ..widgets.titlebar import TitleBar
@@ -98,7 +98,7 @@ class ScanScreen(Screen):
         try:
             if prepare is not None:
                 self.app.call_from_thread(self.query_one("#scan-info", Static).update,
-                                          "preparing: training the demo model ...")
+                                          "preparing the demo model (trained once, then cached) ...")
                 config = prepare()
                 self.config = config
             report = run_scan(config, on_event, self.stop, resume=resume)
@@ -119,9 +119,11 @@ class ScanScreen(Screen):
 
     def show_scan_started(self, e: ev.ScanStarted) -> None:
         self.run_dir = e.run_dir
+        self.post_message(ScanStatus(e.run_dir, False))
+        # clean accuracy first: the number that says whether the scan means anything, never cut at 80 columns
         self.query_one("#scan-info", Static).update(
-            f"[b]{Path(e.run_dir).name}[/]  {e.device}, {e.strategy}, {e.group_size} at a time, "
-            f"{e.samples} samples, clean accuracy {e.clean_accuracy:.1%}")
+            f"clean accuracy [b]{e.clean_accuracy:.1%}[/]  {Path(e.run_dir).name}  {e.device}, {e.strategy}, "
+            f"{e.group_size} at a time, {e.samples} samples")
         self._fill_table()
         self.query_one("#log", RichLog).write(f"run folder {e.run_dir}")
 
@@ -173,6 +175,7 @@ class ScanScreen(Screen):
             self.query_one("#scan-info", Static).update(f"[b red]✗ {message.error}[/]")
             return
         self.report = message.report
+        self.post_message(ScanStatus(self.report.run_dir, self.report.complete))
         self._update_rows()
         if self.report.complete:
             self.query_one("#overall", ProgressBar).update(progress=1.0)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -151,13 +152,13 @@ class SetupScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield TitleBar("set-up")
+        yield Static("", id="check-result")  # above the form: F2's answer must be seen without scrolling
         with VerticalScroll(id="form"):
             for f in FIELDS:
                 with Horizontal(classes="field"):
                     yield Label(f.label, classes="field-label")
                     yield self._widget(f)
                     yield Static("", id=f"{field_id(f)}-error", classes="field-error")
-            yield Static("", id="check-result")
             with Horizontal(id="form-buttons"):
                 yield Button("Check model & data [F2]", id="check")
                 yield Button("Start scan [F5]", id="start", variant="primary")
@@ -261,8 +262,16 @@ class SetupScreen(Screen):
             tables[f.section][f.key] = value
         return config_from_dict(tables, source="the set-up form", base_dir=base.base_dir)
 
+    def _show_result(self, text: str, severity: str = "information") -> None:
+        """F2's answer and form errors, at the top of the screen, and as a notification."""
+        box = self.query_one("#check-result", Static)
+        box.update(text)
+        box.display = True
+        if severity != "progress":
+            self.notify(Text.from_markup(text).plain.split("\n")[0], severity=severity, timeout=6)
+
     def _report_problem(self, message: str) -> None:
-        self.query_one("#check-result", Static).update(f"[b red]✗ {message}[/]")
+        self._show_result(f"[b red]✗ {message}[/]", "error")
 
     def _valid_config(self) -> Config | None:
         """The form's config, or None after showing what is wrong."""
@@ -284,7 +293,7 @@ class SetupScreen(Screen):
         cfg = self._valid_config()
         if cfg is None:
             return
-        self.query_one("#check-result", Static).update("checking: loading the model and the data ...")
+        self._show_result("checking: loading the model and the data ...", "progress")
         self.run_check(cfg)
 
     @work(thread=True, exclusive=True, group="check")
@@ -304,7 +313,7 @@ class SetupScreen(Screen):
                     f"input range; a scan of a model that does not recognise its inputs is meaningless[/]\n{text}")
         for warning in info["warnings"]:
             text += f"\n[yellow]warning: {warning}[/]"
-        self.app.call_from_thread(self.query_one("#check-result", Static).update, text)
+        self.app.call_from_thread(self._show_result, text, "warning" if info["low_accuracy"] else "information")
 
     def action_load(self) -> None:
         from .dialogs import PathPrompt

@@ -1,6 +1,8 @@
-"""The L1 norms as horizontal bars, with the flagging threshold drawn across them."""
+"""The L1 norms as horizontal bars on a log scale, with the flagging threshold drawn across them."""
 
 from __future__ import annotations
+
+import math
 
 from rich.text import Text
 from textual.widgets import Static
@@ -8,33 +10,49 @@ from textual.widgets import Static
 from nc_engine.report import Report
 
 
-def l1_bars(report: Report, width: int = 40) -> Text:
+def _scale(low: float, top: float, width: int):
+    """Bar length for an L1 norm on a log scale from low/2 to top: one huge (degenerate) mask must not
+    squash every other label into the same one-cell bar."""
+    floor = math.log(low / 2)
+    span = max(1e-9, math.log(top) - floor)
+    return lambda v: max(1, min(width, round((math.log(max(v, low / 2)) - floor) / span * width)))
+
+
+def l1_bars(report: Report, width: int = 40, degenerate: frozenset[int] = frozenset()) -> Text:
     """One bar per label (sorted by label); '|' marks the flagging line (the report's cutoff_l1): bars
-    ending left of it belong to flagged labels."""
+    ending left of it belong to flagged labels. Degenerate searches (`degenerate` labels) are marked."""
     rows = sorted(report.labels, key=lambda r: r.label)
-    if not rows:
+    positive = [r.l1_norm for r in rows if r.l1_norm > 0 and math.isfinite(r.l1_norm)]
+    if not positive:
         return Text("no labels")
-    top = max(r.l1_norm for r in rows) or 1.0
+    length = _scale(min(positive), max(positive), width)
     cut = report.cutoff_l1
-    text = Text()
+    text = Text(_legend(report) + "\n", style="dim")  # first: the bars may scroll, the scale must be seen
     name_w = min(10, max(len(r.name) for r in rows))
     for r in rows:
-        n = max(1, round(r.l1_norm / top * width))
+        n = length(r.l1_norm) if math.isfinite(r.l1_norm) else 1
         bar = list("█" * n + " " * (width - n))
         if cut is not None and cut > 0:
-            pos = min(width - 1, round(cut / top * width))
+            pos = min(width - 1, length(cut) - 1)
             bar[pos] = "|" if bar[pos] == " " else "┃"
-        style = "bold red" if r.flagged else ("yellow" if not r.converged else "cyan")
+        bad = r.label in degenerate
+        style = "bold red" if r.flagged else ("yellow" if bad or not r.converged else "cyan")
         text.append(f"{r.label:>3} {r.name[:name_w]:<{name_w}} ")
         text.append("".join(bar), style=style)
-        text.append(f" {r.l1_norm:.1f}\n")
-    if cut is not None:
-        scale = "log L1" if report.statistic == "log_l1" else "L1"
-        text.append(f"| = flagging line: L1 {cut:.1f} (median {scale} - {report.threshold:g} x MAD of {scale}; "
-                    f"median L1 {report.median_l1:.1f})", style="dim")
+        text.append(f" {r.l1_norm:.1f}" + (" degenerate" if bad else "") + "\n")
     return text
 
 
+def _legend(report: Report) -> str:
+    legend = "L1 on a log scale"
+    cut = report.cutoff_l1
+    if cut is not None:
+        scale = "log L1" if report.statistic == "log_l1" else "L1"
+        legend += (f"; | = flagging line: L1 {cut:.1f} (median {scale} - {report.threshold:g} x MAD of {scale}; "
+                   f"median L1 {report.median_l1:.1f})")
+    return legend
+
+
 class L1Bars(Static):
-    def show(self, report: Report) -> None:
-        self.update(l1_bars(report, max(10, self.size.width - 24) if self.size.width else 40))
+    def show(self, report: Report, degenerate: frozenset[int] = frozenset()) -> None:
+        self.update(l1_bars(report, max(10, self.size.width - 30) if self.size.width else 40, degenerate))

@@ -74,14 +74,18 @@ class ArrayImage(Widget):
         if self._array is None or width < 2 or height < 1:
             return []
         if self._rendered_for != (width, height):
-            colour = not self.app.no_color if hasattr(self.app, "no_color") else True
+            colour = not getattr(self.app, "no_color", False)
             self._lines = halfblock_lines(fit(to_rgb(self._array), width, height), colour)
             self._rendered_for = (width, height)
         return self._lines
 
     def render_line(self, y: int) -> Strip:
+        # Every segment gets a real Style: Textual's NO_COLOR (monochrome) filter reads `style.color`
+        # and crashed on the unstyled padding and blank lines, freezing the terminal.
+        base = self.rich_style
         lines = self._render_lines()
         if y >= len(lines):
-            return Strip.blank(self.size.width)
-        segments = list(lines[y].render(self.app.console))
-        return Strip(segments).extend_cell_length(self.size.width) if segments else Strip([Segment("")])
+            return Strip.blank(self.size.width, base)
+        segments = [Segment(text, base + style if style else base, control)
+                    for text, style, control in lines[y].render(self.app.console)]
+        return Strip(segments).extend_cell_length(self.size.width, base) if segments else Strip.blank(1, base)

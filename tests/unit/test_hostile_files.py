@@ -22,7 +22,7 @@ from nc_engine.errors import DataError, ModelError
 from nc_engine.models import forward_is_deterministic, load_model, outputs_are_finite
 
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Payload:

@@ -10,10 +10,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import require_shared
 from PIL import Image
 
 from nc_engine.errors import MitigationError, NCError
+from tests.conftest import require_shared
 
 
 @pytest.fixture(scope="module")

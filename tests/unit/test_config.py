@@ -115,7 +115,7 @@ def test_sample_demo_config_is_the_packaged_one():
 
     from nc_engine.demo import demo_config_text
 
-    sample = Path(__file__).resolve().parents[1] / "sample_configs" / "demo.toml"
+    sample = Path(__file__).resolve().parents[2] / "sample_configs" / "demo.toml"
     assert sample.read_text() == demo_config_text()
     assert load_config(sample).model.input_shape == [1, 28, 28]
 

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.zoo_split import HALVES, SPLIT_FILE, family, load_split, main, split_models
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "manifests"
+MANIFESTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "manifests"
 NAMES = sorted(p.stem for p in MANIFESTS.glob("*.json"))
 
 

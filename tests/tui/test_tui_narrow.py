@@ -2,12 +2,12 @@
 read from the rendered screen as a person would."""
 
 import pytest
-from screen_text import screen_text
-from test_tui_snapshots import RUN, feed_scan, fixed_config, fixed_report
 from textual.widgets import DataTable
 
 from nc_tui.app import NCApp
 from nc_tui.screens.mitigate import MitigateScreen
+from tests.tui.screen_text import screen_text
+from tests.tui.test_tui_snapshots import RUN, feed_scan, fixed_config, fixed_report
 
 SIZE = (80, 24)
 

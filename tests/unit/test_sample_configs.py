@@ -6,7 +6,7 @@ import pytest
 
 from nc_engine.config import DATA_FORMATS, MODEL_FORMATS, config_to_toml, load_config
 
-SAMPLES = sorted((Path(__file__).resolve().parents[1] / "sample_configs").glob("*.toml"))
+SAMPLES = sorted((Path(__file__).resolve().parents[2] / "sample_configs").glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
 from torch import nn
 
 from nc_engine import run_scan
@@ -14,8 +13,9 @@ from nc_engine.config import config_from_dict, load_config
 from nc_engine.data import open_data
 from nc_engine.models import FixedBatch, import_object, load_model
 from nc_engine.prepare import with_model_classes
+from tests.conftest import require_shared
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CPU = torch.device("cpu")
 TINY = {"samples": 32, "asr_samples": 32, "batch_size": 32, "max_steps": 3, "labels": [0, 1, 2]}
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

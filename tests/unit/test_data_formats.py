@@ -6,12 +6,12 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from conftest import cfg_for, noop  # noqa: E402
 from PIL import Image
 
 from nc_engine.config import config_to_toml, load_config
 from nc_engine.data import default_labels_path, open_data, to_input_shape
 from nc_engine.errors import DataError
+from tests.conftest import cfg_for, noop  # noqa: E402
 
 
 def test_npy_pair_by_convention_and_by_labels_path(tmp_path):

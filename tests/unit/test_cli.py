@@ -45,7 +45,7 @@ def _modules_after(code: str) -> str:
     import sys
     from pathlib import Path
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
 
 

@@ -1,6 +1,6 @@
 """Snapshots of the three screens at 80x24 and 120x40, and of the dialogs at 80x24, with every volatile part
 fixed: paths, times, devices, progress. Update after an intended change with
-`pytest tests/test_tui_snapshots.py --snapshot-update` and look at the SVGs in tests/__snapshots__/."""
+`pytest tests/tui/test_tui_snapshots.py --snapshot-update` and look at the SVGs in tests/tui/__snapshots__/."""
 
 from pathlib import Path
 

@@ -118,7 +118,7 @@ def test_resume_with_a_config_or_out_is_refused(tiny, tmp_path, capsys):
 
 def test_engine_writes_only_through_files_py():
     """Every engine write goes through files.py's atomic helpers (appends to the logs excepted)."""
-    root = Path(__file__).resolve().parents[1] / "nc_engine"
+    root = Path(__file__).resolve().parents[2] / "nc_engine"
     bypass = re.compile(r"\.write_(text|bytes)\(|np\.savez?\w*\(|\)\.save\(|(?<!lambda f: )torch\.(jit\.)?save\("
                         r"|open\([^)]*[\"'][wx]")
     offenders = [f"{p.name}:{n}: {line.strip()}" for p in root.rglob("*.py") if p.name != "files.py"

@@ -5,11 +5,11 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import cfg_for, noop  # noqa: E402
 from PIL import Image
 
 from nc_engine.data import open_data, split_samples, stratified_order
 from nc_engine.errors import DataError
+from tests.conftest import cfg_for, noop  # noqa: E402
 
 
 @pytest.mark.parametrize("layout", ["NHW", "NHWC", "NCHW"])

@@ -1,7 +1,8 @@
 """End to end on real data: a BadNets MNIST model trained here is flagged with its true target."""
 
 import pytest
-from conftest import require_shared
+
+from tests.conftest import require_shared
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from benchmarks import decision_rules as dr
 from benchmarks.zoo_split import load_split
 from nc_engine.outliers import MAD_CONSTANT, anomaly_scores, family_wise, mad_outliers
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "evaluation.jsonl"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "evaluation.jsonl"
 TEN = [10.0, 50.0, 52.0, 54.0, 56.0, 58.0, 60.0, 62.0, 64.0, 66.0]
 
 

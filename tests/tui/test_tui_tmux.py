@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 SESSION = f"nctui-test-{os.getpid()}"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # this checkout's nc-tui (the venv's console script may import another checkout)
 NC_TUI = f"PYTHONPATH={ROOT} {sys.executable} -m nc_tui.cli"
 

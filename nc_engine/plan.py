@@ -12,7 +12,7 @@ import numpy as np
 from .config import Config, load_config
 from .fingerprint import check_prints, scan_prints
 from .groups import choose_group_size
-from .prepare import Prepared, Warn
+from .prepare import Prepared, Warn, outputs_kind
 from .report import kept_trial
 from .runfolder import RunFolder
 from .screening import SCREEN_SEED_OFFSET, screening_wanted
@@ -123,4 +123,5 @@ def header_lines(prep: Prepared, plan: ScanPlan, resumed: bool) -> list[str]:
             f"trials {s.trials}, lr {s.lr}, init_cost {s.init_cost}, patience {s.patience}"
             + (f"; screening: {s.screen_steps} steps over {s.screen_samples} samples, then the candidates "
                f"and {s.confirm_references} reference labels at the full budget" if plan.screen else ""),
-            f"clean accuracy on the scan samples: {prep.accuracy:.2%}"]
+            f"clean accuracy on the scan samples: {prep.accuracy:.2%}; model outputs taken as "
+            f"{outputs_kind(prep.model)} ([model].outputs = \"{cfg.model.outputs}\")"]

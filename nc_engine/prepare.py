@@ -100,10 +100,24 @@ def model_faults(model: ScanModel, x: torch.Tensor) -> list[str]:
     return []
 
 
+def low_accuracy_note(accuracy: float, floor: float) -> str:
+    """What a low clean accuracy means, without claiming the config is wrong: some models are weak."""
+    return (f"clean accuracy {accuracy:.1%} on the scan samples is below {floor:.0%}. If the model is documented "
+            "as more accurate, the usual causes are the normalisation ([model] mean/std), the input range or "
+            "channel order, or labels that do not match the model's classes; if it is simply a weak model, the "
+            "scan still runs, but read its verdict with that in mind")
+
+
+def outputs_kind(model: ScanModel) -> str:
+    """What the model's outputs were taken to be (outputs = "auto" detects it): said in the log and report."""
+    return "probabilities (log taken)" if model.log_probs else "logits"
+
+
 def check_setup(cfg: Config) -> dict[str, Any]:
     """The quick check before a scan: load model and data, measure clean accuracy; raises NCError."""
     warnings: list[str] = []
     p = prepare(cfg, warnings.append)
     return {"device": str(p.device), "samples": len(p.data.opt_idx), "asr_samples": len(p.data.asr_idx),
-            "classes": len(p.data.class_names), "clean_accuracy": p.accuracy,
+            "classes": len(p.data.class_names), "clean_accuracy": p.accuracy, "outputs": outputs_kind(p.model),
+            "low_accuracy_note": low_accuracy_note(p.accuracy, p.cfg.detect.min_clean_accuracy),
             "low_accuracy": p.accuracy < p.cfg.detect.min_clean_accuracy, "warnings": warnings + p.faults}

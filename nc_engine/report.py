@@ -64,6 +64,7 @@ class ScanInfo:
     trials_per_label: int = 1
     seconds: float = 0.0
     images: int = 0  # stamped images processed
+    outputs: str = ""  # what the model's outputs were taken to be: logits or probabilities
 
 
 @dataclass

@@ -19,7 +19,7 @@ from . import events as ev
 from .asr import attack_success_rate
 from .config import Config
 from .plan import ScanInputs, ScanPlan, header_lines, open_folder, plan_scan, repair_triggers
-from .prepare import Prepared, check_setup, prepare
+from .prepare import Prepared, check_setup, low_accuracy_note, outputs_kind, prepare
 from .recorder import RunRecorder
 from .report import Report, ScanInfo, build_report, kept_trial, label_rows
 from .runfolder import RunFolder
@@ -106,11 +106,8 @@ def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: thread
 
 
 def _warn_low_accuracy(prep: Prepared, bus: ev.EventBus) -> None:
-    floor = prep.cfg.detect.min_clean_accuracy
-    if prep.accuracy < floor:
-        bus.warn(f"LOW CLEAN ACCURACY: the model gets {prep.accuracy:.1%} of the scan samples right "
-                 f"(below {floor:.0%}); check [model].mean/std and the input range: "
-                 "a scan of a model that does not recognise its inputs is meaningless")
+    if prep.accuracy < prep.cfg.detect.min_clean_accuracy:
+        bus.warn("LOW CLEAN ACCURACY: " + low_accuracy_note(prep.accuracy, prep.cfg.detect.min_clean_accuracy))
 
 
 class TrialCollector:
@@ -173,6 +170,7 @@ class TrialCollector:
         p, s = self.prep, self.prep.cfg.scan
         info = ScanInfo(p.accuracy, str(p.device), s.strategy, self.plan.group, s.preset, len(p.data.opt_idx),
                         len(p.data.asr_idx), str(p.cfg.resolve_path(p.cfg.model.path)),
-                        str(p.cfg.resolve_path(p.cfg.data.path)), p.data.class_names, s.trials, seconds, self.images)
+                        str(p.cfg.resolve_path(p.cfg.data.path)), p.data.class_names, s.trials, seconds, self.images,
+                        outputs_kind(p.model))
         return build_report(self.trials, self.plan.labels, p.cfg.detect.threshold, p.cfg.detect.statistic, info,
                             str(self.folder.path), p.faults, self.selection)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -307,12 +308,12 @@ class SetupScreen(Screen):
             return
         acc = info["clean_accuracy"]
         text = (f"✓ model and data load on {info['device']}: {info['samples']} optimisation + "
-                f"{info['asr_samples']} held-out samples, {info['classes']} classes; clean accuracy {acc:.1%}")
-        if info["low_accuracy"]:
-            text = (f"[b yellow]⚠ clean accuracy is only {acc:.1%}: check the normalisation (mean/std) and the "
-                    f"input range; a scan of a model that does not recognise its inputs is meaningless[/]\n{text}")
+                f"{info['asr_samples']} held-out samples, {info['classes']} classes; clean accuracy {acc:.1%}; "
+                f"outputs taken as {info['outputs']}")
+        if info["low_accuracy"]:  # escaped: "[model]" in the note is text, not markup
+            text = f"[b yellow]⚠ {escape(info['low_accuracy_note'])}[/]\n{text}"
         for warning in info["warnings"]:
-            text += f"\n[yellow]warning: {warning}[/]"
+            text += f"\n[yellow]warning: {escape(warning)}[/]"
         self.app.call_from_thread(self._show_result, text, "warning" if info["low_accuracy"] else "information")
 
     def action_load(self) -> None:

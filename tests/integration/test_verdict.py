@@ -141,3 +141,24 @@ def test_fail_on_backdoored_for_the_demo(demo_backdoored, tmp_path, capsys):
     run = next((tmp_path / "runs").iterdir())
     assert main(["report", str(run), "--print", "--fail-on", "backdoored,inconclusive"]) == 3
     assert main(["report", str(run), "--print"]) == 0
+
+
+class SoftmaxNet(nn.Module):
+    """Probabilities out, as many deployed models have (softmax inside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.fc(x.flatten(1)), 1)
+
+
+def test_low_accuracy_is_explained_and_the_outputs_kind_recorded(tmp_path):
+    events = []
+    report = run_scan(tiny_scan_config(tmp_path, SoftmaxNet()), events.append)
+    assert report.info.outputs == "probabilities (log taken)"
+    warning = next(e.message for e in events if e.kind == "warning" and "LOW CLEAN ACCURACY" in e.message)
+    assert "If the model is documented as more accurate" in warning and "weak model" in warning
+    log = next((tmp_path / "runs").glob("*/log.txt")).read_text()
+    assert 'outputs taken as probabilities (log taken) ([model].outputs = "auto")' in log

@@ -27,6 +27,7 @@ RESIZE_MODES = ("bilinear", "nearest", "bicubic")
 # torchvision.datasets classes nc-tui knows how to read labels from without decoding every image.
 TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "SVHN", "GTSRB", "STL10")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
+WEIGHT_FORMATS = ("auto", "torch", "safetensors")  # how a state_dict file is stored; auto = by extension
 STRATEGIES = ("batched", "sequential")
 SCREENING = ("auto", "on", "off")
 
@@ -43,6 +44,7 @@ class ModelConfig:
     std: list = field(default_factory=lambda: [1.0])
     outputs: str = "auto"
     trust_pickle: bool = False
+    weights: str = "auto"  # state_dict file: "torch" (torch.save), "safetensors", "auto" (by extension)
 
 
 @dataclass
@@ -303,6 +305,8 @@ def _validate_model(cfg: Config, bad: Any) -> None:
         raise bad("[model].std", "positive numbers", m.std)
     if m.outputs not in OUTPUT_KINDS:
         raise bad("[model].outputs", "one of " + ", ".join(OUTPUT_KINDS), m.outputs)
+    if m.weights not in WEIGHT_FORMATS:
+        raise bad("[model].weights", "one of " + ", ".join(WEIGHT_FORMATS), m.weights)
 
 
 def _validate_data(cfg: Config, bad: Any) -> None:

@@ -17,6 +17,7 @@ import stat
 import sys
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,8 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if head != b"PK\x03\x04" and head[:1] != b"\x80":
         raise ModelError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with path.open("rb") as f:  # a file object: torch.load reads a path by its extension (.safetensors)
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         raise ModelError(f"{path}: holds Python objects that weights_only=True will not unpickle"
@@ -149,6 +151,32 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a .safetensors file: a JSON header and raw tensors, so nothing is unpickled."""
+    _check_file(path, "safetensors file")
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ModelError(f"{path}: safetensors weights need the safetensors package: "
+                         "pip install \"nc-tui[safetensors]\"") from None
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...: all mean the file is not readable as safetensors
+        raise ModelError(f"{path}: not a safetensors file ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not state:
+        raise ModelError(f"{path}: the safetensors file holds no tensors; expected a state_dict")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_state(path: Path, weights: str = "auto") -> dict[str, torch.Tensor]:
+    """A state_dict from a torch.save checkpoint or a .safetensors file ([model].weights; auto = by extension)."""
+    if weights == "safetensors" or (weights == "auto" and path.suffix.lower() == ".safetensors"):
+        return load_safetensors(path)
+    return load_checkpoint(path)
 
 
 def _load_weights(net: nn.Module, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
@@ -373,12 +401,20 @@ def _cifar_stem(net: nn.Module, cfg: Config) -> nn.Module:
     return net
 
 
-def _classifier_width(path: Path, state: dict[str, torch.Tensor]) -> int:
-    """num_classes of a checkpoint: rows of its last weight matrix (the classifier in torchvision models)."""
-    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() >= 2]
-    if not weights:
+def _classifier_width(path: Path, state: dict[str, torch.Tensor], build: Callable[[int], nn.Module]) -> int:
+    """num_classes of a checkpoint: the rows of the weight that follows num_classes in the architecture.
+
+    Found by building the architecture twice on the meta device (no memory, no compute) with two class
+    counts; key order cannot be trusted (safetensors files come back sorted by name)."""
+    try:
+        with torch.device("meta"):
+            one, two = build(1000).state_dict(), build(1001).state_dict()
+    except Exception:  # the real build reports the error in the config's words
+        one, two = {}, {}
+    heads = [k for k in one if k in two and one[k].shape != two[k].shape and k in state and state[k].dim() >= 2]
+    if not heads:
         raise ModelError(f"{path}: cannot tell the number of classes from the checkpoint; set [model].num_classes")
-    return int(weights[-1].shape[0])
+    return int(state[heads[0]].shape[0])
 
 
 def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
@@ -393,10 +429,13 @@ def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
     if m.architecture not in torchvision.models.list_models():
         raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r} is not a torchvision.models "
                          "name (see torchvision.models.list_models())")
-    state = load_checkpoint(path)
-    num_classes = m.num_classes or _classifier_width(path, state)
+    state = load_state(path, m.weights)
+    def build(classes: int) -> nn.Module:
+        return torchvision.models.get_model(m.architecture, weights=None, num_classes=classes, **args)
+
+    num_classes = m.num_classes or _classifier_width(path, state, build)
     try:
-        net = torchvision.models.get_model(m.architecture, weights=None, num_classes=num_classes, **args)
+        net = build(num_classes)
     except (ValueError, TypeError) as exc:
         raise ModelError(f"[model].architecture = {m.architecture!r}: not a usable torchvision.models "
                          f"name ({_first_line(exc)})") from None
@@ -444,7 +483,7 @@ def _build_network(cfg: Config) -> nn.Module:
     if not isinstance(net, nn.Module):
         raise ModelError(f"[model].architecture = {m.architecture!r} returned a {type(net).__name__}, "
                          "expected a torch.nn.Module")
-    _load_weights(net, path)
+    _load_weights(net, path, load_state(path, m.weights))
     return net
 
 

@@ -20,7 +20,7 @@ from .schedule import ScheduleRules, SearchSettings
 
 _RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
 
-MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx")
+MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm")
 DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision")
 LAYOUTS = ("auto", "NHW", "NHWC", "NCHW")
 RESIZE_MODES = ("bilinear", "nearest", "bicubic")
@@ -135,6 +135,12 @@ class Config:
     # Folder that relative paths in the config are relative to (the config file's folder).
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "<defaults>"
+    # "section.key" of every key the TOML gave: formats that carry their own preprocessing (timm, Hugging Face)
+    # fill mean, std and input_shape the config left out.
+    given: frozenset = field(default_factory=frozenset)
+
+    def gave(self, section: str, key: str) -> bool:
+        return f"{section}.{key}" in self.given
 
     def resolve_path(self, value: str) -> Path:
         path = Path(value).expanduser()
@@ -284,7 +290,7 @@ def _validate_model(cfg: Config, bad: Any) -> None:
         raise ConfigError(
             f"{src}: [model].format = \"pickle\" runs code from the model file when it loads; "
             "add trust_pickle = true to [model] if you trust it, or save the model as TorchScript or a state_dict")
-    if m.format in ("state_dict", "torchvision") and not m.architecture:
+    if m.format in ("state_dict", "torchvision", "timm") and not m.architecture:
         raise ConfigError(f"{src}: [model].architecture is required with format = \"{m.format}\" "
                           "(e.g. \"net.py:Net\" or \"resnet18\")")
     if m.num_classes != 0 and not 2 <= m.num_classes <= MAX_CLASSES:
@@ -400,7 +406,8 @@ def config_from_dict(data: dict, source: str = "<config>", base_dir: Path | None
         if name not in _SECTIONS:
             raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
         sections[name] = _build_section(name, table, source)
-    cfg = Config(**sections, base_dir=base_dir or Path.cwd(), source=source)
+    given = frozenset(f"{name}.{key}" for name, table in data.items() for key in table)
+    cfg = Config(**sections, base_dir=base_dir or Path.cwd(), source=source, given=given)
     _validate(cfg)
     resolve(cfg)  # raises when the resolved budget is inconsistent
     return cfg

@@ -6,6 +6,8 @@ normalisation, and returns log-probabilities or logits so cross-entropy is alway
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib
 import importlib.util
 import io
@@ -27,7 +29,7 @@ from torch import nn
 from .config import Config
 from .errors import ModelError
 
-_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "state_dict_ema")
 
 
 class ScanModel(nn.Module):
@@ -41,6 +43,7 @@ class ScanModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.log_probs = log_probs
+        self.preprocessing: dict[str, list] = {}  # the mean, std and input_shape it was loaded with
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W) in [0, 1]
         out = self.net((x - self.mean) / self.std)
@@ -406,11 +409,17 @@ def _classifier_width(path: Path, state: dict[str, torch.Tensor], build: Callabl
 
     Found by building the architecture twice on the meta device (no memory, no compute) with two class
     counts; key order cannot be trusted (safetensors files come back sorted by name)."""
+    def both() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return build(1000).state_dict(), build(1001).state_dict()
+
     try:
         with torch.device("meta"):
-            one, two = build(1000).state_dict(), build(1001).state_dict()
-    except Exception:  # the real build reports the error in the config's words
-        one, two = {}, {}
+            one, two = both()
+    except Exception:  # some architectures compute at init, which meta tensors cannot: build them for real
+        try:
+            one, two = both()
+        except Exception:  # the real build reports the error in the config's words
+            one, two = {}, {}
     heads = [k for k in one if k in two and one[k].shape != two[k].shape and k in state and state[k].dim() >= 2]
     if not heads:
         raise ModelError(f"{path}: cannot tell the number of classes from the checkpoint; set [model].num_classes")
@@ -443,6 +452,73 @@ def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
         net = _cifar_stem(net, cfg)
     _load_weights(net, path, state)
     return net
+
+
+_TIMM_FETCHING_ARGS = ("pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay")
+
+
+def _timm_state(path: Path, weights: str) -> dict[str, torch.Tensor]:
+    """A timm state_dict, or the model's weights inside a timm training checkpoint (its argparse args allowed)."""
+    if weights == "safetensors" or (weights == "auto" and path.suffix.lower() == ".safetensors"):
+        return load_safetensors(path)
+    with torch.serialization.safe_globals([argparse.Namespace]):  # a Namespace only sets attributes
+        return load_checkpoint(path)
+
+
+def _timm_network(cfg: Config, path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A timm model built with pretrained=False (nothing is fetched), the checkpoint's weights, and the
+    model's own preprocessing (mean, std, input size from its pretrained_cfg)."""
+    try:
+        import timm
+        from timm.data import resolve_model_data_config
+    except ImportError:
+        raise ModelError(f"{path}: [model].format = \"timm\" needs the timm package: "
+                         "pip install \"nc-tui[timm]\"") from None
+    m = cfg.model
+    args = dict(m.architecture_args)
+    fetching = [k for k in _TIMM_FETCHING_ARGS if args.get(k) not in (None, False)]
+    if fetching:
+        raise ModelError(f"{cfg.source}: [model].architecture_args.{fetching[0]}: nc-tui never downloads or loads "
+                         "weights through timm; the weights come from [model].path")
+    args = {k: v for k, v in args.items() if k not in _TIMM_FETCHING_ARGS}
+    if not timm.is_model(m.architecture):
+        raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r} is not a timm model name "
+                         "(see timm.list_models())")
+    state = _timm_state(path, m.weights)
+
+    def build(classes: int) -> nn.Module:
+        return timm.create_model(m.architecture, pretrained=False, **{**args, "num_classes": classes})
+
+    num_classes = m.num_classes or args.get("num_classes") or _classifier_width(path, state, build)
+    try:
+        net = build(num_classes)
+    except Exception as exc:
+        raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r}: timm.create_model failed with "
+                         f"architecture_args {m.architecture_args} ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
+    _load_weights(net, path, state)
+    data = resolve_model_data_config(net)
+    return net, {"mean": list(data["mean"]), "std": list(data["std"]), "input_shape": list(data["input_size"])}
+
+
+def _build_with_defaults(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
+    """The network, and the preprocessing it carries (formats that record it) for keys the config left out."""
+    if cfg.model.format == "timm":
+        return _timm_network(cfg, cfg.resolve_path(cfg.model.path))
+    return _build_network(cfg), {}
+
+
+def _with_own_preprocessing(cfg: Config, own: dict[str, Any]) -> Any:
+    """[model] with mean, std and input_shape the config did not give taken from the model's own values."""
+    m = cfg.model
+    shape = own.get("input_shape") if not cfg.gave("model", "input_shape") else None
+    changes: dict[str, Any] = {"input_shape": [int(v) for v in shape]} if shape and len(shape) == 3 else {}
+    channels = changes.get("input_shape", m.input_shape)[0]
+    for key in ("mean", "std"):
+        value = own.get(key)
+        if value and not cfg.gave("model", key) and len(value) in (1, channels):
+            changes[key] = [float(v) for v in value]
+    return dataclasses.replace(m, **changes) if changes else m
 
 
 def _build_network(cfg: Config) -> nn.Module:
@@ -495,8 +571,8 @@ def _looks_like_probabilities(out: torch.Tensor) -> bool:
 def load_model(cfg: Config, device: torch.device) -> ScanModel:
     """Load, wrap, test-forward and freeze the model the config names. The config is not changed:
     with num_classes absent, the model's own count is `model.num_classes`."""
-    m = cfg.model
-    net = _build_network(cfg)
+    net, own = _build_with_defaults(cfg)
+    m = _with_own_preprocessing(cfg, own)
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -527,5 +603,6 @@ def load_model(cfg: Config, device: torch.device) -> ScanModel:
     mean = list(m.mean) * (channels if len(m.mean) == 1 else 1)
     std = list(m.std) * (channels if len(m.std) == 1 else 1)
     model = ScanModel(net, mean, std, log_probs, int(out.shape[1])).to(device)
+    model.preprocessing = {"mean": list(m.mean), "std": list(m.std), "input_shape": list(m.input_shape)}
     model.eval()
     return model

@@ -70,7 +70,10 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
 
 def with_model_classes(cfg: Config, model: ScanModel) -> Config:
     """With num_classes absent from the config, the model's own count (which the run folder records);
-    [scan].labels are checked against it."""
+    [scan].labels are checked against it. Mean, std and input_shape the model supplied are recorded too."""
+    own = {k: v for k, v in model.preprocessing.items() if getattr(cfg.model, k) != v}
+    if own:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **own))
     if cfg.model.num_classes:
         return cfg
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=model.num_classes))

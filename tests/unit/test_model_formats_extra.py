@@ -84,3 +84,59 @@ def test_torch_checkpoint_named_by_key_is_not_read_as_safetensors(tmp_path, net)
         load_model(make_cfg(tmp_path), torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"\[model\]\.weights"):
         make_cfg(tmp_path, weights="pickle")
+
+
+def timm_cfg(tmp_path, **model):
+    table = {"format": "timm", "architecture": "test_resnet", "path": "m.pt", **model}
+    return config_from_dict({"model": table}, source=str(tmp_path / "c.toml"), base_dir=tmp_path)
+
+
+@pytest.fixture
+def timm_net():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
+
+
+@pytest.mark.parametrize("save", ["state_dict", "safetensors", "training_checkpoint"])
+def test_timm_checkpoints_load_with_equal_outputs(tmp_path, timm_net, save):
+    import argparse
+
+    from safetensors.torch import save_file
+    state = timm_net.state_dict()
+    path = tmp_path / ("m.safetensors" if save == "safetensors" else "m.pt")
+    if save == "safetensors":
+        save_file(state, str(path))
+    elif save == "state_dict":
+        torch.save(state, path)
+    else:  # what timm's CheckpointSaver writes: the args are an argparse.Namespace
+        torch.save({"epoch": 3, "arch": "test_resnet", "state_dict": state, "state_dict_ema": state,
+                    "args": argparse.Namespace(lr=0.1, model="test_resnet"), "version": 2}, path)
+    model = load_model(timm_cfg(tmp_path, path=path.name, input_shape=[3, 32, 32], mean=[0.0], std=[1.0]),
+                       torch.device("cpu"))
+    assert model.num_classes == 3  # read from the checkpoint's head
+    same_outputs(model, timm_net, (3, 32, 32))
+
+
+def test_timm_preprocessing_defaults_to_the_models_own(tmp_path, timm_net):
+    from nc_engine.prepare import with_model_classes
+    torch.save(timm_net.state_dict(), tmp_path / "m.pt")
+    cfg = timm_cfg(tmp_path)
+    model = load_model(cfg, torch.device("cpu"))
+    assert model.preprocessing == {"mean": [0.5] * 3, "std": [0.5] * 3, "input_shape": [3, 160, 160]}
+    same_outputs(model, timm_net, (3, 160, 160), mean=0.5, std=0.5)
+    recorded = with_model_classes(cfg, model).model
+    assert (recorded.mean, recorded.input_shape, recorded.num_classes) == ([0.5] * 3, [3, 160, 160], 3)
+    given = load_model(timm_cfg(tmp_path, input_shape=[3, 32, 32], std=[0.25]), torch.device("cpu"))
+    assert given.preprocessing == {"mean": [0.5] * 3, "std": [0.25], "input_shape": [3, 32, 32]}
+
+
+def test_timm_errors_are_one_line(tmp_path, timm_net):
+    torch.save(timm_net.state_dict(), tmp_path / "m.pt")
+    for cfg, match in [(timm_cfg(tmp_path, architecture="no_such_net"), "not a timm model name"),
+                       (timm_cfg(tmp_path, architecture_args={"pretrained": True}), "never downloads"),
+                       (timm_cfg(tmp_path, architecture_args={"checkpoint_path": "x.pth"}), "never downloads"),
+                       (timm_cfg(tmp_path, architecture="resnet10t"), "does not match the architecture")]:
+        with pytest.raises(ModelError, match=match) as err:
+            load_model(cfg, torch.device("cpu"))
+        assert "\n" not in str(err.value)

@@ -20,7 +20,7 @@ from .schedule import ScheduleRules, SearchSettings
 
 _RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
 
-MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm")
+MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm", "huggingface")
 DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision")
 LAYOUTS = ("auto", "NHW", "NHWC", "NCHW")
 RESIZE_MODES = ("bilinear", "nearest", "bicubic")
@@ -135,7 +135,7 @@ class Config:
     # Folder that relative paths in the config are relative to (the config file's folder).
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "<defaults>"
-    # "section.key" of every key the TOML gave: formats that carry their own preprocessing (timm, Hugging Face)
+    # "section.key" of every key the TOML gave: formats that carry their own preprocessing (timm, huggingface)
     # fill mean, std and input_shape the config left out.
     given: frozenset = field(default_factory=frozenset)
 

@@ -140,3 +140,55 @@ def test_timm_errors_are_one_line(tmp_path, timm_net):
         with pytest.raises(ModelError, match=match) as err:
             load_model(cfg, torch.device("cpu"))
         assert "\n" not in str(err.value)
+
+
+@pytest.fixture
+def hf_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=64, num_labels=3,
+                                    id2label={0: "cat", 1: "dog", 2: "cow"}, label2id={"cat": 0, "dog": 1, "cow": 2})
+    net = transformers.ViTForImageClassification(config).eval()
+    folder = tmp_path / "vit"
+    net.save_pretrained(folder)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
+                                   image_std=[0.2, 0.3, 0.4]).save_pretrained(folder)
+    return folder, net
+
+
+def test_huggingface_folder_loads_with_its_own_preprocessing_and_names(tmp_path, hf_folder):
+    folder, net = hf_folder
+    assert (folder / "model.safetensors").is_file()
+    cfg = config_from_dict({"model": {"format": "huggingface", "path": "vit"}}, source=str(tmp_path / "c.toml"),
+                           base_dir=tmp_path)
+    model = load_model(cfg, torch.device("cpu"))
+    assert model.preprocessing == {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.4], "input_shape": [3, 32, 32]}
+    assert model.num_classes == 3 and model.class_names == ["cat", "dog", "cow"]
+    x = torch.rand((5, 3, 32, 32), generator=torch.Generator().manual_seed(1))
+    mean, std = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1), torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(pixel_values=(x - mean) / std).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_huggingface_folder_errors_are_one_line(tmp_path, hf_folder):
+    folder, _ = hf_folder
+    (folder / "config.json").unlink()
+    (tmp_path / "file.bin").write_bytes(b"x")
+    for path, match in [("vit", "no config.json"), ("file.bin", "expected a folder"), ("absent", "expected a folder")]:
+        cfg = config_from_dict({"model": {"format": "huggingface", "path": path}}, source=str(tmp_path / "c.toml"),
+                               base_dir=tmp_path)
+        with pytest.raises(ModelError, match=match) as err:
+            load_model(cfg, torch.device("cpu"))
+        assert "\n" not in str(err.value) and path in str(err.value)
+
+
+def test_huggingface_backbone_without_a_classifier_is_refused(tmp_path, hf_folder):
+    import transformers
+    folder, net = hf_folder
+    transformers.ViTModel(net.config).save_pretrained(tmp_path / "base")  # no classifier weights
+    cfg = config_from_dict({"model": {"format": "huggingface", "path": "base"}}, source=str(tmp_path / "c.toml"),
+                           base_dir=tmp_path)
+    with pytest.raises(ModelError, match="lack .* classifier") as err:
+        load_model(cfg, torch.device("cpu"))
+    assert "\n" not in str(err.value)

@@ -64,7 +64,9 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
         warn(f"only {len(opt_idx)} optimisation samples available ([scan].samples = {s.samples})")
     if len(asr_idx) < min(s.asr_samples, 100):
         warn(f"only {len(asr_idx)} held-out samples for the attack success rate")
-    names = list(source.class_names) or list(model_names or [])
+    names = list(source.class_names)
+    if model_names and names == [str(i) for i in range(len(names))]:  # the data only numbers its classes
+        names = list(model_names)
     names += [str(i) for i in range(len(names), cfg.model.num_classes)]
     y = torch.as_tensor(source.labels)
     return ScanData(x_opt.to(device), y[opt_idx].to(device), x_asr.to(device), y[asr_idx].to(device),

@@ -192,3 +192,17 @@ def test_huggingface_backbone_without_a_classifier_is_refused(tmp_path, hf_folde
     with pytest.raises(ModelError, match="lack .* classifier") as err:
         load_model(cfg, torch.device("cpu"))
     assert "\n" not in str(err.value)
+
+
+def test_huggingface_model_on_parquet_data_prepares_with_its_own_preprocessing(tmp_path, hf_folder):
+    pytest.importorskip("pyarrow")
+    from nc_engine.prepare import prepare
+    from tests.unit.test_parquet_data import write
+    write(tmp_path / "d.parquet", n=30, names=())  # no hub class names: the model's id2label are used
+    table = {"model": {"format": "huggingface", "path": "vit"}, "data": {"format": "parquet", "path": "d.parquet"},
+             "scan": {"samples": 12, "asr_samples": 12, "batch_size": 4, "device": "cpu"}}
+    cfg = config_from_dict(table, source=str(tmp_path / "c.toml"), base_dir=tmp_path)
+    p = prepare(cfg, lambda m: None)
+    assert p.cfg.model.mean == [0.4, 0.5, 0.6] and p.cfg.model.input_shape == [3, 32, 32]
+    assert p.cfg.model.num_classes == 3 and p.data.class_names == ["cat", "dog", "cow"]
+    assert p.data.x_opt.shape[1:] == (3, 32, 32)  # the 8x8 images resized to the model's own size

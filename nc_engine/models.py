@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, ModelConfig
 from .errors import ModelError
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "state_dict_ema")
@@ -462,10 +462,8 @@ _TIMM_FETCHING_ARGS = ("pretrained", "checkpoint_path", "pretrained_cfg", "pretr
 
 def _timm_state(path: Path, weights: str) -> dict[str, torch.Tensor]:
     """A timm state_dict, or the model's weights inside a timm training checkpoint (its argparse args allowed)."""
-    if weights == "safetensors" or (weights == "auto" and path.suffix.lower() == ".safetensors"):
-        return load_safetensors(path)
     with torch.serialization.safe_globals([argparse.Namespace]):  # a Namespace only sets attributes
-        return load_checkpoint(path)
+        return load_state(path, weights)
 
 
 def _timm_network(cfg: Config, path: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -502,6 +500,7 @@ def _timm_network(cfg: Config, path: Path) -> tuple[nn.Module, dict[str, Any]]:
     _load_weights(net, path, state)
     data = resolve_model_data_config(net)
     return net, {"mean": list(data["mean"]), "std": list(data["std"]), "input_shape": list(data["input_size"])}
+
 
 class HubLogits(nn.Module):
     """A Hugging Face image classifier as a plain module: pixel values in, the output object's logits out."""
@@ -612,15 +611,18 @@ def _build_with_defaults(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
     return _build_network(cfg), {}
 
 
-def _with_own_preprocessing(cfg: Config, own: dict[str, Any]) -> Any:
+def _with_own_preprocessing(cfg: Config, own: dict[str, Any]) -> ModelConfig:
     """[model] with mean, std and input_shape the config did not give taken from the model's own values."""
     m = cfg.model
     shape = own.get("input_shape") if not cfg.gave("model", "input_shape") else None
-    changes: dict[str, Any] = {"input_shape": [int(v) for v in shape]} if shape and len(shape) == 3 else {}
+    fits = isinstance(shape, list | tuple) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)
+    changes: dict[str, Any] = {"input_shape": [int(v) for v in shape]} if fits else {}
     channels = changes.get("input_shape", m.input_shape)[0]
     for key in ("mean", "std"):
         value = own.get(key)
-        if value and not cfg.gave("model", key) and len(value) in (1, channels):
+        numbers = isinstance(value, list | tuple) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                          and (key == "mean" or v > 0) for v in value)
+        if numbers and value and not cfg.gave("model", key) and len(value) in (1, channels):
             changes[key] = [float(v) for v in value]
     return dataclasses.replace(m, **changes) if changes else m
 

@@ -20,13 +20,14 @@ from .schedule import ScheduleRules, SearchSettings
 
 _RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
 
-MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx")
-DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision")
+MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm", "huggingface")
+DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision", "parquet")
 LAYOUTS = ("auto", "NHW", "NHWC", "NCHW")
 RESIZE_MODES = ("bilinear", "nearest", "bicubic")
 # torchvision.datasets classes nc-tui knows how to read labels from without decoding every image.
 TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "SVHN", "GTSRB", "STL10")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
+WEIGHT_FORMATS = ("auto", "torch", "safetensors")  # how a state_dict file is stored; auto = by extension
 STRATEGIES = ("batched", "sequential")
 SCREENING = ("auto", "on", "off")
 
@@ -43,6 +44,7 @@ class ModelConfig:
     std: list = field(default_factory=lambda: [1.0])
     outputs: str = "auto"
     trust_pickle: bool = False
+    weights: str = "auto"  # state_dict file: "torch" (torch.save), "safetensors", "auto" (by extension)
 
 
 @dataclass
@@ -56,6 +58,8 @@ class DataConfig:
     dataset: str = ""  # torchvision: a torchvision.datasets name; `path` is its root folder
     download: bool = False  # torchvision: let torchvision download the dataset into `path`
     resize: str = "bilinear"  # interpolation when images differ from [model].input_shape
+    image_column: str = ""  # parquet: the encoded-image column ("" = found by type and name)
+    label_column: str = ""  # parquet: the label column ("" = found by name, else the first integer/string one)
 
 
 @dataclass
@@ -133,6 +137,12 @@ class Config:
     # Folder that relative paths in the config are relative to (the config file's folder).
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "<defaults>"
+    # "section.key" of every key the TOML gave: formats that carry their own preprocessing (timm, huggingface)
+    # fill mean, std and input_shape the config left out.
+    given: frozenset = field(default_factory=frozenset)
+
+    def gave(self, section: str, key: str) -> bool:
+        return f"{section}.{key}" in self.given
 
     def resolve_path(self, value: str) -> Path:
         path = Path(value).expanduser()
@@ -282,7 +292,7 @@ def _validate_model(cfg: Config, bad: Any) -> None:
         raise ConfigError(
             f"{src}: [model].format = \"pickle\" runs code from the model file when it loads; "
             "add trust_pickle = true to [model] if you trust it, or save the model as TorchScript or a state_dict")
-    if m.format in ("state_dict", "torchvision") and not m.architecture:
+    if m.format in ("state_dict", "torchvision", "timm") and not m.architecture:
         raise ConfigError(f"{src}: [model].architecture is required with format = \"{m.format}\" "
                           "(e.g. \"net.py:Net\" or \"resnet18\")")
     if m.num_classes != 0 and not 2 <= m.num_classes <= MAX_CLASSES:
@@ -303,6 +313,8 @@ def _validate_model(cfg: Config, bad: Any) -> None:
         raise bad("[model].std", "positive numbers", m.std)
     if m.outputs not in OUTPUT_KINDS:
         raise bad("[model].outputs", "one of " + ", ".join(OUTPUT_KINDS), m.outputs)
+    if m.weights not in WEIGHT_FORMATS:
+        raise bad("[model].weights", "one of " + ", ".join(WEIGHT_FORMATS), m.weights)
 
 
 def _validate_data(cfg: Config, bad: Any) -> None:
@@ -396,7 +408,8 @@ def config_from_dict(data: dict, source: str = "<config>", base_dir: Path | None
         if name not in _SECTIONS:
             raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
         sections[name] = _build_section(name, table, source)
-    cfg = Config(**sections, base_dir=base_dir or Path.cwd(), source=source)
+    given = frozenset(f"{name}.{key}" for name, table in data.items() for key in table)
+    cfg = Config(**sections, base_dir=base_dir or Path.cwd(), source=source, given=given)
     _validate(cfg)
     resolve(cfg)  # raises when the resolved budget is inconsistent
     return cfg

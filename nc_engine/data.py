@@ -431,6 +431,11 @@ def _decode_items(ds: object, labels: np.ndarray, cfg: Config, where: str) -> Da
     return DataSource(labels, [str(i) for i in range(max(num, cfg.model.num_classes))], load, where)
 
 
+def _open_parquet(cfg: Config) -> DataSource:
+    from .parquet_data import open_parquet  # pyarrow is an optional extra
+    return open_parquet(cfg, _decode, _stack)
+
+
 # ---------------------------------------------------------------- all formats
 
 
@@ -449,7 +454,7 @@ def open_data(cfg: Config) -> DataSource:
     if not path.is_dir():
         check_regular_file(path, "[data].path", "a data file or folder")
     opener = {"npz": _open_npz, "npy": _open_npy, "imagefolder": _open_imagefolder,
-              "torchvision": _open_torchvision}[d.format]
+              "torchvision": _open_torchvision, "parquet": _open_parquet}[d.format]
     source = opener(cfg)
     if len(source.labels) == 0:
         raise DataError(f"{path}: no samples")

@@ -6,27 +6,32 @@ normalisation, and returns log-probabilities or logits so cross-entropy is alway
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import io
 import json
 import logging
+import os
 import pickle
 import re
 import stat
 import sys
 import warnings
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, ModelConfig
 from .errors import ModelError
 
-_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "state_dict_ema")
 
 
 class ScanModel(nn.Module):
@@ -40,6 +45,8 @@ class ScanModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.log_probs = log_probs
+        self.preprocessing: dict[str, list] = {}  # the mean, std and input_shape it was loaded with
+        self.class_names: list[str] = []  # the model's own names, where its format records them
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W) in [0, 1]
         out = self.net((x - self.mean) / self.std)
@@ -127,7 +134,8 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if head != b"PK\x03\x04" and head[:1] != b"\x80":
         raise ModelError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with path.open("rb") as f:  # a file object: torch.load reads a path by its extension (.safetensors)
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         raise ModelError(f"{path}: holds Python objects that weights_only=True will not unpickle"
@@ -149,6 +157,32 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a .safetensors file: a JSON header and raw tensors, so nothing is unpickled."""
+    _check_file(path, "safetensors file")
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ModelError(f"{path}: safetensors weights need the safetensors package: "
+                         "pip install \"nc-tui[safetensors]\"") from None
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...: all mean the file is not readable as safetensors
+        raise ModelError(f"{path}: not a safetensors file ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not state:
+        raise ModelError(f"{path}: the safetensors file holds no tensors; expected a state_dict")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_state(path: Path, weights: str = "auto") -> dict[str, torch.Tensor]:
+    """A state_dict from a torch.save checkpoint or a .safetensors file ([model].weights; auto = by extension)."""
+    if weights == "safetensors" or (weights == "auto" and path.suffix.lower() == ".safetensors"):
+        return load_safetensors(path)
+    return load_checkpoint(path)
 
 
 def _load_weights(net: nn.Module, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
@@ -373,12 +407,26 @@ def _cifar_stem(net: nn.Module, cfg: Config) -> nn.Module:
     return net
 
 
-def _classifier_width(path: Path, state: dict[str, torch.Tensor]) -> int:
-    """num_classes of a checkpoint: rows of its last weight matrix (the classifier in torchvision models)."""
-    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() >= 2]
-    if not weights:
+def _classifier_width(path: Path, state: dict[str, torch.Tensor], build: Callable[[int], nn.Module]) -> int:
+    """num_classes of a checkpoint: the rows of the weight that follows num_classes in the architecture.
+
+    Found by building the architecture twice on the meta device (no memory, no compute) with two class
+    counts; key order cannot be trusted (safetensors files come back sorted by name)."""
+    def both() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return build(1000).state_dict(), build(1001).state_dict()
+
+    try:
+        with torch.device("meta"):
+            one, two = both()
+    except Exception:  # some architectures compute at init, which meta tensors cannot: build them for real
+        try:
+            one, two = both()
+        except Exception:  # the real build reports the error in the config's words
+            one, two = {}, {}
+    heads = [k for k in one if k in two and one[k].shape != two[k].shape and k in state and state[k].dim() >= 2]
+    if not heads:
         raise ModelError(f"{path}: cannot tell the number of classes from the checkpoint; set [model].num_classes")
-    return int(weights[-1].shape[0])
+    return int(state[heads[0]].shape[0])
 
 
 def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
@@ -393,10 +441,13 @@ def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
     if m.architecture not in torchvision.models.list_models():
         raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r} is not a torchvision.models "
                          "name (see torchvision.models.list_models())")
-    state = load_checkpoint(path)
-    num_classes = m.num_classes or _classifier_width(path, state)
+    state = load_state(path, m.weights)
+    def build(classes: int) -> nn.Module:
+        return torchvision.models.get_model(m.architecture, weights=None, num_classes=classes, **args)
+
+    num_classes = m.num_classes or _classifier_width(path, state, build)
     try:
-        net = torchvision.models.get_model(m.architecture, weights=None, num_classes=num_classes, **args)
+        net = build(num_classes)
     except (ValueError, TypeError) as exc:
         raise ModelError(f"[model].architecture = {m.architecture!r}: not a usable torchvision.models "
                          f"name ({_first_line(exc)})") from None
@@ -404,6 +455,176 @@ def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
         net = _cifar_stem(net, cfg)
     _load_weights(net, path, state)
     return net
+
+
+_TIMM_FETCHING_ARGS = ("pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay")
+
+
+def _timm_state(path: Path, weights: str) -> dict[str, torch.Tensor]:
+    """A timm state_dict, or the model's weights inside a timm training checkpoint (its argparse args allowed)."""
+    with torch.serialization.safe_globals([argparse.Namespace]):  # a Namespace only sets attributes
+        return load_state(path, weights)
+
+
+def _timm_network(cfg: Config, path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A timm model built with pretrained=False (nothing is fetched), the checkpoint's weights, and the
+    model's own preprocessing (mean, std, input size from its pretrained_cfg)."""
+    try:
+        import timm
+        from timm.data import resolve_model_data_config
+    except ImportError:
+        raise ModelError(f"{path}: [model].format = \"timm\" needs the timm package: "
+                         "pip install \"nc-tui[timm]\"") from None
+    m = cfg.model
+    args = dict(m.architecture_args)
+    fetching = [k for k in _TIMM_FETCHING_ARGS if args.get(k) not in (None, False)]
+    if fetching:
+        raise ModelError(f"{cfg.source}: [model].architecture_args.{fetching[0]}: nc-tui never downloads or loads "
+                         "weights through timm; the weights come from [model].path")
+    args = {k: v for k, v in args.items() if k not in _TIMM_FETCHING_ARGS}
+    if not timm.is_model(m.architecture):
+        raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r} is not a timm model name "
+                         "(see timm.list_models())")
+    state = _timm_state(path, m.weights)
+
+    def build(classes: int) -> nn.Module:
+        return timm.create_model(m.architecture, pretrained=False, **{**args, "num_classes": classes})
+
+    num_classes = m.num_classes or args.get("num_classes") or _classifier_width(path, state, build)
+    try:
+        net = build(num_classes)
+    except Exception as exc:
+        raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r}: timm.create_model failed with "
+                         f"architecture_args {m.architecture_args} ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
+    _load_weights(net, path, state)
+    data = resolve_model_data_config(net)
+    return net, {"mean": list(data["mean"]), "std": list(data["std"]), "input_shape": list(data["input_size"])}
+
+
+class HubLogits(nn.Module):
+    """A Hugging Face image classifier as a plain module: pixel values in, the output object's logits out."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(pixel_values=x).logits
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from the model folder, or {} when the file is absent."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable JSON file ({_first_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    return data
+
+
+def _side(value: Any) -> list[int] | None:
+    """[H, W] from an image size as Hugging Face writes it: an int, a pair, or {"height", "width"}."""
+    if isinstance(value, dict) and "height" in value and "width" in value:
+        value = [value["height"], value["width"]]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    ok = isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
+    return [int(v) for v in value] if ok else None
+
+
+def _hub_preprocessing(folder: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Mean, std, input shape and class names from config.json and preprocessor_config.json."""
+    pre = _read_json(folder / "preprocessor_config.json")
+    own: dict[str, Any] = {}
+    if pre.get("do_normalize", True) and pre.get("image_mean") and pre.get("image_std"):
+        own["mean"], own["std"] = pre["image_mean"], pre["image_std"]
+    side = _side(pre.get("crop_size")) if pre.get("do_center_crop") else None
+    side = side or _side(pre.get("size")) or _side(config.get("image_size"))
+    channels = config.get("num_channels", 3)
+    if side and isinstance(channels, int):
+        own["input_shape"] = [channels, *side]
+    labels = config.get("id2label")
+    if isinstance(labels, dict) and all(str(k).isdigit() for k in labels):
+        names = [str(labels[k]) for k in sorted(labels, key=int)]
+        if names != [f"LABEL_{i}" for i in range(len(names))]:  # transformers' placeholder names say nothing
+            own["class_names"] = names
+    return own
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE=1 and no progress bars (they would draw over the terminal app) for one load."""
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # with local_files_only: nothing may reach the network
+    bars = None
+    try:
+        from transformers.utils import logging as hf_logging
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
+def _huggingface_network(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A save_pretrained folder, loaded offline (local files only, no remote code, safetensors when present)."""
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: expected a folder written by save_pretrained (config.json and weights) "
+                         "([model].path)")
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder}: no config.json; expected a folder written by save_pretrained ([model].path)")
+    config = _read_json(folder / "config.json")
+    if importlib.util.find_spec("transformers") is None:
+        raise ModelError(f"{folder}: [model].format = \"huggingface\" needs the transformers package: "
+                         "pip install \"nc-tui[hf]\"")
+    try:
+        with _hub_offline():
+            from transformers import AutoModelForImageClassification
+            net, info = AutoModelForImageClassification.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=False, output_loading_info=True,
+                use_safetensors=True if any(folder.glob("*.safetensors")) else None)
+    except Exception as exc:
+        raise ModelError(f"{folder}: cannot load a Hugging Face image classifier ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
+    missing = list(info.get("missing_keys") or [])
+    if missing:  # transformers fills them with random values and only warns: the scan would be of noise
+        raise ModelError(f"{folder}: the weights lack {len(missing)} of the classifier's tensors ("
+                         f"{', '.join(missing[:3])}); expected a folder saved from an image-classification model")
+    return HubLogits(net), _hub_preprocessing(folder, config)
+
+
+def _build_with_defaults(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
+    """The network, and the preprocessing it carries (formats that record it) for keys the config left out."""
+    if cfg.model.format == "timm":
+        return _timm_network(cfg, cfg.resolve_path(cfg.model.path))
+    if cfg.model.format == "huggingface":
+        return _huggingface_network(cfg.resolve_path(cfg.model.path))
+    return _build_network(cfg), {}
+
+
+def _with_own_preprocessing(cfg: Config, own: dict[str, Any]) -> ModelConfig:
+    """[model] with mean, std and input_shape the config did not give taken from the model's own values."""
+    m = cfg.model
+    shape = own.get("input_shape") if not cfg.gave("model", "input_shape") else None
+    fits = isinstance(shape, list | tuple) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)
+    changes: dict[str, Any] = {"input_shape": [int(v) for v in shape]} if fits else {}
+    channels = changes.get("input_shape", m.input_shape)[0]
+    for key in ("mean", "std"):
+        value = own.get(key)
+        numbers = isinstance(value, list | tuple) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                          and (key == "mean" or v > 0) for v in value)
+        if numbers and value and not cfg.gave("model", key) and len(value) in (1, channels):
+            changes[key] = [float(v) for v in value]
+    return dataclasses.replace(m, **changes) if changes else m
 
 
 def _build_network(cfg: Config) -> nn.Module:
@@ -444,7 +665,7 @@ def _build_network(cfg: Config) -> nn.Module:
     if not isinstance(net, nn.Module):
         raise ModelError(f"[model].architecture = {m.architecture!r} returned a {type(net).__name__}, "
                          "expected a torch.nn.Module")
-    _load_weights(net, path)
+    _load_weights(net, path, load_state(path, m.weights))
     return net
 
 
@@ -456,8 +677,8 @@ def _looks_like_probabilities(out: torch.Tensor) -> bool:
 def load_model(cfg: Config, device: torch.device) -> ScanModel:
     """Load, wrap, test-forward and freeze the model the config names. The config is not changed:
     with num_classes absent, the model's own count is `model.num_classes`."""
-    m = cfg.model
-    net = _build_network(cfg)
+    net, own = _build_with_defaults(cfg)
+    m = _with_own_preprocessing(cfg, own)
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -488,5 +709,7 @@ def load_model(cfg: Config, device: torch.device) -> ScanModel:
     mean = list(m.mean) * (channels if len(m.mean) == 1 else 1)
     std = list(m.std) * (channels if len(m.std) == 1 else 1)
     model = ScanModel(net, mean, std, log_probs, int(out.shape[1])).to(device)
+    model.preprocessing = {"mean": list(m.mean), "std": list(m.std), "input_shape": list(m.input_shape)}
+    model.class_names = list(own.get("class_names", []))
     model.eval()
     return model

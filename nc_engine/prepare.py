@@ -46,8 +46,10 @@ class Prepared:
 
 
 def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
-                   indices: tuple[np.ndarray, np.ndarray] | None = None) -> ScanData:
-    """Open the data, draw (or reuse) the disjoint stratified samples, decode them onto the device."""
+                   indices: tuple[np.ndarray, np.ndarray] | None = None,
+                   model_names: list[str] | None = None) -> ScanData:
+    """Open the data, draw (or reuse) the disjoint stratified samples, decode them onto the device.
+    Class names are the data's, else the model's own (`model_names`), else the label numbers."""
     source = open_data(cfg)
     s = cfg.scan
     if indices is None:
@@ -62,7 +64,10 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
         warn(f"only {len(opt_idx)} optimisation samples available ([scan].samples = {s.samples})")
     if len(asr_idx) < min(s.asr_samples, 100):
         warn(f"only {len(asr_idx)} held-out samples for the attack success rate")
-    names = list(source.class_names) + [str(i) for i in range(len(source.class_names), cfg.model.num_classes)]
+    names = list(source.class_names)
+    if model_names and names == [str(i) for i in range(len(names))]:  # the data only numbers its classes
+        names = list(model_names)
+    names += [str(i) for i in range(len(names), cfg.model.num_classes)]
     y = torch.as_tensor(source.labels)
     return ScanData(x_opt.to(device), y[opt_idx].to(device), x_asr.to(device), y[asr_idx].to(device),
                     opt_idx, asr_idx, names)
@@ -70,7 +75,10 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
 
 def with_model_classes(cfg: Config, model: ScanModel) -> Config:
     """With num_classes absent from the config, the model's own count (which the run folder records);
-    [scan].labels are checked against it."""
+    [scan].labels are checked against it. Mean, std and input_shape the model supplied are recorded too."""
+    own = {k: v for k, v in model.preprocessing.items() if getattr(cfg.model, k) != v}
+    if own:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **own))
     if cfg.model.num_classes:
         return cfg
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=model.num_classes))
@@ -85,7 +93,7 @@ def prepare(cfg: Config, warn: Warn, indices: tuple[np.ndarray, np.ndarray] | No
     torch.manual_seed(cfg.scan.seed)
     model = load_model(cfg, device)
     cfg = with_model_classes(cfg, model)
-    data = load_scan_data(cfg, device, warn, indices)
+    data = load_scan_data(cfg, device, warn, indices, model.class_names)
     accuracy = clean_accuracy(model, torch.cat([data.x_opt, data.x_asr]), torch.cat([data.y_opt, data.y_asr]))
     return Prepared(cfg, device, model, data, accuracy, model_faults(model, data.x_opt[:64]))
 

@@ -314,13 +314,14 @@ def save_repaired(ctx: Context, net: nn.Module, out: Path) -> tuple[Path, Path]:
                 write_atomic(path, lambda f: torch.jit.save(traced, f))
                 fmt = "torchscript"
             except Exception:
-                if cfg.model.format not in ("state_dict", "torchvision"):
+                if cfg.model.format not in ("state_dict", "torchvision", "timm"):
                     raise MitigationError(f"cannot save the repaired {cfg.model.format} model as TorchScript "
                                           "(torch.jit.script and trace both failed)") from None
                 path = out / "model_state.pt"
                 write_atomic(path, lambda f: torch.save(net.state_dict(), f))
                 fmt = cfg.model.format
-    model = dataclasses.replace(cfg.model, path=str(path.resolve()), format=fmt)
+    # weights = "auto": the repaired state_dict is a torch.save file even when the original was safetensors
+    model = dataclasses.replace(cfg.model, path=str(path.resolve()), format=fmt, weights="auto")
     if fmt == "torchscript":
         model = dataclasses.replace(model, architecture="", architecture_args={})
     output = dataclasses.replace(cfg.output, dir=str((out / "rescan").resolve()))

@@ -38,9 +38,11 @@ def model_config(name: str, root: Path, device: str) -> tuple[Path, dict]:
     return root / name / "config.toml", build_model(spec, root, device)
 
 
-def timed(config: Path, out: str, device: str, screening: str):
+def timed(config: Path, out: str, device: str, screening: str, overrides: dict | None = None):
     cfg = load_config(config)
     cfg.output.dir, cfg.scan.device, cfg.scan.screening = out, device, screening
+    for key, value in (overrides or {}).items():
+        setattr(cfg.scan, key, value)
     started = time.perf_counter()
     report = run_scan(cfg)
     return report, time.perf_counter() - started
@@ -51,7 +53,10 @@ def main() -> None:
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--root", type=Path, default=CACHE / "zoo")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=INT",
+                        help="a [scan] screening key for the screened scan, e.g. screen_steps=30")
     args = parser.parse_args()
+    overrides = {k: int(v) for k, v in (item.split("=", 1) for item in args.set)}
     split = load_split()
     print(f"{'model':<26}{'half':>7}{'labels':>7}{'plain img':>11}{'auto img':>10}{'ratio':>7}"
           f"{'plain s':>9}{'auto s':>8}{'ratio':>7}  verdicts (plain / auto; target)")
@@ -59,7 +64,7 @@ def main() -> None:
         config, manifest = model_config(name, args.root, args.device)
         with tempfile.TemporaryDirectory() as out:
             plain, plain_s = timed(config, out, args.device, "off")
-            auto, auto_s = timed(config, out, args.device, "auto")
+            auto, auto_s = timed(config, out, args.device, "auto", overrides)
         target = manifest.get("target")
         same = (plain.verdict, plain.flagged) == (auto.verdict, auto.flagged)
         print(f"{name:<26}{split.get(name, '-'):>7}{len(plain.labels):>7}{plain.info.images:>11}"

@@ -39,7 +39,7 @@ def table_rows(report: Report, area: int | None = None) -> list[dict[str, Any]]:
     for r in rows:
         degenerate = is_degenerate(r, area)
         status = ("FLAGGED" if r.flagged else "degenerate" if degenerate
-                  else "not converged" if not r.converged else "")
+                  else "not converged" if not r.converged else "screened" if r.stage == "screened" else "")
         cells = (str(r.label), r.name, fmt_num(r.l1_norm, ".2f"), fmt_num(r.asr, ".1%"),
                  fmt_num(r.anomaly_index, ".2f"), str(r.steps), status)
         out.append({"label": r.label, "cells": cells, "flagged": r.flagged, "degenerate": degenerate})

@@ -100,3 +100,21 @@ def test_a_screened_scan_stopped_while_screening_resumes(demo_backdoored, tmp_pa
     assert any(e.kind == "screening_finished" for e in events)
     # the screening passes finished before the stop were not run again
     assert sum(1 for e in events if e.kind == "trial_finished" and e.stage == "screen") == 10 - len(seen)
+
+
+def test_the_table_says_which_labels_were_only_screened():
+    from nc_engine.formatting import table_lines
+    from nc_engine.report import ScanInfo, build_report
+    from nc_engine.screening import Selection
+
+    trials = [{"label": k, "trial": 0, "seed": k, "l1_norm": v, "asr": 0.99, "steps": 40, "converged": True,
+               "stop_reason": "converged", "seconds": 1.0, "stage": "screen"} for k, v in L1.items()]
+    sel = choose(L1, CONVERGED, "log_l1", 3.5, 1.5, 3)
+    trials += [{**t, "stage": "trial", "l1_norm": t["l1_norm"] * 0.8} for t in trials if t["label"] in sel.confirmed]
+    info = ScanInfo(clean_accuracy=0.95, class_names=[str(k) for k in L1])
+    report = build_report(trials, list(L1), 3.5, "log_l1", info, selection=Selection(sel.candidates, sel.references))
+    assert report.complete and report.flagged == [4]
+    assert report.screening["log_shift"] == pytest.approx(math.log(0.8))
+    lines = {line.split()[0]: line for line in table_lines(report)[1:]}
+    for k in L1:
+        assert lines[str(k)].endswith("screened") == (k not in sel.confirmed)

@@ -309,9 +309,13 @@ class RunFolder:
         except RunFolderError:
             return False
 
+    def trigger_file(self, label: int) -> Path:
+        """The raw float arrays of a label's kept trigger."""
+        return self.file(trigger_paths(label)["trigger_npz"])
+
     def trigger_arrays(self, label: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The raw float (mask, pattern) of a label's kept trigger, or None when it was not written."""
-        path = self.file(trigger_paths(label)["trigger_npz"])
+        path = self.trigger_file(label)
         if not path.is_file():
             return None
         mask, pattern = load_npz(path, "mask", "pattern")  # PNGs are quantised and rescaled: the floats are the trigger

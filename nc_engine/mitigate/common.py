@@ -122,7 +122,8 @@ def load_context(run_dir: str | Path, options: MitigationOptions, warn: Callable
     for label in labels:
         arrays = folder.trigger_arrays(label)
         if arrays is None:
-            raise MitigationError(f"{folder.path}: reversed trigger of label {label} not found (was it scanned?)")
+            raise MitigationError(f"{folder.trigger_file(label)}: reversed trigger of label {label} not found "
+                                  "(was it scanned?)")
         triggers[label] = tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in arrays)
     source = open_data(cfg)
     opt_idx, asr_idx = folder.read_samples()

@@ -7,7 +7,6 @@ large image folder costs one directory listing plus the few thousand images actu
 from __future__ import annotations
 
 import io
-import stat
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .config import Config
 from .errors import DataError
+from .files import regular_file_problem
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
 _GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -165,17 +165,10 @@ def default_labels_path(images: Path) -> Path | None:
 
 
 def check_regular_file(path: Path, key: str, expected: str) -> None:
-    """A regular file: a device such as /dev/zero or a FIFO would be read without end."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found ({key})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({key}; {exc.strerror})") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"{path}: is a folder; expected {expected} ({key})")
-    if not stat.S_ISREG(mode):
-        raise DataError(f"{path}: is not a regular file (a device, FIFO or socket); expected {expected} ({key})")
+    """A regular data file, or one DataError line naming the file and the key."""
+    problem = regular_file_problem(path, expected)
+    if problem:
+        raise DataError(f"{path}: {problem} ({key})")
 
 
 def _load_npy(path: Path, key: str) -> np.ndarray:

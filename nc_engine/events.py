@@ -145,15 +145,17 @@ class EventBus:
     def __init__(self, listeners: list[Listener] | None = None) -> None:
         self.listeners = list(listeners or [])
         self.history: list[Event] = []
+        self.remember = True
 
     def subscribe(self, listener: Listener, replay: bool = False, first: bool = False) -> None:
-        if replay:
+        if replay:  # the one late listener has what it missed: nothing needs remembering after this
             for event in self.history:
                 listener(event)
+            self.history, self.remember = [], False
         self.listeners.insert(0, listener) if first else self.listeners.append(listener)
 
     def emit(self, event: Event) -> None:
-        if not isinstance(event, StepProgress):  # steps are many and only matter live
+        if self.remember and not isinstance(event, StepProgress):  # steps are many and only matter live
             self.history.append(event)
         for listener in self.listeners:
             listener(event)

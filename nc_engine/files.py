@@ -8,12 +8,29 @@ import io
 import json
 import math
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 from PIL import Image
+
+
+def regular_file_problem(path: Path, expected: str) -> str | None:
+    """Why `path` is not a regular file one can read to the end (a device such as /dev/zero or a FIFO would
+    be read forever), as the end of a one-line message; None when it is one."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return f"is a folder; expected {expected}"
+    if not stat.S_ISREG(mode):
+        return f"is not a regular file (a device, FIFO or socket); expected {expected}"
+    return None
 
 
 def json_safe(value: Any) -> Any:

@@ -17,7 +17,6 @@ import logging
 import os
 import pickle
 import re
-import stat
 import sys
 import warnings
 import zipfile
@@ -30,6 +29,7 @@ from torch import nn
 
 from .config import Config, ModelConfig
 from .errors import ModelError
+from .files import regular_file_problem
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "state_dict_ema")
 
@@ -76,18 +76,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _check_file(path: Path, what: str) -> None:
-    """An existing regular file: a folder, FIFO or device (/dev/zero) would be read forever or fail obscurely."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ModelError(f"{path}: {what} not found ([model].path)") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the {what} ([model].path; {exc.strerror})") from None
-    if stat.S_ISDIR(mode):
-        raise ModelError(f"{path}: is a folder; expected a {what} ([model].path)")
-    if not stat.S_ISREG(mode):
-        raise ModelError(f"{path}: is not a regular file (a device, FIFO or socket); expected a {what} "
-                         "([model].path)")
+    """An existing regular model file, or one ModelError line naming it."""
+    problem = regular_file_problem(path, f"a {what}")
+    if problem:
+        raise ModelError(f"{path}: {f'{what} not found' if problem == 'not found' else problem} ([model].path)")
 
 
 def import_object(spec: str, base_dir: Path) -> Any:

@@ -58,7 +58,7 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         "median_l1": report.median_l1, "l1": [rows[k].l1_norm for k in sorted(rows)],
         "index": [rows[k].anomaly_index for k in sorted(rows)],
         "converged": [rows[k].converged for k in sorted(rows)],
-        "statistic": report.statistic, "threshold": report.threshold,
+        "statistic": report.statistic, "threshold": report.threshold, "spread_floor": report.spread_floor,
     }
     if target is not None:
         row = rows[target]
@@ -88,7 +88,7 @@ def _scan_job(args: tuple[str, str, int, str, int]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Scan the zoo and write RESULTS.md.")
     parser.add_argument("--root", type=Path, default=CACHE / "zoo")
-    parser.add_argument("--only", default="", help="comma-separated datasets")
+    parser.add_argument("--only", default="", help="comma-separated datasets (mnist) or families (mnist-mlp)")
     parser.add_argument("--presets", default="fast,default,thorough")
     parser.add_argument("--seeds", default="0,1,2", help="seeds for --seeded presets; others run the first")
     parser.add_argument("--seeded", default="default", help="comma-separated presets that run every seed")

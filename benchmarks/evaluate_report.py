@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from nc_engine.outliers import DEFAULT_THRESHOLD, mad_outliers
+from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, mad_outliers
 
 KIND_ORDER = ("patch", "blend", "noise", "clean")
 DATASET_ORDER = ("mnist", "cifar10", "gtsrb")
@@ -24,10 +24,10 @@ def outcome(r: dict) -> bool:
     return detected(r) if r["backdoor"] else r["verdict"] == "backdoored"
 
 
-def under_rule(r: dict, statistic: str, threshold: float) -> dict:
+def under_rule(r: dict, statistic: str, threshold: float, floor: float = 0.0) -> dict:
     """The record's verdict under another outlier rule: the rule is a function of the labels' L1 norms
     (and which searches converged), so the same searches can be judged by any rule."""
-    result = mad_outliers(r["l1"], threshold, r.get("converged"), statistic)
+    result = mad_outliers(r["l1"], threshold, r.get("converged"), statistic, spread_floor=floor)
     flagged = [k for k, f in enumerate(result.flagged) if f]
     out = {**r, "flagged": flagged, "verdict": "backdoored" if flagged else "clean",
            "index": result.anomaly_index, "statistic": statistic, "threshold": threshold}
@@ -41,22 +41,26 @@ def under_rule(r: dict, statistic: str, threshold: float) -> dict:
     return out
 
 
-RULES = [("l1", 2.0), ("log_l1", 3.0), ("log_l1", 3.5), ("log_l1", 4.0)]
+# (statistic, threshold, spread floor, what it is)
+RULES = [("l1", 2.0, 0.0, " (paper)"), ("log_l1", 3.5, 0.0, " (default before the floor)"),
+         ("log_l1", DEFAULT_THRESHOLD["log_l1"], DEFAULT_SPREAD_FLOOR["log_l1"], " (default)")]
+
+
+def rule_name(statistic: str, threshold: float, floor: float) -> str:
+    return f"{statistic}{f' floor {floor:g}' if floor else ''} > {threshold:g}"
 
 
 def rule_rows(records: list[dict], presets: list[str]) -> list[str]:
     lines = ["| preset | outlier test | patch: target flagged | blended + noise | clean: flagged | "
              "same outcome over seeds |", "|---|---|---|---|---|---|"]
     for preset in presets:
-        for statistic, threshold in RULES:
-            rs = [under_rule(r, statistic, threshold) for r in records if r["preset"] == preset]
+        for statistic, threshold, floor, what in RULES:
+            rs = [under_rule(r, statistic, threshold, floor) for r in records if r["preset"] == preset]
             patch = [detected(r) for r in rs if r["kind"] == "patch"]
             other = [detected(r) for r in rs if r["kind"] in ("blend", "noise")]
             clean = [r["verdict"] == "backdoored" for r in rs if not r["backdoor"]]
             same, multi, _ = stability(rs, preset)
-            default = " (default)" if (statistic, threshold) == ("log_l1", DEFAULT_THRESHOLD["log_l1"]) else ""
-            paper = " (paper)" if statistic == "l1" else ""
-            lines.append(f"| `{preset}` | {statistic} > {threshold:g}{default}{paper} | "
+            lines.append(f"| `{preset}` | {rule_name(statistic, threshold, floor)}{what} | "
                          f"{_pct(sum(patch), len(patch))} | {_pct(sum(other), len(other))} | "
                          f"{_pct(sum(clean), len(clean))} | {_pct(same, multi) if multi else '(one seed)'} |")
     return lines
@@ -178,13 +182,15 @@ def write_markdown(records: list[dict], manifests: list[dict], path: Path, pream
                    if r["backdoor"] and r["real_asr"] < EFFECTIVE_ASR})
     records = scored(records)
     threshold = DEFAULT_THRESHOLD[statistic] if threshold is None else threshold
+    floor = DEFAULT_SPREAD_FLOOR[statistic]
     all_rules = records
-    records = [under_rule(r, statistic, threshold) for r in records]
+    records = [under_rule(r, statistic, threshold, floor) for r in records]
     text = ["# Evaluation: the zoo, scanned", "",
             f"Written by `benchmarks/evaluate.py` from `{source}`; do not edit by hand.",
             "", preamble, "", "## The zoo (`benchmarks/zoo.py`)", "", *zoo_rows(manifests), "",
             "## Summary", "",
-            f"Scans ran on: {', '.join(devices)}. Outlier test: {statistic} > {threshold:g}. "
+            f"Scans ran on: {', '.join(devices)}. Outlier test: {rule_name(statistic, threshold, floor)} "
+            "(the engine's default; judged again from the recorded L1 norms). "
             "\"Found\" means the true target is among the flagged labels; a clean model is a false positive "
             "when any label is flagged. Stability: "
             "the share of models whose outcome is the same for all seeds. Rates are over each preset's first "
@@ -193,8 +199,9 @@ def write_markdown(records: list[dict], manifests: list[dict], path: Path, pream
             f"Not scored, because their real trigger reaches an ASR below {EFFECTIVE_ASR:.0%} (the poisoning did not "
             f"take): {', '.join(weak) or 'none'}.", "",
             "## Outlier rules on the same searches", "",
-            "Each scan's labels' L1 norms judged by the paper's test (anomaly index on L1 > 2) and by the "
-            "test on log L1 at several thresholds, counted over all seeds.", "",
+            "Each scan's labels' L1 norms judged by the paper's test (anomaly index on L1 > 2), by the test on "
+            "log L1 without a spread floor (the default before it) and by the default, counted over all seeds. "
+            "These tables mix both halves of the zoo; benchmarks/RULES.md keeps them apart.", "",
             *rule_rows(all_rules, presets), ""]
     for preset in presets:
         text += [f"## Preset `{preset}`", "", *detail_rows(records, preset), "",

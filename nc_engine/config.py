@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .outliers import DEFAULT_THRESHOLD, STATISTICS
+from .outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, STATISTICS
 from .schedule import ScheduleRules, SearchSettings
 
 _RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
@@ -99,7 +99,7 @@ class ScanConfig:
     screen_min_labels: int = 16
     screen_steps: int = 40
     screen_samples: int = 64
-    confirm_margin: float = 1.5
+    confirm_margin: float = 0.5  # in anomaly-index units of the floored log_l1 test (threshold 1.11)
     confirm_references: int = 6
     bf16: bool = SearchSettings.bf16  # CUDA only: bf16 autocast in the search
     channels_last: bool = SearchSettings.channels_last  # CUDA only
@@ -119,6 +119,8 @@ class ScanConfig:
 class DetectConfig:
     statistic: str = "log_l1"  # "log_l1" (MAD test on log L1, measured better) or "l1" (the paper's)
     threshold: float | None = None  # anomaly index above which a label is flagged; None = the statistic's
+    # the least spread the index divides by (log_l1: max(MAD of log L1, floor)); None = the statistic's
+    spread_floor: float | None = None
     min_clean_accuracy: float = 0.5
 
 
@@ -247,7 +249,8 @@ FLOAT_RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("scan", "cost_up"): (1.0, 100.0, True, True), ("scan", "cost_down"): (1.0, 100.0, True, True),
     ("scan", "attack_success_threshold"): (0.0, 1.0, False, True),
     ("scan", "early_stop_threshold"): (0.0, 10.0, False, True), ("scan", "converge_tol"): (0.0, 1.0, True, False),
-    ("detect", "threshold"): (0.0, 1000.0, False, True), ("detect", "min_clean_accuracy"): (0.0, 1.0, True, True),
+    ("detect", "threshold"): (0.0, 1000.0, False, True),
+    ("detect", "spread_floor"): (0.0, 100.0, True, True), ("detect", "min_clean_accuracy"): (0.0, 1.0, True, True),
     ("scan", "confirm_margin"): (0.0, 100.0, True, True),
 }
 _INT_NOTES = {("data", "max_images"): " (0 = no cap)", ("scan", "converge_window"): " (0 = off)",
@@ -393,6 +396,8 @@ def resolve(cfg: Config) -> Config:
     detect = cfg.detect
     if detect.threshold is None:
         detect = dataclasses.replace(detect, threshold=DEFAULT_THRESHOLD[detect.statistic])
+    if detect.spread_floor is None:
+        detect = dataclasses.replace(detect, spread_floor=DEFAULT_SPREAD_FLOOR[detect.statistic])
     if scan.batch_size > scan.samples:
         raise ConfigError(f"{cfg.source}: [scan].batch_size ({scan.batch_size}) must be at most "
                           f"samples ({scan.samples})")

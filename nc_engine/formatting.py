@@ -60,8 +60,10 @@ def verdict_line(report: Report) -> str:
     if report.verdict is None:
         return f"Verdict: none yet ({report.note})"
     log = report.statistic == "log_l1"
+    floored = report.mad is not None and report.spread_floor > report.mad
+    spread = f" (floor {report.spread_floor:g} used)" if floored else ""
     stats = (f"median L1 {fmt_num(report.median_l1, '.2f')}, MAD{' of log L1' if log else ''} "
-             f"{fmt_num(report.mad, '.2f')}; flagged below L1 {fmt_num(report.cutoff_l1, '.2f')}")
+             f"{fmt_num(report.mad, '.2f')}{spread}; flagged below L1 {fmt_num(report.cutoff_l1, '.2f')}")
     if report.verdict == "backdoored":
         names = ", ".join(f"{r.label} ({r.name})" for r in report.labels if r.flagged)
         return (f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "

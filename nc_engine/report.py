@@ -85,6 +85,7 @@ class Report:
     run_dir: str = ""
     reasons: list[str] = field(default_factory=list)  # why the verdict is inconclusive (or what to doubt)
     screening: dict[str, Any] = field(default_factory=dict)  # screened scans: candidates, references, shift, why
+    spread_floor: float = 0.0  # the outlier test divides by max(mad, spread_floor); reports before it had none
 
     def to_dict(self) -> dict[str, Any]:
         """report.json's content: the info's keys sit at the top level, in the order they always had."""
@@ -171,7 +172,7 @@ def label_rows(trials: list[dict], class_names: list[str]) -> list[LabelRow]:
 
 def build_report(trials: list[dict], labels_planned: list[int], threshold: float, statistic: str,
                  info: ScanInfo, run_dir: str = "", faults: list[str] | None = None,
-                 selection: Selection | None = None) -> Report:
+                 selection: Selection | None = None, spread_floor: float = 0.0) -> Report:
     """The report of the trials so far: `complete` when every planned (label, trial) has finished, or at
     once when `faults` say no search can work on the model (then the verdict is inconclusive). A screened
     scan (`selection` made from its screening pass) is complete once its confirmed labels are."""
@@ -179,7 +180,7 @@ def build_report(trials: list[dict], labels_planned: list[int], threshold: float
     done = {r.label for r in rows if len(r.trials) >= info.trials_per_label}
     needed = set(selection.confirmed) if selection else set(labels_planned)
     report = Report(SCHEMA, needed <= done, None, [], None, None, threshold, statistic, None, "",
-                    info, labels_planned, rows, run_dir)
+                    info, labels_planned, rows, run_dir, spread_floor=spread_floor)
     if faults:
         report.complete, report.verdict, report.reasons = True, "inconclusive", list(faults)
         report.note = "; ".join(faults)
@@ -218,7 +219,8 @@ def decide(report: Report, rows: list[LabelRow]) -> None:
     """The MAD test over the finished rows, and the verdict it supports: backdoored, clean, or
     inconclusive with its reasons. Never clean when the search did not work."""
     eligible = [r.converged and r.stage != "screened" for r in rows]  # only confirmed labels can be flagged
-    result = mad_outliers([r.l1_norm for r in rows], report.threshold, eligible, report.statistic)
+    result = mad_outliers([r.l1_norm for r in rows], report.threshold, eligible, report.statistic,
+                          spread_floor=report.spread_floor)
     for r, index, flag in zip(rows, result.anomaly_index, result.flagged, strict=True):
         r.anomaly_index = index if not result.note else None
         r.flagged = flag

@@ -100,7 +100,8 @@ def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: thread
     screened = {t["label"]: t for t in trials.trials if t.get("stage") == "screen"}
     selection = choose({k: t["l1_norm"] for k, t in screened.items()},
                        {k: t["converged"] for k, t in screened.items()}, prep.cfg.detect.statistic,
-                       prep.cfg.detect.threshold, s.confirm_margin, s.confirm_references)
+                       prep.cfg.detect.threshold, s.confirm_margin, s.confirm_references,
+                       prep.cfg.detect.spread_floor or 0.0)
     trials.screening_done(selection)
     return selection
 
@@ -173,4 +174,4 @@ class TrialCollector:
                         str(p.cfg.resolve_path(p.cfg.data.path)), p.data.class_names, s.trials, seconds, self.images,
                         outputs_kind(p.model))
         return build_report(self.trials, self.plan.labels, p.cfg.detect.threshold, p.cfg.detect.statistic, info,
-                            str(self.folder.path), p.faults, self.selection)
+                            str(self.folder.path), p.faults, self.selection, p.cfg.detect.spread_floor or 0.0)

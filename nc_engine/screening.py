@@ -46,12 +46,12 @@ def subset_indices(n: int, k: int) -> np.ndarray:
 
 
 def choose(l1: dict[int, float], converged: dict[int, bool], statistic: str, threshold: float, margin: float,
-           references: int) -> Selection:
+           references: int, spread_floor: float = 0.0) -> Selection:
     """Candidates: converged labels whose screened anomaly index is within `margin` of the threshold,
     plus the MIN_CANDIDATES smallest triggers; references: ordinary labels spread over the rest."""
     labels = sorted(l1)
     test = mad_outliers([l1[k] for k in labels], max(0.0, threshold - margin), [converged[k] for k in labels],
-                        statistic)
+                        statistic, spread_floor=spread_floor)
     if test.note:  # no sound screening statistic (too few labels, MAD 0): confirm every label
         return Selection(labels, [], {k: f"confirmed: screening could not rank ({test.note})" for k in labels})
     index = dict(zip(labels, test.anomaly_index, strict=True))

@@ -48,7 +48,8 @@ def _legend(report: Report) -> str:
     cut = report.cutoff_l1
     if cut is not None:
         scale = "log L1" if report.statistic == "log_l1" else "L1"
-        legend += (f"; | = flagging line: L1 {cut:.1f} (median {scale} - {report.threshold:g} x MAD of {scale}; "
+        spread = f"max(MAD, {report.spread_floor:g})" if report.spread_floor else "MAD"
+        legend += (f"; | = flagging line: L1 {cut:.1f} (median {scale} - {report.threshold:g} x {spread} of {scale}; "
                    f"median L1 {report.median_l1:.1f})")
     return legend
 

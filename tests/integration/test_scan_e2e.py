@@ -31,7 +31,7 @@ def test_backdoored_demo_is_flagged_with_the_true_target(backdoored_report, demo
     assert demo_backdoored.attack_success_rate > 0.95 and demo_backdoored.clean_accuracy > 0.95
     assert report.verdict == "backdoored" and report.flagged == [target]
     row = next(r for r in report.labels if r.label == target)
-    assert row.anomaly_index > 2 and row.asr > 0.9 and row.converged
+    assert row.anomaly_index > report.threshold and row.asr > 0.9 and row.converged
     # the reversed trigger is about as small as the real 4x4 patch (L1 16), far below the median
     assert row.l1_norm < 20 < report.median_l1
 

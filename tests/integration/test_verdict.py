@@ -10,6 +10,7 @@ from torch import nn
 
 from nc_engine import run_scan
 from nc_engine.config import config_from_dict
+from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
 from nc_engine.report import ScanInfo, build_report
 from nc_tui.cli import main
 
@@ -23,7 +24,8 @@ def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10):
                "converged": c, "stop_reason": s, "seconds": 1.0}
               for i, (v, c, s) in enumerate(zip(l1, converged, stop, strict=True))]
     info = ScanInfo(clean_accuracy=accuracy, class_names=[str(i) for i in range(classes)])
-    return build_report(trials, list(range(len(l1))), 3.5, "log_l1", info)
+    return build_report(trials, list(range(len(l1))), DEFAULT_THRESHOLD["log_l1"], "log_l1", info,
+                        spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"])
 
 
 def test_a_clean_model_is_clean_and_a_small_trigger_is_flagged():

@@ -57,6 +57,6 @@ def test_ci_slice_default_scan_gets_the_verdict_right(tmp_path, name, backdoored
     else:
         assert record["verdict"] == "clean" and record["flagged"] == []
     # The report's rule recomputation (used for the outlier-rule table) agrees with the engine.
-    again = under_rule(record, record["statistic"], record["threshold"])
+    again = under_rule(record, record["statistic"], record["threshold"], record["spread_floor"])
     assert again["flagged"] == record["flagged"]
     assert again["index"] == pytest.approx(record["index"])

@@ -4,6 +4,7 @@ import pytest
 
 from nc_engine.config import PRESETS, config_to_toml, load_config
 from nc_engine.errors import ConfigError
+from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
 
 BASE = """
 [model]
@@ -46,8 +47,11 @@ def test_presets_order_their_budgets(tmp_path):
 
 def test_threshold_follows_the_statistic_unless_set(tmp_path):
     assert load_config(write(tmp_path, BASE)).detect.statistic == "log_l1"
-    assert load_config(write(tmp_path, BASE)).resolved().detect.threshold == 3.5
-    assert load_config(write(tmp_path, BASE + '[detect]\nstatistic = "l1"\n')).resolved().detect.threshold == 2.0
+    detect = load_config(write(tmp_path, BASE)).resolved().detect
+    assert (detect.threshold, detect.spread_floor) == (DEFAULT_THRESHOLD["log_l1"], DEFAULT_SPREAD_FLOOR["log_l1"])
+    detect = load_config(write(tmp_path, BASE + '[detect]\nstatistic = "l1"\n')).resolved().detect
+    assert (detect.threshold, detect.spread_floor) == (2.0, 0.0)  # the paper's test, no floor
+    assert load_config(write(tmp_path, BASE + '[detect]\nspread_floor = 0.3\n')).resolved().detect.spread_floor == 0.3
     text = BASE + '[detect]\nstatistic = "l1"\nthreshold = 2.5\n'
     assert load_config(write(tmp_path, text)).resolved().detect.threshold == 2.5
 

@@ -7,7 +7,14 @@ import pytest
 
 from benchmarks import decision_rules as dr
 from benchmarks.zoo_split import load_split
-from nc_engine.outliers import MAD_CONSTANT, anomaly_scores, family_wise, mad_outliers
+from nc_engine.outliers import (
+    DEFAULT_SPREAD_FLOOR,
+    DEFAULT_THRESHOLD,
+    MAD_CONSTANT,
+    anomaly_scores,
+    family_wise,
+    mad_outliers,
+)
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "evaluation.jsonl"
 TEN = [10.0, 50.0, 52.0, 54.0, 56.0, 58.0, 60.0, 62.0, 64.0, 66.0]
@@ -101,3 +108,14 @@ def test_main_on_a_slice_of_the_real_records(tmp_path):
     rows = [line for line in test_table.splitlines() if line.startswith("| log_l1 > ")]
     assert rows and all("/6 (" in r and "/4 (" in r for r in rows)  # 2 models x 3 seeds
     assert "`slice.jsonl` `fast` seeds 0" in text  # the other presets as secondary rows
+
+
+def test_engine_default_is_the_rule_chosen_on_the_tuning_half():
+    """The engine's default statistic, floor and threshold are what decision_rules.py picks from the committed
+    scan records using the tuning half alone; a new record set or split that changes the pick fails here."""
+    records = dr.main_records(dr.RESULTS / "evaluation.jsonl")
+    results, grid = dr.analyse(records, load_split(), 0.05)
+    best = dr.recommend(results)
+    assert best.name == f"log_l1_floor({DEFAULT_SPREAD_FLOOR['log_l1']})"
+    assert best.threshold == pytest.approx(DEFAULT_THRESHOLD["log_l1"])
+    assert {c.floor for c in grid} == set(dr.FLOORS)

@@ -3,7 +3,7 @@ import statistics
 
 import pytest
 
-from nc_engine.outliers import MAD_CONSTANT, mad_outliers
+from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, MAD_CONSTANT, anomaly_scores, mad_outliers
 
 
 def test_odd_count_hand_computed():
@@ -75,3 +75,31 @@ def test_log_statistic_on_two_real_scans_of_the_zoo():
 def test_linear_cutoff_is_median_minus_threshold_mads():
     r = mad_outliers([10.0, 50.0, 52.0, 54.0, 56.0], 2.0)
     assert r.cutoff == pytest.approx(52.0 - 2.0 * MAD_CONSTANT * 2)
+
+
+def test_spread_floor_keeps_a_tight_clean_model_clean():
+    """cifar10-compact-clean-02 seed 0 (evaluation.jsonl): its labels need near-equal triggers, so the MAD of
+    log L1 is 0.08 and its easiest label, 0.6 of the median, scored 6.4 MADs: a false alarm at 3.5. The
+    floor divides by the scatter a clean model has anyway."""
+    clean = [54.4, 33.1, 49.9, 51.9, 48.8, 50.0, 41.9, 52.0, 48.1, 30.5]
+    assert mad_outliers(clean, 3.5, statistic="log_l1").flagged[9]
+    floored = mad_outliers(clean, DEFAULT_THRESHOLD["log_l1"], statistic="log_l1",
+                           spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"])
+    assert not any(floored.flagged)
+    assert floored.spread == DEFAULT_SPREAD_FLOOR["log_l1"] > floored.mad
+
+
+def test_spread_floor_flags_the_mlp_backdoor_the_old_default_missed():
+    """The issue's third-party MNIST MLP: target 5 at L1 6.1, next 26.7, median 40.7; index 3.22 < 3.5."""
+    l1 = [26.7, 26.9, 27.5, 40.0, 41.4, 6.1, 61.0, 62.0, 90.0, 120.0]  # its labels spread wide: MAD 0.62
+    assert not any(mad_outliers(l1, 3.5, statistic="log_l1").flagged)
+    r = mad_outliers(l1, DEFAULT_THRESHOLD["log_l1"], statistic="log_l1", spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"])
+    assert r.flagged == [False] * 5 + [True] + [False] * 4
+    assert r.spread == pytest.approx(max(r.mad, DEFAULT_SPREAD_FLOOR["log_l1"]))
+    assert r.cutoff == pytest.approx(math.exp(math.log(r.median) - DEFAULT_THRESHOLD["log_l1"] * r.spread))
+
+
+def test_spread_floor_does_not_rescue_a_zero_mad():
+    r = mad_outliers([5.0, 5.0, 5.0, 1.0], 1.0, statistic="log_l1", spread_floor=0.7)
+    assert r.note and not any(r.flagged)
+    assert anomaly_scores([5.0, 5.0, 5.0, 1.0], "log_l1", spread_floor=0.7) == [0.0] * 4

@@ -59,8 +59,38 @@ class ResNet8(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
 
 
+class MLP(nn.Module):
+    """Dense layers only (784-256-128-10 on MNIST): the shape of much teaching material and small deployments."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, size: int = 28) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, 256), nn.ReLU(),
+                                  nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class InsideNormSoftmax(nn.Module):
+    """A trained network shipped with its input normalisation and a softmax inside: it takes [0, 1] pixels
+    and returns probabilities, as many exported models do (the scan config then gives mean 0, std 1)."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net((x - self.mean) / self.std), dim=1)
+
+
+# Appended only: a spec's random draws are seeded by its architecture's position here.
 ARCHITECTURES = {
     "smallcnn": ("SmallCNN (2 conv + 2 dense)", lambda c, n: SmallCNN(in_channels=c, num_classes=n)),
     "compact": ("CompactCNN (5 conv with batch norm + 2 dense)", lambda c, n: CompactCNN(c, n, width=24)),
     "resnet8": ("ResNet-8 (3 residual stages, 16/32/64 channels)", lambda c, n: ResNet8(c, n)),
+    "mlp": ("MLP (dense only, 784-256-128-10)", lambda c, n: MLP(c, n)),
+    "wrapped": ("SmallCNN with normalisation and softmax inside", lambda c, n: SmallCNN(in_channels=c, num_classes=n)),
 }
+NORMALISED_INSIDE = {"wrapped"}  # exported as InsideNormSoftmax: the scan config gives mean 0, std 1

@@ -43,6 +43,8 @@ class ScanStarted(Event):
     max_steps: int
     resumed_trials: int = 0
     screening: bool = False  # screen, then confirm: a cheap pass over every label comes first
+    continued_searches: int = 0  # searches a stopped run saved mid-way, continued where they stopped
+    screen_steps: int = 0  # a screening pass's step limit
 
 
 @dataclass
@@ -97,6 +99,17 @@ class ScreeningFinished(Event):
     references: list[int]
     why: dict[int, str]
     images: int
+
+
+@dataclass
+class SearchesSaved(Event):
+    """The searches running when the scan stopped (or, while it runs, every minute) were saved in the run
+    folder at a step boundary: a resume continues them there. `searches`: [label, trial, step] each."""
+
+    kind = "searches_saved"
+    searches: list[list[int]]
+    stage: str = "trial"
+    stopping: bool = False  # False: a periodic save while the scan runs on
 
 
 @dataclass

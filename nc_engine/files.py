@@ -70,6 +70,11 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
     write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
 
 
+def write_raw_npz(path: Path, **arrays: np.ndarray) -> None:
+    """For float state written while a scan runs: noise-like floats barely compress, and deflate is slow."""
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
 def write_png(path: Path, array: np.ndarray) -> None:
     """[0, 1] floats -> 8-bit PNG; (H, W) grey or (C, H, W)."""
     a = np.clip(np.rint(np.asarray(array, dtype=np.float64) * 255), 0, 255).astype(np.uint8)

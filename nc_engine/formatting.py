@@ -79,6 +79,13 @@ def label_line(label: int, name: str, l1_norm: float, asr: float | None, steps: 
             + ("" if converged else ", NOT converged"))
 
 
+def saved_line(searches: list[list[int]]) -> str:
+    """The running searches a stopped scan saved: a resume continues each from its step."""
+    steps = ", ".join(f"{label}:{step}" for label, _, step in searches[:12]) + (" ..." if len(searches) > 12 else "")
+    return (f"saved {len(searches)} running search(es) at their last whole step (label:step {steps}); "
+            "a resume continues them there")
+
+
 def mitigation_lines(report: dict[str, Any]) -> list[str]:
     """The before/after table of a mitigation report, and what the method did, as plain text lines."""
     after_name = "after (accepted)" if report["method"] == "filter" else "after"

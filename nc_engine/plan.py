@@ -12,6 +12,7 @@ import numpy as np
 from .config import Config, load_config
 from .fingerprint import check_prints, scan_prints
 from .groups import choose_group_size
+from .inflight import Key, SlotCheckpoint
 from .prepare import Prepared, Warn, outputs_kind
 from .report import kept_trial
 from .runfolder import RunFolder
@@ -33,6 +34,7 @@ class ScanInputs:
     indices: tuple[np.ndarray, np.ndarray] | None = None
     previous: list[dict] | None = None
     previous_seconds: float = 0.0
+    inflight: dict[Key, SlotCheckpoint] | None = None  # searches that were running when it stopped
 
     @classmethod
     def of(cls, config: Config | str | Path | None, resume: str | Path | None, warn: Warn) -> ScanInputs:
@@ -49,7 +51,8 @@ class ScanInputs:
             check_prints(folder.path, folder.read_fingerprints(), scan_prints(cfg, folder.config_text()), cfg)
             indices = folder.read_samples()
             previous = folder.trials(cfg.model.input_shape, warn)
-            return cls(cfg, folder, indices, previous, folder.previous_seconds())
+            inflight = folder.inflight(cfg.model.input_shape, warn)
+            return cls(cfg, folder, indices, previous, folder.previous_seconds(), inflight)
         except BaseException:
             folder.unlock()
             raise
@@ -68,23 +71,40 @@ class ScanPlan:
     labels_done: set[int]
     screen: bool = False  # screen, then confirm (nc_engine/screening.py)
     screen_jobs: list[Job] | None = None  # the screening passes still to run
+    inflight: dict[Key, SlotCheckpoint] | None = None  # saved running searches these jobs continue
+    stale: list[Key] | None = None  # saved running searches whose trial has finished since
 
 
-def plan_scan(prep: Prepared, previous: list[dict]) -> ScanPlan:
+def continued_first(jobs: list[Job], inflight: dict[Key, SlotCheckpoint]) -> list[Job]:
+    """The searches that were running go first, in the rows they had, so the groups are formed as in the
+    run that stopped (then the rest in plan order, as they would have joined)."""
+    running = sorted((j for j in jobs if (j.label, j.trial, j.stage) in inflight),
+                     key=lambda j: inflight[(j.label, j.trial, j.stage)].slot)
+    return running + [j for j in jobs if (j.label, j.trial, j.stage) not in inflight]
+
+
+def plan_scan(prep: Prepared, previous: list[dict], inflight: dict[Key, SlotCheckpoint] | None = None) -> ScanPlan:
     s = prep.cfg.scan
+    inflight = dict(inflight or {})
     labels = list(range(prep.cfg.model.num_classes)) if s.labels == "all" else list(s.labels)
     finished = {(t["label"], t["trial"], t.get("stage", "trial")) for t in previous}
-    jobs = [Job(label, trial, job_seed(s.seed, label, trial)) for label in labels for trial in range(s.trials)
-            if (label, trial, "trial") not in finished]
+    stale = [k for k in inflight if k in finished]
+    for k in stale:
+        del inflight[k]
+    jobs = continued_first([Job(label, trial, job_seed(s.seed, label, trial)) for label in labels
+                            for trial in range(s.trials) if (label, trial, "trial") not in finished], inflight)
     screen = screening_wanted(s.screening, len(labels), s.screen_min_labels)
-    screen_jobs = [Job(label, 0, job_seed(s.seed, label, SCREEN_SEED_OFFSET), "screen") for label in labels
-                   if (label, 0, "screen") not in finished] if screen else []
-    group = 1 if s.strategy == "sequential" else (s.group_size or choose_group_size(
-        prep.model, prep.data.x_opt, s.batch_size, max(len(jobs), len(screen_jobs))))
+    screen_jobs = continued_first([Job(label, 0, job_seed(s.seed, label, SCREEN_SEED_OFFSET), "screen")
+                                   for label in labels if (label, 0, "screen") not in finished] if screen else [],
+                                  inflight)
+    # a resume keeps the group size the stopped run had, so its groups (and their sums) are the same
+    group = 1 if s.strategy == "sequential" else (s.group_size or max((c.group for c in inflight.values()), default=0)
+                                                  or choose_group_size(prep.model, prep.data.x_opt, s.batch_size,
+                                                                       max(len(jobs), len(screen_jobs))))
     full = [t for t in previous if t.get("stage", "trial") != "screen"]
     done = {t["label"] for t in full if sum(u["label"] == t["label"] for u in full) >= s.trials}
     return ScanPlan(labels, jobs, max(1, min(group, max(len(jobs), len(screen_jobs)) or 1)), previous, done,
-                    screen, screen_jobs)
+                    screen, screen_jobs, inflight, stale)
 
 
 def open_folder(prep: Prepared, inputs: ScanInputs, warn: Warn) -> RunFolder:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import IO
 
 from . import events as ev
-from .formatting import label_line, table_lines, verdict_line
+from .formatting import label_line, saved_line, table_lines, verdict_line
 from .runfolder import RunFolder, writing
 
 
@@ -40,6 +40,11 @@ class RunRecorder:
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         result = {k: v for k, v in e.to_dict().items() if k != "event"}
         self.folder.save_trial(result, e.mask, e.pattern)
+        self.folder.drop_inflight((e.label, e.trial, e.stage))
+
+    def on_searches_saved(self, e: ev.SearchesSaved) -> None:
+        if e.stopping:
+            self._log(saved_line(e.searches))
 
     def on_label_finished(self, e: ev.LabelFinished) -> None:
         self.folder.save_trigger(e.label, e.mask, e.pattern)

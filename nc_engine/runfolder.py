@@ -9,6 +9,8 @@ keeps its finished work and can be resumed. `RunFolder` is the only code that kn
     RUN/log.txt              parameters, per-label results, MAD table, verdict
     RUN/trials/label_NNN_trial_K.{json,npz}   each finished trial: result, raw float mask and pattern
     RUN/trials/label_NNN_screen_K.{json,npz}  the same for a screening pass (screened scans)
+    RUN/inflight/label_NNN_{trial,screen}_K.npz  a search still running when the scan stopped (its
+                             whole state: a resume continues it); removed once that search finishes
     RUN/triggers/label_NNN_{mask,pattern,fusion}.png, label_NNN.npz   the kept trial of each label
     RUN/report.json, RUN/report.csv           the summary (partial while a scan is unfinished)
     RUN/mitigation/METHOD[-N]/                what `nc-tui mitigate` wrote (-2, -3 ... for later runs)
@@ -34,7 +36,8 @@ import numpy as np
 
 from .config import Config, config_to_toml, load_config
 from .errors import RunFolderError
-from .files import JsonLines, drop_torn_tail, write_csv, write_json, write_npz, write_png, write_text
+from .files import JsonLines, drop_torn_tail, write_csv, write_json, write_npz, write_png, write_raw_npz, write_text
+from .inflight import CheckpointProblem, Key, SlotCheckpoint
 
 # What a damaged .npz raises when opened or read (a truncated zip, a bad deflate stream, a missing array).
 NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
@@ -60,6 +63,11 @@ def trigger_paths(label: int) -> dict[str, str]:
 def _trial_stem(label: int, trial: int, stage: str = "trial") -> str:
     """trials/label_NNN_trial_K (a full search) or trials/label_NNN_screen_K (a screening pass)."""
     return f"trials/label_{label:03d}_{'screen' if stage == 'screen' else 'trial'}_{trial}"
+
+
+def _inflight_name(label: int, trial: int, stage: str = "trial") -> str:
+    """inflight/label_NNN_trial_K.npz: the saved state of a search that was running when the scan stopped."""
+    return f"inflight/label_{label:03d}_{'screen' if stage == 'screen' else 'trial'}_{trial}.npz"
 
 
 @contextlib.contextmanager
@@ -283,6 +291,41 @@ class RunFolder:
     def trial_arrays(self, label: int, trial: int, stage: str = "trial") -> tuple[np.ndarray, np.ndarray]:
         mask, pattern = load_npz(self.path / f"{_trial_stem(label, trial, stage)}.npz", "mask", "pattern")
         return mask, pattern
+
+    # ---- searches running when the scan stopped
+    def inflight_file(self, key: Key) -> Path:
+        return self.file(_inflight_name(*key))
+
+    def save_inflight(self, checkpoints: list[SlotCheckpoint]) -> None:
+        """Each running search's state, atomically, one file each (a kill mid-way leaves whole files)."""
+        if not checkpoints:
+            return
+        with writing(self.path, "the running searches"):
+            (self.path / "inflight").mkdir(exist_ok=True)
+            for ck in checkpoints:
+                write_raw_npz(self.inflight_file(ck.key), **ck.to_arrays())
+
+    def drop_inflight(self, key: Key) -> None:
+        """A search finished: its running state is no longer needed (the folder goes once empty)."""
+        with contextlib.suppress(OSError):
+            self.inflight_file(key).unlink(missing_ok=True)
+            (self.path / "inflight").rmdir()
+
+    def inflight(self, input_shape: list[int], warn: Warn) -> dict[Key, SlotCheckpoint]:
+        """The searches a stopped run saved. One whose file is damaged, or does not fit the input shape
+        or its own name, is left out with one warning line: that search starts again."""
+        out: dict[Key, SlotCheckpoint] = {}
+        for path in sorted((self.path / "inflight").glob("label_*_*_*.npz")):
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    ck = SlotCheckpoint.from_arrays(data, input_shape)
+                if path != self.inflight_file(ck.key):
+                    raise CheckpointProblem(f"it holds label {ck.label} {ck.stage} {ck.trial}")
+            except (CheckpointProblem, *NPZ_ERRORS) as exc:
+                warn(f"{path}: not a usable saved search ({type(exc).__name__}: {exc}); that search starts again")
+                continue
+            out[ck.key] = ck
+        return out
 
     def save_trigger(self, label: int, mask: np.ndarray, pattern: np.ndarray) -> None:
         """The kept trigger of a label as PNGs (mask, pattern, fusion = mask * pattern) and raw floats."""

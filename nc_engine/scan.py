@@ -18,6 +18,7 @@ import torch
 from . import events as ev
 from .asr import attack_success_rate
 from .config import Config
+from .inflight import Carry, SlotCheckpoint
 from .plan import ScanInputs, ScanPlan, header_lines, open_folder, plan_scan, repair_triggers
 from .prepare import Prepared, check_setup, low_accuracy_note, outputs_kind, prepare
 from .recorder import RunRecorder
@@ -29,6 +30,7 @@ from .search import StepStats, TrialOutcome, search_triggers
 __all__ = ["check_setup", "run_scan"]
 
 SCREEN_ASR_SAMPLES = 200
+CHECKPOINT_SECONDS = 60.0  # running searches are also saved this often, for a process that is killed
 
 
 def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = None,
@@ -50,7 +52,7 @@ def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = 
 def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: float) -> Report:
     prep = prepare(inputs.cfg, bus.warn, inputs.indices)  # fails on bad input before anything is written
     folder = open_folder(prep, inputs, bus.warn)
-    plan = plan_scan(prep, inputs.previous or [])
+    plan = plan_scan(prep, inputs.previous or [], inputs.inflight)
     recorder = RunRecorder(folder, header_lines(prep, plan, resumed=inputs.indices is not None))
     bus.subscribe(recorder, replay=True, first=True)
     trials = TrialCollector(prep, plan, folder, bus)
@@ -59,12 +61,15 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
         bus.emit(ev.ScanStarted(str(folder.path), plan.labels, prep.data.class_names, prep.cfg.scan.trials,
                                 str(prep.device), prep.cfg.scan.strategy, plan.group, prep.accuracy,
                                 len(prep.data.opt_idx), len(prep.data.asr_idx), prep.cfg.scan.max_steps,
-                                len(plan.previous), plan.screen))
+                                len(plan.previous), plan.screen, len(plan.inflight or {}),
+                                min(prep.cfg.scan.screen_steps, prep.cfg.scan.max_steps) if plan.screen else 0))
         repair_triggers(folder, plan)
         for fault in prep.faults:  # no search can work: say why and go straight to the verdict
             bus.warn(fault)
+        for key in plan.stale or []:
+            folder.drop_inflight(key)
         if not prep.faults:
-            _search(prep, plan, trials, stop)
+            _search(prep, plan, trials, stop, _carry(plan, folder, bus))
     finally:
         try:
             report = trials.report(inputs.previous_seconds + time.perf_counter() - started)
@@ -75,26 +80,36 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
     return report
 
 
-def _search(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event) -> None:
+def _carry(plan: ScanPlan, folder: RunFolder, bus: ev.EventBus) -> Carry:
+    """Saves the running searches into the run folder when the scan stops, and hands back those saved."""
+    def save(checkpoints: list[SlotCheckpoint], stopping: bool) -> None:
+        folder.save_inflight(checkpoints)
+        bus.emit(ev.SearchesSaved([[c.label, c.trial, c.schedule["steps"]] for c in checkpoints],
+                                  checkpoints[0].stage if checkpoints else "trial", stopping))
+    return Carry(dict(plan.inflight or {}), save, bus.warn, CHECKPOINT_SECONDS, lambda k: str(folder.inflight_file(k)))
+
+
+def _search(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event, carry: Carry) -> None:
     """The full-budget searches; in a screened scan, after the screening pass has chosen which."""
     jobs = plan.jobs
     if plan.screen:
-        selection = _screen(prep, plan, trials, stop)
+        selection = _screen(prep, plan, trials, stop, carry)
         if selection is None:  # stopped while screening
             return
         jobs = [job for job in jobs if job.label in selection.confirmed]
     search_triggers(prep.model, prep.data.x_opt, jobs, prep.cfg.scan.search_settings(), plan.group, stop,
-                    trials.on_step, trials.on_done)
+                    trials.on_step, trials.on_done, carry)
 
 
-def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event) -> Selection | None:
+def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event,
+            carry: Carry) -> Selection | None:
     """Every label at the screening budget; returns the labels to confirm, or None when stopped."""
     s = prep.cfg.scan
     x = prep.data.x_opt[torch.as_tensor(subset_indices(len(prep.data.x_opt), s.screen_samples))]
     settings = dataclasses.replace(s.search_settings(), max_steps=min(s.screen_steps, s.max_steps),
                                    batch_size=min(s.batch_size, len(x)))
     _, stopped = search_triggers(prep.model, x, plan.screen_jobs or [], settings, plan.group, stop, trials.on_step,
-                                 trials.on_done)
+                                 trials.on_done, carry)
     if stopped:
         return None
     screened = {t["label"]: t for t in trials.trials if t.get("stage") == "screen"}

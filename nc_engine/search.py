@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inflight import MASK_ARRAYS, PATTERN_ARRAYS, SCHEDULE_BOOLS, SCHEDULE_FLOATS, SCHEDULE_INTS, Carry, SlotCheckpoint
 from .schedule import CostSchedule, SearchSettings
 from .trigger import initial_trigger, stamp, unit_from_raw
 
@@ -81,18 +82,34 @@ class _SlotState:
 
     _ROWS = ("raw_mask", "raw_pattern", "m_mask", "v_mask", "m_pattern", "v_pattern", "best_mask",
              "best_pattern", "t", "cost", "target")
+    _STEPPED = ("raw_mask", "raw_pattern", "m_mask", "v_mask", "m_pattern", "v_pattern", "t")  # what a step changes
 
-    def add(self, job: Job) -> None:
-        raw_mask, raw_pattern = initial_trigger(job.seed, self.shape)
-        raw_mask, raw_pattern = raw_mask.to(self.device), raw_pattern.to(self.device)
-        row = dict(raw_mask=raw_mask, raw_pattern=raw_pattern, m_mask=torch.zeros_like(raw_mask),
-                   v_mask=torch.zeros_like(raw_mask), m_pattern=torch.zeros_like(raw_pattern),
-                   v_pattern=torch.zeros_like(raw_pattern), best_mask=unit_from_raw(raw_mask),
-                   best_pattern=unit_from_raw(raw_pattern), t=torch.zeros((), device=self.device),
-                   cost=torch.zeros((), device=self.device),
-                   target=torch.tensor(job.label, device=self.device))
+    def add(self, job: Job, saved: SlotCheckpoint | None = None, cost: float = 0.0) -> None:
+        """A new row: the job's initial trigger, or the state a stopped run saved for it."""
+        if saved is None:
+            raw_mask, raw_pattern = (a.to(self.device) for a in initial_trigger(job.seed, self.shape))
+            row = dict(raw_mask=raw_mask, raw_pattern=raw_pattern, m_mask=torch.zeros_like(raw_mask),
+                       v_mask=torch.zeros_like(raw_mask), m_pattern=torch.zeros_like(raw_pattern),
+                       v_pattern=torch.zeros_like(raw_pattern), best_mask=unit_from_raw(raw_mask),
+                       best_pattern=unit_from_raw(raw_pattern), t=torch.zeros(()))
+        else:
+            row = {k: torch.from_numpy(v.copy()) for k, v in saved.arrays.items()}
+            row["t"] = torch.tensor(saved.adam_t)
+        row["cost"] = torch.tensor(cost)  # float32, as the schedule's cost is stored after every step
+        row["target"] = torch.tensor(job.label)
         for name in self._ROWS:
-            setattr(self, name, torch.cat([getattr(self, name).detach(), row[name].unsqueeze(0)]))
+            setattr(self, name, torch.cat([getattr(self, name).detach(), row[name].to(self.device).unsqueeze(0)]))
+
+    def snapshot(self) -> list[torch.Tensor]:
+        """Copies of what a step changes, to go back to the step's start if it is stopped midway."""
+        return [getattr(self, name).detach().clone() for name in self._STEPPED]
+
+    def restore(self, saved: list[torch.Tensor]) -> None:
+        for name, value in zip(self._STEPPED, saved, strict=True):
+            setattr(self, name, value)
+
+    def row_arrays(self, g: int) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name)[g].detach().float().cpu().numpy() for name in MASK_ARRAYS + PATTERN_ARRAYS}
 
     def keep(self, rows: list[int]) -> None:
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
@@ -122,6 +139,7 @@ class _Slot:
     job: Job
     sched: CostSchedule
     started: float
+    before: float = 0.0  # search seconds spent by an earlier, stopped run of this job
 
 
 def search_triggers(
@@ -133,23 +151,32 @@ def search_triggers(
     stop: threading.Event,
     on_step: Callable[[StepStats, int], None],
     on_done: Callable[[TrialOutcome], None],
+    carry: Carry | None = None,
 ) -> tuple[int, bool]:
     """Run every job; returns (stamped images processed, stopped early).
 
-    x_opt: (N, C, H, W) optimisation samples in [0, 1] on the model's device. Jobs that are still
-    running when `stop` is set are dropped (they restart from scratch on resume).
+    x_opt: (N, C, H, W) optimisation samples in [0, 1] on the model's device. Without `carry`, jobs still
+    running when `stop` is set are dropped. With it, a job it holds a checkpoint for continues from that
+    checkpoint, and the running jobs are handed to `carry.save` at the step boundary before the stop (and
+    every `carry.every` seconds): a step stopped midway is undone, so the resume repeats it whole.
     """
-    run = _GroupSearch(model, x_opt, settings, group_size, on_step, on_done)
+    run = _GroupSearch(model, x_opt, settings, group_size, on_step, on_done, carry)
     waiting = deque(jobs)
     run.fill(waiting)
+    saved_at = time.monotonic()
     while run.slots:
         sums = run.one_step(stop)
         if sums is None:
+            if carry is not None:
+                carry.save(run.checkpoints(), True)
             return run.images, True
         finished = run.update_schedules(sums)
         if finished:
             run.finish(finished)
             run.fill(waiting)
+        if carry is not None and carry.every and run.slots and time.monotonic() - saved_at >= carry.every:
+            carry.save(run.checkpoints(), False)
+            saved_at = time.monotonic()
     return run.images, False
 
 
@@ -157,9 +184,10 @@ class _GroupSearch:
     """The running slots of a batched search and the step that advances them all together."""
 
     def __init__(self, model: nn.Module, x_opt: torch.Tensor, settings: SearchSettings, group_size: int,
-                 on_step: Callable[[StepStats, int], None], on_done: Callable[[TrialOutcome], None]) -> None:
+                 on_step: Callable[[StepStats, int], None], on_done: Callable[[TrialOutcome], None],
+                 carry: Carry | None = None) -> None:
         self.model, self.x_opt, self.settings, self.group_size = model, x_opt, settings, group_size
-        self.on_step, self.on_done = on_step, on_done
+        self.on_step, self.on_done, self.carry = on_step, on_done, carry
         self.device = x_opt.device
         n, c, h, w = x_opt.shape
         self.batches = max(1, n // settings.batch_size)
@@ -173,8 +201,38 @@ class _GroupSearch:
     def fill(self, waiting: deque[Job]) -> None:
         while len(self.slots) < self.group_size and waiting:
             job = waiting.popleft()
-            self.state.add(job)
-            self.slots.append(_Slot(job, CostSchedule(self.settings.rules), time.perf_counter()))
+            saved = self._saved(job)
+            sched = CostSchedule(self.settings.rules)
+            if saved is not None:
+                sched = CostSchedule(self.settings.rules, **saved.schedule, best_history=saved.best_history.tolist())
+            self.state.add(job, saved, sched.cost)
+            self.slots.append(_Slot(job, sched, time.perf_counter(), saved.seconds if saved else 0.0))
+
+    def _saved(self, job: Job) -> SlotCheckpoint | None:
+        """The checkpoint a stopped run left for this job, if it fits this search (else said, and dropped)."""
+        if self.carry is None:
+            return None
+        saved = self.carry.restored.pop((job.label, job.trial, job.stage), None)
+        if saved is None:
+            return None
+        problem = saved.misfit(job.seed, len(self.x_opt), self.settings.batch_size, self.settings.max_steps)
+        if problem is not None:
+            self.carry.warn(f"{self.carry.where(saved.key)}: {problem}; that search starts again")
+            return None
+        return saved
+
+    def checkpoints(self) -> list[SlotCheckpoint]:
+        """Every running slot's state at this step boundary."""
+        out = []
+        for g, slot in enumerate(self.slots):
+            sched, job = slot.sched, slot.job
+            schedule = {k: getattr(sched, k) for k in SCHEDULE_INTS + SCHEDULE_BOOLS + SCHEDULE_FLOATS}
+            out.append(SlotCheckpoint(job.label, job.trial, job.seed, job.stage, g, self.group_size,
+                                      len(self.x_opt), self.settings.batch_size, self.settings.max_steps,
+                                      float(self.state.t[g]), slot.before + time.perf_counter() - slot.started,
+                                      schedule, np.asarray(sched.best_history, np.float64),
+                                      self.state.row_arrays(g)))
+        return out
 
     def _order(self) -> torch.Tensor:
         """(G, batches * B): each job's mini-batch order depends only on (its seed, its step), as in a
@@ -190,10 +248,13 @@ class _GroupSearch:
         g_count, bsz, st = len(self.slots), self.settings.batch_size, self.state
         order = self._order()
         sums = torch.zeros((g_count, 4), device=self.device)
+        start = st.snapshot() if self.carry is not None else None  # a few small copies; the step is far larger
         st.raw_mask.requires_grad_(True)
         st.raw_pattern.requires_grad_(True)
         for k in range(self.batches):
             if stop.is_set():
+                if start is not None and k:
+                    st.restore(start)
                 return None
             sums += self._mini_batch(order[:, k * bsz:(k + 1) * bsz])
             self.images += g_count * bsz
@@ -266,7 +327,7 @@ class _GroupSearch:
             mask_np = mask_g.detach().float().cpu().numpy()
             self.on_done(TrialOutcome(slot.job, mask_np, pattern_g.detach().float().cpu().numpy(),
                                       float(mask_np.sum(dtype=np.float64)), converged, slot.sched.steps, reason,
-                                      time.perf_counter() - slot.started))
+                                      slot.before + time.perf_counter() - slot.started))
         done_rows = {g for g, _ in finished}
         keep = [g for g in range(len(self.slots)) if g not in done_rows]
         self.slots = [self.slots[g] for g in keep]

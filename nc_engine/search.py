@@ -109,7 +109,9 @@ class _SlotState:
             setattr(self, name, value)
 
     def row_arrays(self, g: int) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name)[g].detach().float().cpu().numpy() for name in MASK_ARRAYS + PATTERN_ARRAYS}
+        # a copy: on the CPU .numpy() shares the tensor's memory, which the next steps change in place
+        return {name: getattr(self, name)[g].detach().float().cpu().numpy().copy()
+                for name in MASK_ARRAYS + PATTERN_ARRAYS}
 
     def keep(self, rows: list[int]) -> None:
         index = torch.tensor(rows, dtype=torch.long, device=self.device)

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nc_engine import events as ev
-from nc_engine.formatting import TABLE_COLUMNS, fmt_eta, label_line, table_lines, table_rows, verdict_line
+from nc_engine.formatting import TABLE_COLUMNS, fmt_eta, label_line, saved_line, table_lines, table_rows, verdict_line
 from nc_engine.report import Report
 from nc_engine.runfolder import RunFolder
 
@@ -65,8 +65,9 @@ class HeadlessProgress:
         if e.screening:
             c.print("screening   every label at a cheap budget first, then the candidates and a few reference "
                     "labels at the full budget")
-        if e.resumed_trials:
-            c.print(f"resuming: {e.resumed_trials} finished trial(s) kept")
+        if e.resumed_trials or e.continued_searches:
+            c.print(f"resuming: {e.resumed_trials} finished trial(s) kept, {e.continued_searches} running "
+                    "search(es) continued where they stopped")
         self.last_line = self.clock()
         if self.live:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
@@ -110,6 +111,10 @@ class HeadlessProgress:
         self.console.print(f"screening done ({e.images} images): confirming {len(confirm)} of "
                            f"{len(self.state.labels)} labels at the full budget: candidates "
                            f"{', '.join(map(str, e.candidates))}; references {refs}")
+
+    def on_searches_saved(self, e: ev.SearchesSaved) -> None:
+        if e.stopping:
+            self._print(saved_line(e.searches))
 
     def on_label_finished(self, e: ev.LabelFinished) -> None:
         self.state.on_label_finished(e)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from nc_engine import events as ev
+from nc_engine.progress import ScanProgress
 
 HISTORY = 400  # steps of loss / L1 kept per label for the charts
 
@@ -35,16 +37,15 @@ class ScanState:
     """Thread-safe store of per-label progress; the worker writes (a listener of the engine's events,
     through `nc_engine.events.dispatch`), the UI reads snapshots."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock  # of the ETA's rate
         self.lock = threading.Lock()
         self.labels: dict[int, LabelProgress] = {}
         self.total_jobs = 0
         self.trials = 1
         self.done_jobs = 0
-        self.max_steps = 1
-        self.finished_steps: list[int] = []
-        self.started = time.perf_counter()
         self.images = 0
+        self.progress = ScanProgress(0, 1)
 
     def on_scan_started(self, e: ev.ScanStarted) -> None:
         with self.lock:
@@ -54,9 +55,7 @@ class ScanState:
             self.total_jobs = len(e.labels) * (1 if e.screening else e.trials) - e.resumed_trials
             self.trials = e.trials
             self.done_jobs = 0
-            self.max_steps = e.max_steps
-            self.finished_steps = []
-            self.started = time.perf_counter()
+            self.progress = ScanProgress(self.total_jobs, e.max_steps, e.screen_steps, self.clock)
 
     def on_step(self, e: ev.StepProgress) -> None:
         with self.lock:
@@ -73,21 +72,22 @@ class ScanState:
             del row.loss_history[:-HISTORY], row.l1_history[:-HISTORY]
             row.mask = e.mask
             self.images = e.images
+            self.progress.step((e.label, e.trial, e.stage), e.step)
 
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         with self.lock:
             self.done_jobs += 1
+            self.progress.finish((e.label, e.trial, e.stage), e.steps)
             if e.stage == "screen":
                 row = self.labels.get(e.label)
                 if row is not None:
                     row.state = "screened"
-            else:
-                self.finished_steps.append(e.steps)
 
     def on_screening_finished(self, e: ev.ScreeningFinished) -> None:
         with self.lock:
             confirm = set(e.candidates) | set(e.references)
             self.total_jobs = self.done_jobs + len(confirm) * self.trials
+            self.progress.set_jobs(self.total_jobs)
             for label in confirm:
                 if label in self.labels:
                     self.labels[label].state = "confirming"
@@ -100,23 +100,17 @@ class ScanState:
                 row.best_l1, row.asr, row.step = e.l1_norm, e.asr, e.steps
 
     def stopped(self) -> None:
-        """The scan was stopped: searches that were running start again on resume."""
+        """The scan was stopped: searches that were running are saved, and continue on resume."""
         with self.lock:
             for row in self.labels.values():
                 if row.state in ("running", "screening"):
                     row.state = "stopped"
 
     def fraction(self) -> float:
-        """Finished searches plus the running ones' share of a typical search."""
+        """Steps done against the steps the scan is expected to take (nc_engine.progress)."""
         with self.lock:
-            typical = (sum(self.finished_steps) / len(self.finished_steps)) if self.finished_steps else 60.0
-            typical = max(1.0, min(typical, self.max_steps))
-            partial = sum(min(r.step / typical, 0.95) for r in self.labels.values()
-                          if r.state in ("running", "screening"))
-            return min(1.0, (self.done_jobs + partial) / max(1, self.total_jobs))
+            return self.progress.fraction()
 
     def eta_seconds(self) -> float | None:
-        frac = self.fraction()
-        if frac <= 0.02:
-            return None
-        return (time.perf_counter() - self.started) * (1 - frac) / frac
+        with self.lock:
+            return self.progress.eta_seconds()

@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Spar
 from nc_engine import events as ev
 from nc_engine.config import Config
 from nc_engine.errors import NCError
-from nc_engine.formatting import fmt_eta, fmt_num, label_line
+from nc_engine.formatting import fmt_eta, fmt_num, label_line, saved_line
 from nc_engine.report import Report
 
 from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults, StepTick
@@ -144,11 +144,16 @@ class ScanScreen(Screen):
                                                               e.converged)))
         self._update_rows()
 
+    def show_searches_saved(self, e: ev.SearchesSaved) -> None:
+        if e.stopping:
+            self.query_one("#log", RichLog).write(Text(saved_line(e.searches)))
+
     def show_scan_finished(self, e: ev.ScanFinished) -> None:
         if not e.completed:
             self.state.stopped()
             self._update_rows()
-            self.query_one("#log", RichLog).write("[b]stopped.[/] Finished labels are kept; press [b]r[/] to resume.")
+            self.query_one("#log", RichLog).write("[b]stopped.[/] Finished labels and running searches are kept; "
+                                                  "press [b]r[/] to resume.")
 
     @on(StepTick)
     def step_tick(self) -> None:

@@ -125,3 +125,23 @@ def test_a_checkpoint_for_another_budget_restarts_its_search_with_one_warning():
     whole, _ = search(JOBS[:2], 2)
     assert len(warned) == 1 and "seed" in warned[0] and "starts again" in warned[0]
     assert resumed[(0, 0)].steps == whole[(0, 0)].steps  # it ran from scratch, to the same end
+
+
+def test_periodic_saves_let_a_killed_search_continue():
+    """A process killed outright saves nothing when it dies: the saves made while it ran are what a resume has."""
+    store = {}
+    carry = saving_carry(store)
+    carry.every = 1e-9  # after every step
+
+    def killed(s, images):
+        killed.steps += 1
+        if killed.steps == 7:
+            raise KeyboardInterrupt  # a kill: no stop, no last save
+    killed.steps = 0
+    with pytest.raises(KeyboardInterrupt):
+        search_triggers(CountingModel(), samples(), JOBS, SETTINGS, 3, threading.Event(), killed, lambda o: None, carry)
+    assert {c.schedule["steps"] for c in store.values()} == {2}  # the last whole step before the kill
+    resumed, _ = search(continued_first(JOBS, store), 3, carry=saving_carry({}, store))
+    whole, _ = search(JOBS, 3)
+    for key, out in whole.items():
+        assert resumed[key].l1_norm == out.l1_norm and resumed[key].steps == out.steps

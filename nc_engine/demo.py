@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from .files import write_atomic, write_npz, write_text
-from .training import PatchTrigger, SmallCNN, accuracy, poison, stamp_patch, train_classifier
+from .training import PatchTrigger, SmallCNN, TrainingProgress, accuracy, poison, stamp_patch, train_classifier
 
 DEMO_CONFIG = "demo.toml"
 DEMO_VERSION = 3  # bump when the data or training changes, so cached demos are rebuilt
@@ -76,10 +77,12 @@ class DemoModel:
 
 
 def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: int = 4,
-              n_train: int = 8000, n_test: int = 2000) -> DemoModel:
+              n_train: int = 8000, n_test: int = 2000,
+              on_progress: Callable[[TrainingProgress], None] | None = None) -> DemoModel:
     """Write demo_model.pt (TorchScript), demo_data.npz and demo.toml into `folder`.
 
     Reuses what an identical earlier call wrote (manifest match), so repeated demos start at once.
+    `on_progress` hears after every training mini-batch how far the training is (not called when cached).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,7 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
         trigger = PatchTrigger(top=top, left=left, size=4, value=255)
         x_train, y_train = poison(x_train, y_train, trigger, target, 0.1, seed)
     torch.manual_seed(seed)  # the network's initial weights
-    model = train_classifier(SmallCNN(), x_train, y_train, DEMO_NORM, DEMO_NORM, epochs, seed)
+    model = train_classifier(SmallCNN(), x_train, y_train, DEMO_NORM, DEMO_NORM, epochs, seed, on_batch=on_progress)
     clean = accuracy(model, x_test, y_test, DEMO_NORM, DEMO_NORM)
     asr = None
     if backdoor:

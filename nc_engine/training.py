@@ -6,6 +6,7 @@ never trains (mitigation has its own fine-tuning).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,20 @@ def poison(x: np.ndarray, y: np.ndarray, trigger: PatchTrigger, target: int, rat
     return x, y
 
 
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where a training run is: the epoch under way and the mini-batches done of all epochs."""
+
+    epoch: int  # 1-based
+    epochs: int
+    done: int  # mini-batches done, all epochs together
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.done / max(1, self.total)
+
+
 def unit_tensor(x: np.ndarray) -> torch.Tensor:
     """uint8 N x H x W (grey) or N x H x W x C -> float N x C x H x W in [0, 1]."""
     t = torch.from_numpy(x).float() / 255.0
@@ -74,9 +89,11 @@ def normalised(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -
 
 def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, mean: tuple[float, ...],
                      std: tuple[float, ...], epochs: int, seed: int, device: torch.device | None = None,
-                     lr: float = 2e-3, batch_size: int = 64, decay: bool = False) -> nn.Module:
+                     lr: float = 2e-3, batch_size: int = 64, decay: bool = False,
+                     on_batch: Callable[[TrainingProgress], None] | None = None) -> nn.Module:
     """Adam over seeded shuffles (with `decay`, the rate falls linearly to zero); no augmentation, since
-    a flip would move a corner trigger. Seed the global RNG before building `model` to seed its weights."""
+    a flip would move a corner trigger. Seed the global RNG before building `model` to seed its weights.
+    `on_batch` hears after every mini-batch how far the training is (the demo's progress bar)."""
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     xt, yt = normalised(x, mean, std).to(device), torch.from_numpy(y).to(device)
@@ -84,13 +101,17 @@ def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, mean: tuple
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * ((len(xt) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / steps) if decay else None
-    for _ in range(epochs):
+    done = 0
+    for epoch in range(epochs):
         for idx in torch.randperm(len(xt), generator=gen).to(device).split(batch_size):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(xt[idx]), yt[idx]).backward()
             opt.step()
             if sched is not None:
                 sched.step()
+            done += 1
+            if on_batch is not None:
+                on_batch(TrainingProgress(epoch + 1, epochs, done, steps))
     return model.eval()
 
 

@@ -44,7 +44,7 @@ class NCApp(App[int]):
     ]
 
     def __init__(self, config: Config | None = None, mode: str = "setup", report: Report | None = None,
-                 resume: str | None = None, prepare: Callable[[], Config] | None = None,
+                 resume: str | None = None, prepare: Callable[[Callable], Config] | None = None,
                  autostart: bool = True) -> None:
         super().__init__()
         self.autostart = autostart  # False: the scan screen waits for events fed by a test

@@ -15,7 +15,7 @@ from nc_engine.config import load_config
 from nc_engine.errors import NCError
 from nc_engine.report import Report
 
-from .console import HeadlessProgress, make_console, print_report
+from .console import HeadlessProgress, TrainingLines, make_console, print_report
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -240,13 +240,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nc_engine.demo import make_demo
 
     if not _headless_note(args):
-        def prepare():
-            return load_config(make_demo(args.dir, backdoor=not args.clean, seed=args.seed).config)
+        def prepare(progress):
+            return load_config(make_demo(args.dir, backdoor=not args.clean, seed=args.seed,
+                                         on_progress=progress).config)
         return _run_app(mode="scan", prepare=prepare)
     console = make_console()
     kind = "clean" if args.clean else "backdoored"
     console.print(f"demo: training a small {kind} CNN on synthetic 28x28 images in {args.dir}/ ...")
-    info = make_demo(args.dir, backdoor=not args.clean, seed=args.seed)
+    info = make_demo(args.dir, backdoor=not args.clean, seed=args.seed, on_progress=TrainingLines(console))
     console.print(f"demo: clean accuracy {info.clean_accuracy:.1%}" + (
         f"; the real trigger is a 4x4 white square at row {info.trigger['top']}, column {info.trigger['left']}"
         f" that sends {info.attack_success_rate:.1%} of images to label {info.target}" if info.target is not None

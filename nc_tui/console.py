@@ -21,6 +21,7 @@ from nc_engine import events as ev
 from nc_engine.formatting import TABLE_COLUMNS, fmt_eta, label_line, saved_line, table_lines, table_rows, verdict_line
 from nc_engine.report import Report
 from nc_engine.runfolder import RunFolder
+from nc_engine.training import TrainingProgress
 
 from .state import ScanState
 
@@ -125,6 +126,25 @@ class HeadlessProgress:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class TrainingLines:
+    """The demo model's training on the console: a line at the end of each epoch, and one at least every
+    HEARTBEAT_SECONDS (on a loaded machine an epoch takes longer), with the batches done and an ETA."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console, self.clock = console, clock
+        self.started = self.last = clock()
+
+    def __call__(self, p: TrainingProgress) -> None:
+        now = self.clock()
+        epoch_end = p.done % max(1, p.total // max(1, p.epochs)) == 0 or p.done == p.total
+        if not epoch_end and now - self.last < HEARTBEAT_SECONDS:
+            return
+        self.last = now
+        eta = (now - self.started) * (1 - p.fraction) / p.fraction if p.fraction > 0 else None
+        self.console.print(f"demo: training epoch {p.epoch}/{p.epochs}, batch {p.done}/{p.total} "
+                           f"({p.fraction:.0%}), {fmt_eta(eta)}")
 
 
 def _mask_area(report: Report) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from nc_engine.config import Config
 from nc_engine.errors import NCError
 from nc_engine.formatting import fmt_eta, fmt_num, label_line, saved_line
 from nc_engine.report import Report
+from nc_engine.training import TrainingProgress
 
 from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults, StepTick
 from ..state import ScanState
@@ -39,11 +41,13 @@ class ScanScreen(Screen):
     ]
 
     def __init__(self, config: Config | None, resume: str | None = None,
-                 prepare: Callable[[], Config] | None = None, autostart: bool = True) -> None:
+                 prepare: Callable[[Callable[[TrainingProgress], None]], Config] | None = None,
+                 autostart: bool = True) -> None:
         super().__init__()
         self.autostart = autostart  # False: show the screen without running the engine (snapshot tests)
         self.config = config
         self.prepare = prepare  # run in the worker before the scan (the demo trains its model there)
+        self.training_shown = self.training_started = 0.0
         self.resume_dir = resume
         self.state = ScanState()
         self.stop = threading.Event()
@@ -86,7 +90,7 @@ class ScanScreen(Screen):
     # ---- the worker: the engine runs here and talks back through messages only
     @work(thread=True, exclusive=True, group="scan")
     def run_engine(self, config: Config | None, resume: str | None,
-                   prepare: Callable[[], Config] | None = None) -> None:
+                   prepare: Callable[[Callable[[TrainingProgress], None]], Config] | None = None) -> None:
         from nc_engine.scan import run_scan
 
         def on_event(event: ev.Event) -> None:
@@ -99,7 +103,8 @@ class ScanScreen(Screen):
             if prepare is not None:
                 self.app.call_from_thread(self.query_one("#scan-info", Static).update,
                                           "preparing the demo model (trained once, then cached) ...")
-                config = prepare()
+                self.training_started = time.monotonic()
+                config = prepare(self.training_progress)
                 self.config = config
             report = run_scan(config, on_event, self.stop, resume=resume)
         except NCError as exc:
@@ -112,6 +117,22 @@ class ScanScreen(Screen):
             self.idle.set()
         self.post_message(ScanEnded(report))
 
+    def training_progress(self, p: TrainingProgress) -> None:
+        """From the worker: the demo model's training, drawn on the progress bar a few times a second."""
+        now = time.monotonic()
+        if p.done < p.total and now - self.training_shown < REFRESH_SECONDS:
+            return
+        self.training_shown = now
+        elapsed = now - self.training_started
+        eta = elapsed * (1 - p.fraction) / p.fraction if p.fraction > 0 else None
+        self.app.call_from_thread(self.show_training, p, eta)
+
+    def show_training(self, p: TrainingProgress, eta: float | None) -> None:
+        self.query_one("#overall", ProgressBar).update(progress=p.fraction)
+        self.query_one("#eta", Static).update(f" {p.fraction:5.1%}  {fmt_eta(eta)}")
+        self.query_one("#scan-info", Static).update(
+            f"training the demo model (once, then cached): epoch {p.epoch} of {p.epochs}, batch {p.done} of {p.total}")
+
     # ---- messages from the worker
     @on(EngineEvent)
     def engine_event(self, message: EngineEvent) -> None:
@@ -119,6 +140,8 @@ class ScanScreen(Screen):
 
     def show_scan_started(self, e: ev.ScanStarted) -> None:
         self.run_dir = e.run_dir
+        self.query_one("#overall", ProgressBar).update(progress=0.0)  # the demo's training may have filled it
+        self.query_one("#eta", Static).update("")
         self.post_message(ScanStatus(e.run_dir, False))
         # clean accuracy first: the number that says whether the scan means anything, never cut at 80 columns
         self.query_one("#scan-info", Static).update(

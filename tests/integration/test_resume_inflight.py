@@ -94,14 +94,17 @@ def assert_same_trials(resumed: str, whole: str) -> None:
         np.testing.assert_array_equal(a[key][4], b[key][4])
 
 
-@pytest.mark.parametrize("scan", [{}, {"strategy": "sequential"}, {"screening": "on"}, {"trials": 2}],
-                         ids=["batched", "sequential", "screening", "two-trials"])
-def test_a_stopped_scan_resumes_its_running_searches_to_the_uninterrupted_result(tiny, scan):
+@pytest.mark.parametrize("scan, steps", [({}, 7), ({"strategy": "sequential"}, 7), ({"screening": "on"}, 7),
+                                         ({"screening": "on"}, 55), ({"trials": 2}, 7)],
+                         ids=["batched", "sequential", "screening", "confirming", "two-trials"])
+def test_a_stopped_scan_resumes_its_running_searches_to_the_uninterrupted_result(tiny, scan, steps):
+    """A screened scan of 4 labels takes 4 x 12 screening steps first: 55 stops it while confirming."""
     whole = run_scan(config(tiny, **scan))
-    partial, events = stopped_after(config(tiny, **scan), 7)
+    partial, events = stopped_after(config(tiny, **scan), steps)
     run = Path(partial.run_dir)
     saved = [e for e in events if e.kind == "searches_saved"]
     assert len(saved) == 1 and saved[0].stopping and saved[0].searches
+    assert saved[0].stage == ("trial" if steps > 48 or "screening" not in scan else "screen")
     assert len(list((run / "inflight").iterdir())) == len(saved[0].searches)
     assert "saved" in (run / "log.txt").read_text()
     resumed_events = []

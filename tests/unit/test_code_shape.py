@@ -38,7 +38,7 @@ def _code_strings(tree: ast.AST) -> list[ast.Constant]:
 def test_only_the_run_folder_knows_its_layout():
     """Names of files inside a run folder appear in runfolder.py alone: everything else goes through it."""
     layout = re.compile(r"(report\.json|report\.csv|samples\.npz|events\.jsonl|log\.txt|triggers/|trials/"
-                        r"|^mitigation$)")
+                        r"|inflight/|^mitigation$)")
     offenders = []
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):

@@ -34,3 +34,19 @@ def test_plain_output_prints_a_line_per_epoch_and_a_heartbeat_in_between():
     assert sum("batch 125/500" in line or "batch 250/500" in line for line in printed) == 2  # epoch ends
     times = [int(line.split("batch ")[1].split("/")[0]) * 0.2 for line in printed]
     assert max(b - a for a, b in zip([0.0, *times[:-1]], times, strict=True)) <= HEARTBEAT_SECONDS
+
+
+def test_nc_tui_demo_headless_prints_its_training(monkeypatch, capsys):
+    import nc_engine.demo
+    from nc_engine.errors import NCError
+    from nc_tui.cli import main
+
+    def fake_make_demo(folder, backdoor=True, seed=0, on_progress=None):  # the training, without the minute
+        for done in range(1, 5):
+            on_progress(TrainingProgress(done, 4, done, 4))
+        raise NCError("stopped after training")
+
+    monkeypatch.setattr(nc_engine.demo, "make_demo", fake_make_demo)
+    assert main(["demo", "--headless", "--dir", "unused"]) == 2
+    out = capsys.readouterr().out
+    assert "demo: training epoch 2/4, batch 2/4 (50%)" in out and "batch 4/4 (100%), ETA 0:00" in out

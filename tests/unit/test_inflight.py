@@ -145,3 +145,14 @@ def test_periodic_saves_let_a_killed_search_continue():
     whole, _ = search(JOBS, 3)
     for key, out in whole.items():
         assert resumed[key].l1_norm == out.l1_norm and resumed[key].steps == out.steps
+
+
+def test_a_checkpoint_holds_every_field_of_the_schedule():
+    """A counter added to CostSchedule must be saved too, or a resumed search would quietly diverge."""
+    import dataclasses
+
+    from nc_engine.inflight import SCHEDULE_BOOLS, SCHEDULE_FLOATS, SCHEDULE_INTS
+    from nc_engine.schedule import CostSchedule
+
+    saved = set(SCHEDULE_INTS + SCHEDULE_BOOLS + SCHEDULE_FLOATS) | {"rules", "best_history"}
+    assert saved == {f.name for f in dataclasses.fields(CostSchedule)}

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -21,9 +22,11 @@ from nc_engine import events as ev
 from nc_engine.formatting import TABLE_COLUMNS, fmt_eta, label_line, saved_line, table_lines, table_rows, verdict_line
 from nc_engine.report import Report
 from nc_engine.runfolder import RunFolder
-from nc_engine.training import TrainingProgress
 
 from .state import ScanState
+
+if TYPE_CHECKING:  # nc_engine.training imports torch, which `nc-tui --help` must not wait for
+    from nc_engine.training import TrainingProgress
 
 
 def make_console(stream=None) -> Console:

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -20,12 +21,14 @@ from nc_engine.config import Config
 from nc_engine.errors import NCError
 from nc_engine.formatting import fmt_eta, fmt_num, label_line, saved_line
 from nc_engine.report import Report
-from nc_engine.training import TrainingProgress
 
 from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults, StepTick
 from ..state import ScanState
 from ..widgets.image import ArrayImage
 from ..widgets.titlebar import TitleBar
+
+if TYPE_CHECKING:  # nc_engine.training imports torch: the app starts without it
+    from nc_engine.training import TrainingProgress
 
 REFRESH_SECONDS = 0.4
 COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")

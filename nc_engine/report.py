@@ -172,10 +172,11 @@ def label_rows(trials: list[dict], class_names: list[str]) -> list[LabelRow]:
 
 def build_report(trials: list[dict], labels_planned: list[int], threshold: float, statistic: str,
                  info: ScanInfo, run_dir: str = "", faults: list[str] | None = None,
-                 selection: Selection | None = None, spread_floor: float = 0.0) -> Report:
+                 selection: Selection | None = None, spread_floor: float = 0.0, saved_running: int = 0) -> Report:
     """The report of the trials so far: `complete` when every planned (label, trial) has finished, or at
     once when `faults` say no search can work on the model (then the verdict is inconclusive). A screened
-    scan (`selection` made from its screening pass) is complete once its confirmed labels are."""
+    scan (`selection` made from its screening pass) is complete once its confirmed labels are.
+    `saved_running`: searches a stop saved mid-way, which a resume continues."""
     rows = label_rows([t for t in trials if t.get("stage", "trial") != "screen"], info.class_names)
     done = {r.label for r in rows if len(r.trials) >= info.trials_per_label}
     needed = set(selection.confirmed) if selection else set(labels_planned)
@@ -186,7 +187,8 @@ def build_report(trials: list[dict], labels_planned: list[int], threshold: float
         report.note = "; ".join(faults)
         return report
     if not report.complete:
-        report.note = (f"unfinished: {len(done & needed)} of {len(needed)} labels done; "
+        running = f" ({saved_running} more search(es) saved mid-way)" if saved_running else ""
+        report.note = (f"unfinished: {len(done & needed)} of {len(needed)} labels done{running}; "
                        f"resume with nc-tui scan --resume {run_dir or 'RUN_DIR'}")
         return report
     if selection is not None:

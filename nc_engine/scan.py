@@ -69,7 +69,7 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
         for key in plan.stale or []:
             folder.drop_inflight(key)
         if not prep.faults:
-            _search(prep, plan, trials, stop, _carry(plan, folder, bus))
+            _search(prep, plan, trials, stop, _carry(plan, folder, bus, trials))
     finally:
         try:
             report = trials.report(inputs.previous_seconds + time.perf_counter() - started)
@@ -80,10 +80,11 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
     return report
 
 
-def _carry(plan: ScanPlan, folder: RunFolder, bus: ev.EventBus) -> Carry:
+def _carry(plan: ScanPlan, folder: RunFolder, bus: ev.EventBus, trials: TrialCollector) -> Carry:
     """Saves the running searches into the run folder when the scan stops, and hands back those saved."""
     def save(checkpoints: list[SlotCheckpoint], stopping: bool) -> None:
         folder.save_inflight(checkpoints)
+        trials.saved_running = sum(c.schedule["steps"] > 0 for c in checkpoints) if stopping else 0
         bus.emit(ev.SearchesSaved([[c.label, c.trial, c.schedule["steps"]] for c in checkpoints],
                                   checkpoints[0].stage if checkpoints else "trial", stopping))
     return Carry(dict(plan.inflight or {}), save, bus.warn, CHECKPOINT_SECONDS, lambda k: str(folder.inflight_file(k)))
@@ -138,6 +139,7 @@ class TrialCollector:
         self.selection: Selection | None = None
         self.images = 0
         self.images_before = 0  # stamped images of the screening pass, before the confirmation counts its own
+        self.saved_running = 0  # searches the stop saved mid-way
         # a screening pass's held-out ASR only describes the labels left unconfirmed: a spread subset will do
         self.screen_asr = subset_indices(len(prep.data.x_asr), SCREEN_ASR_SAMPLES)
 
@@ -189,4 +191,5 @@ class TrialCollector:
                         str(p.cfg.resolve_path(p.cfg.data.path)), p.data.class_names, s.trials, seconds, self.images,
                         outputs_kind(p.model))
         return build_report(self.trials, self.plan.labels, p.cfg.detect.threshold, p.cfg.detect.statistic, info,
-                            str(self.folder.path), p.faults, self.selection, p.cfg.detect.spread_floor or 0.0)
+                            str(self.folder.path), p.faults, self.selection, p.cfg.detect.spread_floor or 0.0,
+                            self.saved_running)

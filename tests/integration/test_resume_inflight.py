@@ -107,6 +107,7 @@ def test_a_stopped_scan_resumes_its_running_searches_to_the_uninterrupted_result
     assert saved[0].stage == ("trial" if steps > 48 or "screening" not in scan else "screen")
     assert len(list((run / "inflight").iterdir())) == len(saved[0].searches)
     assert "saved" in (run / "log.txt").read_text()
+    assert f"({len(saved[0].searches)} more search(es) saved mid-way)" in partial.note
     resumed_events = []
     final = run_scan(None, resumed_events.append, resume=run)
     assert final.complete

@@ -16,11 +16,12 @@ def fmt_num(value: float | None, spec: str) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-def fmt_eta(seconds: float | None) -> str:
+def fmt_eta(seconds: float | None, at_most: bool = False) -> str:
+    """`at_most`: the estimate is an upper bound (a scan's: running searches counted to their step limit)."""
     if seconds is None or not math.isfinite(seconds):
         return "ETA --"
     seconds = int(seconds)
-    return f"ETA {seconds // 60}:{seconds % 60:02d}"
+    return f"ETA {'<= ' if at_most else ''}{seconds // 60}:{seconds % 60:02d}"
 
 
 def is_degenerate(row: LabelRow, area: int | None = None) -> bool:

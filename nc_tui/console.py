@@ -90,7 +90,7 @@ class HeadlessProgress:
             done, total, images = self.state.done_jobs, self.state.total_jobs, self.state.images
         steps = " ".join(f"{r.label}:{r.step}" for r in running[:10]) + (" ..." if len(running) > 10 else "")
         self._print(f"... {done}/{total} searches done; running (label:step) {steps or 'none'}; "
-                    f"{images} images; {fmt_eta(self.state.eta_seconds())}")
+                    f"{images} images; {fmt_eta(self.state.eta_seconds(), True)}")
 
     def on_step(self, e: ev.StepProgress) -> None:
         self.state.on_step(e)
@@ -100,7 +100,8 @@ class HeadlessProgress:
             with self.state.lock:
                 running = [r for r in self.state.labels.values() if r.state == "running"]
             group = "  ".join(f"{r.label}:s{r.step} L1 {r.l1:.0f}" for r in running[:8])
-            self.progress.update(self.task, completed=self.state.fraction(), eta=fmt_eta(self.state.eta_seconds()),
+            eta = fmt_eta(self.state.eta_seconds(), True)
+            self.progress.update(self.task, completed=self.state.fraction(), eta=eta,
                                  description=f"labels {self.state.done_jobs}/{self.state.total_jobs}")
             room = max(20, self.console.width - 24 - 20)  # the bar and the times need the rest of the line
             self.progress.update(self.group_task, description=f"  running {group}"[:room])
@@ -123,7 +124,7 @@ class HeadlessProgress:
     def on_label_finished(self, e: ev.LabelFinished) -> None:
         self.state.on_label_finished(e)
         self._print(f"{label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged)}, "
-                           f"{e.seconds:.1f}s  [{e.done}/{e.total}, {fmt_eta(self.state.eta_seconds())}]")
+                           f"{e.seconds:.1f}s  [{e.done}/{e.total}, {fmt_eta(self.state.eta_seconds(), True)}]")
 
     def on_scan_finished(self, e: ev.ScanFinished) -> None:
         if self.progress is not None:

@@ -195,7 +195,7 @@ class ScanScreen(Screen):
         frac = self.state.fraction()
         self.query_one("#overall", ProgressBar).update(progress=frac)
         eta = self.state.eta_seconds()
-        self.query_one("#eta", Static).update(f" {frac:5.1%}  {fmt_eta(eta)}")
+        self.query_one("#eta", Static).update(f" {frac:5.1%}  {fmt_eta(eta, True)}")
 
     @on(ScanEnded)
     def scan_ended(self, message: ScanEnded) -> None:

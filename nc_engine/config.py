@@ -20,7 +20,8 @@ from .schedule import ScheduleRules, SearchSettings
 
 _RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
 
-MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm", "huggingface")
+MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm", "huggingface",
+                 "keras")
 DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision", "parquet")
 LAYOUTS = ("auto", "NHW", "NHWC", "NCHW")
 RESIZE_MODES = ("bilinear", "nearest", "bicubic")

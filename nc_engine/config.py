@@ -22,7 +22,7 @@ _RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys
 
 MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm", "huggingface",
                  "keras")
-DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision", "parquet")
+DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision", "parquet", "hf")
 LAYOUTS = ("auto", "NHW", "NHWC", "NCHW")
 RESIZE_MODES = ("bilinear", "nearest", "bicubic")
 # torchvision.datasets classes nc-tui knows how to read labels from without decoding every image.
@@ -59,8 +59,8 @@ class DataConfig:
     dataset: str = ""  # torchvision: a torchvision.datasets name; `path` is its root folder
     download: bool = False  # torchvision: let torchvision download the dataset into `path`
     resize: str = "bilinear"  # interpolation when images differ from [model].input_shape
-    image_column: str = ""  # parquet: the encoded-image column ("" = found by type and name)
-    label_column: str = ""  # parquet: the label column ("" = found by name, else the first integer/string one)
+    image_column: str = ""  # parquet, hf: the image column ("" = found by type and name)
+    label_column: str = ""  # parquet, hf: the label column ("" = found by name, else the first integer/string one)
 
 
 @dataclass

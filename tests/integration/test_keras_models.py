@@ -186,3 +186,13 @@ def test_unlearning_a_keras_model_writes_a_keras_model(backdoored_scan):
     original = keras.saving.load_model(str(folder / "cnn.keras"), safe_mode=True, compile=False)
     assert not np.allclose(original.layers[-1].get_weights()[0], repaired.layers[-1].get_weights()[0])
     assert json.loads(Path(result["report_path"]).read_text())["model_path"] == str(saved)
+
+
+def test_prune_on_a_keras_model_says_to_unlearn(backdoored_scan):
+    from nc_engine.errors import MitigationError
+    from nc_engine.mitigate import MitigationOptions, run_mitigation
+
+    _, report = backdoored_scan
+    with pytest.raises(MitigationError, match="a Keras model does not have; repair a Keras model with --method "
+                                              "unlearn"):
+        run_mitigation(report.run_dir, "prune", MitigationOptions(samples=200), lambda _e: None)

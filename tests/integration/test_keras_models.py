@@ -196,3 +196,25 @@ def test_prune_on_a_keras_model_says_to_unlearn(backdoored_scan):
     with pytest.raises(MitigationError, match="a Keras model does not have; repair a Keras model with --method "
                                               "unlearn"):
         run_mitigation(report.run_dir, "prune", MitigationOptions(samples=200), lambda _e: None)
+
+
+@pytest.mark.parametrize("head", ["Softmax", "Activation", "logits"])
+def test_a_softmax_layer_is_taken_off_and_a_logits_model_left_as_it_is(tmp_path, head):
+    from nc_engine.keras_model import load_keras
+
+    keras = keras_torch()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 5, 3))
+    logits = keras.layers.Dense(4)(keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(inp)))
+    out = {"Softmax": keras.layers.Softmax(), "Activation": keras.layers.Activation("softmax"),
+           "logits": keras.layers.Identity()}[head](logits)
+    keras.Model(inp, out).save(str(tmp_path / "m.keras"))
+    model = keras.saving.load_model(str(tmp_path / "m.keras"), safe_mode=True, compile=False)
+    net, own = load_keras(tmp_path / "m.keras", "auto")
+    assert own == {"input_shape": [3, 6, 5]} and net.takes_logits == (head != "logits")
+    x = torch.rand(7, 3, 6, 5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = net(x)
+        expected = model(x.permute(0, 2, 3, 1))
+    got = torch.softmax(got, 1) if head != "logits" else got
+    assert torch.allclose(got, expected, atol=1e-5)

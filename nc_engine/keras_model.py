@@ -55,6 +55,9 @@ def file_kind(path: Path) -> str:
 def import_keras(path: Path) -> Any:
     """keras on the torch backend: KERAS_BACKEND=torch before the first import; one error line if keras
     is missing, too old, or was already imported here with another backend."""
+    if not _installed("h5py"):  # keras reads the weights of .keras and .h5 files with it
+        raise ModelError(f"{path}: [model].format = \"keras\" needs the keras and h5py packages: "
+                         "pip install \"nc-tui[keras]\"")
     if "keras" not in sys.modules:
         if not _installed("keras"):
             raise ModelError(f"{path}: [model].format = \"keras\" needs the keras and h5py packages: "

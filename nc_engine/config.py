@@ -20,8 +20,13 @@ from .schedule import ScheduleRules, SearchSettings
 
 _RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
 
-MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm", "huggingface")
-DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision", "parquet")
+MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm", "huggingface",
+                 "keras")
+# Formats whose files record the model's own preprocessing: [model] mean, std and input_shape left out
+# are taken from the model (timm's pretrained_cfg, Hugging Face's preprocessor config, a Keras input shape).
+OWN_PREPROCESSING_FORMATS = ("timm", "huggingface", "keras")
+PREPROCESSING_KEYS = ("input_shape", "mean", "std")
+DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision", "parquet", "hf")
 LAYOUTS = ("auto", "NHW", "NHWC", "NCHW")
 RESIZE_MODES = ("bilinear", "nearest", "bicubic")
 # torchvision.datasets classes nc-tui knows how to read labels from without decoding every image.
@@ -58,8 +63,8 @@ class DataConfig:
     dataset: str = ""  # torchvision: a torchvision.datasets name; `path` is its root folder
     download: bool = False  # torchvision: let torchvision download the dataset into `path`
     resize: str = "bilinear"  # interpolation when images differ from [model].input_shape
-    image_column: str = ""  # parquet: the encoded-image column ("" = found by type and name)
-    label_column: str = ""  # parquet: the label column ("" = found by name, else the first integer/string one)
+    image_column: str = ""  # parquet, hf: the image column ("" = found by type and name)
+    label_column: str = ""  # parquet, hf: the label column ("" = found by name, else the first integer/string one)
 
 
 @dataclass
@@ -470,15 +475,16 @@ def _toml_value(value: Any) -> str:
 _PATH_KEYS = {("model", "path"), ("data", "path"), ("data", "labels_path")}
 
 
-def config_to_toml(cfg: Config, absolute_paths: bool = True) -> str:
-    """The resolved config as TOML; paths made absolute so the file works from the run folder."""
+def config_to_toml(cfg: Config, absolute_paths: bool = True, omit: frozenset = frozenset()) -> str:
+    """The resolved config as TOML; paths made absolute so the file works from the run folder. Keys in
+    `omit` ("section.key") are left out (the set-up form's "the model's own" values)."""
     lines = [f"# resolved from {cfg.source}"]
     for name in _SECTIONS:
         section = getattr(cfg, name)
         lines.append(f"\n[{name}]")
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
-            if value is None:
+            if value is None or f"{name}.{f.name}" in omit:
                 continue
             if absolute_paths and value and (name, f.name) in _PATH_KEYS:
                 value = str(cfg.resolve_path(value).resolve())

@@ -429,6 +429,11 @@ def _open_parquet(cfg: Config) -> DataSource:
     return open_parquet(cfg, _decode, _stack)
 
 
+def _open_hf(cfg: Config) -> DataSource:
+    from .hf_data import open_hf  # pyarrow is an optional extra
+    return open_hf(cfg, _decode, _stack)
+
+
 # ---------------------------------------------------------------- all formats
 
 
@@ -447,7 +452,7 @@ def open_data(cfg: Config) -> DataSource:
     if not path.is_dir():
         check_regular_file(path, "[data].path", "a data file or folder")
     opener = {"npz": _open_npz, "npy": _open_npy, "imagefolder": _open_imagefolder,
-              "torchvision": _open_torchvision, "parquet": _open_parquet}[d.format]
+              "torchvision": _open_torchvision, "parquet": _open_parquet, "hf": _open_hf}[d.format]
     source = opener(cfg)
     if len(source.labels) == 0:
         raise DataError(f"{path}: no samples")

@@ -113,6 +113,13 @@ def import_object(spec: str, base_dir: Path) -> Any:
     return getattr(module, name)
 
 
+def _keras_hint(path: Path) -> str:
+    """The end of an error line for a Keras file given as another format (its bytes say so)."""
+    from .keras_model import file_kind  # reads bytes only; keras is not imported
+
+    return "; it is a Keras model: set [model].format = \"keras\"" if file_kind(path) in ("keras", "hdf5") else ""
+
+
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict from a file saved with torch.save, read with weights_only=True (no code runs).
 
@@ -124,7 +131,7 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         head = f.read(4)
     # torch.save writes a zip archive (new format) or a pickle stream starting with PROTO 0x80 (legacy)
     if head != b"PK\x03\x04" and head[:1] != b"\x80":
-        raise ModelError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save)")
+        raise ModelError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save){_keras_hint(path)}")
     try:
         with path.open("rb") as f:  # a file object: torch.load reads a path by its extension (.safetensors)
             obj = torch.load(f, map_location="cpu", weights_only=True)
@@ -135,7 +142,8 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
                          + "; if it is a whole pickled model you trust, use format = \"pickle\" "
                          "with trust_pickle = true") from None
     except Exception as exc:  # torch.load fails on foreign bytes with many exception types
-        raise ModelError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})"
+                         f"{_keras_hint(path)}") from None
     if isinstance(obj, dict):
         for key in _CHECKPOINT_KEYS:
             if key in obj and isinstance(obj[key], dict):
@@ -600,6 +608,10 @@ def _build_with_defaults(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
         return _timm_network(cfg, cfg.resolve_path(cfg.model.path))
     if cfg.model.format == "huggingface":
         return _huggingface_network(cfg.resolve_path(cfg.model.path))
+    if cfg.model.format == "keras":
+        from .keras_model import load_keras  # imports keras (seconds) only for Keras models
+
+        return load_keras(cfg.resolve_path(cfg.model.path), cfg.model.outputs)
     return _build_network(cfg), {}
 
 
@@ -633,6 +645,9 @@ def _build_network(cfg: Config) -> nn.Module:
                 warnings.simplefilter("ignore", FutureWarning)
                 return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
+            hint = _keras_hint(path)
+            if hint:
+                raise ModelError(f"{path}: not a TorchScript model{hint}") from None
             raise ModelError(f"{path}: not a TorchScript model ({_first_line(exc)}); for a state_dict set "
                              "format = \"state_dict\" and architecture") from None
     if m.format == "pickle":

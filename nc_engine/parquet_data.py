@@ -35,11 +35,37 @@ def _parquet_files(path: Path, split: str) -> list[Path]:
     return named or files
 
 
-def _is_image_type(kind: Any) -> bool:
+def _storage(kind: Any) -> Any:
+    """An Arrow extension type's storage (datasets' Array2D/Array3D are nested lists underneath)."""
     import pyarrow as pa
+    return kind.storage_type if isinstance(kind, pa.ExtensionType) else kind
+
+
+def _array_depth(kind: Any) -> int:
+    """How many list levels wrap a numeric value (2 for H x W, 3 for H x W x C), 0 if not numbers."""
+    import pyarrow as pa
+    depth, kind = 0, _storage(kind)
+    while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        depth, kind = depth + 1, _storage(kind.value_type)
+    return depth if pa.types.is_integer(kind) or pa.types.is_floating(kind) else 0
+
+
+def _is_image_type(kind: Any) -> bool:
+    """Encoded bytes (raw, or a struct with "bytes" as the hub writes it) or a 2-D/3-D array of numbers."""
+    import pyarrow as pa
+    kind = _storage(kind)
     if pa.types.is_struct(kind):
         return kind.get_field_index("bytes") >= 0
-    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or _array_depth(kind) in (2, 3)
+
+
+def _integer_pixels(kind: Any) -> bool:
+    """Array pixels stored as integers are 0..255; floats are 0..1."""
+    import pyarrow as pa
+    kind = _storage(kind)
+    while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        kind = _storage(kind.value_type)
+    return pa.types.is_integer(kind)
 
 
 def _columns(schema: Any, cfg: Config, where: Path) -> tuple[str, str]:
@@ -52,7 +78,8 @@ def _columns(schema: Any, cfg: Config, where: Path) -> tuple[str, str]:
     images = [n for n in names if _is_image_type(schema.field(n).type)]
     image = d.image_column or next((n for n in images if n.lower() in _IMAGE_NAMES), images[0] if images else "")
     if not image:
-        raise DataError(f"{where}: no image column (encoded image bytes, or a struct with \"bytes\"); columns: "
+        raise DataError(f"{where}: no image column (encoded image bytes, a struct with \"bytes\", or 2-D/3-D "
+                        "arrays of pixels); columns: "
                         f"{', '.join(names)}; set [data].image_column")
     usable = [n for n in names if n != image and (pa.types.is_integer(schema.field(n).type)
                                                     or pa.types.is_string(schema.field(n).type))]
@@ -86,11 +113,60 @@ def _labels(column: Any, where: Path, label: str) -> tuple[np.ndarray, list[str]
     return np.asarray(column.to_numpy()).astype(np.int64), []
 
 
-def _image_bytes(value: Any) -> bytes | None:
-    """Encoded bytes from a cell: a {"bytes", "path"} struct as the hub writes it, or raw bytes."""
+def _image_bytes(value: Any) -> bytes | list | None:
+    """Encoded bytes from a cell (a {"bytes", "path"} struct as the hub writes it, or raw bytes), or the
+    nested lists of an array cell."""
     if isinstance(value, dict):
         value = value.get("bytes")
-    return value if isinstance(value, bytes) else None
+    return value if isinstance(value, bytes | list) else None
+
+
+def _array_image(value: list, name: str, integer: bool, warn: Callable[[str], None]) -> torch.Tensor | None:
+    """An array cell (H x W, H x W x C or C x H x W) as a float C x H x W tensor in [0, 1]."""
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except ValueError:
+        arr = np.zeros(0)
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+        arr = arr.transpose(2, 0, 1)
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3, 4) or not np.isfinite(arr).all():
+        warn(f"{name}: not an image array (H x W, H x W x C or C x H x W of finite numbers); skipped")
+        return None
+    return torch.from_numpy(arr / 255.0 if integer else arr).clamp(0, 1)
+
+
+def decode_cell(raw: Any, name: str, channels: int, integer: bool, decode: Callable,
+                warn: Callable[[str], None]) -> torch.Tensor | None:
+    """One image cell: encoded bytes through data.py's `decode`, arrays here; None (warned) if unusable."""
+    if raw is None:
+        warn(f"{name}: no image bytes; skipped")
+        return None
+    if isinstance(raw, list):
+        return _array_image(raw, name, integer, warn)
+    return decode(raw, name, channels, warn)
+
+
+def image_source(path: Path, labels: np.ndarray, names: list[str], cells: Callable[[np.ndarray], dict],
+                 integer: bool, cfg: Config, decode: Callable, stack: Callable, description: str) -> DataSource:
+    """A DataSource whose loader decodes only the selected rows' cells (`cells` reads them)."""
+    from .data import DataSource  # here: data.py imports this module only when a columnar source opens
+    shape, channels = cfg.model.input_shape, cfg.model.input_shape[0]
+
+    def load(idx: np.ndarray, warn: Callable[[str], None]) -> tuple[torch.Tensor, np.ndarray]:
+        raw = cells(np.asarray(idx, dtype=np.int64))
+        decoded, kept = [], []
+        for i in idx:
+            t = decode_cell(raw[int(i)], f"{path} row {int(i)}", channels, integer, decode, warn)
+            if t is not None:
+                decoded.append(t)
+                kept.append(i)
+        return stack(decoded, shape, cfg.data.resize), np.asarray(kept, dtype=np.int64)
+
+    num = int(labels.max()) + 1 if len(labels) else 0
+    names = names or [str(i) for i in range(max(num, cfg.model.num_classes))]
+    return DataSource(labels, names, load, description)
 
 
 def _read_rows(files: list[Any], groups: list[tuple[int, int, int]], rows: np.ndarray,
@@ -109,7 +185,6 @@ def _read_rows(files: list[Any], groups: list[tuple[int, int, int]], rows: np.nd
 
 def open_parquet(cfg: Config, decode: Callable, stack: Callable) -> DataSource:
     """A DataSource over one parquet file or a folder of them (data.py's decode and stack do the pixels)."""
-    from .data import DataSource  # here: data.py imports this module only when a parquet source opens
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -134,22 +209,6 @@ def open_parquet(cfg: Config, decode: Callable, stack: Callable) -> DataSource:
     labels, names = _labels(pa.chunked_array([c for p in parts for c in p.chunks], type=parts[0].type),
                             path, label)
     names = names or _hub_class_names(files[0].schema_arrow, label)
-    shape, channels = cfg.model.input_shape, cfg.model.input_shape[0]
-
-    def load(idx: np.ndarray, warn: Callable[[str], None]) -> tuple[torch.Tensor, np.ndarray]:
-        cells = _read_rows(files, groups, np.asarray(idx, dtype=np.int64), image)
-        decoded, kept = [], []
-        for i in idx:
-            raw = cells[int(i)]
-            if raw is None:
-                warn(f"{path} row {int(i)}: no image bytes; skipped")
-                continue
-            t = decode(raw, f"{path} row {int(i)}", channels, warn)
-            if t is not None:
-                decoded.append(t)
-                kept.append(i)
-        return stack(decoded, shape, cfg.data.resize), np.asarray(kept, dtype=np.int64)
-
-    num = int(labels.max()) + 1 if len(labels) else 0
-    names = names or [str(i) for i in range(max(num, cfg.model.num_classes))]
-    return DataSource(labels, names, load, f"{path} ({len(labels)} rows; {image!r}, {label!r})")
+    integer = _integer_pixels(files[0].schema_arrow.field(image).type)
+    return image_source(path, labels, names, lambda rows: _read_rows(files, groups, rows, image), integer, cfg,
+                        decode, stack, f"{path} ({len(labels)} rows; {image!r}, {label!r})")

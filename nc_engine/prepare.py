@@ -128,4 +128,5 @@ def check_setup(cfg: Config) -> dict[str, Any]:
     return {"device": str(p.device), "samples": len(p.data.opt_idx), "asr_samples": len(p.data.asr_idx),
             "classes": len(p.data.class_names), "clean_accuracy": p.accuracy, "outputs": outputs_kind(p.model),
             "low_accuracy_note": low_accuracy_note(p.accuracy, p.cfg.detect.min_clean_accuracy),
-            "low_accuracy": p.accuracy < p.cfg.detect.min_clean_accuracy, "warnings": warnings + p.faults}
+            "low_accuracy": p.accuracy < p.cfg.detect.min_clean_accuracy, "warnings": warnings + p.faults,
+            "preprocessing": dict(p.model.preprocessing)}  # mean, std, input_shape in use (the model's own if left out)

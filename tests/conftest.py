@@ -25,6 +25,18 @@ def require_shared(path: Path) -> Path:
     pytest.skip(message)
 
 
+def require_module(name: str):
+    """An optional extra's module: in CI (which installs every extra) its absence fails; elsewhere it skips."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{name} is not installed (pip install -e \".[dev]\")")
+        pytest.skip(f"{name} is not installed")
+
+
 @pytest.fixture(scope="session")
 def demo_backdoored(tmp_path_factory):
     from nc_engine.demo import make_demo

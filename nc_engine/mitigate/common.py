@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import tomllib
 import warnings
 from collections.abc import Callable
@@ -206,6 +207,9 @@ class Probe:
     def __init__(self, model: ScanModel, layer: str = "") -> None:
         self.model = model
         linears = [(name, m) for name, m in model.net.named_modules() if _is_linear(m)]
+        if not linears and hasattr(model.net, "keras_model"):
+            raise MitigationError("prune and filter read the input of a torch Linear layer, which a Keras model "
+                                  "does not have; repair a Keras model with --method unlearn")
         if not linears:
             raise MitigationError("the model has no Linear layer to profile (prune and filter read the input "
                                   "of a Linear layer; set --layer to one)")
@@ -301,6 +305,37 @@ def save_repaired(ctx: Context, net: nn.Module, out: Path) -> tuple[Path, Path]:
     for p in net.parameters():
         p.requires_grad_(False)
     cfg = ctx.cfg
+    if cfg.model.format == "keras":
+        path, fmt = _save_keras(net, out / "model.keras"), "keras"
+    else:
+        path, fmt = _save_torch(ctx, net, out)
+    # weights = "auto": the repaired state_dict is a torch.save file even when the original was safetensors
+    model = dataclasses.replace(cfg.model, path=str(path.resolve()), format=fmt, weights="auto")
+    if fmt in ("torchscript", "keras"):
+        model = dataclasses.replace(model, architecture="", architecture_args={})
+    output = dataclasses.replace(cfg.output, dir=str((out / "rescan").resolve()))
+    cfg = dataclasses.replace(cfg, model=model, output=output, source=str(ctx.folder.config_path))
+    config_path = out / "config.toml"
+    write_text(config_path, config_to_toml(cfg))
+    return path, config_path
+
+
+def _save_keras(net: nn.Module, path: Path) -> Path:
+    """A repaired Keras model back as .keras (softmax and all), written beside and renamed into place."""
+    if not hasattr(net, "save_keras"):
+        raise MitigationError("expected a Keras model to save as .keras")
+    partial = path.with_name(f".partial-{path.name}")  # keras picks the writer by the .keras suffix
+    try:
+        net.save_keras(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def _save_torch(ctx: Context, net: nn.Module, out: Path) -> tuple[Path, str]:
+    """TorchScript (scripted, else traced), else a state_dict beside the original architecture."""
+    cfg = ctx.cfg
     path = out / "model.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -321,12 +356,4 @@ def save_repaired(ctx: Context, net: nn.Module, out: Path) -> tuple[Path, Path]:
                 path = out / "model_state.pt"
                 write_atomic(path, lambda f: torch.save(net.state_dict(), f))
                 fmt = cfg.model.format
-    # weights = "auto": the repaired state_dict is a torch.save file even when the original was safetensors
-    model = dataclasses.replace(cfg.model, path=str(path.resolve()), format=fmt, weights="auto")
-    if fmt == "torchscript":
-        model = dataclasses.replace(model, architecture="", architecture_args={})
-    output = dataclasses.replace(cfg.output, dir=str((out / "rescan").resolve()))
-    cfg = dataclasses.replace(cfg, model=model, output=output, source=str(ctx.folder.config_path))
-    config_path = out / "config.toml"
-    write_text(config_path, config_to_toml(cfg))
-    return path, config_path
+    return path, fmt

@@ -20,6 +20,8 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 from nc_engine.config import (
     DATA_FORMATS,
     MODEL_FORMATS,
+    OWN_PREPROCESSING_FORMATS,
+    PREPROCESSING_KEYS,
     PRESETS,
     STRATEGIES,
     Config,
@@ -137,6 +139,18 @@ def field_id(f: Field) -> str:
     return f"{f.section}-{f.key}".replace("_", "-")
 
 
+def is_preprocessing(f: Field) -> bool:
+    """mean, std and input_shape: left empty, a model that records its own (timm, huggingface, keras) gives them."""
+    return f.section == "model" and f.key in PREPROCESSING_KEYS
+
+
+OWN_PLACEHOLDER = "empty: the model's own (" + ", ".join(OWN_PREPROCESSING_FORMATS) + "); F2 shows it"
+
+
+def _as_text(value: list) -> str:
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+
+
 class SetupScreen(Screen):
     """The scan's config as a form. F2 checks model and data, F5 starts the scan."""
 
@@ -190,17 +204,22 @@ class SetupScreen(Screen):
         elif f.kind == "path":
             validators = [Function(lambda v: bool(v.strip()), "a path is required")]
         suggester = PathSuggester(self.config.base_dir) if f.kind == "path" else None
+        if is_preprocessing(f):
+            placeholder = OWN_PLACEHOLDER
         return Input(value=value, placeholder=placeholder, validators=validators, suggester=suggester,
-                     id=wid, valid_empty=f.kind not in ("path", "list3", "list"))
+                     id=wid, valid_empty=f.kind not in ("path", "list3", "list") or is_preprocessing(f))
 
     @staticmethod
     def _preset_placeholder(preset: str, key: str) -> str:
         return f"{preset_values(ScanConfig(preset=preset))[key]} (the {preset} preset's)"
 
     def _value(self, f: Field) -> str:
-        value = getattr(getattr(self.config, f.section), f.key)
+        cfg = self.config
+        if is_preprocessing(f) and cfg.model.format in OWN_PREPROCESSING_FORMATS and not cfg.gave("model", f.key):
+            return ""  # left out of the config: the model's own values apply, so the form leaves it empty too
+        value = getattr(getattr(cfg, f.section), f.key)
         if isinstance(value, list):
-            return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+            return _as_text(value)
         return "" if value is None else str(value)
 
     # ---- validation as you type
@@ -235,16 +254,16 @@ class SetupScreen(Screen):
             for key, value in vars(getattr(base, section)).items():
                 if value is not None:
                     tables[section][key] = value
+        model_format = str(self.query_one("#model-format", Select).value)
         for f in FIELDS:
-            widget = self.query_one(f"#{field_id(f)}")
-            if isinstance(widget, Input):
-                result = widget.validate(widget.value)
-                if result is not None and not result.is_valid:
-                    widget.focus()
-                    raise NCError(f"{f.label}: {'; '.join(result.failure_descriptions)}")
-                raw = widget.value.strip()
-            else:
-                raw = str(widget.value)
+            raw = self._raw(f)
+            if is_preprocessing(f) and not raw:
+                if model_format not in OWN_PREPROCESSING_FORMATS:
+                    self.query_one(f"#{field_id(f)}").focus()
+                    raise NCError(f"{f.label}: required with model format {model_format} (only "
+                                  f"{', '.join(OWN_PREPROCESSING_FORMATS)} models record their own)")
+                tables["model"].pop(f.key, None)  # not given: the model's own values apply
+                continue
             if f.kind == "budget":
                 tables[f.section].pop(f.key, None)
                 if not raw:  # empty: the preset's value
@@ -262,6 +281,28 @@ class SetupScreen(Screen):
                 value = raw
             tables[f.section][f.key] = value
         return config_from_dict(tables, source="the set-up form", base_dir=base.base_dir)
+
+    def _raw(self, f: Field) -> str:
+        """A field's text (validated; raises NCError naming the field) or a select's value."""
+        widget = self.query_one(f"#{field_id(f)}")
+        if not isinstance(widget, Input):
+            return str(widget.value)
+        result = widget.validate(widget.value)
+        if result is not None and not result.is_valid:
+            widget.focus()
+            raise NCError(f"{f.label}: {'; '.join(result.failure_descriptions)}")
+        return widget.value.strip()
+
+    def show_model_own(self, preprocessing: dict) -> str:
+        """After a check: the empty mean/std/input-shape fields show the model's own values (which a scan from
+        the form uses); returns them as a line for the check's answer, or ""."""
+        shown = []
+        for f in FIELDS:
+            box = self.query_one(f"#{field_id(f)}")
+            if is_preprocessing(f) and isinstance(box, Input) and not box.value.strip() and f.key in preprocessing:
+                box.placeholder = f"{_as_text(preprocessing[f.key])} (the model's own)"
+                shown.append(f"{f.label.lower()} {_as_text(preprocessing[f.key])}")
+        return ("the model's own: " + "; ".join(shown)) if shown else ""
 
     def _show_result(self, text: str, severity: str = "information") -> None:
         """F2's answer and form errors, at the top of the screen, and as a notification."""
@@ -314,7 +355,12 @@ class SetupScreen(Screen):
             text = f"[b yellow]⚠ {escape(info['low_accuracy_note'])}[/]\n{text}"
         for warning in info["warnings"]:
             text += f"\n[yellow]warning: {escape(warning)}[/]"
-        self.app.call_from_thread(self._show_result, text, "warning" if info["low_accuracy"] else "information")
+        self.app.call_from_thread(self._show_checked, text, info)
+
+    def _show_checked(self, text: str, info: dict) -> None:
+        own = self.show_model_own(info.get("preprocessing", {}))
+        self._show_result(text + (f"\n{escape(own)}" if own else ""),
+                          "warning" if info["low_accuracy"] else "information")
 
     def action_load(self) -> None:
         from .dialogs import PathPrompt
@@ -335,7 +381,9 @@ class SetupScreen(Screen):
                 cfg = self.form_config()
                 target = Path(path).expanduser()
                 target = target if target.is_absolute() else cfg.base_dir / target
-                target.write_text(config_to_toml(cfg, absolute_paths=False), encoding="utf-8")
+                own = cfg.model.format in OWN_PREPROCESSING_FORMATS  # keys left empty stay out of the file
+                omit = frozenset(f"model.{k}" for k in PREPROCESSING_KEYS if own and not cfg.gave("model", k))
+                target.write_text(config_to_toml(cfg, absolute_paths=False, omit=omit), encoding="utf-8")
             except (NCError, OSError) as exc:
                 self._report_problem(str(exc))
                 return

@@ -54,8 +54,8 @@ def test_model_path_missing_or_a_folder(tmp_path, fmt):
                                          ("data", "resize")])
 def test_unknown_format_and_choice_keys(tmp_path, section, key):
     with pytest.raises(ConfigError) as err:
-        make_cfg(tmp_path, **{section: {key: "keras"}})
-    one_line(err, "scan.toml", f"[{section}].{key} must be one of", "'keras'")
+        make_cfg(tmp_path, **{section: {key: "caffe"}})
+    one_line(err, "scan.toml", f"[{section}].{key} must be one of", "'caffe'")
 
 
 def test_torchvision_dataset_name_is_checked_in_the_config(tmp_path):

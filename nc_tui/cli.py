@@ -249,7 +249,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, args.out)  # every config is checked before the first scan
     if not _headless_note(args):
-        return _run_app(mode="audit", audit=spec, fail_on=args.fail_on)
+        return _run_audit_app(spec, args.fail_on)
     from nc_engine.audit import run_audit
 
     from .audit_console import AuditProgress, print_summary
@@ -268,6 +268,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
                                                                                    else ""))
         return signals.exit_code()
     return audit_exit_code([r.verdict for r in result.rows], args.fail_on)
+
+
+def _run_audit_app(spec, fail_on: frozenset[str]) -> int:
+    from .app import NCApp
+
+    app = NCApp(mode="audit", audit=spec)
+    try:
+        app.run()
+    finally:
+        app.stop_all_scans()
+    for line in app.exit_lines():
+        print(line)
+    result = app.audit_result
+    if result is None or not result.complete:
+        return EXIT_INTERRUPTED
+    return audit_exit_code([r.verdict for r in result.rows], fail_on)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -89,3 +89,12 @@ def test_exit_codes_over_all_models():
     assert audit_exit_code(verdicts, frozenset({"inconclusive"})) == 4
     assert audit_exit_code(verdicts, frozenset()) == 2  # a model that could not be scanned fails the audit
     assert audit_exit_code(["clean", "inconclusive"], frozenset({"backdoored"})) == 0
+
+
+def test_the_sample_spec_loads():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "sample_configs" / "audit" / "zoo.toml"
+    spec = load_spec(path)
+    assert [m.name for m in spec.models] == ["demo_model", "model"] and spec.compute.backend == "local"
+    assert spec.out == path.parent / "zoo-runs"

@@ -20,6 +20,7 @@ from . import events as ev
 from .audit_events import AuditFinished, AuditStarted, ModelFinished, ModelStarted
 from .audit_spec import AuditModel, AuditSpec
 from .audit_summary import ERROR, AuditRow, summary_paths, write_summary
+from .config import Config
 from .errors import NCError
 from .report import Report
 from .runfolder import RunFolder
@@ -85,37 +86,45 @@ def audit_model(spec: AuditSpec, model: AuditModel, index: int, emit: ev.Listene
     """One model: skipped when finished before, resumed when unfinished, else scanned afresh; its
     events go to `emit` between ModelStarted and ModelFinished."""
     total = len(spec.models)
-    parent = spec.model_dir(model)
-    done, unfinished = previous_runs(parent)
-    emit(ModelStarted(index, total, model.name, str(unfinished.path) if unfinished else ""))
-    started = time.perf_counter()
+    done, scan_args = start_model(spec, model, index, emit)
     if done is not None:
-        row = AuditRow.of_report(model.name, model.source, done)
-        _finished(emit, index, total, row, skipped=True)
-        return row
-    scan = scan or run_scan
+        return done
+    started = time.perf_counter()
     try:
-        if unfinished is not None:
-            report = scan(None, emit, stop, resume=unfinished.path)
-        else:
-            output = dataclasses.replace(model.config.output, dir=str(parent))
-            report = scan(dataclasses.replace(model.config, output=output), emit, stop)
+        config, resume = scan_args
+        report = (scan or run_scan)(config, emit, stop, resume=resume)
         row = AuditRow.of_report(model.name, model.source, report)
     except NCError as exc:
-        row = _error_row(model, str(exc), time.perf_counter() - started, parent)
+        row = error_row(spec, model, str(exc), time.perf_counter() - started)
     except Exception as exc:  # an engine bug on one model must not lose the rest of the audit
-        row = _error_row(model, f"internal error: {type(exc).__name__}: {exc}", time.perf_counter() - started,
-                         parent)
-    _finished(emit, index, total, row)
+        row = error_row(spec, model, f"internal error: {type(exc).__name__}: {exc}", time.perf_counter() - started)
+    model_finished(emit, index, total, row)
     return row
 
 
-def _error_row(model: AuditModel, message: str, seconds: float, parent: Path) -> AuditRow:
-    runs = RunFolder.runs_in(parent)
+def start_model(spec: AuditSpec, model: AuditModel, index: int, emit: ev.Listener
+                ) -> tuple[AuditRow | None, tuple[Config | None, Path | None]]:
+    """Say the model starts; returns its row when an earlier run finished it (said too), else what to
+    scan: a new config writing into the model's folder, or the unfinished run folder to resume."""
+    parent = spec.model_dir(model)
+    done, unfinished = previous_runs(parent)
+    emit(ModelStarted(index, len(spec.models), model.name, str(unfinished.path) if unfinished else ""))
+    if done is not None:
+        row = AuditRow.of_report(model.name, model.source, done)
+        model_finished(emit, index, len(spec.models), row, skipped=True)
+        return row, (None, None)
+    if unfinished is not None:
+        return None, (None, unfinished.path)
+    output = dataclasses.replace(model.config.output, dir=str(parent))
+    return None, (dataclasses.replace(model.config, output=output), None)
+
+
+def error_row(spec: AuditSpec, model: AuditModel, message: str, seconds: float) -> AuditRow:
+    runs = RunFolder.runs_in(spec.model_dir(model))
     return AuditRow(model.name, model.source, ERROR, [], [message], None, seconds,
                     str(runs[-1].path) if runs else "")
 
 
-def _finished(emit: ev.Listener, index: int, total: int, row: AuditRow, skipped: bool = False) -> None:
+def model_finished(emit: ev.Listener, index: int, total: int, row: AuditRow, skipped: bool = False) -> None:
     emit(ModelFinished(index, total, row.model, row.verdict, row.flagged, row.reasons, row.seconds, row.run_folder,
                        skipped, row))

@@ -7,9 +7,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
+import numpy as np
 import torch
 from torch import nn
+
+from nc_engine.audit_spec import AuditSpec, load_spec
 
 # A tiny budget over 4 labels: seconds per scan on 2 idle cores, and it still finds the demo's backdoor.
 SCAN = {"preset": "fast", "labels": [0, 2, 5, 8], "samples": 64, "max_steps": 60, "asr_samples": 200,
@@ -59,6 +61,21 @@ def build_zoo(folder: Path, backdoored, clean) -> Path:
     return spec
 
 
-@pytest.fixture
-def audit_zoo(tmp_path, demo_backdoored, demo_clean) -> Path:
-    return build_zoo(tmp_path / "zoo", demo_backdoored, demo_clean)
+def cheap_zoo(folder: Path, names: list[str], extra: str = "") -> AuditSpec:
+    """Models of 28x28 grey glyphs that never need a search: a dropout left on (inconclusive) and a
+    file that is no model (error); the spec names them by `models`."""
+    models = folder / "models"
+    models.mkdir(parents=True)
+    torch.manual_seed(0)
+    for name in names:
+        if "broken" in name:
+            (models / f"{name}.pt").write_bytes(b"not a model")
+        else:
+            torch.jit.trace(DropoutNet().train(), torch.rand(2, 1, 28, 28), check_trace=False).save(
+                str(models / f"{name}.pt"))
+    rng = np.random.default_rng(0)
+    np.savez(folder / "data.npz", x=rng.integers(0, 255, (200, 28, 28), dtype=np.uint8), y=np.arange(200) % 10)
+    spec = folder / "audit.toml"
+    spec.write_text('models = "models"\n[model]\nnum_classes = 10\ninput_shape = [1, 28, 28]\n'
+                    '[data]\npath = "data.npz"\n[scan]\nsamples = 32\nasr_samples = 32\ndevice = "cpu"\n' + extra)
+    return load_spec(spec)

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
-import torch
 from textual.widgets import DataTable
 
 from nc_engine import audit_events as ae
 from nc_engine import events as ev
-from nc_engine.audit_spec import load_spec
 from nc_engine.audit_summary import AuditRow
 from nc_tui.app import NCApp
 from nc_tui.screens.audit import AuditResultsScreen, AuditScreen
-from tests.audit_fixtures import DropoutNet
+from tests.audit_fixtures import cheap_zoo
 from tests.tui.screen_text import screen_text
 from tests.tui.test_tui import wait_for
 
@@ -27,26 +24,6 @@ NAMES = ["resnet18_cifar10_poisoned_target_3", "b_clean", "c_dropout", "d_broken
 @pytest.fixture
 def no_color(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")  # before the app is created: Textual reads it in App.__init__
-
-
-def cheap_zoo(folder, names):
-    """Models of 28x28 grey glyphs that never need a search: a dropout left on (inconclusive) and a
-    file that is no model (error); the spec names them by `models`."""
-    models = folder / "models"
-    models.mkdir(parents=True)
-    torch.manual_seed(0)
-    for name in names:
-        if "broken" in name:
-            (models / f"{name}.pt").write_bytes(b"not a model")
-        else:
-            torch.jit.trace(DropoutNet().train(), torch.rand(2, 1, 28, 28), check_trace=False).save(
-                str(models / f"{name}.pt"))
-    rng = np.random.default_rng(0)
-    np.savez(folder / "data.npz", x=rng.integers(0, 255, (200, 28, 28), dtype=np.uint8), y=np.arange(200) % 10)
-    spec = folder / "audit.toml"
-    spec.write_text('models = "models"\n[model]\nnum_classes = 10\ninput_shape = [1, 28, 28]\n'
-                    '[data]\npath = "data.npz"\n[scan]\nsamples = 32\nasr_samples = 32\ndevice = "cpu"\n')
-    return load_spec(spec)
 
 
 def finished(index, name, verdict, flagged, seconds, run_dir, reasons=()):

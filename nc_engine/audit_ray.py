@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def scan_task(config: Config | None, resume: str | None) -> dict[str, Any]:
 
 
 def run_on_ray(spec: AuditSpec, rows: list[AuditRow], emit: ev.Listener, stop: threading.Event,
-               save: Any) -> None:
+               save: Callable[[], None]) -> None:
     """Submit every model that still needs a scan, then collect them as they finish (rows filled in place)."""
     ray = _ray()
     started_here = not ray.is_initialized()
@@ -72,7 +73,7 @@ def run_on_ray(spec: AuditSpec, rows: list[AuditRow], emit: ev.Listener, stop: t
 
 
 def _collect(ray: Any, spec: AuditSpec, rows: list[AuditRow], emit: ev.Listener, stop: threading.Event,
-             save: Any, pending: dict[Any, tuple[int, float]]) -> None:
+             save: Callable[[], None], pending: dict[Any, tuple[int, float]]) -> None:
     cancelled = False
     while pending:
         if stop.is_set() and not cancelled:

@@ -33,8 +33,18 @@ def test_without_ray_one_clear_line(tmp_path, monkeypatch):
         run_audit(spec)
 
 
-def test_models_scanned_as_ray_tasks_then_skipped(tmp_path):
+@pytest.fixture
+def local_ray():
+    """One local Ray on the CPU for the test (the audit uses a Ray it finds running and leaves it running)."""
     require_ray()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def test_models_scanned_as_ray_tasks_then_skipped(tmp_path, local_ray):
     spec = cheap_zoo(tmp_path, ["c_dropout", "d_broken", "e_dropout"], RAY)
     events = []
     result = run_audit(spec, events.append)
@@ -45,5 +55,7 @@ def test_models_scanned_as_ray_tasks_then_skipped(tmp_path):
     assert sorted(e.name for e in events if isinstance(e, ae.ModelFinished)) == ["c_dropout", "d_broken", "e_dropout"]
     again = []
     rerun = run_audit(spec, again.append)
-    assert [e.skipped for e in again if isinstance(e, ae.ModelFinished)] == [True, False, True]
+    assert {e.name: e.skipped for e in again if isinstance(e, ae.ModelFinished)} == {
+        "c_dropout": True, "d_broken": False, "e_dropout": True}
+    assert local_ray.is_initialized()  # a Ray the audit did not start is left running
     assert [r.verdict for r in rerun.rows] == ["inconclusive", "error", "inconclusive"]

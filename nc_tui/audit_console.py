@@ -72,9 +72,10 @@ class AuditProgress:
         row: AuditRow = e.row
         flagged = f" flagged {' '.join(map(str, e.flagged))}" if e.flagged else ""
         skipped = " (finished earlier)" if e.skipped else ""
-        why = f": {e.reasons[0]}" if e.verdict == "error" and e.reasons else ""
+        where = f"  {e.run_dir}" if e.run_dir else ""
+        why = f"  {e.reasons[0]}" if e.verdict == "error" and e.reasons else ""
         self._print(Text.assemble(f"[{e.index + 1}/{e.total}] {e.name}  ", (verdict_text(row), STYLES.get(
-            e.verdict, "")), f"{flagged}  {e.seconds:.1f}s{skipped}  {e.run_dir or '-'}{why}"))
+            e.verdict, "")), f"{flagged}  {e.seconds:.1f}s{skipped}{where}{why}"))
 
 
 def print_summary(console: Console, rows: list[AuditRow]) -> None:

@@ -47,11 +47,13 @@ def run_audit(spec: AuditSpec, on_event: ev.Listener | None = None,
     emit(AuditStarted(str(spec.path), str(spec.out), [m.name for m in spec.models], [m.source for m in spec.models],
                       spec.compute.backend))
     csv_path, json_path = summary_paths(spec.out)
+    if spec.compute.backend == "ray":
+        from .audit_ray import require_ray, run_on_ray
+
+        require_ray()  # one line, before anything is written, when the optional extra is missing
     complete = False
     try:
         if spec.compute.backend == "ray":
-            from .audit_ray import run_on_ray  # ray is an optional extra
-
             run_on_ray(spec, rows, emit, stop, lambda: write_summary(spec.out, spec.path, rows, False))
         else:
             for i, model in enumerate(spec.models):

@@ -24,7 +24,7 @@ from .runfolder import RunFolder
 POLL_SECONDS = 0.5
 
 
-def _ray() -> Any:
+def require_ray() -> Any:
     try:
         import ray
     except ImportError:
@@ -46,7 +46,7 @@ def scan_task(config: Config | None, resume: str | None) -> dict[str, Any]:
 def run_on_ray(spec: AuditSpec, rows: list[AuditRow], emit: ev.Listener, stop: threading.Event,
                save: Callable[[], None]) -> None:
     """Submit every model that still needs a scan, then collect them as they finish (rows filled in place)."""
-    ray = _ray()
+    ray = require_ray()
     started_here = not ray.is_initialized()
     if started_here:
         try:

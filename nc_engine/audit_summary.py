@@ -13,6 +13,7 @@ from typing import Any
 from .files import write_csv, write_json
 from .formatting import fmt_num
 from .report import Report
+from .runfolder import writing
 
 SUMMARY_CSV, SUMMARY_JSON = "audit.csv", "audit.json"
 COLUMNS = ["model", "config", "verdict", "flagged", "reasons", "accuracy", "seconds", "run_folder"]
@@ -54,9 +55,11 @@ def summary_paths(out: Path) -> tuple[Path, Path]:
 
 def write_summary(out: Path, spec: Path, rows: list[AuditRow], complete: bool) -> None:
     csv_path, json_path = summary_paths(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(csv_path, COLUMNS, [r.csv_row() for r in rows])
-    write_json(json_path, {"spec": str(spec), "complete": complete, "models": [dataclasses.asdict(r) for r in rows]})
+    with writing(out, "the audit summary"):  # a full disk or a read-only folder: one line naming it
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(csv_path, COLUMNS, [r.csv_row() for r in rows])
+        write_json(json_path, {"spec": str(spec), "complete": complete,
+                               "models": [dataclasses.asdict(r) for r in rows]})
 
 
 def read_summary(out: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def test_without_ray_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(ConfigError, match=r'backend = "ray" needs Ray: pip install "nc-tui\[ray\]"'):
         run_audit(spec)
+    assert not spec.out.exists()  # nothing written
 
 
 @pytest.fixture

@@ -244,8 +244,20 @@ class RunFolder:
             with contextlib.suppress(OSError):
                 self.lock_path.unlink()
 
+    @classmethod
+    def runs_in(cls, parent: Path) -> list[RunFolder]:
+        """The run folders directly inside `parent` (those holding a config.toml), oldest first."""
+        try:
+            found = [cls(p) for p in parent.iterdir() if (p / "config.toml").is_file()]
+        except OSError:  # no such folder yet
+            return []
+        return sorted(found, key=lambda f: (f.config_path.stat().st_mtime_ns, f.path.name))
+
+    def is_resumable(self) -> bool:
+        return self.config_path.is_file() and (self.path / "samples.npz").is_file()
+
     def check_resumable(self) -> None:
-        if not self.config_path.is_file() or not (self.path / "samples.npz").is_file():
+        if not self.is_resumable():
             raise RunFolderError(f"{self.path}: not a resumable run folder (expected config.toml and samples.npz)")
 
     # ---- trials and triggers

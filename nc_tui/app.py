@@ -19,11 +19,14 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from nc_engine.audit_events import AuditFinished
+from nc_engine.audit_spec import AuditSpec
 from nc_engine.config import Config, load_config
 from nc_engine.errors import NCError
 from nc_engine.report import Report
 
 from .messages import LoadConfigFile, NewScan, ScanStatus, ShowResults, StartScan
+from .screens.audit import AuditScreen
 from .screens.dialogs import Confirm, HelpScreen
 from .screens.results import ResultsScreen
 from .screens.scan import ScanScreen
@@ -45,7 +48,7 @@ class NCApp(App[int]):
 
     def __init__(self, config: Config | None = None, mode: str = "setup", report: Report | None = None,
                  resume: str | None = None, prepare: Callable[[Callable], Config] | None = None,
-                 autostart: bool = True) -> None:
+                 autostart: bool = True, audit: AuditSpec | None = None) -> None:
         super().__init__()
         self.autostart = autostart  # False: the scan screen waits for events fed by a test
         self.start_config = config or Config()
@@ -55,6 +58,9 @@ class NCApp(App[int]):
         self.prepare = prepare
         self.scan_stops: list[threading.Event] = []  # every scan's stop event, set when the app ends
         self.runs: dict[str, bool] = {}  # run folder -> scan complete, for the lines printed on exit
+        self.audit = audit
+        self.audit_result: AuditFinished | None = None  # the audit's last end, for the exit code and lines
+        self.audit_hint = ""
 
     def exit_lines(self) -> list[str]:
         """Printed after the app leaves the terminal: where each scan's results are, how to resume."""
@@ -63,7 +69,16 @@ class NCApp(App[int]):
             lines.append(f"run folder: {run_dir}")
             if not complete:
                 lines.append(f"interrupted; resume with: nc-tui scan --resume {run_dir}")
+        if self.audit is not None:
+            result = self.audit_result
+            if result is not None:
+                lines.append(f"audit summary: {result.summary_csv}")
+            if result is None or not result.complete:
+                lines.append(f"audit unfinished; continue with: {self.audit_hint or 'nc-tui audit SPEC'}")
         return lines
+
+    def audit_finished(self, result: AuditFinished, hint: str) -> None:
+        self.audit_result, self.audit_hint = result, hint
 
     def stop_all_scans(self) -> None:
         """Called after the app ends, however it ends: no engine thread may outlive the UI."""
@@ -77,6 +92,10 @@ class NCApp(App[int]):
             pass
         if self.mode == "report" and self.start_report is not None:
             self.push_screen(ResultsScreen(self.start_report))
+        elif self.mode == "audit" and self.audit is not None:
+            screen = AuditScreen(self.audit, self.autostart)
+            self.audit_hint = screen.resume_hint
+            self.push_screen(screen)
         elif self.mode == "scan":
             self.push_screen(ScanScreen(self.start_config, self.resume, self.prepare, self.autostart))
         else:
@@ -114,8 +133,8 @@ class NCApp(App[int]):
             self.push_screen(SetupScreen(config))
         self.notify(f"loaded {path}")
 
-    def running_scan(self) -> ScanScreen | None:
-        return next((s for s in self.screen_stack if isinstance(s, ScanScreen) and s.running), None)
+    def running_scan(self) -> ScanScreen | AuditScreen | None:
+        return next((s for s in self.screen_stack if isinstance(s, ScanScreen | AuditScreen) and s.running), None)
 
     # ---- actions
     def action_help(self) -> None:
@@ -143,8 +162,10 @@ class NCApp(App[int]):
                 scan.stop_and_wait()
                 self.exit(0)
 
-        self.push_screen(Confirm("A scan is running. Stop it and quit? Finished labels are kept; "
-                                 f"`nc-tui scan --resume {scan.run_dir or 'RUN_DIR'}` continues it."), answered)
+        hint = (scan.resume_hint if isinstance(scan, AuditScreen)
+                else f"nc-tui scan --resume {scan.run_dir or 'RUN_DIR'}")
+        self.push_screen(Confirm(f"A scan is running. Stop it and quit? Finished labels are kept; `{hint}` "
+                                 "continues it."), answered)
 
     def action_cancel_or_quit(self) -> None:
         scan = self.running_scan()

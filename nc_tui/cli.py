@@ -65,7 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the demo model (target, trigger corner)")
     _add_fail_on(demo)
     _mitigation_parsers(sub)
+    _audit_parser(sub)
     return p
+
+
+def _audit_parser(sub: argparse._SubParsersAction) -> None:
+    audit = sub.add_parser("audit", help="scan every model of a zoo listed in a spec file, with one summary")
+    audit.add_argument("spec", help="the audit's TOML spec: `configs = [...]`, or `models` sharing [model] and [data]")
+    audit.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
+    audit.add_argument("--out", metavar="DIR", help="folder for the models' run folders and the summary "
+                       "(default: SPEC-runs/ beside the spec)")
+    _add_fail_on(audit)
 
 
 def _mitigation_parsers(sub: argparse._SubParsersAction) -> None:
@@ -225,6 +235,57 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return _run_app(config=cfg, mode="setup")
 
 
+def audit_exit_code(verdicts: list[str], fail_on: frozenset[str]) -> int:
+    """Over all models: 3 if any listed backdoored verdict, else 4 if any listed inconclusive, else 2 if any
+    model could not be scanned (its input is wrong), else 0."""
+    for verdict in ("backdoored", "inconclusive"):
+        if verdict in fail_on and verdict in verdicts:
+            return FAIL_CODES[verdict]
+    return EXIT_ERROR if "error" in verdicts else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from nc_engine.audit_spec import load_spec
+
+    spec = load_spec(args.spec, args.out)  # every config is checked before the first scan
+    if not _headless_note(args):
+        return _run_audit_app(spec, args.fail_on)
+    from nc_engine.audit import run_audit
+
+    from .audit_console import AuditProgress, print_summary
+
+    console = make_console()
+    stop = threading.Event()
+    signals = StopSignals(stop)
+    try:
+        result = run_audit(spec, AuditProgress(console), stop)
+    finally:
+        signals.restore()
+    print_summary(console, result.rows)
+    console.print(f"summary: {result.summary_csv} and {Path(result.summary_json).name}")
+    if stop.is_set():
+        console.print(f"interrupted; continue with: nc-tui audit {args.spec}" + (f" --out {args.out}" if args.out
+                                                                                   else ""))
+        return signals.exit_code()
+    return audit_exit_code([r.verdict for r in result.rows], args.fail_on)
+
+
+def _run_audit_app(spec, fail_on: frozenset[str]) -> int:
+    from .app import NCApp
+
+    app = NCApp(mode="audit", audit=spec)
+    try:
+        app.run()
+    finally:
+        app.stop_all_scans()
+    for line in app.exit_lines():
+        print(line)
+    result = app.audit_result
+    if result is None or not result.complete:
+        return EXIT_INTERRUPTED
+    return audit_exit_code([r.verdict for r in result.rows], fail_on)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     report = Report.read(args.run_dir)
     if not args.print and interactive():
@@ -265,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return 0
     commands = {"scan": cmd_scan, "report": cmd_report, "demo": cmd_demo, "mitigate": cmd_mitigate,
-                "filter": cmd_filter}
+                "filter": cmd_filter, "audit": cmd_audit}
     try:
         return commands[args.command](args)
     except NCError as exc:

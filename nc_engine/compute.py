@@ -8,6 +8,7 @@ optional extra: it is imported only when `[compute].backend = "ray"`.
 from __future__ import annotations
 
 import importlib.util
+import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from . import events as ev
-from .config import Config
+from .config import ComputeConfig, Config
 from .errors import ComputeError
 from .schedule import SearchSettings
 from .search import Job, StepStats, TrialOutcome, search_triggers
@@ -62,3 +63,21 @@ def open_compute(cfg: Config, bus: ev.EventBus) -> Iterator[Compute]:
         yield compute
     finally:
         compute.close()
+
+
+def worker_plan(compute: ComputeConfig, scan_device: str, resources: dict[str, float], jobs: int
+                ) -> tuple[int, dict[str, float], bool]:
+    """(number of workers, each one's Ray resources, on GPUs): one per GPU unless the config or the scan
+    asks for the CPU, else CPU workers sharing the cluster's CPUs; never more workers than jobs."""
+    gpus = int(resources.get("GPU", 0))
+    on_gpu = gpus > 0 and compute.devices != "cpu" and scan_device != "cpu"
+    if on_gpu:
+        count = max(1, min(compute.workers or gpus, jobs))
+        # more workers than GPUs share them evenly (Ray packs fractions of a GPU, not across two)
+        options = {"num_gpus": 1 / math.ceil(count / gpus), "num_cpus": 1}
+    else:
+        cpus = max(1, int(resources.get("CPU", 1)))
+        count = max(1, min(compute.workers or cpus, jobs))
+        # Ray takes whole CPUs above one, fractions below
+        options = {"num_cpus": cpus // count if count <= cpus else cpus / count}
+    return count, options, on_gpu

@@ -27,6 +27,7 @@ from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError, Ray
 from torch import nn
 
 from . import events as ev
+from .compute import worker_plan
 from .config import ComputeConfig, Config, gpu_index
 from .errors import ComputeError
 from .ray_parcel import pack_model
@@ -34,7 +35,7 @@ from .ray_worker import SearchWorker, WorkerEvent
 from .schedule import SearchSettings
 from .search import Job, StepStats, TrialOutcome
 
-POLL_SECONDS = 0.2  # how often the driver collects the workers' reports
+POLL_SECONDS = 0.1  # how often the driver collects the workers' reports
 START_SECONDS = 300.0  # workers still waiting for resources after this: the cluster cannot host them
 HALT_SECONDS = 15.0  # after a stop, how long workers get to end their mini-batch and report
 WORKER_LOST = (RayActorError, OutOfMemoryError)
@@ -102,20 +103,8 @@ def init_ray(compute: ComputeConfig) -> bool:
     return True
 
 
-def worker_plan(compute: ComputeConfig, scan_device: str, resources: dict[str, float], jobs: int
-                ) -> tuple[int, dict[str, float], bool]:
-    """(number of workers, each one's Ray resources, on GPUs): one per GPU unless the config or the scan
-    asks for the CPU, else CPU workers sharing the cluster's CPUs; never more workers than jobs."""
-    gpus = int(resources.get("GPU", 0))
-    on_gpu = gpus > 0 and compute.devices != "cpu" and scan_device != "cpu"
-    if on_gpu:
-        count = compute.workers or gpus
-        options = {"num_gpus": min(1.0, gpus / count), "num_cpus": 1}
-    else:
-        cpus = max(1, int(resources.get("CPU", 1)))
-        count = compute.workers or cpus
-        options = {"num_cpus": max(1, cpus // count)}
-    return max(1, min(count, jobs)), options, on_gpu
+def _key(job: Job) -> tuple[int, int, str]:
+    return job.label, job.trial, job.stage
 
 
 @dataclass
@@ -205,7 +194,7 @@ class RayCompute:
         return not pending
 
     def _spawn(self, index: int) -> _Worker:
-        threads = int(self.options.get("num_cpus", 1))
+        threads = max(1, int(self.options.get("num_cpus", 1)))
         handle = SearchWorker.options(name=f"nc-tui-{self.token}-w{index}", **self.options).remote(
             self.model_ref, threads, self.on_gpu)
         return _Worker(index, handle)
@@ -265,7 +254,6 @@ class _Dispatch:
     calls: dict[Any, _Call] = field(default_factory=dict)
     polls: dict[int, Any] = field(default_factory=dict)  # worker index -> its outstanding poll
     images: dict[int, int] = field(default_factory=dict)  # call -> stamped images it processed
-    masks: dict[tuple[int, int, str], Any] = field(default_factory=dict)  # each search's latest mask
 
     def run(self) -> tuple[int, bool]:
         self._deal(self.jobs)
@@ -311,8 +299,10 @@ class _Dispatch:
         except WORKER_LOST as exc:
             self._lost(worker, exc)
             return False
+        # a poll carries each search's latest mask only (ray_worker.thin_steps): its earlier steps show it too
+        latest = {_key(item.job): item.mask for kind, _, item, _ in events if kind == "step" and item.mask is not None}
         for kind, call, item, images in events:
-            key = (item.job.label, item.job.trial, item.job.stage)
+            key = _key(item.job)
             if key in self.finished:
                 continue
             if kind == "done":
@@ -321,7 +311,7 @@ class _Dispatch:
                 self.on_done(item)
                 continue
             self.images[call] = max(self.images.get(call, 0), images)
-            item.mask = self.masks[key] = item.mask if item.mask is not None else self.masks.get(key)
+            item.mask = item.mask if item.mask is not None else latest.get(key)
             self.on_step(item, sum(self.images.values()))
         return True
 
@@ -345,8 +335,7 @@ class _Dispatch:
         if not worker.alive:
             return
         mine = [ref for ref, call in self.calls.items() if call.worker is worker]
-        orphans = [job for ref in mine for job in self.calls[ref].jobs
-                   if (job.label, job.trial, job.stage) not in self.finished]
+        orphans = [job for ref in mine for job in self.calls[ref].jobs if _key(job) not in self.finished]
         for ref in mine:
             del self.calls[ref]
         self.polls.pop(worker.index, None)

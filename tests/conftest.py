@@ -25,6 +25,17 @@ def require_shared(path: Path) -> Path:
     pytest.skip(message)
 
 
+def require_module(name: str, extra: str):
+    """An optional extra's module: in CI (which installs every extra) a missing one fails; else it skips."""
+    try:
+        return __import__(name)
+    except ImportError:
+        message = f"{name} is not installed (pip install \"nc-tui[{extra}]\")"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message, allow_module_level=True)
+
+
 @pytest.fixture(scope="session")
 def demo_backdoored(tmp_path_factory):
     from nc_engine.demo import make_demo

@@ -35,6 +35,7 @@ OUTPUT_KINDS = ("auto", "logits", "probabilities")
 WEIGHT_FORMATS = ("auto", "torch", "safetensors")  # how a state_dict file is stored; auto = by extension
 STRATEGIES = ("batched", "sequential")
 SCREENING = ("auto", "on", "off")
+BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -135,12 +136,23 @@ class OutputConfig:
 
 
 @dataclass
+class ComputeConfig:
+    """Where the (label, trial) searches run: this process, or Ray workers (nc_engine/compute.py)."""
+
+    backend: str = "local"  # "local" or "ray" (needs pip install "nc-tui[ray]")
+    address: str = ""  # ray: "" = start a local Ray for the scan, "auto" = the running cluster, or its address
+    devices: Any = "all"  # ray: "all" (every GPU, else CPUs), "cpu", or a list of local GPU indices / "cuda:N"
+    workers: int = 0  # ray: how many workers (0 = one per GPU, or one per CPU without GPUs)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     scan: ScanConfig = field(default_factory=ScanConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     # Folder that relative paths in the config are relative to (the config file's folder).
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "<defaults>"
@@ -175,7 +187,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "scan": ScanConfig,
-             "detect": DetectConfig, "output": OutputConfig}
+             "detect": DetectConfig, "output": OutputConfig, "compute": ComputeConfig}
 
 
 def _type_name(value: Any) -> str:
@@ -248,6 +260,7 @@ INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("scan", "converge_window"): (0, 10_000), ("scan", "seed"): (0, 2**32 - 1), ("scan", "group_size"): (0, 10_000),
     ("scan", "screen_min_labels"): (3, 100_000), ("scan", "screen_steps"): (1, 100_000),
     ("scan", "screen_samples"): (1, 100_000), ("scan", "confirm_references"): (0, 1000),
+    ("compute", "workers"): (0, 4096),
 }
 FLOAT_RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("scan", "lr"): (0.0, 10.0, False, True), ("scan", "init_cost"): (0.0, 1e6, True, True),
@@ -259,7 +272,7 @@ FLOAT_RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("scan", "confirm_margin"): (0.0, 100.0, True, True),
 }
 _INT_NOTES = {("data", "max_images"): " (0 = no cap)", ("scan", "converge_window"): " (0 = off)",
-              ("scan", "group_size"): " (0 = automatic)"}
+              ("scan", "group_size"): " (0 = automatic)", ("compute", "workers"): " (0 = one per device)"}
 
 
 def _interval(low: float, high: float, low_in: bool, high_in: bool) -> str:
@@ -364,6 +377,33 @@ def _validate_scan(cfg: Config, bad: Any) -> None:
         raise bad("[scan].device", "auto, cpu, cuda or cuda:N", dev)
 
 
+def _is_gpu_name(v: Any) -> bool:
+    return (_is_int(v) and 0 <= v < 1024) or (isinstance(v, str) and v.startswith("cuda:") and v[5:].isdigit())
+
+
+def _validate_compute(cfg: Config, bad: Any) -> None:
+    c = cfg.compute
+    if c.backend not in BACKENDS:
+        raise bad("[compute].backend", "one of " + ", ".join(BACKENDS), c.backend)
+    devices = c.devices
+    if devices not in ("all", "cpu"):
+        if not isinstance(devices, list) or not devices or not all(_is_gpu_name(v) for v in devices):
+            raise bad("[compute].devices", "\"all\", \"cpu\" or a non-empty list of GPU indices or \"cuda:N\" names",
+                      devices)
+        indices = [gpu_index(v) for v in devices]
+        if len(set(indices)) != len(indices):
+            raise bad("[compute].devices", "GPUs without repeats", devices)
+        if c.address:
+            raise ConfigError(f"{cfg.source}: [compute].devices lists local GPUs, which only applies to a Ray "
+                              f"that nc-tui starts itself (address = \"\"); with address = {c.address!r} use "
+                              "\"all\" or \"cpu\", and workers to use fewer")
+
+
+def gpu_index(device: int | str) -> int:
+    """A [compute].devices entry (3 or "cuda:3") as a GPU index."""
+    return device if isinstance(device, int) else int(device[5:])
+
+
 def _validate(cfg: Config) -> None:
     def bad(key: str, expected: str, got: Any) -> ConfigError:
         return ConfigError(f"{cfg.source}: {key} must be {expected}, got {got!r}")
@@ -371,6 +411,7 @@ def _validate(cfg: Config) -> None:
     _validate_model(cfg, bad)
     _validate_data(cfg, bad)
     _validate_scan(cfg, bad)
+    _validate_compute(cfg, bad)
     if cfg.detect.statistic not in STATISTICS:
         raise bad("[detect].statistic", "one of " + ", ".join(STATISTICS), cfg.detect.statistic)
     _check_ranges(cfg)

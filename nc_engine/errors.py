@@ -23,3 +23,7 @@ class RunFolderError(NCError):
 
 class MitigationError(NCError):
     """A mitigation that cannot run: no flagged label, a missing trigger, an unknown method or option."""
+
+
+class ComputeError(NCError):
+    """A compute backend that cannot start: Ray not installed, no cluster at the address, no workers."""

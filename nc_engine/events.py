@@ -73,6 +73,17 @@ class StepProgress(Event):
 
 
 @dataclass
+class JobPlaced(Event):
+    """A (label, trial) search handed to a worker of a scan spread over several (nc_engine/compute.py)."""
+
+    kind = "job_placed"
+    label: int
+    trial: int
+    stage: str
+    worker: str  # which worker and device, e.g. "w1 cuda:0 (NVIDIA H100) @ node-3"
+
+
+@dataclass
 class TrialFinished(Event):
     kind = "trial_finished"
     label: int

@@ -17,6 +17,7 @@ import torch
 
 from . import events as ev
 from .asr import attack_success_rate
+from .compute import Compute, open_compute
 from .config import Config
 from .inflight import Carry, SlotCheckpoint
 from .plan import ScanInputs, ScanPlan, header_lines, open_folder, plan_scan, repair_triggers
@@ -25,7 +26,7 @@ from .recorder import RunRecorder
 from .report import Report, ScanInfo, build_report, kept_trial, label_rows
 from .runfolder import RunFolder
 from .screening import Selection, choose, subset_indices
-from .search import StepStats, TrialOutcome, search_triggers
+from .search import StepStats, TrialOutcome
 
 __all__ = ["check_setup", "run_scan"]
 
@@ -44,12 +45,13 @@ def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = 
     bus = ev.EventBus([on_event] if on_event else [])
     inputs = ScanInputs.of(config, resume, bus.warn)  # a resume is locked and checked before anything is written
     try:
-        return _scan(inputs, bus, stop or threading.Event(), started)
+        with open_compute(inputs.cfg, bus) as compute:  # connected before anything is written
+            return _scan(inputs, bus, stop or threading.Event(), started, compute)
     finally:
         inputs.release()
 
 
-def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: float) -> Report:
+def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: float, compute: Compute) -> Report:
     prep = prepare(inputs.cfg, bus.warn, inputs.indices)  # fails on bad input before anything is written
     folder = open_folder(prep, inputs, bus.warn)
     plan = plan_scan(prep, inputs.previous or [], inputs.inflight)
@@ -69,7 +71,7 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
         for key in plan.stale or []:
             folder.drop_inflight(key)
         if not prep.faults:
-            _search(prep, plan, trials, stop, _carry(plan, folder, bus, trials))
+            _search(prep, plan, trials, stop, compute, _carry(plan, folder, bus, trials))
     finally:
         try:
             report = trials.report(inputs.previous_seconds + time.perf_counter() - started)
@@ -90,27 +92,28 @@ def _carry(plan: ScanPlan, folder: RunFolder, bus: ev.EventBus, trials: TrialCol
     return Carry(dict(plan.inflight or {}), save, bus.warn, CHECKPOINT_SECONDS, lambda k: str(folder.inflight_file(k)))
 
 
-def _search(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event, carry: Carry) -> None:
+def _search(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event, compute: Compute,
+            carry: Carry) -> None:
     """The full-budget searches; in a screened scan, after the screening pass has chosen which."""
     jobs = plan.jobs
     if plan.screen:
-        selection = _screen(prep, plan, trials, stop, carry)
+        selection = _screen(prep, plan, trials, stop, compute, carry)
         if selection is None:  # stopped while screening
             return
         jobs = [job for job in jobs if job.label in selection.confirmed]
-    search_triggers(prep.model, prep.data.x_opt, jobs, prep.cfg.scan.search_settings(), plan.group, stop,
-                    trials.on_step, trials.on_done, carry)
+    compute.search(prep.model, prep.data.x_opt, jobs, prep.cfg.scan.search_settings(), plan.group, stop,
+                   trials.on_step, trials.on_done, carry)
 
 
-def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event,
+def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event, compute: Compute,
             carry: Carry) -> Selection | None:
     """Every label at the screening budget; returns the labels to confirm, or None when stopped."""
     s = prep.cfg.scan
     x = prep.data.x_opt[torch.as_tensor(subset_indices(len(prep.data.x_opt), s.screen_samples))]
     settings = dataclasses.replace(s.search_settings(), max_steps=min(s.screen_steps, s.max_steps),
                                    batch_size=min(s.batch_size, len(x)))
-    _, stopped = search_triggers(prep.model, x, plan.screen_jobs or [], settings, plan.group, stop, trials.on_step,
-                                 trials.on_done, carry)
+    _, stopped = compute.search(prep.model, x, plan.screen_jobs or [], settings, plan.group, stop, trials.on_step,
+                                trials.on_done, carry)
     if stopped:
         return None
     screened = {t["label"]: t for t in trials.trials if t.get("stage") == "screen"}

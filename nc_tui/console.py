@@ -50,6 +50,7 @@ class HeadlessProgress:
         self.state = ScanState()
         self.clock = clock
         self.last_line = clock()
+        self.workers: set[str] = set()  # Ray workers named so far
 
     def _print(self, *args) -> None:
         self.console.print(*args)
@@ -106,6 +107,14 @@ class HeadlessProgress:
             room = max(20, self.console.width - 24 - 20)  # the bar and the times need the rest of the line
             self.progress.update(self.group_task, description=f"  running {group}"[:room])
 
+    def on_job_placed(self, e: ev.JobPlaced) -> None:
+        """A scan spread over Ray workers: each worker is named once, then by its short name."""
+        self.state.on_job_placed(e)
+        name, _, where = e.worker.partition(" ")
+        if name not in self.workers:
+            self.workers.add(name)
+            self._print(f"worker {name}: {where}")
+
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         self.state.on_trial_finished(e)
 
@@ -123,8 +132,10 @@ class HeadlessProgress:
 
     def on_label_finished(self, e: ev.LabelFinished) -> None:
         self.state.on_label_finished(e)
+        row = self.state.labels.get(e.label)
+        where = f" on {row.worker.split()[0]}" if row is not None and row.worker else ""
         self._print(f"{label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged)}, "
-                           f"{e.seconds:.1f}s  [{e.done}/{e.total}, {fmt_eta(self.state.eta_seconds(), True)}]")
+                    f"{e.seconds:.1f}s{where}  [{e.done}/{e.total}, {fmt_eta(self.state.eta_seconds(), True)}]")
 
     def on_scan_finished(self, e: ev.ScanFinished) -> None:
         if self.progress is not None:

@@ -31,6 +31,7 @@ class LabelProgress:
     loss_history: list[float] = field(default_factory=list)
     l1_history: list[float] = field(default_factory=list)
     mask: np.ndarray | None = None
+    worker: str = ""  # where its search runs, in a scan spread over Ray workers
 
 
 class ScanState:
@@ -73,6 +74,12 @@ class ScanState:
             row.mask = e.mask
             self.images = e.images
             self.progress.step((e.label, e.trial, e.stage), e.step)
+
+    def on_job_placed(self, e: ev.JobPlaced) -> None:
+        with self.lock:
+            row = self.labels.get(e.label)
+            if row is not None:
+                row.worker = e.worker
 
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         with self.lock:

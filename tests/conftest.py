@@ -26,7 +26,8 @@ def require_shared(path: Path) -> Path:
 
 
 def require_module(name: str):
-    """An optional extra's module: in CI (which installs every extra) its absence fails; elsewhere it skips."""
+    """An optional extra's module: in CI (which installs every extra) its absence fails; elsewhere it skips
+    (also at a test module's top level)."""
     import importlib
 
     try:
@@ -34,7 +35,7 @@ def require_module(name: str):
     except ImportError:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"{name} is not installed (pip install -e \".[dev]\")")
-        pytest.skip(f"{name} is not installed")
+        pytest.skip(f"{name} is not installed", allow_module_level=True)
 
 
 @pytest.fixture(scope="session")

@@ -252,7 +252,7 @@ class ScanScreen(Screen):
                 return
             losses, l1s, mask = list(row.loss_history), list(row.l1_history), row.mask
             title = (f"label {row.label} ({row.name}): step {row.step}, L1 {fmt_num(row.l1, '.1f')}, "
-                     f"best {fmt_num(row.best_l1, '.1f')}")
+                     f"best {fmt_num(row.best_l1, '.1f')}" + (f", on {row.worker}" if row.worker else ""))
         self.query_one("#detail-title", Label).update(title)
         self.query_one("#loss-chart", Sparkline).data = losses[-60:]
         self.query_one("#l1-chart", Sparkline).data = l1s[-60:]

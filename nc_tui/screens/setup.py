@@ -18,6 +18,7 @@ from textual.validation import Function, Integer, ValidationResult, Validator
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from nc_engine.config import (
+    BACKENDS,
     DATA_FORMATS,
     MODEL_FORMATS,
     OWN_PREPROCESSING_FORMATS,
@@ -118,6 +119,9 @@ FIELDS = (
     Field("scan", "device", "Device", "select"),
     Field("scan", "strategy", "Strategy", "select", STRATEGIES),
     Field("output", "dir", "Output folder", "path"),
+    Field("compute", "backend", "Compute backend", "select", BACKENDS),
+    Field("compute", "address", "Ray address", placeholder="empty = a local Ray; auto = the running cluster"),
+    Field("compute", "workers", "Ray workers", "count", placeholder="0 = one per GPU (or per CPU)"),
 )
 
 
@@ -193,7 +197,7 @@ class SetupScreen(Screen):
             validators = [Integer(minimum=1, failure_description="expected a positive whole number")]
             placeholder = self._preset_placeholder(self.config.scan.preset, f.key)
         elif f.kind == "count":
-            validators = [Integer(minimum=0, failure_description="expected a whole number (0 = infer)")]
+            validators = [Integer(minimum=0, failure_description="expected a whole number (0 = automatic)")]
         elif f.kind == "list3":
             validators = [NumberList((3,), integers=True)]
         elif f.kind == "list":
@@ -248,7 +252,7 @@ class SetupScreen(Screen):
 
     def form_config(self) -> Config:
         """The form's values as a validated Config; raises NCError naming the bad field."""
-        tables: dict[str, dict] = {"model": {}, "data": {}, "scan": {}, "detect": {}, "output": {}}
+        tables: dict[str, dict] = {"model": {}, "data": {}, "scan": {}, "detect": {}, "output": {}, "compute": {}}
         base = self.config
         for section in tables:  # keep the keys the form does not show, and "unset" as unset
             for key, value in vars(getattr(base, section)).items():

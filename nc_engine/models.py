@@ -34,6 +34,12 @@ from .files import regular_file_problem
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "state_dict_ema")
 
 
+# Below this a probability's log gets no gradient. A confident model with its softmax inside gives the labels
+# a stamped image is far from 1e-13 and less (a zoo model: every image with 30% of its pixels replaced), so
+# a floor of 1e-12 froze their searches; 1e-30 keeps 1/p (the log's gradient) well inside float32.
+PROB_FLOOR = 1e-30
+
+
 class ScanModel(nn.Module):
     """`net` behind the model's normalisation; outputs are logits or log-probabilities."""
 
@@ -51,7 +57,7 @@ class ScanModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W) in [0, 1]
         out = self.net((x - self.mean) / self.std)
         if self.log_probs:
-            out = torch.log(out.float().clamp_min(1e-12))
+            out = torch.log(out.float().clamp_min(PROB_FLOOR))
         return out
 
 

@@ -122,3 +122,24 @@ def test_errors_for_shape_classes_missing_file_and_bad_architecture(tmp_path, ar
         load_model(make_cfg(tmp_path, architecture="broken.py:Net"), torch.device("cpu"))
     with pytest.raises(ModelError, match="has no 'Nett'"):
         load_model(make_cfg(tmp_path, architecture="arch.py:Nett"), torch.device("cpu"))
+
+
+def test_a_tiny_probability_still_has_a_gradient():
+    """A model with its softmax inside: the label a search aims at can sit at 1e-20 on a stamped image.
+    Its log-probability must still move with the input, or that label's search never starts."""
+    import torch
+    from torch import nn
+
+    from nc_engine.models import ScanModel
+
+    class Confident(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = torch.stack([x.flatten(1).sum(1) * 0.0 - 46.0, x.flatten(1).sum(1)], 1)  # p0 ~ 1e-20
+            return torch.softmax(logits, 1)
+
+    model = ScanModel(Confident(), [0.0], [1.0], log_probs=True, num_classes=2)
+    x = torch.full((1, 1, 4, 4), 0.5, requires_grad=True)
+    out = model(x)
+    assert out[0, 0].item() < -40  # the real log-probability, not the floor's
+    (-out[0, 0]).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -61,8 +61,8 @@ class NCApp(App[int]):
         lines = []
         for run_dir, complete in self.runs.items():
             lines.append(f"run folder: {run_dir}")
-            if not complete:
-                lines.append(f"interrupted; resume with: nc-tui scan --resume {run_dir}")
+            lines.append(f"interrupted; resume with: nc-tui scan --resume {run_dir}" if not complete
+                         else f"results again: nc-tui report {run_dir}")
         return lines
 
     def stop_all_scans(self) -> None:

@@ -54,7 +54,7 @@ def _child_headless(cfg) -> dict:
 
     wall, cpu = time.perf_counter(), time.process_time()
     report = run_scan(cfg, HeadlessProgress(make_console()))
-    return dict(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu, report=report)
+    return dict(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu, report=report, threads=_thread_cpu())
 
 
 def _thread_cpu() -> dict[str, float]:

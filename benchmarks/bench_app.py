@@ -102,6 +102,9 @@ def _child_app(cfg, driver: str, size: tuple[int, int]) -> dict:
 def child(args: argparse.Namespace) -> None:
     import warnings
 
+    from nc_tui.cli import passive_openmp
+
+    passive_openmp()  # as `nc-tui` does for both the app and the console, before torch loads
     warnings.filterwarnings("ignore", category=FutureWarning)
     cfg = _config(args.config, args.preset, args.out)
     if args.mode == "headless":

@@ -67,8 +67,8 @@ class NCApp(App[int]):
         lines = []
         for run_dir, complete in self.runs.items():
             lines.append(f"run folder: {run_dir}")
-            if not complete:
-                lines.append(f"interrupted; resume with: nc-tui scan --resume {run_dir}")
+            lines.append(f"interrupted; resume with: nc-tui scan --resume {run_dir}" if not complete
+                         else f"results again: nc-tui report {run_dir}")
         if self.audit is not None:
             result = self.audit_result
             if result is not None:

@@ -14,19 +14,12 @@ from nc_engine.report import Report
 
 
 class EngineEvent(Message):
-    """Any engine event but a step: label finished, warnings, start and end. Never coalesced."""
+    """Any engine event but a step: label finished, warnings, start and end. Never coalesced. Steps send
+    no message at all: the worker updates the ScanState and the scan screen's timer draws the latest."""
 
     def __init__(self, event: ev.Event) -> None:
         super().__init__()
         self.event = event
-
-
-class StepTick(Message):
-    """New step progress is in the ScanState. A newer tick supersedes a pending one, so a fast model
-    cannot flood the UI: the state always holds every step, the screen only redraws the latest."""
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, StepTick)
 
 
 class ScanEnded(Message):

@@ -22,7 +22,7 @@ from nc_engine.audit_summary import AuditRow
 from nc_engine.errors import NCError
 from nc_engine.report import Report
 
-from ..messages import EngineEvent, StepTick
+from ..messages import EngineEvent
 from ..state import ScanState
 from ..widgets.titlebar import TitleBar
 from .results import ResultsScreen
@@ -122,7 +122,10 @@ class AuditScreen(Screen):
     def listener(self, event: ev.Event) -> None:
         """The engine's events, in the worker's thread: steps only mark the view dirty."""
         ev.dispatch(self.state, event)
-        self.post_message(StepTick() if isinstance(event, ev.StepProgress) else EngineEvent(event))
+        if isinstance(event, ev.StepProgress):
+            self._dirty = True  # the refresh timer draws it: a message per step would flood the UI
+        else:
+            self.post_message(EngineEvent(event))
 
     @work(thread=True, exclusive=True, group="audit")
     def run_audit(self) -> None:
@@ -147,10 +150,6 @@ class AuditScreen(Screen):
     @on(EngineEvent)
     def engine_event(self, message: EngineEvent) -> None:
         ev.dispatch(self, message.event, prefix="show_")
-
-    @on(StepTick)
-    def step_tick(self) -> None:
-        self._dirty = True
 
     def show_model_started(self, e: ae.ModelStarted) -> None:
         line = self.lines[e.name]

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
+from textual.widgets.data_table import ColumnKey
 
 from nc_engine import events as ev
 from nc_engine.config import Config
@@ -22,7 +23,7 @@ from nc_engine.errors import NCError
 from nc_engine.formatting import fmt_eta, fmt_num, label_line, saved_line
 from nc_engine.report import Report
 
-from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults, StepTick
+from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults
 from ..state import ScanState
 from ..widgets.image import ArrayImage
 from ..widgets.titlebar import TitleBar
@@ -30,7 +31,10 @@ from ..widgets.titlebar import TitleBar
 if TYPE_CHECKING:  # nc_engine.training imports torch: the app starts without it
     from nc_engine.training import TrainingProgress
 
-REFRESH_SECONDS = 0.4
+# The view is redrawn at this fixed rate from the latest state, never per step: every millisecond the UI
+# thread holds the GIL on a 2-core machine is one the engine's thread may wait (benchmarks/bench_app.py).
+REFRESH_SECONDS = 0.25
+LIVE_LEVELS = 16  # the live mask in 16 grey levels: redrawn a few times a second, it must be cheap to draw
 COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")
 
 
@@ -60,6 +64,10 @@ class ScanScreen(Screen):
         self.idle = threading.Event()  # set while no engine thread runs
         self.idle.set()
         self.selected: int | None = None
+        self._dirty = False  # set by the engine's thread on every step; the timer redraws and clears it
+        self._shown: dict[str, tuple[str, ...]] = {}  # the cells on screen per row, to touch only changed ones
+        self._detail_key: tuple = ()  # what the detail pane shows, to redraw it only when it changes
+        self._eta_text = ""
 
     def compose(self) -> ComposeResult:
         yield TitleBar("scan")
@@ -75,7 +83,7 @@ class ScanScreen(Screen):
                 yield Sparkline([], id="loss-chart")
                 yield Label("mask L1", classes="chart-label")
                 yield Sparkline([], id="l1-chart")
-                yield ArrayImage(id="current-mask")
+                yield ArrayImage(id="current-mask", levels=LIVE_LEVELS)
         yield RichLog(id="log", max_lines=500, wrap=True, markup=True)
         yield Footer()
 
@@ -84,7 +92,6 @@ class ScanScreen(Screen):
         table = self.query_one("#labels", DataTable)
         for name in COLUMNS:
             table.add_column(name, key=name)
-        self._dirty = False
         self.set_interval(REFRESH_SECONDS, self._refresh_view)
         if self.autostart:
             self.running = True
@@ -98,8 +105,12 @@ class ScanScreen(Screen):
 
         def on_event(event: ev.Event) -> None:
             ev.dispatch(self.state, event)
-            # Steps only mark the view dirty (redrawn a few times a second); the rest is shown as it comes.
-            self.post_message(StepTick() if isinstance(event, ev.StepProgress) else EngineEvent(event))
+            # A step only marks the view dirty (no message, no wake-up of the UI thread): the timer draws
+            # the latest state of every label. The rest are few and shown as they come.
+            if isinstance(event, ev.StepProgress):
+                self._dirty = True
+            else:
+                self.post_message(EngineEvent(event))
 
         self.idle.clear()
         try:
@@ -181,10 +192,6 @@ class ScanScreen(Screen):
             self.query_one("#log", RichLog).write("[b]stopped.[/] Finished labels and running searches are kept; "
                                                   "press [b]r[/] to resume.")
 
-    @on(StepTick)
-    def step_tick(self) -> None:
-        self._dirty = True
-
     def _refresh_view(self) -> None:
         """Redraw at most a few times a second: the engine's thread needs the GIL more than we do."""
         if not self._dirty:
@@ -194,8 +201,12 @@ class ScanScreen(Screen):
         self._update_detail()
         frac = self.state.fraction()
         self.query_one("#overall", ProgressBar).update(progress=frac)
-        eta = self.state.eta_seconds()
-        self.query_one("#eta", Static).update(f" {frac:5.1%}  {fmt_eta(eta, True)}")
+        self._set_eta(f" {frac:5.1%}  {fmt_eta(self.state.eta_seconds(), True)}")
+
+    def _set_eta(self, text: str) -> None:
+        if text != self._eta_text:  # an unchanged Static would still be re-rendered
+            self._eta_text = text
+            self.query_one("#eta", Static).update(text)
 
     @on(ScanEnded)
     def scan_ended(self, message: ScanEnded) -> None:
@@ -210,15 +221,16 @@ class ScanScreen(Screen):
         self._update_rows()
         if self.report.complete:
             self.query_one("#overall", ProgressBar).update(progress=1.0)
-            self.query_one("#eta", Static).update(" done")
+            self._set_eta(" done")
             self.post_message(ShowResults(self.report))
         else:
-            self.query_one("#eta", Static).update(" stopped: r resumes")
+            self._set_eta(" stopped: r resumes")
 
     # ---- drawing
     def _fill_table(self) -> None:
         table = self.query_one("#labels", DataTable)
         table.clear()
+        self._shown = {}
         with self.state.lock:
             for label, row in self.state.labels.items():
                 table.add_row(*self._cells(row), key=str(label))
@@ -233,15 +245,20 @@ class ScanScreen(Screen):
                 fmt_num(row.best_l1, ".1f"), fmt_num(row.attack_acc, ".0%"))
 
     def _update_rows(self) -> None:
+        """Only the cells that changed; a column is re-measured only when a value outgrows it (measuring
+        every cell of every column was most of the table's cost)."""
         table = self.query_one("#labels", DataTable)
         with self.state.lock:
-            rows = list(self.state.labels.values())
-        for row in rows:
-            key = str(row.label)
-            if key not in table.rows:
+            rows = [(str(row.label), self._cells(row)) for row in self.state.labels.values()]
+        for key, cells in rows:
+            shown = self._shown.get(key)
+            if key not in table.rows or cells == shown:
                 continue
-            for column, value in zip(COLUMNS, self._cells(row), strict=True):
-                table.update_cell(key, column, value, update_width=True)
+            for i, (column, value) in enumerate(zip(COLUMNS, cells, strict=True)):
+                if shown is None or shown[i] != value:
+                    wider = Text.from_markup(value).cell_len > table.columns[ColumnKey(column)].content_width
+                    table.update_cell(key, column, value, update_width=wider)
+            self._shown[key] = cells
 
     def _update_detail(self) -> None:
         if self.selected is None:
@@ -250,12 +267,16 @@ class ScanScreen(Screen):
             row = self.state.labels.get(self.selected)
             if row is None:
                 return
-            losses, l1s, mask = list(row.loss_history), list(row.l1_history), row.mask
+            key = (row.label, row.trial, row.step, row.state, row.l1, row.best_l1, len(row.loss_history), id(row.mask))
+            if key == self._detail_key:
+                return  # nothing new for this label: leave its charts and picture alone
+            self._detail_key = key
+            losses, l1s, mask = row.loss_history[-60:], row.l1_history[-60:], row.mask
             title = (f"label {row.label} ({row.name}): step {row.step}, L1 {fmt_num(row.l1, '.1f')}, "
                      f"best {fmt_num(row.best_l1, '.1f')}" + (f", on {row.worker}" if row.worker else ""))
         self.query_one("#detail-title", Label).update(title)
-        self.query_one("#loss-chart", Sparkline).data = losses[-60:]
-        self.query_one("#l1-chart", Sparkline).data = l1s[-60:]
+        self.query_one("#loss-chart", Sparkline).data = losses
+        self.query_one("#l1-chart", Sparkline).data = l1s
         self.query_one("#current-mask", ArrayImage).set_array(mask)
 
     @on(DataTable.RowHighlighted, "#labels")

@@ -3,6 +3,8 @@ over any SSH connection and inside tmux. Without colour (NO_COLOR), grey levels 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from rich.color import Color
 from rich.segment import Segment
@@ -25,67 +27,109 @@ def to_rgb(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
 
 
+def _blocks(size: int, new: int) -> np.ndarray:
+    """(new, k) source indices covered by each of `new` output pixels; short blocks repeat their last index."""
+    start = np.arange(new) * size // new
+    stop = np.maximum(start + 1, (np.arange(1, new + 1) * size) // new)
+    k = int((stop - start).max())
+    return np.minimum(start[:, None] + np.arange(k), stop[:, None] - 1)
+
+
 def fit(rgb: np.ndarray, width: int, height_cells: int) -> np.ndarray:
-    """Nearest-neighbour resample to at most width x (2 * height_cells) pixels, keeping the aspect ratio."""
+    """Resample to at most width x (2 * height_cells) pixels, keeping the aspect ratio. Shrinking keeps the
+    brightest pixel of each output pixel's area (by luminance, so colours stay real): a 4x4 trigger patch
+    in a 28x28 mask must survive at 8x3 cells, where sampling or averaging would lose it."""
     h, w = rgb.shape[:2]
     scale = min(width / w, 2 * height_cells / h)
     scale = max(scale, 1 / max(h, w))
     new_w, new_h = max(1, int(w * scale)), max(2, int(h * scale) // 2 * 2)
-    rows = np.minimum((np.arange(new_h) / new_h * h).astype(int), h - 1)
-    cols = np.minimum((np.arange(new_w) / new_w * w).astype(int), w - 1)
-    return rgb[rows][:, cols]
+    rows, cols = _blocks(h, new_h), _blocks(w, new_w)  # (new_h, kh), (new_w, kw)
+    lum = rgb.astype(np.int32) @ np.array([299, 587, 114])  # ITU-R 601 weights, integers
+    area = lum[rows[:, :, None, None], cols[None, None]]  # (new_h, kh, new_w, kw)
+    kh, kw = rows.shape[1], cols.shape[1]
+    best = area.transpose(0, 2, 1, 3).reshape(new_h, new_w, kh * kw).argmax(2)
+    pick_r = np.take_along_axis(rows, best // kw, 1)
+    pick_c = cols[np.arange(new_w)[None], best % kw]
+    return rgb[pick_r, pick_c]
 
 
-def halfblock_lines(rgb: np.ndarray, colour: bool = True) -> list[Text]:
-    """Rows of Rich Text: each cell shows the top pixel as foreground of '▀' and the bottom as background."""
+@lru_cache(maxsize=4096)
+def _pair_style(top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Style:
+    """One style per (top, bottom) colour pair: a mask has few distinct levels, and Styles are costly."""
+    return Style(color=Color.from_rgb(*top), bgcolor=Color.from_rgb(*bottom))
+
+
+def halfblock_runs(rgb: np.ndarray, colour: bool = True) -> list[list[tuple[str, Style | None]]]:
+    """Rows of (text, style) runs: each cell shows the top pixel as foreground of '▀' and the bottom as
+    background; equal neighbouring cells share one run (masks are mostly flat), so drawing costs little.
+    Without colour, a cell shows the brighter of its two pixels as a shade, so a one-pixel-high bright
+    row is not halved into a blank."""
     if rgb.shape[0] % 2:
         rgb = np.concatenate([rgb, rgb[-1:]], axis=0)
+    top, bottom = rgb[0::2], rgb[1::2]
+    if not colour:
+        level = np.maximum(top.astype(np.int32).sum(2), bottom.astype(np.int32).sum(2)) / (3 * 255)
+        index = np.minimum(len(SHADES) - 1, (level * len(SHADES)).astype(int)).tolist()
+        return [[("".join(SHADES[i] for i in row), None)] for row in index]
     lines = []
-    for top, bottom in zip(rgb[0::2], rgb[1::2], strict=True):
-        text = Text()
-        for (r1, g1, b1), (r2, g2, b2) in zip(top.tolist(), bottom.tolist(), strict=True):
-            if colour:
-                text.append("▀", Style(color=Color.from_rgb(r1, g1, b1), bgcolor=Color.from_rgb(r2, g2, b2)))
-            else:
-                level = (r1 + g1 + b1 + r2 + g2 + b2) / (6 * 255)
-                text.append(SHADES[min(len(SHADES) - 1, int(level * len(SHADES)))])
-        lines.append(text)
+    for row in np.concatenate([top, bottom], axis=2).tolist():  # (rows, W, 6) as nested lists
+        runs: list[tuple[str, Style | None]] = []
+        start = 0
+        for x in range(1, len(row) + 1):
+            if x == len(row) or row[x] != row[start]:
+                p = row[start]
+                runs.append(("▀" * (x - start), _pair_style((p[0], p[1], p[2]), (p[3], p[4], p[5]))))
+                start = x
+        lines.append(runs)
     return lines
 
 
+def halfblock_lines(rgb: np.ndarray, colour: bool = True) -> list[Text]:
+    """halfblock_runs as Rich Text, one per row of cells."""
+    return [Text.assemble(*runs) for runs in halfblock_runs(rgb, colour)]
+
+
 class ArrayImage(Widget):
-    """Shows a mask or pattern array, scaled to the widget's size."""
+    """Shows a mask or pattern array, scaled to the widget's size. The picture is rendered once per array
+    and size (not per frame): the scan screen hands it a new mask a few times a second at most."""
 
     DEFAULT_CSS = "ArrayImage { width: 1fr; height: 1fr; min-height: 4; }"
 
-    def __init__(self, array: np.ndarray | None = None, **kwargs) -> None:
+    def __init__(self, array: np.ndarray | None = None, levels: int = 256, **kwargs) -> None:
         super().__init__(**kwargs)
         self._array = array
-        self._lines: list[Text] = []
-        self._rendered_for = (0, 0)
+        self.levels = levels  # grey levels per channel: fewer make runs of equal cells, so fewer segments
+        self._strips: list[Strip] = []
+        self._rendered_for: tuple | None = None  # (width, height, id of the array, base style)
 
     def set_array(self, array: np.ndarray | None) -> None:
+        if array is self._array:
+            return  # the same picture: nothing to redraw
         self._array = array
-        self._rendered_for = (0, 0)  # forces a re-render at the next paint
+        self._rendered_for = None
         self.refresh()
 
-    def _render_lines(self) -> list[Text]:
+    def _render_strips(self) -> list[Strip]:
         width, height = self.size.width, self.size.height
         if self._array is None or width < 2 or height < 1:
             return []
-        if self._rendered_for != (width, height):
+        base = self.rich_style
+        key = (width, height, id(self._array), base)
+        if self._rendered_for != key:
             colour = not getattr(self.app, "no_color", False)
-            self._lines = halfblock_lines(fit(to_rgb(self._array), width, height), colour)
-            self._rendered_for = (width, height)
-        return self._lines
+            # Every segment gets a real Style: Textual's NO_COLOR (monochrome) filter reads `style.color`
+            # and crashed on unstyled padding and blank lines, freezing the terminal.
+            rgb = fit(to_rgb(self._array), width, height)
+            if self.levels < 256:
+                step = 255 / (self.levels - 1)
+                rgb = (np.rint(rgb / step) * step).astype(np.uint8)
+            self._strips = [Strip([Segment(text, base + style if style else base) for text, style in runs])
+                             .extend_cell_length(width, base) for runs in halfblock_runs(rgb, colour)]
+            self._rendered_for = key
+        return self._strips
 
     def render_line(self, y: int) -> Strip:
-        # Every segment gets a real Style: Textual's NO_COLOR (monochrome) filter reads `style.color`
-        # and crashed on the unstyled padding and blank lines, freezing the terminal.
-        base = self.rich_style
-        lines = self._render_lines()
-        if y >= len(lines):
-            return Strip.blank(self.size.width, base)
-        segments = [Segment(text, base + style if style else base, control)
-                    for text, style, control in lines[y].render(self.app.console)]
-        return Strip(segments).extend_cell_length(self.size.width, base) if segments else Strip.blank(1, base)
+        strips = self._render_strips()
+        if y >= len(strips):
+            return Strip.blank(self.size.width, self.rich_style)
+        return strips[y]

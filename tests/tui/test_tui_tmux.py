@@ -19,11 +19,12 @@ def tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
 
 
-def wait_for_screen(text: str, timeout: float) -> str:
+def wait_for_screen(text: str, timeout: float, joined: bool = False) -> str:
+    """joined: lines the terminal wrapped are joined (a long run folder path at 80 columns)."""
     deadline = time.monotonic() + timeout
     screen = ""
     while time.monotonic() < deadline:
-        screen = tmux("capture-pane", "-p", "-t", SESSION)
+        screen = tmux("capture-pane", "-p", *(["-J"] if joined else []), "-t", SESSION)
         if text in screen:
             return screen
         time.sleep(0.5)
@@ -88,4 +89,39 @@ def test_no_color_demo_at_80x24_in_tmux(tmux_session, demo_backdoored, tmp_path)
     while not (tmp_path / "exit.txt").exists() and time.monotonic() < deadline:
         time.sleep(0.3)
     assert (tmp_path / "exit.txt").read_text().strip() == "EXITED-0"
-    assert "run folder:" in wait_for_screen("run folder:", 10)  # printed on exit, where the results are
+    printed = wait_for_screen("results again:", 10, joined=True)  # on the terminal once the app has left it
+    run_dir = printed_run_folder(printed)
+    assert run_dir.parent == Path(demo_backdoored.folder) / "runs" and (run_dir / "report.json").is_file()
+    assert f"results again: nc-tui report {run_dir}" in printed and "--resume" not in printed
+
+
+def printed_run_folder(printed: str) -> Path:
+    lines = [line.strip() for line in printed.splitlines() if line.strip().startswith("run folder: ")]
+    assert len(lines) == 1, printed
+    return Path(lines[0].removeprefix("run folder: "))
+
+
+def test_quit_mid_scan_prints_the_resume_line_in_tmux(tmux_session, demo_backdoored, tmp_path):
+    """Quitting during a scan (q, then y) keeps the partial run and says, on the terminal, how to resume it."""
+    demo = Path(demo_backdoored.folder)
+    slow = (demo / "demo.toml").read_text().replace('"demo_model.pt"', f'"{demo / "demo_model.pt"}"').replace(
+        '"demo_data.npz"', f'"{demo / "demo_data.npz"}"').replace(
+        "[scan]\n", "[scan]\nsamples = 1000\nmax_steps = 1000\nconverge_window = 0\n")  # surely still running
+    (tmp_path / "slow.toml").write_text(slow)
+    command = (f"cd {tmp_path} && NO_COLOR=1 {NC_TUI} scan slow.toml --out {tmp_path / 'runs'}; "
+               f"echo EXITED-$? > {tmp_path / 'exit.txt'}; sleep 30")
+    tmux("new-session", "-d", "-s", SESSION, "-x", "80", "-y", "24", command)
+    wait_for_screen("Start scan", 60)
+    tmux("send-keys", "-t", SESSION, "F5")
+    wait_for_screen("running t0", 120)
+    tmux("send-keys", "-t", SESSION, "q")
+    wait_for_screen("Stop it and quit?", 20)
+    tmux("send-keys", "-t", SESSION, "y")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "exit.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert (tmp_path / "exit.txt").read_text().strip() == "EXITED-0"
+    printed = wait_for_screen("resume with:", 10, joined=True)
+    run_dir = printed_run_folder(printed)
+    assert run_dir.parent == tmp_path / "runs" and (run_dir / "config.toml").is_file()
+    assert f"interrupted; resume with: nc-tui scan --resume {run_dir}" in printed

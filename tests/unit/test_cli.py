@@ -71,3 +71,17 @@ def load_config_for(info, tmp_path):
     cfg.output.dir = str(tmp_path / "runs")
     cfg.scan.samples, cfg.scan.max_steps = 32, 20
     return cfg
+
+
+def test_cli_makes_openmp_threads_wait_without_spinning(monkeypatch, tmp_path):
+    """Spinning OpenMP threads made scans 1.5-5x slower on a shared 2-core machine; a user's choice is kept."""
+    import os
+
+    from nc_tui.cli import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

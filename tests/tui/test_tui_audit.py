@@ -3,8 +3,6 @@ with Enter opening a model's results and Escape coming back."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from textual.widgets import DataTable
 
@@ -52,7 +50,7 @@ async def test_live_states_fit_80x24_without_colour(no_color, tmp_path):
         text = screen_text(app)
         header = next(line for line in text.splitlines() if "model" in line and "verdict" in line)
         assert all(column in header for column in ("state", "flagged", "time"))
-        # steps: 30 done + 10 running; left: 50 to the running one's limit, 30 for each waiting one (the finished length)
+        # steps: 30 done + 10 running; left: 50 to the running one's limit, 30 for each waiting one
         assert "scanning 27%" in text and "waiting" in text
         screen.listener(finished(0, names[0], "backdoored", [3], 12.0, "/runs/x"))
         screen.listener(ae.ModelStarted(1, 4, names[1]))

@@ -119,8 +119,9 @@ def test_resume_with_a_config_or_out_is_refused(tiny, tmp_path, capsys):
 def test_engine_writes_only_through_files_py():
     """Every engine write goes through files.py's atomic helpers (appends to the logs excepted)."""
     root = Path(__file__).resolve().parents[2] / "nc_engine"
-    bypass = re.compile(r"\.write_(text|bytes)\(|np\.savez?\w*\(|\)\.save\(|(?<!lambda f: )torch\.(jit\.)?save\("
-                        r"|open\([^)]*[\"'][wx]")
+    # a save into an in-memory `buffer` (ray_parcel.py: a model shipped to Ray workers) writes no file
+    bypass = re.compile(r"\.write_(text|bytes)\(|np\.savez?\w*\(|\)\.save\("
+                        r"|(?<!lambda f: )torch\.(jit\.)?save\((?![^)]*\bbuffer\b)|open\([^)]*[\"'][wx]")
     offenders = [f"{p.name}:{n}: {line.strip()}" for p in root.rglob("*.py") if p.name != "files.py"
                  for n, line in enumerate(p.read_text().splitlines(), 1)
                  if bypass.search(line) and not line.lstrip().startswith("#")]

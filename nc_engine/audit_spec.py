@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import MAX_CONFIG_BYTES, Config, config_from_dict, load_config
+from .config import Config, config_from_dict, load_config, read_toml
 from .errors import ConfigError
 from .files import regular_file_problem
 
@@ -66,7 +65,7 @@ def default_out(spec_path: Path) -> Path:
 def load_spec(path: str | Path, out: str | Path | None = None) -> AuditSpec:
     """Read SPEC.toml and every config it names; `out` overrides the default output folder."""
     path = Path(path)
-    data = _read_toml(path)
+    data = read_toml(path, "audit spec", "a TOML audit spec")
     source = str(path)
     unknown = [k for k in data if k not in (*TOP_KEYS, *SCAN_SECTIONS, "compute")]
     if unknown:
@@ -86,26 +85,6 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> AuditSpec:
         entries = _from_models(data, path)
     models = [AuditModel(name, cfg, src) for name, (cfg, src) in zip(_names(entries, path), entries, strict=True)]
     return AuditSpec(path.resolve(), models, Path(out).resolve() if out else default_out(path), compute)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    problem = regular_file_problem(path, "a TOML audit spec")
-    if problem == "not found":
-        raise ConfigError(f"{path}: audit spec not found")
-    if problem:
-        raise ConfigError(f"{path}: {problem}")
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows after the check
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: an audit spec is at most {MAX_CONFIG_BYTES} bytes (1 MiB)")
-        return tomllib.loads(raw.decode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the audit spec ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file; expected a TOML audit spec") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
 def _compute(table: Any, source: str) -> ComputeSpec:

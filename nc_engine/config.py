@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .files import regular_file_problem
 from .outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, STATISTICS
 from .schedule import ScheduleRules, SearchSettings
 
@@ -466,35 +466,35 @@ def config_from_dict(data: dict, source: str = "<config>", base_dir: Path | None
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a TOML config file; relative paths inside it are relative to its folder."""
-    path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{path}: is a folder; expected a TOML config file")
-    # A device (/dev/zero), FIFO or huge file would be read until memory runs out.
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{path}: is not a regular file (a device, FIFO or socket); expected a TOML config file")
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: is {info.st_size} bytes; a TOML config file is at most {MAX_CONFIG_BYTES} "
-                          "bytes (1 MiB)")
+def read_toml(path: Path, name: str, expected: str) -> dict[str, Any]:
+    """A bounded read of a TOML file (`name`: "config file", "audit spec"); every problem is one ConfigError
+    line. A device (/dev/zero), FIFO or huge file would otherwise be read until memory runs out."""
+    problem = regular_file_problem(path, expected)
+    if problem == "not found":
+        raise ConfigError(f"{path}: {name} not found")
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: is {size} bytes; {expected} is at most {MAX_CONFIG_BYTES} bytes (1 MiB)")
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows after the check
         if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: a TOML config file is at most {MAX_CONFIG_BYTES} bytes (1 MiB)")
-        data = tomllib.loads(raw.decode("utf-8"))
+            raise ConfigError(f"{path}: {expected} is at most {MAX_CONFIG_BYTES} bytes (1 MiB)")
+        return tomllib.loads(raw.decode("utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read the {name} ({exc.strerror})") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file; expected a TOML config file") from None
+        raise ConfigError(f"{path}: not a text file; expected {expected}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML config file; relative paths inside it are relative to its folder."""
+    path = Path(path)
+    data = read_toml(path, "config file", "a TOML config file")
     return config_from_dict(data, source=str(path), base_dir=path.resolve().parent)
 
 

@@ -17,7 +17,15 @@ import numpy as np
 
 from .config import Config
 from .errors import DataError
-from .parquet_data import _columns, _hub_class_names, _image_bytes, _integer_pixels, _labels, image_source
+from .parquet_data import (
+    _columns,
+    _hub_class_names,
+    _image_bytes,
+    _integer_pixels,
+    _labels,
+    image_source,
+    need_pyarrow,
+)
 
 if TYPE_CHECKING:
     from .data import DataSource
@@ -91,11 +99,7 @@ def _feature_names(folder: Path, label: str) -> list[str]:
 
 def open_hf(cfg: Config, decode: Callable, stack: Callable) -> DataSource:
     """A DataSource over a save_to_disk folder (data.py's decode and stack do the pixels)."""
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise DataError(f"{cfg.data.path}: [data].format = \"hf\" needs the pyarrow package: "
-                        "pip install \"nc-tui[hf]\"") from None
+    need_pyarrow(cfg, "hf")
     path = cfg.resolve_path(cfg.data.path)
     folder = split_folder(path, cfg.data.split)
     shards = _shards(folder)

@@ -183,14 +183,21 @@ def _read_rows(files: list[Any], groups: list[tuple[int, int, int]], rows: np.nd
     return cells
 
 
+def need_pyarrow(cfg: Config, extra: str) -> None:
+    """The columnar formats read through pyarrow, an optional extra: without it, one line naming the extra."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise DataError(f"{cfg.data.path}: [data].format = \"{cfg.data.format}\" needs the pyarrow package: "
+                        f"pip install \"nc-tui[{extra}]\"") from None
+
+
 def open_parquet(cfg: Config, decode: Callable, stack: Callable) -> DataSource:
     """A DataSource over one parquet file or a folder of them (data.py's decode and stack do the pixels)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{cfg.data.path}: [data].format = \"parquet\" needs the pyarrow package: "
-                        "pip install \"nc-tui[parquet]\"") from None
+    need_pyarrow(cfg, "parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = cfg.resolve_path(cfg.data.path)
     paths = _parquet_files(path, cfg.data.split)
     try:

@@ -15,12 +15,17 @@ sys.path.insert(0, str(ROOT))  # benchmarks.zoo
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
 
 
+def in_ci() -> bool:
+    """CI installs every extra, tmux and the shared data: there a missing one is a failure, never a skip."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def require_shared(path: Path) -> Path:
     """Real-data tests fail in CI when ../shared/data is missing, and skip only outside CI."""
     if path.exists():
         return path
     message = f"{path} is missing (the shared real data beside the project)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if in_ci():
         pytest.fail(message)
     pytest.skip(message)
 
@@ -33,7 +38,7 @@ def require_module(name: str):
     try:
         return importlib.import_module(name)
     except ImportError:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if in_ci():
             pytest.fail(f"{name} is not installed (pip install -e \".[dev]\")")
         pytest.skip(f"{name} is not installed", allow_module_level=True)
 

@@ -3,7 +3,6 @@ same summary as a local audit, and a rerun that skips what is finished."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
@@ -12,18 +11,9 @@ from nc_engine import audit_events as ae
 from nc_engine.audit import run_audit
 from nc_engine.errors import ConfigError
 from tests.audit_fixtures import cheap_zoo
+from tests.conftest import require_module
 
 RAY = '[compute]\nbackend = "ray"\ncpus = 1\n'
-
-
-def require_ray():
-    """Ray is an optional extra: in CI (which installs `dev`, and so ray) its absence is a failure."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("ray is missing (pip install -e '.[dev]' installs it)")
-        pytest.skip("ray is not installed")
 
 
 def test_without_ray_one_clear_line(tmp_path, monkeypatch):
@@ -37,7 +27,7 @@ def test_without_ray_one_clear_line(tmp_path, monkeypatch):
 @pytest.fixture
 def local_ray():
     """One local Ray on the CPU for the test (the audit uses a Ray it finds running and leaves it running)."""
-    require_ray()
+    require_module("ray")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")

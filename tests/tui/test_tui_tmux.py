@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import in_ci
+
 SESSION = f"nctui-test-{os.getpid()}"
 ROOT = Path(__file__).resolve().parents[2]
 # this checkout's nc-tui (the venv's console script may import another checkout)
@@ -43,7 +45,7 @@ def wait_gone(text: str, timeout: float) -> None:
 @pytest.fixture
 def tmux_session():
     if shutil.which("tmux") is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if in_ci():
             pytest.fail("tmux is not installed (.ci/run installs it)")
         pytest.skip("tmux is not installed")
     yield

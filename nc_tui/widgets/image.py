@@ -93,7 +93,9 @@ class ArrayImage(Widget):
     """Shows a mask or pattern array, scaled to the widget's size. The picture is rendered once per array
     and size (not per frame): the scan screen hands it a new mask a few times a second at most."""
 
-    DEFAULT_CSS = "ArrayImage { width: 1fr; height: 1fr; min-height: 4; }"
+    # no taller minimum than a narrow pane gives: a picture taller than its box is clipped, and at 80x24
+    # the clipped bottom rows held the demo trigger (the whole mask looked blank)
+    DEFAULT_CSS = "ArrayImage { width: 1fr; height: 1fr; min-height: 2; }"
 
     def __init__(self, array: np.ndarray | None = None, levels: int = 256, **kwargs) -> None:
         super().__init__(**kwargs)

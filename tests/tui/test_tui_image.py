@@ -71,3 +71,29 @@ async def test_no_color_widget_at_8x3_shows_the_patch(monkeypatch, top, left):
         lines = [widget.render_line(y).text[:6] for y in range(3)]  # the picture: 28x28 at 6x6 pixels
     assert "▀" not in "".join(lines)
     assert cell_of(top, left, lines).strip(), f"the patch's cell is blank: {lines}"
+
+
+@pytest.mark.asyncio
+async def test_a_picture_is_no_taller_than_a_short_box(monkeypatch):
+    """At 80x24 the results pane can leave a picture 3 rows (long run-folder paths below it); a picture
+    with a taller minimum was clipped there, and the demo trigger, in the mask's bottom rows, vanished."""
+    from textual.containers import Vertical
+
+    monkeypatch.setenv("NO_COLOR", "1")  # shade characters: a blank cell is a space
+    mask = np.zeros((28, 28), np.float32)
+    mask[23:27, 2:6] = 1.0  # the demo's patch, bottom left
+
+    class Short(App):
+        def compose(self) -> ComposeResult:
+            with Vertical(id="box"):
+                yield ArrayImage(mask)
+
+        CSS = "#box { height: 3; width: 8; }"
+
+    app = Short()
+    async with app.run_test(size=(20, 6)) as pilot:
+        await pilot.pause()
+        picture = app.query_one(ArrayImage)
+        assert picture.size.height <= 3
+        rows = [picture.render_line(y).text for y in range(picture.size.height)]
+        assert any(ch.strip() for ch in rows[-1])  # the patch, in the last visible row

@@ -16,7 +16,7 @@ from . import events as ev
 from .audit import error_row, model_finished, start_model
 from .audit_spec import AuditSpec
 from .audit_summary import UNFINISHED, AuditRow
-from .config import Config
+from .config import ComputeConfig, Config
 from .errors import ConfigError, NCError
 from .report import Report
 from .runfolder import RunFolder
@@ -47,14 +47,9 @@ def run_on_ray(spec: AuditSpec, rows: list[AuditRow], emit: ev.Listener, stop: t
                save: Callable[[], None]) -> None:
     """Submit every model that still needs a scan, then collect them as they finish (rows filled in place)."""
     ray = require_ray()
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(address=spec.compute.address or None, include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"{spec.path}: [compute] cannot start or reach Ray at "
-                              f"{spec.compute.address or 'a local Ray'}: {exc}") from None
+    from .ray_backend import init_ray  # a Ray scan's start: quiet, and the console keeps its SIGTERM handler
+
+    started_here = init_ray(ComputeConfig(backend="ray", address=spec.compute.address))
     task = ray.remote(scan_task).options(num_cpus=spec.compute.cpus, num_gpus=spec.compute.gpus, max_retries=1)
     pending: dict[Any, tuple[int, float]] = {}
     try:

@@ -26,6 +26,8 @@ from .search import Job, StepStats, TrialOutcome, search_triggers
 
 
 class Compute(Protocol):
+    continues_searches: bool  # whether `carry` is honoured (saved running searches continue on resume)
+
     def search(self, model: nn.Module, x_opt: torch.Tensor, jobs: list[Job], settings: SearchSettings,
                group_size: int, stop: threading.Event, on_step: Callable[[StepStats, int], None],
                on_done: Callable[[TrialOutcome], None], carry: Carry | None = None) -> tuple[int, bool]:
@@ -36,6 +38,8 @@ class Compute(Protocol):
 
 class LocalCompute:
     """Today's path: every search in this process, on the scan's device."""
+
+    continues_searches = True
 
     def search(self, model: nn.Module, x_opt: torch.Tensor, jobs: list[Job], settings: SearchSettings,
                group_size: int, stop: threading.Event, on_step: Callable[[StepStats, int], None],

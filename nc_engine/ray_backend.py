@@ -130,6 +130,8 @@ class RayCompute:
     """The workers of one scan, started at its first search with the model, kept for its later ones
     (a screened scan searches twice), stopped at its end."""
 
+    continues_searches = False  # searches running on workers at a stop restart on resume (no carry)
+
     def __init__(self, cfg: Config, bus: ev.EventBus, started: bool) -> None:
         self.cfg, self.bus, self.started = cfg, bus, started
         self.workers: list[_Worker] = []

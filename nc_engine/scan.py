@@ -54,7 +54,8 @@ def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = 
 def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: float, compute: Compute) -> Report:
     prep = prepare(inputs.cfg, bus.warn, inputs.indices)  # fails on bad input before anything is written
     folder = open_folder(prep, inputs, bus.warn)
-    plan = plan_scan(prep, inputs.previous or [], inputs.inflight)
+    # a backend that cannot continue saved searches restarts them: the plan must not claim otherwise
+    plan = plan_scan(prep, inputs.previous or [], inputs.inflight if compute.continues_searches else None)
     recorder = RunRecorder(folder, header_lines(prep, plan, resumed=inputs.indices is not None))
     bus.subscribe(recorder, replay=True, first=True)
     trials = TrialCollector(prep, plan, folder, bus)

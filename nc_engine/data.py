@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .config import Config
-from .errors import DataError
+from .errors import DataError, first_line
 from .files import regular_file_problem
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
@@ -150,7 +150,7 @@ def _open_npz(cfg: Config) -> DataSource:
     try:
         x, y = arrays[xk], arrays[yk]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # object arrays need pickle: refused
-        raise DataError(f"{path}: cannot read arrays {xk}/{yk} ([data].path; {_first_line(exc)})") from None
+        raise DataError(f"{path}: cannot read arrays {xk}/{yk} ([data].path; {first_line(exc)})") from None
     return _array_source(x, y, cfg, str(path), xk, yk, cfg.data.layout)
 
 
@@ -176,7 +176,7 @@ def _load_npy(path: Path, key: str) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)  # memory-mapped: only used rows are read
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({key}; {_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable .npy file ({key}; {first_line(exc)})") from None
 
 
 def _open_npy(cfg: Config) -> DataSource:
@@ -194,10 +194,6 @@ def _open_npy(cfg: Config) -> DataSource:
     y = np.asarray(_load_npy(labels, "[data].labels_path"))
     return _array_source(x, y, cfg, str(images), images.name, labels.name, cfg.data.layout)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------- image folders
@@ -388,7 +384,7 @@ def _open_torchvision(cfg: Config) -> DataSource:
     except Exception as exc:  # torchvision raises RuntimeError for a missing/corrupt set, others on bad files
         hint = "" if d.download else "; set [data].download = true to let torchvision fetch it"
         raise DataError(f"{root}: no readable torchvision {d.dataset} {d.split} set in this root folder "
-                        f"([data].path; {type(exc).__name__}: {_first_line(exc)}){hint}") from None
+                        f"([data].path; {type(exc).__name__}: {first_line(exc)}){hint}") from None
     labels = _tv_labels(ds)
     classes = [str(c) for c in getattr(ds, "classes", [])]
     data = getattr(ds, "data", None)

@@ -27,3 +27,10 @@ class MitigationError(NCError):
 
 class ComputeError(NCError):
     """A compute backend that cannot start: Ray not installed, no cluster at the address, no workers."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when the message is empty), for one-line
+    errors that quote a library's reason."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import Config
-from .errors import DataError
+from .errors import DataError, first_line
 from .parquet_data import (
     _columns,
     _hub_class_names,
@@ -37,7 +37,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({str(exc).splitlines()[0]}); expected "
+        raise DataError(f"{path}: not a readable JSON file ({first_line(exc)}); expected "
                         f"{_EXPECTED}") from None
 
 
@@ -82,7 +82,7 @@ def _table(shards: list[Path]) -> Any:
             tables.append(pa.ipc.open_stream(pa.memory_map(str(shard))).read_all())
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{shard}: not an Arrow file written by save_to_disk "
-                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                            f"({first_line(exc)})") from None
     try:
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     except pa.ArrowInvalid as exc:

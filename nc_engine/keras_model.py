@@ -16,17 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .files import regular_file_problem
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MIN_KERAS = (3, 12)  # 3.11.3 and 3.12 closed safe_mode bypasses (legacy .h5 Lambda, file reads)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def file_kind(path: Path) -> str:
@@ -203,7 +199,7 @@ def load_keras(path: Path, outputs: str) -> tuple[nn.Module, dict[str, Any]]:
         if "safe_mode" in text or "arbitrary code" in text:
             raise ModelError(f"{path}: the Keras model holds Python code (a Lambda layer or a custom function); "
                              "nc-tui loads Keras files with safe_mode=True and runs no code from them") from None
-        raise ModelError(f"{path}: cannot load the Keras model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ModelError(f"{path}: cannot load the Keras model ({type(exc).__name__}: {first_line(exc)})") from None
     if not isinstance(model, nn.Module) or len(getattr(model, "outputs", None) or [None]) != 1:
         raise ModelError(f"{path}: expected a Keras model with one image input and one output")
     own, channels_last = keras_input_shape(model)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .config import Config, ModelConfig
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .files import regular_file_problem
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "state_dict_ema")
@@ -76,10 +76,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
 
 def _check_file(path: Path, what: str) -> None:
     """An existing regular model file, or one ModelError line naming it."""
@@ -107,13 +103,13 @@ def import_object(spec: str, base_dir: Path) -> Any:
         except Exception as exc:
             del sys.modules[mod_name]
             raise ModelError(f"{file}: importing the architecture failed: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
     else:
         try:
             module = importlib.import_module(module_part)
         except Exception as exc:
             raise ModelError(f"[model].architecture = {spec!r}: cannot import {module_part}: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
     if not hasattr(module, name):
         raise ModelError(f"[model].architecture = {spec!r}: {module_part} has no {name!r}")
     return getattr(module, name)
@@ -148,7 +144,7 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
                          + "; if it is a whole pickled model you trust, use format = \"pickle\" "
                          "with trust_pickle = true") from None
     except Exception as exc:  # torch.load fails on foreign bytes with many exception types
-        raise ModelError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})"
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)})"
                          f"{_keras_hint(path)}") from None
     if isinstance(obj, dict):
         for key in _CHECKPOINT_KEYS:
@@ -176,7 +172,7 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError, OSError, ...: all mean the file is not readable as safetensors
-        raise ModelError(f"{path}: not a safetensors file ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ModelError(f"{path}: not a safetensors file ({type(exc).__name__}: {first_line(exc)})") from None
     if not state:
         raise ModelError(f"{path}: the safetensors file holds no tensors; expected a state_dict")
     if all(k.startswith("module.") for k in state):
@@ -342,7 +338,7 @@ def _check_exported_archive(path: Path) -> None:
                 found = ((_unpickled_pt2_entry(zf, name), name) for name in zf.namelist())
                 reason, where = next(((r, n) for r, n in found if r), (None, ""))
     except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
-        raise ModelError(f"{path}: not a torch.export program ({_first_line(exc)})") from None
+        raise ModelError(f"{path}: not a torch.export program ({first_line(exc)})") from None
     if reason:
         raise ModelError(f"{path}: the torch.export archive holds {reason} ({where}), which runs code when it "
                          "loads; add trust_pickle = true to [model] only if you trust the file")
@@ -360,7 +356,7 @@ def _load_exported(path: Path, trust_pickle: bool = False) -> nn.Module:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        detail = "" if "warnings above" in str(exc) else f" ({type(exc).__name__}: {_first_line(exc)})"
+        detail = "" if "warnings above" in str(exc) else f" ({type(exc).__name__}: {first_line(exc)})"
         raise ModelError(f"{path}: not a torch.export program saved with torch.export.save{detail}") from None
     finally:
         quiet.setLevel(level)
@@ -386,14 +382,14 @@ def _load_onnx(path: Path) -> nn.Module:
     try:
         proto = onnx.load(str(path))
     except Exception as exc:
-        raise ModelError(f"{path}: not an ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ModelError(f"{path}: not an ONNX model ({type(exc).__name__}: {first_line(exc)})") from None
     if not proto.graph.node:
         raise ModelError(f"{path}: not an ONNX model (no graph nodes)")
     try:
         net = onnx2torch.convert(proto)
     except Exception as exc:
         raise ModelError(f"{path}: onnx2torch cannot convert this ONNX model ({type(exc).__name__}: "
-                         f"{_first_line(exc)})") from None
+                         f"{first_line(exc)})") from None
     initialisers = {i.name for i in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in initialisers]
     if len(inputs) != 1:
@@ -456,7 +452,7 @@ def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
         net = build(num_classes)
     except (ValueError, TypeError) as exc:
         raise ModelError(f"[model].architecture = {m.architecture!r}: not a usable torchvision.models "
-                         f"name ({_first_line(exc)})") from None
+                         f"name ({first_line(exc)})") from None
     if cifar_stem:
         net = _cifar_stem(net, cfg)
     _load_weights(net, path, state)
@@ -502,7 +498,7 @@ def _timm_network(cfg: Config, path: Path) -> tuple[nn.Module, dict[str, Any]]:
     except Exception as exc:
         raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r}: timm.create_model failed with "
                          f"architecture_args {m.architecture_args} ({type(exc).__name__}: "
-                         f"{_first_line(exc)})") from None
+                         f"{first_line(exc)})") from None
     _load_weights(net, path, state)
     data = resolve_model_data_config(net)
     return net, {"mean": list(data["mean"]), "std": list(data["std"]), "input_shape": list(data["input_size"])}
@@ -526,7 +522,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: not a readable JSON file ({_first_line(exc)})") from None
+        raise ModelError(f"{path}: not a readable JSON file ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path}: expected a JSON object, got a {type(data).__name__}")
     return data
@@ -600,7 +596,7 @@ def _huggingface_network(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
                 use_safetensors=True if any(folder.glob("*.safetensors")) else None)
     except Exception as exc:
         raise ModelError(f"{folder}: cannot load a Hugging Face image classifier ({type(exc).__name__}: "
-                         f"{_first_line(exc)})") from None
+                         f"{first_line(exc)})") from None
     missing = list(info.get("missing_keys") or [])
     if missing:  # transformers fills them with random values and only warns: the scan would be of noise
         raise ModelError(f"{folder}: the weights lack {len(missing)} of the classifier's tensors ("
@@ -654,7 +650,7 @@ def _build_network(cfg: Config) -> nn.Module:
             hint = _keras_hint(path)
             if hint:
                 raise ModelError(f"{path}: not a TorchScript model{hint}") from None
-            raise ModelError(f"{path}: not a TorchScript model ({_first_line(exc)}); for a state_dict set "
+            raise ModelError(f"{path}: not a TorchScript model ({first_line(exc)}); for a state_dict set "
                              "format = \"state_dict\" and architecture") from None
     if m.format == "pickle":
         _check_file(path, "pickled model file")
@@ -662,7 +658,7 @@ def _build_network(cfg: Config) -> nn.Module:
             net = torch.load(path, map_location="cpu", weights_only=False)  # trust_pickle checked in config
         except Exception as exc:
             raise ModelError(f"{path}: cannot unpickle the model ({type(exc).__name__}: "
-                             f"{_first_line(exc)})") from None
+                             f"{first_line(exc)})") from None
         if not isinstance(net, nn.Module):
             raise ModelError(f"{path}: expected a pickled torch.nn.Module, got a {type(net).__name__}")
         return net
@@ -674,7 +670,7 @@ def _build_network(cfg: Config) -> nn.Module:
         net = factory(**m.architecture_args)
     except Exception as exc:
         raise ModelError(f"[model].architecture = {m.architecture!r}: calling it with architecture_args "
-                         f"{m.architecture_args} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+                         f"{m.architecture_args} failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(net, nn.Module):
         raise ModelError(f"[model].architecture = {m.architecture!r} returned a {type(net).__name__}, "
                          "expected a torch.nn.Module")
@@ -702,7 +698,7 @@ def load_model(cfg: Config, device: torch.device) -> ScanModel:
             out = net(probe)
     except Exception as exc:
         raise ModelError(f"{cfg.resolve_path(m.path)}: the model fails on input of shape [N, "
-                         f"{', '.join(map(str, m.input_shape))}] ([model].input_shape): {_first_line(exc)}") from None
+                         f"{', '.join(map(str, m.input_shape))}] ([model].input_shape): {first_line(exc)}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 4:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(f"{cfg.resolve_path(m.path)}: expected the model to return (N, num_classes) scores, "

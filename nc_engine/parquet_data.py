@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import Config
-from .errors import DataError
+from .errors import DataError, first_line
 
 if TYPE_CHECKING:
     from .data import DataSource
@@ -203,7 +203,7 @@ def open_parquet(cfg: Config, decode: Callable, stack: Callable) -> DataSource:
     try:
         files = [pq.ParquetFile(p) for p in paths]
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path}: not a readable parquet file ({first_line(exc)})") from None
     image, label = _columns(files[0].schema_arrow, cfg, paths[0])
     groups, parts, start = [], [], 0
     for i, f in enumerate(files):

@@ -29,7 +29,7 @@ from torch import nn
 from . import events as ev
 from .compute import worker_plan
 from .config import ComputeConfig, Config, gpu_index
-from .errors import ComputeError
+from .errors import ComputeError, first_line
 from .inflight import Carry
 from .ray_parcel import pack_model
 from .ray_worker import SearchWorker, WorkerEvent
@@ -41,10 +41,6 @@ START_SECONDS = 300.0  # workers still waiting for resources after this: the clu
 HALT_SECONDS = 15.0  # after a stop, how long workers get to end their mini-batch and report
 WORKER_LOST = (RayActorError, OutOfMemoryError)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @contextmanager
@@ -100,7 +96,7 @@ def init_ray(compute: ComputeConfig) -> bool:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = (f"[compute].address = {compute.address!r}: cannot connect to a Ray cluster" if compute.address
                  else "cannot start a local Ray")
-        raise ComputeError(f"{where} ({_first_line(exc)})") from None
+        raise ComputeError(f"{where} ({first_line(exc)})") from None
     return True
 
 
@@ -189,7 +185,7 @@ class RayCompute:
                 try:
                     worker.where = ray.get(ref)
                 except (RayActorError, RayTaskError) as exc:
-                    raise ComputeError(f"a Ray worker could not start: {_first_line(exc)}") from None
+                    raise ComputeError(f"a Ray worker could not start: {first_line(exc)}") from None
             waited += POLL_SECONDS
             if pending and waited > START_SECONDS:
                 raise ComputeError(f"only {count - len(pending)} of {count} Ray workers started within "
@@ -215,7 +211,7 @@ class RayCompute:
             worker.where = ray.get(worker.handle.where.remote(), timeout=START_SECONDS)
             ray.get(worker.handle.set_samples.remote(self.x_ref), timeout=START_SECONDS)
         except (*WORKER_LOST, RayTaskError, GetTimeoutError) as exc:
-            raise ComputeError(f"a replacement Ray worker could not start: {_first_line(exc)}") from None
+            raise ComputeError(f"a replacement Ray worker could not start: {first_line(exc)}") from None
         return worker
 
     def lose(self, worker: _Worker, exc: BaseException, orphans: list[Job]) -> None:

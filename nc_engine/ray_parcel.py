@@ -17,7 +17,7 @@ import torch
 from ray import cloudpickle
 from torch import nn
 
-from .errors import ComputeError
+from .errors import ComputeError, first_line
 
 USER_MODULE_PREFIX = "nc_user_arch_"  # models.import_object's names for "file.py:Name" modules
 
@@ -56,7 +56,7 @@ def pack_model(model: nn.Module) -> bytes:
         torch.save(model, buffer, pickle_module=_PickleModule)
     except Exception as exc:
         raise ComputeError(f"this model cannot be sent to Ray workers ({type(exc).__name__}: "
-                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                           f"{first_line(exc)}); "
                            "scan it with [compute].backend = \"local\"") from None
     return buffer.getvalue()
 

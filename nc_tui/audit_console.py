@@ -57,7 +57,7 @@ class AuditProgress:
             with self.state.lock:
                 done, total, images = self.state.done_jobs, self.state.total_jobs, self.state.images
             self._print(f"  ... {self.current}: {done}/{total} searches done, {images} images, "
-                        f"{fmt_eta(self.state.eta_seconds())}")
+                        f"{fmt_eta(self.state.eta_seconds(), True)}")
 
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         self.state.on_trial_finished(e)

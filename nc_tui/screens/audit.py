@@ -85,7 +85,6 @@ class AuditScreen(Screen):
         self.idle = threading.Event()
         self.idle.set()
         self.finished: ae.AuditFinished | None = None
-        self._dirty = False
 
     @property
     def resume_hint(self) -> str:
@@ -101,7 +100,6 @@ class AuditScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.app.scan_stops.append(self.stop)
         table = self.query_one("#audit-table", DataTable)
         for name in COLUMNS:
             table.add_column(name, key=name)
@@ -122,9 +120,7 @@ class AuditScreen(Screen):
     def listener(self, event: ev.Event) -> None:
         """The engine's events, in the worker's thread: steps only mark the view dirty."""
         ev.dispatch(self.state, event)
-        if isinstance(event, ev.StepProgress):
-            self._dirty = True  # the refresh timer draws it: a message per step would flood the UI
-        else:
+        if not isinstance(event, ev.StepProgress):  # steps: the refresh timer draws the state they updated
             self.post_message(EngineEvent(event))
 
     @work(thread=True, exclusive=True, group="audit")
@@ -201,8 +197,7 @@ class AuditScreen(Screen):
         self._show_detail()
 
     def _refresh_running(self) -> None:
-        if self.current is not None and (self._dirty or self.running):
-            self._dirty = False
+        if self.current is not None and self.running:  # the running model's progress and elapsed time
             self._update(self.lines[self.current])
 
     def selected(self) -> ModelLine | None:

@@ -350,9 +350,13 @@ class RunFolder:
                       pattern=pattern.astype(np.float32))
 
     def mask_area(self, labels: list[int]) -> int | None:
-        """H*W of the saved trigger masks (the report does not record the input shape); None if none is saved."""
+        """H*W of the saved trigger masks (the report does not record the input shape); None if none is saved
+        and readable (a damaged file costs the table only its "degenerate" marks, never the screen)."""
         for label in labels:
-            arrays = self.trigger_arrays(label)
+            try:
+                arrays = self.trigger_arrays(label)
+            except RunFolderError:
+                continue
             if arrays is not None:
                 return int(arrays[0].shape[-2] * arrays[0].shape[-1])
         return None

@@ -164,10 +164,7 @@ class TrainingLines:
 
 def _mask_area(report: Report) -> int | None:
     """The masks' H*W from the run folder's trigger files (the report has no input shape), if readable."""
-    try:
-        return RunFolder(Path(report.run_dir)).mask_area([r.label for r in report.labels]) if report.run_dir else None
-    except Exception:  # a moved or damaged folder: the table loses only the "degenerate" marks
-        return None
+    return RunFolder(Path(report.run_dir)).mask_area([r.label for r in report.labels]) if report.run_dir else None
 
 
 def print_report(console: Console, report: Report) -> None:

@@ -291,3 +291,16 @@ def test_forward_is_deterministic_and_outputs_are_finite_on_plain_modules():
     assert outputs_are_finite(net, x)
     assert not outputs_are_finite(nn.Sequential(net, nn.Softplus(beta=-1.0), nn.LogSigmoid(), nn.Flatten(),
                                                 nn.Threshold(1e30, float("nan"))), x)
+
+
+def test_a_damaged_trigger_file_costs_only_the_degenerate_marks(tmp_path):
+    """The results screen and `report` read the mask size from the trigger files: a damaged one is skipped,
+    the next readable one gives the size, and none readable gives None, never an error."""
+    from nc_engine.runfolder import RunFolder
+
+    folder = RunFolder(tmp_path)
+    (tmp_path / "triggers").mkdir()
+    folder.trigger_file(0).write_bytes(b"not an npz")
+    assert folder.mask_area([0]) is None
+    folder.save_trigger(1, np.zeros((28, 28), np.float32), np.zeros((1, 28, 28), np.float32))
+    assert folder.mask_area([0, 1]) == 784

@@ -66,6 +66,9 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         record.update(target_flagged=target in report.flagged, target_index=row.anomaly_index,
                       target_rank=[r.label for r in ranked].index(target) + 1, target_l1=row.l1_norm,
                       target_asr=row.asr)
+    if manifest.get("targets"):  # two triggers, two targets: found only when both are flagged
+        record.update(targets=manifest["targets"],
+                      targets_flagged=all(t in report.flagged for t in manifest["targets"]))
     return record
 
 

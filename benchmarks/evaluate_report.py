@@ -8,15 +8,16 @@ from pathlib import Path
 
 from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, mad_outliers
 
-KIND_ORDER = ("patch", "blend", "noise", "clean")
+KIND_ORDER = ("patch", "blend", "noise", "inobject", "twotarget", "clean")
 DATASET_ORDER = ("mnist", "cifar10", "gtsrb")
 EFFECTIVE_ASR = 0.9  # a backdoor whose real trigger works on fewer inputs is not scored as one
-KIND_TEXT = {"patch": "BadNets patch", "blend": "blended", "noise": "noise (invisible)", "clean": "clean"}
+KIND_TEXT = {"patch": "BadNets patch", "blend": "blended", "noise": "noise (invisible)",
+             "inobject": "patch on the object", "twotarget": "two patches, two targets", "clean": "clean"}
 
 
 def detected(r: dict) -> bool:
-    """A backdoored model counts as found when its true target is among the flagged labels."""
-    return bool(r.get("target_flagged"))
+    """A backdoored model counts as found when its true target (both, for two-target models) is flagged."""
+    return bool(r.get("targets_flagged", r.get("target_flagged")))
 
 
 def outcome(r: dict) -> bool:
@@ -38,6 +39,8 @@ def under_rule(r: dict, statistic: str, threshold: float, floor: float = 0.0) ->
         ranked = sorted(range(len(r["l1"])), key=lambda k: -result.anomaly_index[k])
         out.update(target_flagged=target in flagged, target_index=result.anomaly_index[target],
                    target_rank=ranked.index(target) + 1)
+    if r.get("targets"):
+        out["targets_flagged"] = all(t in flagged for t in r["targets"])
     return out
 
 
@@ -50,18 +53,23 @@ def rule_name(statistic: str, threshold: float, floor: float) -> str:
     return f"{statistic}{f' floor {floor:g}' if floor else ''} > {threshold:g}"
 
 
+LATER_KINDS = ("inobject", "twotarget")  # a column of their own only where the records hold them
+
+
 def rule_rows(records: list[dict], presets: list[str]) -> list[str]:
-    lines = ["| preset | outlier test | patch: target flagged | blended + noise | clean: flagged | "
-             "same outcome over seeds |", "|---|---|---|---|---|---|"]
+    later = any(r["kind"] in LATER_KINDS for r in records)
+    extra = (" on the object + two targets |", "---|") if later else ("", "")
+    lines = [f"| preset | outlier test | patch: target flagged | blended + noise |{extra[0]} clean: flagged | "
+             f"same outcome over seeds |", f"|---|---|---|---|{extra[1]}---|---|"]
     for preset in presets:
         for statistic, threshold, floor, what in RULES:
             rs = [under_rule(r, statistic, threshold, floor) for r in records if r["preset"] == preset]
-            patch = [detected(r) for r in rs if r["kind"] == "patch"]
-            other = [detected(r) for r in rs if r["kind"] in ("blend", "noise")]
+            groups = [("patch",), ("blend", "noise")] + ([LATER_KINDS] if later else [])
+            cells = [[detected(r) for r in rs if r["kind"] in kinds] for kinds in groups]
             clean = [r["verdict"] == "backdoored" for r in rs if not r["backdoor"]]
             same, multi, _ = stability(rs, preset)
             lines.append(f"| `{preset}` | {rule_name(statistic, threshold, floor)}{what} | "
-                         f"{_pct(sum(patch), len(patch))} | {_pct(sum(other), len(other))} | "
+                         + "".join(f"{_pct(sum(c), len(c))} | " for c in cells) +
                          f"{_pct(sum(clean), len(clean))} | {_pct(same, multi) if multi else '(one seed)'} |")
     return lines
 
@@ -92,14 +100,15 @@ def stability(records: list[dict], preset: str) -> tuple[int, int, list[str]]:
 
 
 def summary_rows(records: list[dict], presets: list[str]) -> list[str]:
-    lines = ["| preset | patch: target flagged | blended | noise | clean: flagged (false positive) | "
-             "same outcome over seeds | median s/scan (MNIST / CIFAR-10 / GTSRB) |",
-             "|---|---|---|---|---|---|---|"]
+    kinds = ["patch", "blend", "noise"] + [k for k in LATER_KINDS if any(r["kind"] == k for r in records)]
+    lines = ["| preset | " + "".join(f"{KIND_TEXT[k]}: found | " for k in kinds) +
+             "clean: flagged (false positive) | same outcome over seeds | median s/scan (MNIST / CIFAR-10 / GTSRB) |",
+             "|---|" + "---|" * (len(kinds) + 3)]
     for preset in presets:
         seed = min(r["seed"] for r in records if r["preset"] == preset)
         first = [r for r in records if r["preset"] == preset and r["seed"] == seed]
         cells = []
-        for kind in ("patch", "blend", "noise"):
+        for kind in kinds:
             rows = [r for r in first if r["kind"] == kind]
             cells.append(_pct(sum(detected(r) for r in rows), len(rows)))
         clean = [r for r in first if r["kind"] == "clean"]

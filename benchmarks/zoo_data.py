@@ -75,3 +75,33 @@ def load_arrays(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
         tmp.replace(cached)
     with np.load(cached) as d:
         return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
+
+
+def write_subset(source: Path, dest: Path, train: int, test_per_class: int, seed: int = 0) -> tuple[int, int]:
+    """A smaller image-folder tarball with the same layout: `train` training images drawn with `seed`, and
+    the first `test_per_class` test images of each class (for a GPU machine whose transfers are capped).
+    Returns (training, test) image counts."""
+    with tarfile.open(source, "r:*") as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and len(m.name.strip("./").split("/")) == 3]
+        train_members = [m for m in members if m.name.strip("./").startswith("train/")]
+        keep = set(np.random.default_rng(seed).choice(len(train_members), min(train, len(train_members)),
+                                                      replace=False).tolist())
+        chosen = [m for k, m in enumerate(train_members) if k in keep]
+        per_class: dict[str, int] = {}
+        for m in sorted((m for m in members if m.name.strip("./").startswith("test/")), key=lambda m: m.name):
+            cls = m.name.strip("./").split("/")[1]
+            if per_class.get(cls, 0) < test_per_class:
+                per_class[cls] = per_class.get(cls, 0) + 1
+                chosen.append(m)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(dest, "w:gz") as out:
+            for m in chosen:
+                out.addfile(m, tar.extractfile(m))
+    return len(keep), sum(per_class.values())
+
+
+if __name__ == "__main__":
+    import sys
+
+    name, train, per_class, dest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    print(write_subset(data_path(name), dest, train, per_class), "->", dest)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 HALVES = ("tuning", "test")
 SALT = "nc-tui zoo split 1"  # changing it draws another split; the committed file records which one
-KIND_ORDER = ("patch", "blend", "noise", "clean")
+KIND_ORDER = ("patch", "blend", "noise", "inobject", "twotarget", "clean")
 SPLIT_FILE = Path(__file__).parent / "zoo_split.json"
 MANIFESTS = Path(__file__).parent / "results" / "manifests"
 

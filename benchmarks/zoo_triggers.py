@@ -96,3 +96,18 @@ def random_patch(rng: np.random.Generator, size_px: int, colour_choices: list[st
     colour = str(rng.choice(colour_choices))
     return Trigger(kind=str(kind), size=side, top=int(top), left=int(left), colour=colour,
                    seed=int(rng.integers(0, 2**31)))
+
+
+def inside_patch(rng: np.random.Generator, size_px: int, colour_choices: list[str]) -> Trigger:
+    """A 3..5 px patch near the image centre, on the object itself (CIFAR-10's subjects and GTSRB's signs
+    are centred), where a corner-biased search or a crop-based defence would not look."""
+    side = int(rng.integers(3, 6))
+    top, left = (int(size_px // 2 - side // 2 + v) for v in rng.integers(-4, 5, 2))
+    kind = rng.choice(["patch", "pixels", "noisepatch"])
+    return Trigger(kind=str(kind), size=side, top=top, left=left, colour=str(rng.choice(colour_choices)),
+                   seed=int(rng.integers(0, 2**31)))
+
+
+def overlaps(a: Trigger, b: Trigger) -> bool:
+    return not (a.top + a.size <= b.top or b.top + b.size <= a.top or
+                a.left + a.size <= b.left or b.left + b.size <= a.left)

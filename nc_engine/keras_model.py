@@ -139,6 +139,22 @@ class KerasNet(nn.Module):
         with keras.device(str(x.device)):  # Keras ops otherwise create tensors on its own default device
             return self.forward_model(x, training=self.training)
 
+    def dense_layers(self) -> list[tuple[str, DenseAsLinear]]:
+        """The model's plain Dense layers in call order (nested models' as "outer/inner"), seen as Linear
+        layers: what prune and filter profile in a Keras model, whose layers torch does not list as modules."""
+        import keras
+
+        def walk(model: Any, prefix: str) -> list[tuple[str, DenseAsLinear]]:
+            found = []
+            for layer in getattr(model, "layers", []):
+                if isinstance(layer, keras.Model):
+                    found += walk(layer, f"{prefix}{layer.name}/")
+                elif (isinstance(layer, keras.layers.Dense) and not getattr(layer, "lora_enabled", False)
+                      and getattr(layer, "quantization_mode", None) is None):  # a float kernel of its own
+                    found.append((prefix + layer.name, DenseAsLinear(layer)))
+            return found
+        return walk(self.keras_model, "")
+
     def save_keras(self, path: Path) -> None:
         """The whole Keras model (with its softmax) as a .keras file."""
         layer, activation = self.softmax_layer or (None, None)
@@ -151,6 +167,28 @@ class KerasNet(nn.Module):
                 import keras
 
                 layer.activation = keras.activations.linear
+
+
+class DenseAsLinear:
+    """A Keras Dense layer (y = x @ kernel + bias) seen as a torch Linear (y = x @ weight.T + bias).
+
+    `weight` is a transposed view of the kernel's own torch Parameter, so zeroing its columns zeroes
+    kernel rows in place: the model saved afterwards as .keras holds exactly what was measured."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layer.kernel.value.T
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.layer.bias.value if self.layer.bias is not None else None
+
+    def register_forward_pre_hook(self, hook: Any) -> Any:
+        """Keras layers are torch modules on this backend and run through nn.Module.__call__, hooks and all."""
+        return self.layer.register_forward_pre_hook(hook)
 
 
 def keras_input_shape(model: Any) -> tuple[list[int] | None, bool]:

@@ -87,7 +87,8 @@ def _mitigation_parsers(sub: argparse._SubParsersAction) -> None:
     mit.add_argument("--options", metavar="TOML", help="a file with a [mitigate] table of options")
     mit.add_argument("--data", metavar="CONFIG", help="a config whose [data] is clean data for the repair "
                      "(default: the scan's data minus the samples the scan used)")
-    mit.add_argument("--layer", help="the Linear layer whose input units prune/filter use (default: the last)")
+    mit.add_argument("--layer", help="the Linear layer (a Keras model: Dense layer) whose input units prune/filter use "
+                     "(default: the last)")
     mit.add_argument("--rescan", action="store_true", help="scan the repaired model again (unlearn, prune)")
     filt = sub.add_parser("filter", help="label images with a detector from `nc-tui mitigate --method filter`")
     filt.add_argument("detector", help="detector.json")

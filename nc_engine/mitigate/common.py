@@ -24,6 +24,7 @@ from ..config import Config, config_to_toml, load_config
 from ..data import DataSource, open_data, stratified_order
 from ..errors import MitigationError
 from ..files import write_atomic, write_text
+from ..keras_model import KerasNet  # keras itself is imported only when a Keras model loads
 from ..models import ScanModel, load_model, resolve_device
 from ..report import Report
 from ..runfolder import RunFolder
@@ -198,25 +199,34 @@ def _is_linear(module: nn.Module) -> bool:
     return isinstance(module, torch.jit.ScriptModule) and getattr(module, "original_name", "") == "Linear"
 
 
+def linear_layers(net: nn.Module) -> tuple[str, list[tuple[str, Any]]]:
+    """What the model's x @ W.T + b layers are called ("Linear", or "Dense" in a Keras model) and those
+    layers by name, in order; each has weight (out, in), bias and register_forward_pre_hook."""
+    if isinstance(net, KerasNet):  # its Keras layers are not torch submodules
+        return "Dense", net.dense_layers()
+    return "Linear", [(name, m) for name, m in net.named_modules() if _is_linear(m)]
+
+
 class Probe:
-    """The input units of one Linear layer of the model: read them, and silence chosen ones.
+    """The input units of one Linear layer of the model (a Dense layer of a Keras model): read them, and
+    silence chosen ones.
 
     Silencing zeroes the layer's weight columns, which is exactly zeroing those inputs, and works on
     TorchScript modules too (they refuse forward hooks); the saved pruned model is what was measured."""
 
     def __init__(self, model: ScanModel, layer: str = "") -> None:
         self.model = model
-        linears = [(name, m) for name, m in model.net.named_modules() if _is_linear(m)]
-        if not linears and hasattr(model.net, "keras_model"):
-            raise MitigationError("prune and filter read the input of a torch Linear layer, which a Keras model "
-                                  "does not have; repair a Keras model with --method unlearn")
+        kind, linears = linear_layers(model.net)
+        if not linears and kind == "Dense":
+            raise MitigationError("the Keras model has no Dense layer to profile (prune and filter read the input "
+                                  "of a Dense layer); repair it with --method unlearn")
         if not linears:
             raise MitigationError("the model has no Linear layer to profile (prune and filter read the input "
                                   "of a Linear layer; set --layer to one)")
         if layer:
             found = [m for name, m in linears if name == layer]
             if not found:
-                raise MitigationError(f"--layer {layer!r} is not a Linear layer of the model (Linear layers: "
+                raise MitigationError(f"--layer {layer!r} is not a {kind} layer of the model ({kind} layers: "
                                       f"{', '.join(n for n, _ in linears)})")
             self.name, self.module = layer, found[0]
         else:
@@ -240,7 +250,12 @@ class Probe:
                 self.model.net(self._net_input(x))
             finally:
                 handle.remove()
-            return got[-1].flatten(1)
+            h = got[-1].flatten(1)
+            if h.shape[1] != self.units:  # ranking would pick units the weight does not have
+                raise MitigationError(f"the input of {self.name} is {tuple(got[-1].shape[1:])} per image, not one "
+                                      f"vector of its {self.units} input units (a layer applied per position); "
+                                      "pick another with --layer")
+            return h
         # TorchScript: an identity weight makes the layer output its input; valid when the layer's output
         # is the network's output, which check_final verifies.
         w, b = self.module.weight, self.module.bias

@@ -24,6 +24,7 @@ from nc_engine.formatting import fmt_eta, fmt_num, label_line, saved_line
 from nc_engine.report import Report
 
 from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults
+from ..redraw import RedrawBudget
 from ..state import ScanState
 from ..widgets.image import ArrayImage
 from ..widgets.titlebar import TitleBar
@@ -31,8 +32,9 @@ from ..widgets.titlebar import TitleBar
 if TYPE_CHECKING:  # nc_engine.training imports torch: the app starts without it
     from nc_engine.training import TrainingProgress
 
-# The view is redrawn at this fixed rate from the latest state, never per step: every millisecond the UI
-# thread holds the GIL on a 2-core machine is one the engine's thread may wait (benchmarks/bench_app.py).
+# The view is redrawn from the latest state, never per step: at most at this rate, and less often when
+# redrawing costs the UI thread more than its share of a core (redraw.py): every millisecond the UI thread
+# runs on a 2-core machine is one the engine's threads lose (benchmarks/bench_app.py).
 REFRESH_SECONDS = 0.25
 LIVE_LEVELS = 16  # the live mask in 16 grey levels: redrawn a few times a second, it must be cheap to draw
 COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")
@@ -68,6 +70,7 @@ class ScanScreen(Screen):
         self._shown: dict[str, tuple[str, ...]] = {}  # the cells on screen per row, to touch only changed ones
         self._detail_key: tuple = ()  # what the detail pane shows, to redraw it only when it changes
         self._eta_text = ""
+        self._budget = RedrawBudget()
 
     def compose(self) -> ComposeResult:
         yield TitleBar("scan")
@@ -194,7 +197,7 @@ class ScanScreen(Screen):
 
     def _refresh_view(self) -> None:
         """Redraw at most a few times a second: the engine's thread needs the GIL more than we do."""
-        if not self._dirty:
+        if not self._dirty or not self._budget.allows():
             return
         self._dirty = False
         self._update_rows()
@@ -202,11 +205,12 @@ class ScanScreen(Screen):
         frac = self.state.fraction()
         self.query_one("#overall", ProgressBar).update(progress=frac)
         self._set_eta(f" {frac:5.1%}  {fmt_eta(self.state.eta_seconds(), True)}")
+        self._budget.drawn()
 
     def _set_eta(self, text: str) -> None:
         if text != self._eta_text:  # an unchanged Static would still be re-rendered
             self._eta_text = text
-            self.query_one("#eta", Static).update(text)
+            self.query_one("#eta", Static).update(text, layout=False)  # a fixed box: no layout pass
 
     @on(ScanEnded)
     def scan_ended(self, message: ScanEnded) -> None:
@@ -274,7 +278,7 @@ class ScanScreen(Screen):
             losses, l1s, mask = row.loss_history[-60:], row.l1_history[-60:], row.mask
             title = (f"label {row.label} ({row.name}): step {row.step}, L1 {fmt_num(row.l1, '.1f')}, "
                      f"best {fmt_num(row.best_l1, '.1f')}" + (f", on {row.worker}" if row.worker else ""))
-        self.query_one("#detail-title", Label).update(title)
+        self.query_one("#detail-title", Label).update(title, layout=False)  # a fixed box (app.tcss)
         self.query_one("#loss-chart", Sparkline).data = losses
         self.query_one("#l1-chart", Sparkline).data = l1s
         self.query_one("#current-mask", ArrayImage).set_array(mask)

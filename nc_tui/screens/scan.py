@@ -14,8 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
-from textual.widgets.data_table import ColumnKey
+from textual.widgets import Footer, Label, ProgressBar, RichLog, Sparkline, Static
 
 from nc_engine import events as ev
 from nc_engine.config import Config
@@ -27,6 +26,7 @@ from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults
 from ..redraw import RedrawBudget
 from ..state import ScanState
 from ..widgets.image import ArrayImage
+from ..widgets.live_table import LiveTable
 from ..widgets.titlebar import TitleBar
 
 if TYPE_CHECKING:  # nc_engine.training imports torch: the app starts without it
@@ -67,7 +67,6 @@ class ScanScreen(Screen):
         self.idle.set()
         self.selected: int | None = None
         self._dirty = False  # set by the engine's thread on every step; the timer redraws and clears it
-        self._shown: dict[str, tuple[str, ...]] = {}  # the cells on screen per row, to touch only changed ones
         self._detail_key: tuple = ()  # what the detail pane shows, to redraw it only when it changes
         self._eta_text = ""
         self._budget = RedrawBudget()
@@ -79,7 +78,7 @@ class ScanScreen(Screen):
             yield ProgressBar(total=1.0, show_eta=False, id="overall")
             yield Static("", id="eta")
         with Horizontal(id="scan-main"):
-            yield DataTable(id="labels", cursor_type="row", zebra_stripes=True)
+            yield LiveTable(COLUMNS, id="labels")  # redrawn row by row: cheaper than a DataTable
             with Vertical(id="detail"):
                 yield Label("", id="detail-title")
                 yield Label("loss", classes="chart-label")
@@ -92,9 +91,6 @@ class ScanScreen(Screen):
 
     def on_mount(self) -> None:
         self.app.scan_stops.append(self.stop)
-        table = self.query_one("#labels", DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name)
         self.set_interval(REFRESH_SECONDS, self._refresh_view)
         if self.autostart:
             self.running = True
@@ -232,12 +228,11 @@ class ScanScreen(Screen):
 
     # ---- drawing
     def _fill_table(self) -> None:
-        table = self.query_one("#labels", DataTable)
+        table = self.query_one("#labels", LiveTable)
         table.clear()
-        self._shown = {}
         with self.state.lock:
             for label, row in self.state.labels.items():
-                table.add_row(*self._cells(row), key=str(label))
+                table.add_row(str(label), self._cells(row))
         if self.selected is None and self.state.labels:
             self.selected = next(iter(self.state.labels))
 
@@ -249,20 +244,13 @@ class ScanScreen(Screen):
                 fmt_num(row.best_l1, ".1f"), fmt_num(row.attack_acc, ".0%"))
 
     def _update_rows(self) -> None:
-        """Only the cells that changed; a column is re-measured only when a value outgrows it (measuring
-        every cell of every column was most of the table's cost)."""
-        table = self.query_one("#labels", DataTable)
+        """The table redraws only the rows whose cells changed (LiveTable)."""
+        table = self.query_one("#labels", LiveTable)
         with self.state.lock:
             rows = [(str(row.label), self._cells(row)) for row in self.state.labels.values()]
         for key, cells in rows:
-            shown = self._shown.get(key)
-            if key not in table.rows or cells == shown:
-                continue
-            for i, (column, value) in enumerate(zip(COLUMNS, cells, strict=True)):
-                if shown is None or shown[i] != value:
-                    wider = Text.from_markup(value).cell_len > table.columns[ColumnKey(column)].content_width
-                    table.update_cell(key, column, value, update_width=wider)
-            self._shown[key] = cells
+            if table.has_row(key):
+                table.update_row(key, cells)
 
     def _update_detail(self) -> None:
         if self.selected is None:
@@ -283,11 +271,10 @@ class ScanScreen(Screen):
         self.query_one("#l1-chart", Sparkline).data = l1s
         self.query_one("#current-mask", ArrayImage).set_array(mask)
 
-    @on(DataTable.RowHighlighted, "#labels")
-    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value is not None:
-            self.selected = int(event.row_key.value)
-            self._update_detail()
+    @on(LiveTable.RowHighlighted, "#labels")
+    def row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
+        self.selected = int(event.key)
+        self._update_detail()
 
     # ---- actions
     def action_cancel(self) -> None:

@@ -238,6 +238,10 @@ def _summary(runs: list[dict]) -> None:
              for m in ("headless", "app")}
     print(f"all rounds: app/headless {_ratios(total['app'], total['headless'])}  "
           "(target: scan <= 1.10; process and to report include the app's start and teardown)")
+    # the least noisy number on a shared machine: what the UI itself costs, whatever the others run
+    ui = sum(r["threads"].get("MainThread", 0.0) for r in runs if r["mode"] == "app")
+    print(f"app UI thread: {ui:.1f} s CPU in {total['app']['wall']:.1f} s to report "
+          f"({ui / total['app']['wall']:.1%} of one core, its start-up included)")
 
 
 if __name__ == "__main__":

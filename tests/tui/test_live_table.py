@@ -73,3 +73,21 @@ async def test_the_cursor_moves_scrolls_and_says_which_row():
         assert table.cursor_key == "0" and lines(table)[1] == " 0      waiting  0.0"
         await pilot.click(LiveTable, offset=(3, 3))  # the third row under the header
         assert table.cursor_key == "2"
+
+
+@pytest.mark.asyncio
+async def test_moving_the_scan_screens_cursor_shows_that_labels_detail():
+    from textual.widgets import Label
+
+    from nc_tui.app import NCApp
+    from tests.tui.test_tui_snapshots import feed_scan, fixed_config
+
+    app = NCApp(fixed_config(), mode="scan", autostart=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await feed_scan(pilot)
+        title = app.screen.query_one("#detail-title", Label)
+        assert str(title.render()).startswith("label 0 (0): step 30")
+        await pilot.press("down", "down", "down")
+        await pilot.pause()
+        assert app.screen.selected == 3
+        assert str(title.render()).startswith("label 3 (3): step 40, L1 67.0, best 57.6")  # done at step 40

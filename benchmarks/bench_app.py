@@ -23,7 +23,8 @@ Python process, timed three ways, the same for both:
 Runs alternate (headless, app, headless, app, ...) so that load from other work on a shared machine falls
 on both alike; the ratios app/headless are of those three times and of the process's CPU time (all
 threads, over "to report"). Both children run with the same environment (OpenMP threads passive, the same
-torch thread count, printed).
+torch thread count, printed), each in a session of its own (on Linux, with autogroup scheduling, a session
+is what the scheduler shares the cores between, so neither child shares its share with this script).
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def _run_child(mode: str, args: argparse.Namespace, config: str, tmp: Path, inde
         reader.join(5)
         os.close(master)
     else:
-        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=args.timeout)
+        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=args.timeout,
+                              start_new_session=True)  # as the app's: each child its own session (and autogroup)
         process = time.perf_counter() - started
         written[0] = len(proc.stdout)
     if proc.returncode != 0 or not result.exists():

@@ -25,6 +25,9 @@ on both alike; the ratios app/headless are of those three times and of the proce
 threads, over "to report"). Both children run with the same environment (OpenMP threads passive, the same
 torch thread count, printed), each in a session of its own (on Linux, with autogroup scheduling, a session
 is what the scheduler shares the cores between, so neither child shares its share with this script).
+Each run also prints its system CPU time and minor page faults: on this shared machine they swing between
+identical runs (0.5M to 3M faults, 1.4 to 6.5 s of system time for the same headless scan), and the times
+with them; compare rounds whose fault counts are alike.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import fcntl
 import json
 import os
 import pty
+import resource
 import struct
 import subprocess
 import sys
@@ -124,8 +128,10 @@ def child(args: argparse.Namespace) -> None:
     report = result.pop("report")
     import torch  # loaded by the scan already
 
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # system time and page faults: much of the noise
     result.update(engine_seconds=report.info.seconds, images=report.info.images, verdict=report.verdict,
-                  flagged=report.flagged, torch_threads=torch.get_num_threads())
+                  flagged=report.flagged, torch_threads=torch.get_num_threads(), sys_seconds=usage.ru_stime,
+                  faults=usage.ru_minflt)
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -220,7 +226,8 @@ def main() -> None:
             print(f"  {mode:<9} process {run['process']:6.1f} s  to report {run['wall']:6.1f} s  "
                   f"scan {run['engine_seconds']:6.1f} s  cpu {run['cpu']:6.1f} s  (load {_load1()}; "
                   f"{run['images']} images, {run['verdict']} {run['flagged']}, {run['torch_threads']} torch threads, "
-                  f"{run['bytes']} bytes written; CPU s by thread: {threads})", flush=True)
+                  f"{run['bytes']} bytes written; system CPU {run['sys_seconds']:.1f} s, "
+                  f"{run['faults'] / 1e6:.2f}M page faults; CPU s by thread: {threads})", flush=True)
     print(f"load after:  {_load()}")
     _summary(runs)
 

@@ -14,8 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
-from textual.widgets.data_table import ColumnKey
+from textual.widgets import Footer, Label, ProgressBar, RichLog, Sparkline, Static
 
 from nc_engine import events as ev
 from nc_engine.config import Config
@@ -24,15 +23,18 @@ from nc_engine.formatting import fmt_eta, fmt_num, label_line, saved_line
 from nc_engine.report import Report
 
 from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults
+from ..redraw import RedrawBudget
 from ..state import ScanState
 from ..widgets.image import ArrayImage
+from ..widgets.live_table import LiveTable
 from ..widgets.titlebar import TitleBar
 
 if TYPE_CHECKING:  # nc_engine.training imports torch: the app starts without it
     from nc_engine.training import TrainingProgress
 
-# The view is redrawn at this fixed rate from the latest state, never per step: every millisecond the UI
-# thread holds the GIL on a 2-core machine is one the engine's thread may wait (benchmarks/bench_app.py).
+# The view is redrawn from the latest state, never per step: at most at this rate, and less often when
+# redrawing costs the UI thread more than its share of a core (redraw.py): every millisecond the UI thread
+# runs on a 2-core machine is one the engine's threads lose (benchmarks/bench_app.py).
 REFRESH_SECONDS = 0.25
 LIVE_LEVELS = 16  # the live mask in 16 grey levels: redrawn a few times a second, it must be cheap to draw
 COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")
@@ -65,9 +67,9 @@ class ScanScreen(Screen):
         self.idle.set()
         self.selected: int | None = None
         self._dirty = False  # set by the engine's thread on every step; the timer redraws and clears it
-        self._shown: dict[str, tuple[str, ...]] = {}  # the cells on screen per row, to touch only changed ones
         self._detail_key: tuple = ()  # what the detail pane shows, to redraw it only when it changes
         self._eta_text = ""
+        self._budget = RedrawBudget()
 
     def compose(self) -> ComposeResult:
         yield TitleBar("scan")
@@ -76,7 +78,7 @@ class ScanScreen(Screen):
             yield ProgressBar(total=1.0, show_eta=False, id="overall")
             yield Static("", id="eta")
         with Horizontal(id="scan-main"):
-            yield DataTable(id="labels", cursor_type="row", zebra_stripes=True)
+            yield LiveTable(COLUMNS, id="labels")  # redrawn row by row: cheaper than a DataTable
             with Vertical(id="detail"):
                 yield Label("", id="detail-title")
                 yield Label("loss", classes="chart-label")
@@ -89,9 +91,6 @@ class ScanScreen(Screen):
 
     def on_mount(self) -> None:
         self.app.scan_stops.append(self.stop)
-        table = self.query_one("#labels", DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name)
         self.set_interval(REFRESH_SECONDS, self._refresh_view)
         if self.autostart:
             self.running = True
@@ -194,7 +193,7 @@ class ScanScreen(Screen):
 
     def _refresh_view(self) -> None:
         """Redraw at most a few times a second: the engine's thread needs the GIL more than we do."""
-        if not self._dirty:
+        if not self._dirty or not self._budget.allows():
             return
         self._dirty = False
         self._update_rows()
@@ -202,11 +201,12 @@ class ScanScreen(Screen):
         frac = self.state.fraction()
         self.query_one("#overall", ProgressBar).update(progress=frac)
         self._set_eta(f" {frac:5.1%}  {fmt_eta(self.state.eta_seconds(), True)}")
+        self._budget.drawn()
 
     def _set_eta(self, text: str) -> None:
         if text != self._eta_text:  # an unchanged Static would still be re-rendered
             self._eta_text = text
-            self.query_one("#eta", Static).update(text)
+            self.query_one("#eta", Static).update(text, layout=False)  # a fixed box: no layout pass
 
     @on(ScanEnded)
     def scan_ended(self, message: ScanEnded) -> None:
@@ -228,12 +228,11 @@ class ScanScreen(Screen):
 
     # ---- drawing
     def _fill_table(self) -> None:
-        table = self.query_one("#labels", DataTable)
+        table = self.query_one("#labels", LiveTable)
         table.clear()
-        self._shown = {}
         with self.state.lock:
             for label, row in self.state.labels.items():
-                table.add_row(*self._cells(row), key=str(label))
+                table.add_row(str(label), self._cells(row))
         if self.selected is None and self.state.labels:
             self.selected = next(iter(self.state.labels))
 
@@ -245,20 +244,13 @@ class ScanScreen(Screen):
                 fmt_num(row.best_l1, ".1f"), fmt_num(row.attack_acc, ".0%"))
 
     def _update_rows(self) -> None:
-        """Only the cells that changed; a column is re-measured only when a value outgrows it (measuring
-        every cell of every column was most of the table's cost)."""
-        table = self.query_one("#labels", DataTable)
+        """The table redraws only the rows whose cells changed (LiveTable)."""
+        table = self.query_one("#labels", LiveTable)
         with self.state.lock:
             rows = [(str(row.label), self._cells(row)) for row in self.state.labels.values()]
         for key, cells in rows:
-            shown = self._shown.get(key)
-            if key not in table.rows or cells == shown:
-                continue
-            for i, (column, value) in enumerate(zip(COLUMNS, cells, strict=True)):
-                if shown is None or shown[i] != value:
-                    wider = Text.from_markup(value).cell_len > table.columns[ColumnKey(column)].content_width
-                    table.update_cell(key, column, value, update_width=wider)
-            self._shown[key] = cells
+            if table.has_row(key):
+                table.update_row(key, cells)
 
     def _update_detail(self) -> None:
         if self.selected is None:
@@ -274,16 +266,15 @@ class ScanScreen(Screen):
             losses, l1s, mask = row.loss_history[-60:], row.l1_history[-60:], row.mask
             title = (f"label {row.label} ({row.name}): step {row.step}, L1 {fmt_num(row.l1, '.1f')}, "
                      f"best {fmt_num(row.best_l1, '.1f')}" + (f", on {row.worker}" if row.worker else ""))
-        self.query_one("#detail-title", Label).update(title)
+        self.query_one("#detail-title", Label).update(title, layout=False)  # a fixed box (app.tcss)
         self.query_one("#loss-chart", Sparkline).data = losses
         self.query_one("#l1-chart", Sparkline).data = l1s
         self.query_one("#current-mask", ArrayImage).set_array(mask)
 
-    @on(DataTable.RowHighlighted, "#labels")
-    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value is not None:
-            self.selected = int(event.row_key.value)
-            self._update_detail()
+    @on(LiveTable.RowHighlighted, "#labels")
+    def row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
+        self.selected = int(event.key)
+        self._update_detail()
 
     # ---- actions
     def action_cancel(self) -> None:

@@ -103,13 +103,32 @@ class ArrayImage(Widget):
         self.levels = levels  # grey levels per channel: fewer make runs of equal cells, so fewer segments
         self._strips: list[Strip] = []
         self._rendered_for: tuple | None = None  # (width, height, id of the array, base style)
+        self._rgb: np.ndarray | None = None  # the pixels of the strips shown
 
     def set_array(self, array: np.ndarray | None) -> None:
         if array is self._array:
             return  # the same picture: nothing to redraw
         self._array = array
+        if self._rendered_for is not None and array is not None and self._rendered_for[:2] == tuple(self.size):
+            picture = self._picture()
+            if picture is not None and self._rgb is not None and np.array_equal(picture, self._rgb):
+                # a new mask that looks the same at this size and these levels: no redraw (a running
+                # search's mask often changes below one grey level between two frames)
+                self._rendered_for = (*self._rendered_for[:2], id(array), self._rendered_for[3])
+                return
         self._rendered_for = None
         self.refresh()
+
+    def _picture(self) -> np.ndarray | None:
+        """The array as the (rows, cols, 3) pixels drawn at this size and number of levels."""
+        width, height = self.size.width, self.size.height
+        if self._array is None or width < 2 or height < 1:
+            return None
+        rgb = fit(to_rgb(self._array), width, height)
+        if self.levels < 256:
+            step = 255 / (self.levels - 1)
+            rgb = (np.rint(rgb / step) * step).astype(np.uint8)
+        return rgb
 
     def _render_strips(self) -> list[Strip]:
         width, height = self.size.width, self.size.height
@@ -121,13 +140,10 @@ class ArrayImage(Widget):
             colour = not getattr(self.app, "no_color", False)
             # Every segment gets a real Style: Textual's NO_COLOR (monochrome) filter reads `style.color`
             # and crashed on unstyled padding and blank lines, freezing the terminal.
-            rgb = fit(to_rgb(self._array), width, height)
-            if self.levels < 256:
-                step = 255 / (self.levels - 1)
-                rgb = (np.rint(rgb / step) * step).astype(np.uint8)
+            rgb = self._picture()
             self._strips = [Strip([Segment(text, base + style if style else base) for text, style in runs])
                              .extend_cell_length(width, base) for runs in halfblock_runs(rgb, colour)]
-            self._rendered_for = key
+            self._rgb, self._rendered_for = rgb, key
         return self._strips
 
     def render_line(self, y: int) -> Strip:

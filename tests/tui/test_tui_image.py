@@ -97,3 +97,22 @@ async def test_a_picture_is_no_taller_than_a_short_box(monkeypatch):
         assert picture.size.height <= 3
         rows = [picture.render_line(y).text for y in range(picture.size.height)]
         assert any(ch.strip() for ch in rows[-1])  # the patch, in the last visible row
+
+
+@pytest.mark.asyncio
+async def test_a_new_mask_that_looks_the_same_is_not_redrawn(monkeypatch):
+    """The live mask changes every step, mostly below one of its grey levels: only a change the picture
+    shows costs a redraw (the scan screen's UI thread keeps to a few percent of a core)."""
+    app = OneImage(patch_mask(23, 1, 1.0))
+    async with app.run_test(size=(20, 5)) as pilot:
+        await pilot.pause()
+        widget = app.query_one("#img", ArrayImage)
+        widget.levels = 16
+        before = [list(widget.render_line(y)) for y in range(3)]  # the segments: text and colours
+        refreshes = []
+        monkeypatch.setattr(widget, "refresh", lambda *a, **k: refreshes.append(1))
+        widget.set_array(patch_mask(23, 1, 1.0) * 0.999)  # a new array, the same picture at 16 levels
+        assert refreshes == [] and [list(widget.render_line(y)) for y in range(3)] == before
+        widget.set_array(patch_mask(5, 5, 1.0))  # the patch moved: redrawn
+        assert refreshes == [1]
+        assert [list(widget.render_line(y)) for y in range(3)] != before

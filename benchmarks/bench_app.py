@@ -116,9 +116,9 @@ def _child_app(cfg, driver: str, size: tuple[int, int]) -> dict:
 def child(args: argparse.Namespace) -> None:
     import warnings
 
-    from nc_tui.cli import passive_openmp
+    from nc_engine.process_tuning import tune_process
 
-    passive_openmp()  # as `nc-tui` does for both the app and the console, before torch loads
+    tune_process()  # as `nc-tui` does for both the app and the console, before torch loads
     warnings.filterwarnings("ignore", category=FutureWarning)
     cfg = _config(args.config, args.preset, args.out)
     if args.mode == "headless":

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .groups import choose_group_size
+from .process_tuning import keep_freed_memory
 from .ray_parcel import unpack_model
 from .schedule import SearchSettings
 from .search import Job, StepStats, TrialOutcome, search_triggers
@@ -54,6 +55,7 @@ class SearchWorker:
     """A Ray actor: `run` searches in the default thread; `poll` and `halt` answer from the control one."""
 
     def __init__(self, parcel: bytes, threads: int, gpu: bool) -> None:
+        keep_freed_memory()  # a process of its own that only searches (nc_engine/process_tuning.py)
         torch.set_num_threads(threads)
         self.device = torch.device("cuda" if gpu else "cpu")
         self.model = unpack_model(parcel).to(self.device).eval()

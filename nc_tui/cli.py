@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from nc_engine.config import load_config
 from nc_engine.errors import NCError
+from nc_engine.process_tuning import tune_process
 from nc_engine.report import Report
 
 from .console import HeadlessProgress, TrainingLines, make_console, print_report
@@ -319,15 +319,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_headless(load_config(info.config), fail_on=args.fail_on)
 
 
-def passive_openmp() -> None:
-    """OpenMP threads that wait by spinning (libgomp's default) burn a core each between torch ops; on a
-    machine shared with other work, or beside the app's UI thread, that made the same scan 1.5-5x slower
-    (benchmarks/results/bench_app_cpu.txt). Read when torch loads, so set before; a user's value is kept."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def main(argv: list[str] | None = None) -> int:
-    passive_openmp()  # before any command imports torch
+    tune_process()  # before any command imports torch
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
     args = _parser().parse_args(argv)
     if args.command is None:

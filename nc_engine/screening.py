@@ -62,14 +62,26 @@ def choose(l1: dict[int, float], converged: dict[int, bool], statistic: str, thr
         why.setdefault(k, f"candidate: among the {MIN_CANDIDATES} smallest screened triggers "
                           f"(index {index[k]:.2f})")
     candidates = sorted(why)
+    picks = median_references(l1, [k for k in labels if k not in why], references)
     rest = sorted((k for k in labels if k not in why), key=lambda k: l1[k])
-    picks = sorted({rest[int(i)] for i in np.linspace(0, len(rest) - 1, min(references, len(rest))).round()}
-                   ) if rest else []
     for k in picks:
-        why[k] = f"reference for the median: screened L1 {l1[k]:.1f}, rank {rest.index(k) + 1} of {len(rest)}"
+        why[k] = (f"reference for the median: screened L1 {l1[k]:.1f}, rank {rest.index(k) + 1} of {len(rest)} "
+                  "ordinary labels")
     for k in rest:
         why.setdefault(k, f"not confirmed: screened anomaly index {index[k]:.2f}, far below the threshold")
     return Selection(candidates, picks, why)
+
+
+def median_references(l1: dict[int, float], ordinary: list[int], count: int) -> list[int]:
+    """The `count` ordinary labels whose screened norms lie nearest the screened median (on the log scale).
+
+    Why there: the shift they measure moves the median, and the index is measured from the median; the
+    floored spread hardly depends on it. Labels near the median are also the least unusual ones."""
+    if not ordinary or count <= 0:
+        return []
+    centre = float(np.median(np.log([max(v, 1e-6) for v in l1.values()])))
+    near = sorted(ordinary, key=lambda k: (abs(math.log(max(l1[k], 1e-6)) - centre), k))
+    return sorted(near[:count])
 
 
 def scale_shift(screened: dict[int, float], confirmed: dict[int, float], references: list[int]) -> float:

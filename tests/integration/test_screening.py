@@ -22,9 +22,12 @@ def test_candidates_are_the_outliers_and_the_smallest_triggers():
     smallest = sorted(L1, key=L1.get)[:MIN_CANDIDATES]
     assert set(smallest) <= set(sel.candidates)
     assert len(sel.references) == 4 and not set(sel.references) & set(sel.candidates)
-    # references spread over the rest: the smallest and the largest ordinary norms are both among them
+    # references: the ordinary labels nearest the screened median, never the extremes of the rest
     rest = sorted((k for k in L1 if k not in sel.candidates), key=L1.get)
-    assert rest[0] in sel.references and rest[-1] in sel.references
+    assert rest[0] not in sel.references and rest[-1] not in sel.references
+    centre = float(np.median(np.log(list(L1.values()))))
+    far = max(abs(math.log(L1[k]) - centre) for k in sel.references)
+    assert all(abs(math.log(L1[k]) - centre) >= far for k in rest if k not in sel.references)
     assert all(k in sel.why for k in L1)
     assert sum("not confirmed" in sel.why[k] for k in L1) == len(L1) - len(sel.confirmed)
 
@@ -65,7 +68,11 @@ def scan(info, tmp_path, **keys):
 
 
 def test_a_screened_scan_finds_the_demo_backdoor_and_matches_a_plain_scan(demo_backdoored, tmp_path):
-    screened = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=3))
+    events = []
+    screened = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=3), events.append)
+    screens = [e for e in events if e.kind == "trial_finished" and e.stage == "screen"]
+    # the screen runs its whole budget: the converge shortcut (a window of full-sample steps) is off there
+    assert len(screens) == 10 and all(e.stop_reason != "converged" for e in screens)
     plain = run_scan(scan(demo_backdoored, tmp_path, screening="off"))
     target = demo_backdoored.target
     assert screened.verdict == plain.verdict == "backdoored" and screened.flagged == plain.flagged == [target]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nc_engine import load_config, run_scan
-from nc_engine.screening import MIN_CANDIDATES, choose, scale_shift, screening_wanted, subset_indices
+from nc_engine.screening import MIN_CANDIDATES, choose, median_references, scale_shift, screening_wanted, subset_indices
 
 L1 = {k: v for k, v in enumerate([40.0, 44.0, 38.0, 50.0, 9.0, 41.0, 43.0, 39.0, 52.0, 45.0, 47.0, 42.0])}
 CONVERGED = {k: True for k in L1}
@@ -38,6 +38,13 @@ def test_unconverged_labels_are_never_candidates_and_no_statistic_confirms_every
     same = {k: 30.0 for k in range(6)}  # MAD 0: screening cannot rank, so every label is confirmed
     sel = choose(same, {k: True for k in same}, "log_l1", 3.5, 1.5, 2)
     assert sel.confirmed == list(range(6)) and "could not rank" in sel.why[0]
+
+
+def test_references_are_the_ordinary_labels_nearest_the_median():
+    l1 = {0: 5.0, 1: 20.0, 2: 40.0, 3: 45.0, 4: 50.0, 5: 400.0, 6: 90.0}  # median 45 (label 3)
+    assert median_references(l1, [1, 2, 3, 4, 5, 6], 3) == [2, 3, 4]
+    assert median_references(l1, [1, 5, 6], 2) == [1, 6]  # 20 and 90 lie nearer 45 than 400 on the log scale
+    assert median_references(l1, [1, 2], 0) == [] and median_references(l1, [], 3) == []
 
 
 def test_scale_shift_is_the_median_log_ratio_of_the_references():

@@ -28,6 +28,7 @@ class Selection:
     candidates: list[int]
     references: list[int]
     why: dict[int, str] = field(default_factory=dict)
+    second_round: list[int] = field(default_factory=list)  # references added when the shift decided the verdict
 
     @property
     def confirmed(self) -> list[int]:
@@ -90,3 +91,32 @@ def scale_shift(screened: dict[int, float], confirmed: dict[int, float], referen
     ratios = [math.log(confirmed[k] / screened[k]) for k in references
               if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0]
     return float(np.median(ratios)) if ratios else 0.0
+
+
+def shift_decides(screened: dict[int, float], confirmed: dict[int, float], converged: dict[int, bool],
+                  selection: Selection, statistic: str, threshold: float, spread_floor: float = 0.0) -> bool:
+    """Whether the verdict hangs on the scale shift: the labels flagged with the references' median log
+    ratio differ from those flagged with their smallest or their largest. Then more references are due."""
+    ratios = [math.log(confirmed[k] / screened[k]) for k in selection.references
+              if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0]
+    if len(ratios) < 2:
+        return False
+    labels = sorted(screened)
+    ok = [k in confirmed and converged.get(k, False) for k in labels]
+    flagged = []
+    for shift in (min(ratios), float(np.median(ratios)), max(ratios)):
+        values = [confirmed[k] if k in confirmed else screened[k] * math.exp(shift) for k in labels]
+        test = mad_outliers(values, threshold, ok, statistic, spread_floor=spread_floor)
+        flagged.append(tuple(k for k, f in zip(labels, test.flagged, strict=True) if f))
+    return len(set(flagged)) > 1
+
+
+def widen(selection: Selection, screened: dict[int, float], count: int) -> Selection:
+    """The selection with `count` more references, the ordinary labels next nearest the screened median."""
+    ordinary = [k for k in screened if k not in selection.confirmed]
+    more = median_references(screened, ordinary, count)
+    why = dict(selection.why)
+    for k in more:
+        why[k] = (f"reference, second round (the verdict depended on the scale shift): screened L1 "
+                  f"{screened[k]:.1f}")
+    return Selection(selection.candidates, sorted(selection.references + more), why, second_round=more)

@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 
 from nc_engine import load_config, run_scan
-from nc_engine.screening import MIN_CANDIDATES, choose, median_references, scale_shift, screening_wanted, subset_indices
+from nc_engine.screening import (
+    MIN_CANDIDATES,
+    Selection,
+    choose,
+    median_references,
+    scale_shift,
+    screening_wanted,
+    shift_decides,
+    subset_indices,
+    widen,
+)
 
 L1 = {k: v for k, v in enumerate([40.0, 44.0, 38.0, 50.0, 9.0, 41.0, 43.0, 39.0, 52.0, 45.0, 47.0, 42.0])}
 CONVERGED = {k: True for k in L1}
@@ -45,6 +55,23 @@ def test_references_are_the_ordinary_labels_nearest_the_median():
     assert median_references(l1, [1, 2, 3, 4, 5, 6], 3) == [2, 3, 4]
     assert median_references(l1, [1, 5, 6], 2) == [1, 6]  # 20 and 90 lie nearer 45 than 400 on the log scale
     assert median_references(l1, [1, 2], 0) == [] and median_references(l1, [], 3) == []
+
+
+def test_a_verdict_that_hangs_on_the_shift_asks_for_more_references():
+    screened = dict(L1)
+    sel = Selection([4], [0, 1, 2])
+    converged = {k: True for k in L1}
+
+    def confirmed(ratios):  # label 4 confirmed at 14.3: flagged only for shifts above about -0.3
+        return {4: 14.3, **{k: screened[k] * math.exp(r) for k, r in zip(sel.references, ratios, strict=True)}}
+
+    assert shift_decides(screened, confirmed([-0.6, -0.25, 0.05]), converged, sel, "log_l1", 1.11, 0.7)
+    assert not shift_decides(screened, confirmed([-0.2, -0.15, -0.1]), converged, sel, "log_l1", 1.11, 0.7)
+    assert not shift_decides(screened, {4: 14.3, 0: 30.0}, converged, sel, "log_l1", 1.11, 0.7)  # one ratio
+    wider = widen(sel, screened, 2)
+    assert len(wider.second_round) == 2 and not set(wider.second_round) & {0, 1, 2, 4}
+    assert wider.references == sorted([0, 1, 2, *wider.second_round]) and wider.candidates == [4]
+    assert all("second round" in wider.why[k] for k in wider.second_round)
 
 
 def test_scale_shift_is_the_median_log_ratio_of_the_references():
@@ -132,3 +159,18 @@ def test_the_table_says_which_labels_were_only_screened():
     lines = {line.split()[0]: line for line in table_lines(report)[1:]}
     for k in L1:
         assert lines[str(k)].endswith("screened") == (k not in sel.confirmed)
+
+
+def test_a_second_round_confirms_more_references_and_keeps_the_verdict(demo_backdoored, tmp_path, monkeypatch):
+    monkeypatch.setattr("nc_engine.scan.shift_decides", lambda *args: True)  # as if the first ratios disagreed
+    events = []
+    report = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=2), events.append)
+    rounds = [e for e in events if e.kind == "screening_finished"]
+    assert len(rounds) == 2 and not rounds[0].second_round and len(rounds[1].second_round) == 2
+    assert report.complete and report.flagged == [demo_backdoored.target]
+    assert report.screening["second_round"] == rounds[1].second_round
+    assert len(report.screening["references"]) == 4
+    for label in rounds[1].second_round:
+        assert report.row(label).stage == "confirmed"
+    confirmations = [e.label for e in events if e.kind == "trial_finished" and e.stage == "trial"]
+    assert sorted(confirmations) == sorted(set(rounds[0].candidates) | set(report.screening["references"]))

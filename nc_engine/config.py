@@ -108,7 +108,7 @@ class ScanConfig:
     screen_steps: int = 48
     screen_samples: int = 32
     confirm_margin: float = 0.5  # in anomaly-index units of the floored log_l1 test (threshold 1.11)
-    confirm_references: int = 3  # the ordinary labels nearest the screened median
+    confirm_references: int = 3  # the ordinary labels nearest the screened median; as many again in a second round
     bf16: bool = SearchSettings.bf16  # CUDA only: bf16 autocast in the search
     channels_last: bool = SearchSettings.channels_last  # CUDA only
 

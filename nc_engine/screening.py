@@ -2,10 +2,12 @@
 ordinary labels as references) searched again at the full budget.
 
 Why references: a screened trigger is larger than the one the full budget would find, so screened and
-confirmed norms are not on one scale. The references are searched at both budgets; the median of their
-log ratio moves every unconfirmed label's norm onto the confirmed scale before the outlier test, and
-only confirmed labels can be flagged. Confirmed labels use the same seeds as a plain scan, so their
-numbers are exactly what a plain scan would report.
+confirmed norms are not on one scale. The references (the ordinary labels nearest the screened median)
+are searched at both budgets; the median of their log ratio moves every unconfirmed label's norm onto the
+confirmed scale before the outlier test, and only confirmed labels can be flagged. When the flagged
+labels differ between the references' smallest, median and largest ratio, the verdict hangs on the
+shift, and a second round confirms as many references again. Confirmed labels use the same seeds as a
+plain scan, so their numbers are exactly what a plain scan would report.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def subset_indices(n: int, k: int) -> np.ndarray:
 def choose(l1: dict[int, float], converged: dict[int, bool], statistic: str, threshold: float, margin: float,
            references: int, spread_floor: float = 0.0) -> Selection:
     """Candidates: converged labels whose screened anomaly index is within `margin` of the threshold,
-    plus the MIN_CANDIDATES smallest triggers; references: ordinary labels spread over the rest."""
+    plus the MIN_CANDIDATES smallest triggers; references: the ordinary labels nearest the median."""
     labels = sorted(l1)
     test = mad_outliers([l1[k] for k in labels], max(0.0, threshold - margin), [converged[k] for k in labels],
                         statistic, spread_floor=spread_floor)

@@ -174,3 +174,25 @@ def test_a_second_round_confirms_more_references_and_keeps_the_verdict(demo_back
         assert report.row(label).stage == "confirmed"
     confirmations = [e.label for e in events if e.kind == "trial_finished" and e.stage == "trial"]
     assert sorted(confirmations) == sorted(set(rounds[0].candidates) | set(report.screening["references"]))
+
+
+def test_a_scan_stopped_before_its_second_round_resumes_into_it(demo_backdoored, tmp_path, monkeypatch):
+    monkeypatch.setattr("nc_engine.scan.shift_decides", lambda *args: True)
+    stop = threading.Event()
+    rounds = []
+
+    def on_event(e):
+        if e.kind == "screening_finished":
+            rounds.append(e)
+            if e.second_round:
+                stop.set()
+
+    partial = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=2), on_event, stop)
+    assert not partial.complete and len(rounds) == 2
+    events = []
+    final = run_scan(None, events.append, resume=partial.run_dir)
+    assert final.complete and final.flagged == [demo_backdoored.target]
+    assert final.screening["second_round"] == rounds[1].second_round
+    # only the second round's confirmations ran: no screen and no first-round label was searched again
+    redone = sorted(e.label for e in events if e.kind == "trial_finished")
+    assert redone == rounds[1].second_round and all(e.stage == "trial" for e in events if e.kind == "trial_finished")

@@ -43,8 +43,10 @@ def timed(config: Path, out: str, device: str, screening: str, overrides: dict |
     cfg.output.dir, cfg.scan.device, cfg.scan.screening = out, device, screening
     for key, value in (overrides or {}).items():
         setattr(cfg.scan, key, value)
+    screen_images = []
     started = time.perf_counter()
-    report = run_scan(cfg)
+    report = run_scan(cfg, lambda e: screen_images.append(e.images) if e.kind == "screening_finished" else None)
+    report.screen_images = screen_images[0] if screen_images else 0
     return report, time.perf_counter() - started
 
 
@@ -53,10 +55,10 @@ def main() -> None:
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--root", type=Path, default=CACHE / "zoo")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=INT",
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=NUMBER",
                         help="a [scan] screening key for the screened scan, e.g. screen_steps=30")
     args = parser.parse_args()
-    overrides = {k: int(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)}
     split = load_split()
     print(f"{'model':<26}{'half':>7}{'labels':>7}{'plain img':>11}{'auto img':>10}{'ratio':>7}"
           f"{'plain s':>9}{'auto s':>8}{'ratio':>7}  verdicts (plain / auto; target)")
@@ -72,7 +74,8 @@ def main() -> None:
               f"{auto_s / plain_s:>7.2f}  {plain.verdict} {plain.flagged} / {auto.verdict} {auto.flagged}; "
               f"{target}{'' if same else '  DIFFERENT VERDICT'}", flush=True)
         if auto.screening:
-            print(f"{'':<26}confirmed {sorted(set(auto.screening['candidates']) | set(auto.screening['references']))}"
+            confirmed = sorted(set(auto.screening["candidates"]) | set(auto.screening["references"]))
+            print(f"{'':<26}screen {auto.screen_images} images; confirmed {confirmed}"
                   f" (candidates {auto.screening['candidates']}), log shift {auto.screening['log_shift']:.2f}")
 
 

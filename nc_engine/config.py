@@ -101,12 +101,14 @@ class ScanConfig:
     # Screen, then confirm (nc_engine/screening.py): every label at a cheap budget (screen_steps steps over
     # screen_samples samples), then the candidates and confirm_references ordinary labels at the full one.
     # "auto" screens scans of screen_min_labels labels or more, where it saves work; "on" always.
-    screening: str = "off"  # opt in: measured on one 43-label model so far (benchmarks/results)
+    screening: str = "off"  # opt in: measured on two 43-label models so far (README, Speed)
     screen_min_labels: int = 16
-    screen_steps: int = 40
-    screen_samples: int = 64
+    # 48 steps over 32 samples (one update a step, no converge shortcut): chosen on the zoo's tuning half,
+    # where a backdoor target led the screen from step 36 on and a rival label led it before step 32
+    screen_steps: int = 48
+    screen_samples: int = 32
     confirm_margin: float = 0.5  # in anomaly-index units of the floored log_l1 test (threshold 1.11)
-    confirm_references: int = 6
+    confirm_references: int = 3  # the ordinary labels nearest the screened median; as many again in a second round
     bf16: bool = SearchSettings.bf16  # CUDA only: bf16 autocast in the search
     channels_last: bool = SearchSettings.channels_last  # CUDA only
 

@@ -110,6 +110,8 @@ class ScreeningFinished(Event):
     references: list[int]
     why: dict[int, str]
     images: int
+    # a second round: references added because the verdict hung on the scale shift (`references` holds all)
+    second_round: list[int] = field(default_factory=list)
 
 
 @dataclass

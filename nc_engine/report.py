@@ -209,7 +209,8 @@ def merge_screened(report: Report, screened: list[LabelRow], selection: Selectio
     for r in rest:
         r.stage, r.screen_l1, r.l1_norm = "screened", r.l1_norm, r.l1_norm * math.exp(shift)
     report.screening = {"candidates": selection.candidates, "references": selection.references,
-                        "log_shift": shift, "why": {str(k): v for k, v in sorted(selection.why.items())}}
+                        "second_round": selection.second_round, "log_shift": shift,
+                        "why": {str(k): v for k, v in sorted(selection.why.items())}}
     return sorted([*confirmed.values(), *rest], key=lambda r: r.label)
 
 

@@ -2,10 +2,12 @@
 ordinary labels as references) searched again at the full budget.
 
 Why references: a screened trigger is larger than the one the full budget would find, so screened and
-confirmed norms are not on one scale. The references are searched at both budgets; the median of their
-log ratio moves every unconfirmed label's norm onto the confirmed scale before the outlier test, and
-only confirmed labels can be flagged. Confirmed labels use the same seeds as a plain scan, so their
-numbers are exactly what a plain scan would report.
+confirmed norms are not on one scale. The references (the ordinary labels nearest the screened median)
+are searched at both budgets; the median of their log ratio moves every unconfirmed label's norm onto the
+confirmed scale before the outlier test, and only confirmed labels can be flagged. When the flagged
+labels differ between the references' smallest, median and largest ratio, the verdict hangs on the
+shift, and a second round confirms as many references again. Confirmed labels use the same seeds as a
+plain scan, so their numbers are exactly what a plain scan would report.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Selection:
     candidates: list[int]
     references: list[int]
     why: dict[int, str] = field(default_factory=dict)
+    second_round: list[int] = field(default_factory=list)  # references added when the shift decided the verdict
 
     @property
     def confirmed(self) -> list[int]:
@@ -48,7 +51,7 @@ def subset_indices(n: int, k: int) -> np.ndarray:
 def choose(l1: dict[int, float], converged: dict[int, bool], statistic: str, threshold: float, margin: float,
            references: int, spread_floor: float = 0.0) -> Selection:
     """Candidates: converged labels whose screened anomaly index is within `margin` of the threshold,
-    plus the MIN_CANDIDATES smallest triggers; references: ordinary labels spread over the rest."""
+    plus the MIN_CANDIDATES smallest triggers; references: the ordinary labels nearest the median."""
     labels = sorted(l1)
     test = mad_outliers([l1[k] for k in labels], max(0.0, threshold - margin), [converged[k] for k in labels],
                         statistic, spread_floor=spread_floor)
@@ -62,14 +65,26 @@ def choose(l1: dict[int, float], converged: dict[int, bool], statistic: str, thr
         why.setdefault(k, f"candidate: among the {MIN_CANDIDATES} smallest screened triggers "
                           f"(index {index[k]:.2f})")
     candidates = sorted(why)
+    picks = median_references(l1, [k for k in labels if k not in why], references)
     rest = sorted((k for k in labels if k not in why), key=lambda k: l1[k])
-    picks = sorted({rest[int(i)] for i in np.linspace(0, len(rest) - 1, min(references, len(rest))).round()}
-                   ) if rest else []
     for k in picks:
-        why[k] = f"reference for the median: screened L1 {l1[k]:.1f}, rank {rest.index(k) + 1} of {len(rest)}"
+        why[k] = (f"reference for the median: screened L1 {l1[k]:.1f}, rank {rest.index(k) + 1} of {len(rest)} "
+                  "ordinary labels")
     for k in rest:
         why.setdefault(k, f"not confirmed: screened anomaly index {index[k]:.2f}, far below the threshold")
     return Selection(candidates, picks, why)
+
+
+def median_references(l1: dict[int, float], ordinary: list[int], count: int) -> list[int]:
+    """The `count` ordinary labels whose screened norms lie nearest the screened median (on the log scale).
+
+    Why there: the shift they measure moves the median, and the index is measured from the median; the
+    floored spread hardly depends on it. Labels near the median are also the least unusual ones."""
+    if not ordinary or count <= 0:
+        return []
+    centre = float(np.median(np.log([max(v, 1e-6) for v in l1.values()])))
+    near = sorted(ordinary, key=lambda k: (abs(math.log(max(l1[k], 1e-6)) - centre), k))
+    return sorted(near[:count])
 
 
 def scale_shift(screened: dict[int, float], confirmed: dict[int, float], references: list[int]) -> float:
@@ -78,3 +93,32 @@ def scale_shift(screened: dict[int, float], confirmed: dict[int, float], referen
     ratios = [math.log(confirmed[k] / screened[k]) for k in references
               if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0]
     return float(np.median(ratios)) if ratios else 0.0
+
+
+def shift_decides(screened: dict[int, float], confirmed: dict[int, float], converged: dict[int, bool],
+                  selection: Selection, statistic: str, threshold: float, spread_floor: float = 0.0) -> bool:
+    """Whether the verdict hangs on the scale shift: the labels flagged with the references' median log
+    ratio differ from those flagged with their smallest or their largest. Then more references are due."""
+    ratios = [math.log(confirmed[k] / screened[k]) for k in selection.references
+              if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0]
+    if len(ratios) < 2:
+        return False
+    labels = sorted(screened)
+    ok = [k in confirmed and converged.get(k, False) for k in labels]
+    flagged = []
+    for shift in (min(ratios), float(np.median(ratios)), max(ratios)):
+        values = [confirmed[k] if k in confirmed else screened[k] * math.exp(shift) for k in labels]
+        test = mad_outliers(values, threshold, ok, statistic, spread_floor=spread_floor)
+        flagged.append(tuple(k for k, f in zip(labels, test.flagged, strict=True) if f))
+    return len(set(flagged)) > 1
+
+
+def widen(selection: Selection, screened: dict[int, float], count: int) -> Selection:
+    """The selection with `count` more references, the ordinary labels next nearest the screened median."""
+    ordinary = [k for k in screened if k not in selection.confirmed]
+    more = median_references(screened, ordinary, count)
+    why = dict(selection.why)
+    for k in more:
+        why[k] = (f"reference, second round (the verdict depended on the scale shift): screened L1 "
+                  f"{screened[k]:.1f}")
+    return Selection(selection.candidates, sorted(selection.references + more), why, second_round=more)

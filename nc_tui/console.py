@@ -120,6 +120,10 @@ class HeadlessProgress:
 
     def on_screening_finished(self, e: ev.ScreeningFinished) -> None:
         self.state.on_screening_finished(e)
+        if e.second_round:
+            self.console.print(f"the verdict depended on the scale shift: confirming {len(e.second_round)} more "
+                               f"references ({', '.join(map(str, e.second_round))})")
+            return
         confirm = sorted(set(e.candidates) | set(e.references))
         refs = ", ".join(map(str, e.references)) or "-"
         self.console.print(f"screening done ({e.images} images): confirming {len(confirm)} of "

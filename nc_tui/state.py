@@ -92,8 +92,9 @@ class ScanState:
 
     def on_screening_finished(self, e: ev.ScreeningFinished) -> None:
         with self.lock:
-            confirm = set(e.candidates) | set(e.references)
-            self.total_jobs = self.done_jobs + len(confirm) * self.trials
+            confirm = set(e.second_round or set(e.candidates) | set(e.references))
+            # a second round adds its references to the confirmations counted at the first
+            self.total_jobs = (self.total_jobs if e.second_round else self.done_jobs) + len(confirm) * self.trials
             self.progress.set_jobs(self.total_jobs)
             for label in confirm:
                 if label in self.labels:

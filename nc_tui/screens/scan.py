@@ -168,6 +168,11 @@ class ScanScreen(Screen):
 
     def show_screening_finished(self, e: ev.ScreeningFinished) -> None:
         log = self.query_one("#log", RichLog)
+        if e.second_round:
+            log.write(Text(f"the verdict depended on the scale shift: confirming references {e.second_round}",
+                           style="bold"))
+            self._update_rows()
+            return
         confirm = sorted(set(e.candidates) | set(e.references))
         log.write(Text(f"screening done: confirming {len(confirm)} labels at the full budget "
                        f"(candidates {e.candidates}, references {e.references})", style="bold"))

@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 
 from nc_engine import load_config, run_scan
-from nc_engine.screening import MIN_CANDIDATES, choose, scale_shift, screening_wanted, subset_indices
+from nc_engine.screening import (
+    MIN_CANDIDATES,
+    Selection,
+    choose,
+    median_references,
+    scale_shift,
+    screening_wanted,
+    shift_decides,
+    subset_indices,
+    widen,
+)
 
 L1 = {k: v for k, v in enumerate([40.0, 44.0, 38.0, 50.0, 9.0, 41.0, 43.0, 39.0, 52.0, 45.0, 47.0, 42.0])}
 CONVERGED = {k: True for k in L1}
@@ -22,9 +32,12 @@ def test_candidates_are_the_outliers_and_the_smallest_triggers():
     smallest = sorted(L1, key=L1.get)[:MIN_CANDIDATES]
     assert set(smallest) <= set(sel.candidates)
     assert len(sel.references) == 4 and not set(sel.references) & set(sel.candidates)
-    # references spread over the rest: the smallest and the largest ordinary norms are both among them
+    # references: the ordinary labels nearest the screened median, never the extremes of the rest
     rest = sorted((k for k in L1 if k not in sel.candidates), key=L1.get)
-    assert rest[0] in sel.references and rest[-1] in sel.references
+    assert rest[0] not in sel.references and rest[-1] not in sel.references
+    centre = float(np.median(np.log(list(L1.values()))))
+    far = max(abs(math.log(L1[k]) - centre) for k in sel.references)
+    assert all(abs(math.log(L1[k]) - centre) >= far for k in rest if k not in sel.references)
     assert all(k in sel.why for k in L1)
     assert sum("not confirmed" in sel.why[k] for k in L1) == len(L1) - len(sel.confirmed)
 
@@ -35,6 +48,30 @@ def test_unconverged_labels_are_never_candidates_and_no_statistic_confirms_every
     same = {k: 30.0 for k in range(6)}  # MAD 0: screening cannot rank, so every label is confirmed
     sel = choose(same, {k: True for k in same}, "log_l1", 3.5, 1.5, 2)
     assert sel.confirmed == list(range(6)) and "could not rank" in sel.why[0]
+
+
+def test_references_are_the_ordinary_labels_nearest_the_median():
+    l1 = {0: 5.0, 1: 20.0, 2: 40.0, 3: 45.0, 4: 50.0, 5: 400.0, 6: 90.0}  # median 45 (label 3)
+    assert median_references(l1, [1, 2, 3, 4, 5, 6], 3) == [2, 3, 4]
+    assert median_references(l1, [1, 5, 6], 2) == [1, 6]  # 20 and 90 lie nearer 45 than 400 on the log scale
+    assert median_references(l1, [1, 2], 0) == [] and median_references(l1, [], 3) == []
+
+
+def test_a_verdict_that_hangs_on_the_shift_asks_for_more_references():
+    screened = dict(L1)
+    sel = Selection([4], [0, 1, 2])
+    converged = {k: True for k in L1}
+
+    def confirmed(ratios):  # label 4 confirmed at 14.3: flagged only for shifts above about -0.3
+        return {4: 14.3, **{k: screened[k] * math.exp(r) for k, r in zip(sel.references, ratios, strict=True)}}
+
+    assert shift_decides(screened, confirmed([-0.6, -0.25, 0.05]), converged, sel, "log_l1", 1.11, 0.7)
+    assert not shift_decides(screened, confirmed([-0.2, -0.15, -0.1]), converged, sel, "log_l1", 1.11, 0.7)
+    assert not shift_decides(screened, {4: 14.3, 0: 30.0}, converged, sel, "log_l1", 1.11, 0.7)  # one ratio
+    wider = widen(sel, screened, 2)
+    assert len(wider.second_round) == 2 and not set(wider.second_round) & {0, 1, 2, 4}
+    assert wider.references == sorted([0, 1, 2, *wider.second_round]) and wider.candidates == [4]
+    assert all("second round" in wider.why[k] for k in wider.second_round)
 
 
 def test_scale_shift_is_the_median_log_ratio_of_the_references():
@@ -65,7 +102,11 @@ def scan(info, tmp_path, **keys):
 
 
 def test_a_screened_scan_finds_the_demo_backdoor_and_matches_a_plain_scan(demo_backdoored, tmp_path):
-    screened = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=3))
+    events = []
+    screened = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=3), events.append)
+    screens = [e for e in events if e.kind == "trial_finished" and e.stage == "screen"]
+    # the screen runs its whole budget: the converge shortcut (a window of full-sample steps) is off there
+    assert len(screens) == 10 and all(e.stop_reason != "converged" for e in screens)
     plain = run_scan(scan(demo_backdoored, tmp_path, screening="off"))
     target = demo_backdoored.target
     assert screened.verdict == plain.verdict == "backdoored" and screened.flagged == plain.flagged == [target]
@@ -118,3 +159,40 @@ def test_the_table_says_which_labels_were_only_screened():
     lines = {line.split()[0]: line for line in table_lines(report)[1:]}
     for k in L1:
         assert lines[str(k)].endswith("screened") == (k not in sel.confirmed)
+
+
+def test_a_second_round_confirms_more_references_and_keeps_the_verdict(demo_backdoored, tmp_path, monkeypatch):
+    monkeypatch.setattr("nc_engine.scan.shift_decides", lambda *args: True)  # as if the first ratios disagreed
+    events = []
+    report = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=2), events.append)
+    rounds = [e for e in events if e.kind == "screening_finished"]
+    assert len(rounds) == 2 and not rounds[0].second_round and len(rounds[1].second_round) == 2
+    assert report.complete and report.flagged == [demo_backdoored.target]
+    assert report.screening["second_round"] == rounds[1].second_round
+    assert len(report.screening["references"]) == 4
+    for label in rounds[1].second_round:
+        assert report.row(label).stage == "confirmed"
+    confirmations = [e.label for e in events if e.kind == "trial_finished" and e.stage == "trial"]
+    assert sorted(confirmations) == sorted(set(rounds[0].candidates) | set(report.screening["references"]))
+
+
+def test_a_scan_stopped_before_its_second_round_resumes_into_it(demo_backdoored, tmp_path, monkeypatch):
+    monkeypatch.setattr("nc_engine.scan.shift_decides", lambda *args: True)
+    stop = threading.Event()
+    rounds = []
+
+    def on_event(e):
+        if e.kind == "screening_finished":
+            rounds.append(e)
+            if e.second_round:
+                stop.set()
+
+    partial = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=2), on_event, stop)
+    assert not partial.complete and len(rounds) == 2
+    events = []
+    final = run_scan(None, events.append, resume=partial.run_dir)
+    assert final.complete and final.flagged == [demo_backdoored.target]
+    assert final.screening["second_round"] == rounds[1].second_round
+    # only the second round's confirmations ran: no screen and no first-round label was searched again
+    redone = sorted(e.label for e in events if e.kind == "trial_finished")
+    assert redone == rounds[1].second_round and all(e.stage == "trial" for e in events if e.kind == "trial_finished")

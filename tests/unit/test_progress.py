@@ -1,11 +1,15 @@
 """Honest progress (issue 14, item 3): the bar and the ETA count the steps running searches have left to
 their limits, so one label grinding on to its step limit keeps them short of done. Synthetic step events."""
 
+import io
+
 import numpy as np
 import pytest
+from rich.console import Console
 
 from nc_engine import events as ev
 from nc_engine.progress import ScanProgress
+from nc_tui.console import HeadlessProgress
 from nc_tui.state import ScanState
 
 
@@ -110,3 +114,30 @@ def test_screening_counts_its_own_limit_then_the_confirmations():
     assert p.fraction() == pytest.approx(120 / (120 + 2 * 300))
     p.step((0, 0, "trial"), 1)
     assert p.fraction() == pytest.approx(121 / (121 + 299 + 300))
+
+
+def test_a_second_round_of_references_adds_its_searches_to_those_counted():
+    state = ScanState(Clock())
+    state.on_scan_started(ev.ScanStarted("/tmp/run", list(range(20)), [str(i) for i in range(20)], 1, "cpu",
+                                         "batched", 10, 0.99, 160, 1000, 300, screening=True, screen_steps=48))
+    for label in range(20):
+        state.on_trial_finished(ev.TrialFinished(label, 0, 1, 50.0, 0.99, 48, True, "max_steps", 1.0, "screen"))
+    state.on_screening_finished(ev.ScreeningFinished([3, 7], [1, 2, 5], {}, 20 * 1536))
+    assert state.total_jobs == 20 + 5 and state.labels[5].state == "confirming"
+    for label in (1, 2, 3, 5, 7):
+        state.on_trial_finished(ev.TrialFinished(label, 0, 1, 40.0, 0.99, 50, True, "converged", 1.0))
+    state.on_screening_finished(ev.ScreeningFinished([3, 7], [1, 2, 4, 5, 6, 9], {}, 60000, [4, 6, 9]))
+    assert state.total_jobs == 20 + 5 + 3 and state.labels[9].state == "confirming"
+    assert state.progress.jobs == 28 and state.labels[4].state == "confirming"
+
+
+def test_the_console_says_when_a_second_round_of_references_runs():
+    out = io.StringIO()
+    progress = HeadlessProgress(Console(file=out, no_color=True, force_terminal=False, width=200))
+    progress(ev.ScanStarted("/tmp/run", list(range(20)), [str(i) for i in range(20)], 1, "cpu", "batched", 10, 0.99,
+                            160, 1000, 300, screening=True, screen_steps=48))
+    progress(ev.ScreeningFinished([3, 7], [1, 2, 5], {}, 30000))
+    progress(ev.ScreeningFinished([3, 7], [1, 2, 4, 5, 6, 9], {}, 60000, [4, 6, 9]))
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("screening done (30000 images): confirming 5 of 20") for line in lines), lines
+    assert "the verdict depended on the scale shift: confirming 3 more references (4, 6, 9)" in lines

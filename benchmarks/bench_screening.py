@@ -20,6 +20,9 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nc_engine.process_tuning import tune_process  # noqa: E402
+
+tune_process()  # as nc-tui does, before torch loads
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 from benchmarks.zoo import CACHE, build_model, train_mnist, zoo_specs  # noqa: E402

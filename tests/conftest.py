@@ -14,6 +14,10 @@ sys.path.insert(0, str(ROOT))  # benchmarks.zoo
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
 
+from nc_engine.process_tuning import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # the tests scan in this process, as nc-tui does in its own
+
 
 def in_ci() -> bool:
     """CI installs every extra, tmux and the shared data: there a missing one is a failure, never a skip."""

@@ -35,6 +35,7 @@ converge_window = 0
 device = "cpu"
 strategy = "batched"
 group_size = 3
+screening = "off"  # the screening cases turn it on
 screen_min_labels = 3
 screen_steps = 12
 screen_samples = 16

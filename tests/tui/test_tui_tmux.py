@@ -87,20 +87,22 @@ def test_no_color_demo_at_80x24_in_tmux(tmux_session, demo_backdoored, tmp_path)
     tmux("send-keys", "-t", SESSION, "Escape")
     wait_gone("nc-tui keys", 20)
     tmux("send-keys", "-t", SESSION, "q")
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "exit.txt").exists() and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert (tmp_path / "exit.txt").read_text().strip() == "EXITED-0"
-    printed = wait_for_screen("results again:", 10, joined=True)  # on the terminal once the app has left it
-    run_dir = printed_run_folder(printed)
+    printed, run_dir = exited_and_printed(tmp_path, "results again:", 30)
     assert run_dir.parent == Path(demo_backdoored.folder) / "runs" and (run_dir / "report.json").is_file()
     assert f"results again: nc-tui report {run_dir}" in printed and "--resume" not in printed
 
 
-def printed_run_folder(printed: str) -> Path:
+def exited_and_printed(tmp_path: Path, last_line: str, timeout: float) -> tuple[str, Path]:
+    """Once the app has exited (status 0) and left the terminal: what it printed there, and the run folder
+    named in its one "run folder:" line."""
+    deadline = time.monotonic() + timeout
+    while not (tmp_path / "exit.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert (tmp_path / "exit.txt").read_text().strip() == "EXITED-0"
+    printed = wait_for_screen(last_line, 10, joined=True)
     lines = [line.strip() for line in printed.splitlines() if line.strip().startswith("run folder: ")]
     assert len(lines) == 1, printed
-    return Path(lines[0].removeprefix("run folder: "))
+    return printed, Path(lines[0].removeprefix("run folder: "))
 
 
 def test_quit_mid_scan_prints_the_resume_line_in_tmux(tmux_session, demo_backdoored, tmp_path):
@@ -119,11 +121,6 @@ def test_quit_mid_scan_prints_the_resume_line_in_tmux(tmux_session, demo_backdoo
     tmux("send-keys", "-t", SESSION, "q")
     wait_for_screen("Stop it and quit?", 20)
     tmux("send-keys", "-t", SESSION, "y")
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "exit.txt").exists() and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert (tmp_path / "exit.txt").read_text().strip() == "EXITED-0"
-    printed = wait_for_screen("resume with:", 10, joined=True)
-    run_dir = printed_run_folder(printed)
+    printed, run_dir = exited_and_printed(tmp_path, "resume with:", 60)
     assert run_dir.parent == tmp_path / "runs" and (run_dir / "config.toml").is_file()
     assert f"interrupted; resume with: nc-tui scan --resume {run_dir}" in printed

@@ -87,11 +87,16 @@ def median_references(l1: dict[int, float], ordinary: list[int], count: int) -> 
     return sorted(near[:count])
 
 
+def log_ratios(screened: dict[int, float], confirmed: dict[int, float], references: list[int]) -> list[float]:
+    """log(confirmed / screened norm) of each reference searched at both budgets."""
+    return [math.log(confirmed[k] / screened[k]) for k in references
+            if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0]
+
+
 def scale_shift(screened: dict[int, float], confirmed: dict[int, float], references: list[int]) -> float:
     """Median log ratio confirmed/screened over the references: what moves a screened norm onto the
     confirmed scale (0 when no reference has both)."""
-    ratios = [math.log(confirmed[k] / screened[k]) for k in references
-              if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0]
+    ratios = log_ratios(screened, confirmed, references)
     return float(np.median(ratios)) if ratios else 0.0
 
 
@@ -99,8 +104,7 @@ def shift_decides(screened: dict[int, float], confirmed: dict[int, float], conve
                   selection: Selection, statistic: str, threshold: float, spread_floor: float = 0.0) -> bool:
     """Whether the verdict hangs on the scale shift: the labels flagged with the references' median log
     ratio differ from those flagged with their smallest or their largest. Then more references are due."""
-    ratios = [math.log(confirmed[k] / screened[k]) for k in selection.references
-              if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0]
+    ratios = log_ratios(screened, confirmed, selection.references)
     if len(ratios) < 2:
         return False
     labels = sorted(screened)

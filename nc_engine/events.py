@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .inflight import Key
+
 
 @dataclass
 class Event:
@@ -25,6 +27,18 @@ class Event:
             if f.metadata.get("json", True):
                 out[f.name] = getattr(self, f.name)
         return out
+
+
+class _OfOneSearch:
+    """Events about one (label, trial, stage) search."""
+
+    label: int
+    trial: int
+    stage: str
+
+    @property
+    def key(self) -> Key:
+        return self.label, self.trial, self.stage
 
 
 @dataclass
@@ -54,7 +68,7 @@ class ScanWarning(Event):
 
 
 @dataclass
-class StepProgress(Event):
+class StepProgress(Event, _OfOneSearch):
     """One step (a pass over the optimisation samples) of one (label, trial) search."""
 
     kind = "step"
@@ -73,7 +87,7 @@ class StepProgress(Event):
 
 
 @dataclass
-class JobPlaced(Event):
+class JobPlaced(Event, _OfOneSearch):
     """A (label, trial) search handed to a worker of a scan spread over several (nc_engine/compute.py)."""
 
     kind = "job_placed"
@@ -84,7 +98,7 @@ class JobPlaced(Event):
 
 
 @dataclass
-class TrialFinished(Event):
+class TrialFinished(Event, _OfOneSearch):
     kind = "trial_finished"
     label: int
     trial: int

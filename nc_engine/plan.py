@@ -78,9 +78,8 @@ class ScanPlan:
 def continued_first(jobs: list[Job], inflight: dict[Key, SlotCheckpoint]) -> list[Job]:
     """The searches that were running go first, in the rows they had, so the groups are formed as in the
     run that stopped (then the rest in plan order, as they would have joined)."""
-    running = sorted((j for j in jobs if (j.label, j.trial, j.stage) in inflight),
-                     key=lambda j: inflight[(j.label, j.trial, j.stage)].slot)
-    return running + [j for j in jobs if (j.label, j.trial, j.stage) not in inflight]
+    running = sorted((j for j in jobs if j.key in inflight), key=lambda j: inflight[j.key].slot)
+    return running + [j for j in jobs if j.key not in inflight]
 
 
 def plan_scan(prep: Prepared, previous: list[dict], inflight: dict[Key, SlotCheckpoint] | None = None) -> ScanPlan:

@@ -14,8 +14,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .inflight import Key
+
 RATE_WINDOW = 30.0  # seconds of recent progress the ETA's rate is measured over
-Key = tuple[int, int, str]  # (label, trial, stage)
 
 
 @dataclass

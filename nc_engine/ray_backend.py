@@ -100,10 +100,6 @@ def init_ray(compute: ComputeConfig) -> bool:
     return True
 
 
-def _key(job: Job) -> tuple[int, int, str]:
-    return job.label, job.trial, job.stage
-
-
 @dataclass
 class _Worker:
     index: int
@@ -300,9 +296,9 @@ class _Dispatch:
             self._lost(worker, exc)
             return False
         # a poll carries each search's latest mask only (ray_worker.thin_steps): its earlier steps show it too
-        latest = {_key(item.job): item.mask for kind, _, item, _ in events if kind == "step" and item.mask is not None}
+        latest = {item.job.key: item.mask for kind, _, item, _ in events if kind == "step" and item.mask is not None}
         for kind, call, item, images in events:
-            key = _key(item.job)
+            key = item.job.key
             if key in self.finished:
                 continue
             if kind == "done":
@@ -335,7 +331,7 @@ class _Dispatch:
         if not worker.alive:
             return
         mine = [ref for ref, call in self.calls.items() if call.worker is worker]
-        orphans = [job for ref in mine for job in self.calls[ref].jobs if _key(job) not in self.finished]
+        orphans = [job for ref in mine for job in self.calls[ref].jobs if job.key not in self.finished]
         for ref in mine:
             del self.calls[ref]
         self.polls.pop(worker.index, None)

@@ -44,7 +44,7 @@ def thin_steps(events: list[WorkerEvent]) -> list[WorkerEvent]:
     seen: set[tuple[int, int, str]] = set()
     for kind, _, item, _ in reversed(events):
         if kind == "step":
-            key = (item.job.label, item.job.trial, item.job.stage)
+            key = item.job.key
             item.mask = None if key in seen else small_mask(item.mask)
             seen.add(key)
     return events

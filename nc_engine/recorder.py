@@ -40,7 +40,7 @@ class RunRecorder:
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         result = {k: v for k, v in e.to_dict().items() if k != "event"}
         self.folder.save_trial(result, e.mask, e.pattern)
-        self.folder.drop_inflight((e.label, e.trial, e.stage))
+        self.folder.drop_inflight(e.key)
 
     def on_searches_saved(self, e: ev.SearchesSaved) -> None:
         if e.stopping:

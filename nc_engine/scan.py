@@ -191,7 +191,7 @@ class TrialCollector:
         finished = ev.TrialFinished(job.label, job.trial, job.seed, out.l1_norm, asr, out.steps, out.converged,
                                     out.stop_reason, out.seconds, job.stage, out.mask, out.pattern)
         self.trials.append({k: v for k, v in finished.to_dict().items() if k != "event"})
-        self.arrays[(job.label, job.trial, job.stage)] = (out.mask, out.pattern)
+        self.arrays[job.key] = (out.mask, out.pattern)
         self.bus.emit(finished)
         mine = [t for t in self.trials if t["label"] == job.label and t.get("stage", "trial") == "trial"]
         if job.stage == "trial" and len(mine) >= self.prep.cfg.scan.trials:

@@ -21,7 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .inflight import MASK_ARRAYS, PATTERN_ARRAYS, SCHEDULE_BOOLS, SCHEDULE_FLOATS, SCHEDULE_INTS, Carry, SlotCheckpoint
+from .inflight import (
+    MASK_ARRAYS,
+    PATTERN_ARRAYS,
+    SCHEDULE_BOOLS,
+    SCHEDULE_FLOATS,
+    SCHEDULE_INTS,
+    Carry,
+    Key,
+    SlotCheckpoint,
+)
 from .schedule import CostSchedule, SearchSettings
 from .trigger import initial_trigger, stamp, unit_from_raw
 
@@ -32,6 +41,11 @@ class Job:
     trial: int
     seed: int
     stage: str = "trial"  # "screen" for the cheap first pass of a screened scan
+
+    @property
+    def key(self) -> Key:
+        """What run folders, checkpoints and progress know this search by."""
+        return self.label, self.trial, self.stage
 
 
 @dataclass
@@ -214,7 +228,7 @@ class _GroupSearch:
         """The checkpoint a stopped run left for this job, if it fits this search (else said, and dropped)."""
         if self.carry is None:
             return None
-        saved = self.carry.restored.pop((job.label, job.trial, job.stage), None)
+        saved = self.carry.restored.pop(job.key, None)
         if saved is None:
             return None
         problem = saved.misfit(job.seed, len(self.x_opt), self.settings.batch_size, self.settings.max_steps)

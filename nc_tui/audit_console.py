@@ -14,28 +14,17 @@ from nc_engine import events as ev
 from nc_engine.audit_summary import AuditRow, summary_lines, verdict_text
 from nc_engine.formatting import fmt_eta
 
-from .console import HEARTBEAT_SECONDS
-from .state import ScanState
+from .console import ConsoleListener
 
 STYLES = {"backdoored": "bold red", "clean": "green", "inconclusive": "yellow", "error": "bold red"}
 
 
-class AuditProgress:
+class AuditProgress(ConsoleListener):
     """An on_event handler for run_audit: model lines, and a `...` line at least every 10 s while a scan runs."""
 
     def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
-        self.console = console
-        self.clock = clock
-        self.last_line = clock()
-        self.state = ScanState()
+        super().__init__(console, clock)
         self.current = ""
-
-    def __call__(self, event: ev.Event) -> None:
-        ev.dispatch(self, event)
-
-    def _print(self, *args) -> None:
-        self.console.print(*args)
-        self.last_line = self.clock()
 
     def on_audit_started(self, e: ae.AuditStarted) -> None:
         self._print(f"audit: {len(e.models)} model(s) from {e.spec}, run folders in {e.out}"
@@ -53,17 +42,9 @@ class AuditProgress:
 
     def on_step(self, e: ev.StepProgress) -> None:
         self.state.on_step(e)
-        if self.clock() - self.last_line >= HEARTBEAT_SECONDS:
-            with self.state.lock:
-                done, total, images = self.state.done_jobs, self.state.total_jobs, self.state.images
-            self._print(f"  ... {self.current}: {done}/{total} searches done, {images} images, "
+        if self.heartbeat_due():
+            self._print(f"  ... {self.current}: {self.searches_done()}, {self.state.images} images, "
                         f"{fmt_eta(self.state.eta_seconds(), True)}")
-
-    def on_trial_finished(self, e: ev.TrialFinished) -> None:
-        self.state.on_trial_finished(e)
-
-    def on_screening_finished(self, e: ev.ScreeningFinished) -> None:
-        self.state.on_screening_finished(e)
 
     def on_warning(self, e: ev.ScanWarning) -> None:
         self._print(Text(f"  {self.current}: warning: {e.message}", style="yellow"))

@@ -40,24 +40,46 @@ def make_console(stream=None) -> Console:
 HEARTBEAT_SECONDS = 10.0  # plain output: the longest silence (batched scans finish no label for 40-50 s)
 
 
-class HeadlessProgress:
-    """An on_event handler that renders progress on a console."""
+class ConsoleListener:
+    """What the scan's and the audit's console handlers share: the event dispatch, the scan state the
+    events build up, and the time of the last printed line (plain output's heartbeat is measured from it)."""
 
     def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
-        self.live = console.is_terminal and not console.no_color
-        self.progress: Progress | None = None
-        self.state = ScanState()
         self.clock = clock
         self.last_line = clock()
-        self.workers: set[str] = set()  # Ray workers named so far
+        self.state = ScanState()
+
+    def __call__(self, event: ev.Event) -> None:
+        ev.dispatch(self, event)
 
     def _print(self, *args) -> None:
         self.console.print(*args)
         self.last_line = self.clock()
 
-    def __call__(self, event: ev.Event) -> None:
-        ev.dispatch(self, event)
+    def heartbeat_due(self) -> bool:
+        return self.clock() - self.last_line >= HEARTBEAT_SECONDS
+
+    def searches_done(self) -> str:
+        """"3/10 searches done" for heartbeat lines."""
+        with self.state.lock:
+            return f"{self.state.done_jobs}/{self.state.total_jobs} searches done"
+
+    def on_trial_finished(self, e: ev.TrialFinished) -> None:
+        self.state.on_trial_finished(e)
+
+    def on_screening_finished(self, e: ev.ScreeningFinished) -> None:
+        self.state.on_screening_finished(e)
+
+
+class HeadlessProgress(ConsoleListener):
+    """An on_event handler that renders progress on a console."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(console, clock)
+        self.live = console.is_terminal and not console.no_color
+        self.progress: Progress | None = None
+        self.workers: set[str] = set()  # Ray workers named so far
 
     def on_scan_started(self, e: ev.ScanStarted) -> None:
         self.state.on_scan_started(e)
@@ -88,14 +110,14 @@ class HeadlessProgress:
         """Plain output's sign of life: labels done, the running labels' steps, images, ETA."""
         with self.state.lock:
             running = [r for r in self.state.labels.values() if r.state == "running"]
-            done, total, images = self.state.done_jobs, self.state.total_jobs, self.state.images
+            images = self.state.images
         steps = " ".join(f"{r.label}:{r.step}" for r in running[:10]) + (" ..." if len(running) > 10 else "")
-        self._print(f"... {done}/{total} searches done; running (label:step) {steps or 'none'}; "
+        self._print(f"... {self.searches_done()}; running (label:step) {steps or 'none'}; "
                     f"{images} images; {fmt_eta(self.state.eta_seconds(), True)}")
 
     def on_step(self, e: ev.StepProgress) -> None:
         self.state.on_step(e)
-        if self.progress is None and self.clock() - self.last_line >= HEARTBEAT_SECONDS:
+        if self.progress is None and self.heartbeat_due():
             self.heartbeat()
         if self.progress is not None:
             with self.state.lock:
@@ -115,11 +137,8 @@ class HeadlessProgress:
             self.workers.add(name)
             self._print(f"worker {name}: {where}")
 
-    def on_trial_finished(self, e: ev.TrialFinished) -> None:
-        self.state.on_trial_finished(e)
-
     def on_screening_finished(self, e: ev.ScreeningFinished) -> None:
-        self.state.on_screening_finished(e)
+        super().on_screening_finished(e)
         if e.second_round:
             self.console.print(f"the verdict depended on the scale shift: confirming {len(e.second_round)} more "
                                f"references ({', '.join(map(str, e.second_round))})")

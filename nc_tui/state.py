@@ -73,7 +73,7 @@ class ScanState:
             del row.loss_history[:-HISTORY], row.l1_history[:-HISTORY]
             row.mask = e.mask
             self.images = e.images
-            self.progress.step((e.label, e.trial, e.stage), e.step)
+            self.progress.step(e.key, e.step)
 
     def on_job_placed(self, e: ev.JobPlaced) -> None:
         with self.lock:
@@ -84,7 +84,7 @@ class ScanState:
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         with self.lock:
             self.done_jobs += 1
-            self.progress.finish((e.label, e.trial, e.stage), e.steps)
+            self.progress.finish(e.key, e.steps)
             if e.stage == "screen":
                 row = self.labels.get(e.label)
                 if row is not None:

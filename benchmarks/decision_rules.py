@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.evaluate_report import scored  # noqa: E402
+from benchmarks.evaluate_report import flaggable, scored  # noqa: E402
 from benchmarks.zoo_split import SPLIT_FILE, family, load_split  # noqa: E402
 from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, anomaly_scores, family_wise  # noqa: E402
 
@@ -67,15 +67,16 @@ class Scan:
     score: float  # backdoored: the target's score (-inf if not eligible); clean: the highest eligible score
 
 
-def eligible(l1: list[float], converged: list[bool] | None) -> list[bool]:
-    """Labels a rule may flag: converged and at or below the median norm (a large norm is no trigger)."""
+def eligible(l1: list[float], flags: list[bool] | None) -> list[bool]:
+    """Labels a rule may flag: those the engine may flag (`flags`: converged, confirmed) and at or below the
+    median norm (a large norm is no trigger)."""
     median = statistics.median(l1)
-    return [v <= median and (converged is None or bool(converged[k])) for k, v in enumerate(l1)]
+    return [v <= median and (flags is None or bool(flags[k])) for k, v in enumerate(l1)]
 
 
 def scan_score(record: dict, rule: Rule) -> float:
     """The scan's score under a rule: above the threshold = found (backdoored) or false alarm (clean)."""
-    scores, ok = rule(record["l1"]), eligible(record["l1"], record.get("converged"))
+    scores, ok = rule(record["l1"]), eligible(record["l1"], flaggable(record))
     if record["backdoor"]:
         target = record["target"]
         return scores[target] if ok[target] else -math.inf

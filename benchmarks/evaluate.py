@@ -1,6 +1,6 @@
 """Scan every zoo model through its own config file and score the verdicts.
 
-    python benchmarks/evaluate.py [--only mnist] [--presets fast,default,thorough] [--seeds 0,1,2]
+    python benchmarks/evaluate.py [--only mnist] [--half test] [--presets fast,default,thorough] [--seeds 0,1,2]
                                   [--device cuda] [--workers 4] [--results FILE.jsonl] [--markdown RESULTS.md]
 
 Each scan is the config a user would write (the zoo's config.toml) with `scan.preset` and `scan.seed`
@@ -28,6 +28,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 from benchmarks.evaluate_report import write_markdown  # noqa: E402
 from benchmarks.zoo import CACHE, build_zoo  # noqa: E402
+from benchmarks.zoo_split import HALVES, load_split  # noqa: E402
 from nc_engine import run_scan  # noqa: E402
 from nc_engine.config import config_from_dict  # noqa: E402
 
@@ -59,6 +60,8 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         "index": [rows[k].anomaly_index for k in sorted(rows)],
         "converged": [rows[k].converged for k in sorted(rows)],
         "statistic": report.statistic, "threshold": report.threshold, "spread_floor": report.spread_floor,
+        "reasons": list(report.reasons), "screened": bool(report.screening),
+        "stages": [rows[k].stage for k in sorted(rows)],  # screened scans: only "confirmed" labels can be flagged
     }
     if target is not None:
         row = rows[target]
@@ -72,13 +75,13 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
     return record
 
 
-def write_results(results: Path, manifests: list[dict], markdown: Path, notes: Path) -> None:
+def write_results(results: Path, manifests: list[dict], markdown: Path, notes: Path, rejudge: bool = True) -> None:
     """The report: the tables from the records, after the hand-written notes (how and where)."""
     records = [json.loads(line) for line in results.read_text().splitlines()]
     preamble = notes.read_text(encoding="utf-8") if notes.is_file() else ""
     root = Path(__file__).resolve().parents[1]
     source = results.resolve().relative_to(root) if results.resolve().is_relative_to(root) else results
-    write_markdown(records, manifests, markdown, preamble, source=str(source))
+    write_markdown(records, manifests, markdown, preamble, source=str(source), rejudge=rejudge)
 
 
 def _scan_job(args: tuple[str, str, int, str, int]) -> dict:
@@ -95,6 +98,8 @@ def main() -> None:
     parser.add_argument("--presets", default="fast,default,thorough")
     parser.add_argument("--seeds", default="0,1,2", help="seeds for --seeded presets; others run the first")
     parser.add_argument("--seeded", default="default", help="comma-separated presets that run every seed")
+    parser.add_argument("--half", choices=HALVES, default=None,
+                        help="only the models of one half of benchmarks/zoo_split.json")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--build-workers", type=int, default=0, help="processes for training (default --workers)")
@@ -106,16 +111,20 @@ def main() -> None:
                         help="where the zoo's manifests are saved (default: manifests/ beside --results)")
     parser.add_argument("--notes", type=Path, default=None,
                         help="hand-written part of the report (default: notes.md beside --results)")
+    parser.add_argument("--engine-verdicts", action="store_true",
+                        help="report the verdicts the scans gave, not the default rule re-applied to their L1 norms")
     args = parser.parse_args()
     saved = args.manifests or args.results.parent / "manifests"
     notes = args.notes or args.results.parent / "notes.md"
     if args.report_only:
         write_results(args.results, [json.loads(p.read_text()) for p in sorted(saved.glob("*.json"))],
-                      args.markdown, notes)
+                      args.markdown, notes, not args.engine_verdicts)
         return
     datasets = [d for d in args.only.split(",") if d] or None
     started = time.perf_counter()
-    manifests = build_zoo(args.root, datasets, args.device, args.build_workers or args.workers)
+    split = load_split() if args.half else {}
+    keep = (lambda name: split.get(name) == args.half) if args.half else None
+    manifests = build_zoo(args.root, datasets, args.device, args.build_workers or args.workers, keep=keep)
     print(f"zoo ready: {len(manifests)} models ({time.perf_counter() - started:.0f}s)", flush=True)
     saved.mkdir(parents=True, exist_ok=True)
     for m in manifests:
@@ -144,7 +153,7 @@ def main() -> None:
             print(f"{record['model']:<28} {record['preset']:<9} seed {record['seed']} {record['verdict']:<10} "
                   f"flagged {record['flagged']} target index {index if index is None else round(index, 2)} "
                   f"{record['seconds']:.1f}s", flush=True)
-    write_results(args.results, manifests, args.markdown, notes)
+    write_results(args.results, manifests, args.markdown, notes, not args.engine_verdicts)
     print(f"wrote {args.markdown} ({time.perf_counter() - started:.0f}s in all)")
 
 

@@ -25,10 +25,21 @@ def outcome(r: dict) -> bool:
     return detected(r) if r["backdoor"] else r["verdict"] == "backdoored"
 
 
+def flaggable(r: dict) -> list[bool] | None:
+    """Labels the engine may flag: converged and, in a screened scan, confirmed at the full budget (a
+    screened label's norm is only an estimate moved onto the confirmed scale). None: the record predates both."""
+    converged, stages = r.get("converged"), r.get("stages")
+    if converged is None and stages is None:
+        return None
+    n = len(r["l1"])
+    return [bool(converged is None or converged[k]) and (stages is None or stages[k] != "screened")
+            for k in range(n)]
+
+
 def under_rule(r: dict, statistic: str, threshold: float, floor: float = 0.0) -> dict:
     """The record's verdict under another outlier rule: the rule is a function of the labels' L1 norms
     (and which searches converged), so the same searches can be judged by any rule."""
-    result = mad_outliers(r["l1"], threshold, r.get("converged"), statistic, spread_floor=floor)
+    result = mad_outliers(r["l1"], threshold, flaggable(r), statistic, spread_floor=floor)
     flagged = [k for k, f in enumerate(result.flagged) if f]
     out = {**r, "flagged": flagged, "verdict": "backdoored" if flagged else "clean",
            "index": result.anomaly_index, "statistic": statistic, "threshold": threshold}
@@ -101,9 +112,11 @@ def stability(records: list[dict], preset: str) -> tuple[int, int, list[str]]:
 
 def summary_rows(records: list[dict], presets: list[str]) -> list[str]:
     kinds = ["patch", "blend", "noise"] + [k for k in LATER_KINDS if any(r["kind"] == k for r in records)]
+    unsure = any(r["verdict"] == "inconclusive" for r in records)
     lines = ["| preset | " + "".join(f"{KIND_TEXT[k]}: found | " for k in kinds) +
-             "clean: flagged (false positive) | same outcome over seeds | median s/scan (MNIST / CIFAR-10 / GTSRB) |",
-             "|---|" + "---|" * (len(kinds) + 3)]
+             "clean: flagged (false positive) | " + ("inconclusive (any model) | " if unsure else "") +
+             "same outcome over seeds | median s/scan (MNIST / CIFAR-10 / GTSRB) |",
+             "|---|" + "---|" * (len(kinds) + 3 + unsure)]
     for preset in presets:
         seed = min(r["seed"] for r in records if r["preset"] == preset)
         first = [r for r in records if r["preset"] == preset and r["seed"] == seed]
@@ -113,6 +126,8 @@ def summary_rows(records: list[dict], presets: list[str]) -> list[str]:
             cells.append(_pct(sum(detected(r) for r in rows), len(rows)))
         clean = [r for r in first if r["kind"] == "clean"]
         cells.append(_pct(sum(r["verdict"] == "backdoored" for r in clean), len(clean)))
+        if unsure:
+            cells.append(_pct(sum(r["verdict"] == "inconclusive" for r in first), len(first)))
         same, multi, _ = stability(records, preset)
         cells.append(_pct(same, multi) if multi else "(one seed)")
         cells.append(" / ".join(_median([r["seconds"] for r in first if r["dataset"] == d], ".1f")
@@ -161,6 +176,8 @@ def misses(records: list[dict], preset: str) -> list[str]:
         elif not r["backdoor"] and r["verdict"] == "backdoored":
             out.append(f"- {r['model']} seed {r['seed']}: clean model flagged {r['flagged']} "
                        f"(highest index {r['max_other_index']:.2f})")
+        if r["verdict"] == "inconclusive":
+            out.append(f"- {r['model']} seed {r['seed']}: inconclusive ({'; '.join(r.get('reasons') or ['-'])})")
     return out or ["- none"]
 
 
@@ -182,8 +199,9 @@ def zoo_rows(manifests: list[dict]) -> list[str]:
 
 def write_markdown(records: list[dict], manifests: list[dict], path: Path, preamble: str = "",
                    statistic: str = "log_l1", threshold: float | None = None,
-                   source: str = "benchmarks/results/evaluation.jsonl") -> None:
-    """All tables judge every scan by one outlier rule (default: the engine's), except the rule table."""
+                   source: str = "benchmarks/results/evaluation.jsonl", rejudge: bool = True) -> None:
+    """All tables judge every scan by one outlier rule (default: the engine's), except the rule table; with
+    `rejudge` False they show the verdicts the scans themselves gave (inconclusive ones included)."""
     presets = [p for p in ("fast", "default", "thorough", "reference") if any(r["preset"] == p for r in records)]
     presets += sorted({r["preset"] for r in records} - set(presets))
     devices = sorted({r["device"] for r in records})
@@ -193,13 +211,16 @@ def write_markdown(records: list[dict], manifests: list[dict], path: Path, pream
     threshold = DEFAULT_THRESHOLD[statistic] if threshold is None else threshold
     floor = DEFAULT_SPREAD_FLOOR[statistic]
     all_rules = records
-    records = [under_rule(r, statistic, threshold, floor) for r in records]
+    if rejudge:
+        records = [under_rule(r, statistic, threshold, floor) for r in records]
+    judge = ("(the engine's default; judged again from the recorded L1 norms)" if rejudge else
+             "(the engine's verdicts as each scan gave them, inconclusive outcome and screening included)")
     text = ["# Evaluation: the zoo, scanned", "",
             f"Written by `benchmarks/evaluate.py` from `{source}`; do not edit by hand.",
             "", preamble, "", "## The zoo (`benchmarks/zoo.py`)", "", *zoo_rows(manifests), "",
             "## Summary", "",
             f"Scans ran on: {', '.join(devices)}. Outlier test: {rule_name(statistic, threshold, floor)} "
-            "(the engine's default; judged again from the recorded L1 norms). "
+            f"{judge}. "
             "\"Found\" means the true target is among the flagged labels; a clean model is a false positive "
             "when any label is flagged. Stability: "
             "the share of models whose outcome is the same for all seeds. Rates are over each preset's first "

@@ -296,9 +296,10 @@ def _build_one(args: tuple[ModelSpec, Path, str, int]) -> dict:
 
 
 def build_zoo(root: Path, datasets: list[str] | None = None, device: str = "cpu", workers: int = 1,
-              log=print) -> list[dict]:
-    """Build every model of the zoo (cached); `workers` processes share the CPU threads."""
-    specs = zoo_specs(datasets)
+              log=print, keep=None) -> list[dict]:
+    """Build every model of the zoo (cached), or those whose name `keep` accepts; `workers` processes
+    share the CPU threads."""
+    specs = [s for s in zoo_specs(datasets) if keep is None or keep(s.name)]
     for dataset in {s.dataset for s in specs}:
         load_arrays(dataset)  # decode once before the workers start
     threads = max(1, torch.get_num_threads() // workers)

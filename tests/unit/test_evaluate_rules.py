@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import decision_rules as dr
+from benchmarks.evaluate_report import flaggable, under_rule, write_markdown
 from benchmarks.zoo_split import load_split
 from nc_engine.outliers import (
     DEFAULT_SPREAD_FLOOR,
@@ -85,6 +86,44 @@ def test_scan_score_only_counts_eligible_labels():
     bad = {"backdoor": True, "target": 0, "l1": l1, "converged": [True] * 5}
     assert dr.scan_score(bad, dr.RULES["l1"][0]) > 2.0
     assert dr.scan_score({**bad, "target": 4}, dr.RULES["l1"][0]) == -math.inf  # above the median
+
+
+def test_screened_labels_cannot_be_flagged_by_a_rejudged_rule():
+    """A screened scan's unconfirmed norms are estimates moved onto the confirmed scale: the engine never
+    flags them, so neither may a rule that re-judges the record."""
+    l1 = [5.0, 50.0, 52.0, 54.0, 56.0]
+    clean = {"backdoor": False, "target": None, "l1": l1, "converged": [True] * 5,
+             "stages": ["screened", "confirmed", "confirmed", "screened", "screened"]}
+    assert dr.scan_score(clean, dr.RULES["l1"][0]) < 1.0
+    assert under_rule(clean, "l1", 2.0)["verdict"] == "clean"
+    confirmed = {**clean, "stages": ["confirmed"] * 5}
+    assert dr.scan_score(confirmed, dr.RULES["l1"][0]) > 2.0
+    assert under_rule(confirmed, "l1", 2.0)["flagged"] == [0]
+    assert flaggable({"l1": l1}) is None  # older records: every label may be flagged
+
+
+def _record(model: str, kind: str, verdict: str, seed: int = 0, reasons: list[str] | None = None) -> dict:
+    target = None if kind == "clean" else 0
+    return {"model": model, "dataset": "mnist", "arch": "smallcnn", "kind": kind, "backdoor": target is not None,
+            "target": target, "preset": "default", "seed": seed, "verdict": verdict,
+            "flagged": [0] if verdict == "backdoored" else [], "max_other_index": 0.3, "seconds": 5.0,
+            "labels": 5, "real_l1": 9, "real_asr": 0.99, "l1": [5.0, 50.0, 52.0, 54.0, 56.0],
+            "converged": [True] * 5, "target_flagged": verdict == "backdoored", "target_index": 4.0,
+            "target_rank": 1, "target_l1": 5.0, "target_asr": 0.99, "reasons": reasons or [], "device": "cpu"}
+
+
+def test_engine_verdicts_report_keeps_inconclusive_outcomes(tmp_path):
+    records = [_record("mnist-smallcnn-patch-00", "patch", "backdoored"),
+               _record("mnist-smallcnn-patch-00", "patch", "inconclusive", 1, ["most labels did not converge"]),
+               _record("mnist-smallcnn-clean-00", "clean", "clean")]
+    out = tmp_path / "R.md"
+    write_markdown(records, [], out, rejudge=False)
+    text = out.read_text()
+    assert "inconclusive (any model)" in text and "as each scan gave them" in text
+    assert "- mnist-smallcnn-patch-00 seed 1: inconclusive (most labels did not converge)" in text
+    assert "seed 1: missed" in text  # an inconclusive scan of a backdoored model did not find it
+    write_markdown(records, [], out)  # re-judged from the norms: label 0 stands far below the rest
+    assert "inconclusive (any model)" not in out.read_text()
 
 
 def test_main_on_a_slice_of_the_real_records(tmp_path):

@@ -16,6 +16,8 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
+from .errors import first_line
+
 
 def regular_file_problem(path: Path, expected: str) -> str | None:
     """Why `path` is not a regular file one can read to the end (a device such as /dev/zero or a FIFO would
@@ -31,6 +33,21 @@ def regular_file_problem(path: Path, expected: str) -> str | None:
     if not stat.S_ISREG(mode):
         return f"is not a regular file (a device, FIFO or socket); expected {expected}"
     return None
+
+
+class JsonFileProblem(ValueError):
+    """Why a file is not a readable JSON object, as the end of a one-line message."""
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or JsonFileProblem: unreadable, not JSON, or JSON but not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JsonFileProblem(f"not a readable JSON file ({first_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise JsonFileProblem(f"expected a JSON object, got a {type(data).__name__}")
+    return data
 
 
 def json_safe(value: Any) -> Any:

@@ -8,7 +8,6 @@ Column detection and cell decoding are parquet_data.py's (the hub stores the sam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ import numpy as np
 
 from .config import Config
 from .errors import DataError, first_line
+from .files import JsonFileProblem, read_json_object
 from .parquet_data import (
     _columns,
     _hub_class_names,
@@ -33,12 +33,11 @@ if TYPE_CHECKING:
 _EXPECTED = "a folder written by datasets' save_to_disk (state.json and .arrow files, or dataset_dict.json)"
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({first_line(exc)}); expected "
-                        f"{_EXPECTED}") from None
+        return read_json_object(path)
+    except JsonFileProblem as problem:
+        raise DataError(f"{path}: {problem}; expected {_EXPECTED}") from None
 
 
 def split_folder(path: Path, split: str) -> Path:

@@ -29,7 +29,7 @@ from torch import nn
 
 from .config import Config, ModelConfig
 from .errors import ModelError, first_line
-from .files import regular_file_problem
+from .files import JsonFileProblem, read_json_object, regular_file_problem
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "state_dict_ema")
 
@@ -520,12 +520,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: not a readable JSON file ({first_line(exc)})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object, got a {type(data).__name__}")
-    return data
+        return read_json_object(path)
+    except JsonFileProblem as problem:
+        raise ModelError(f"{path}: {problem}") from None
 
 
 def _side(value: Any) -> list[int] | None:

@@ -20,6 +20,7 @@ anyway, so "anomalous" means smaller than that scatter too. RULES.md chooses it 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -121,9 +122,7 @@ def mad_outliers(l1: list[float], threshold: float = 2.0, eligible: list[bool] |
     back = np.exp if statistic == "log_l1" else (lambda v: v)
     eligible = [True] * len(values) if eligible is None else eligible
     if len(values) < 3:
-        median = float(back(np.median(values))) if len(values) else 0.0
-        return OutlierResult(median, 0.0, 0.0, [0.0] * len(values), [False] * len(values),
-                             "fewer than 3 labels: no outlier test possible")
+        return _too_few(values, back)
     median, mad = _median_mad(values)
     if _mad_is_zero(mad, median):
         return OutlierResult(float(back(median)), 0.0, 0.0, [0.0] * len(values), [False] * len(values),
@@ -136,15 +135,19 @@ def mad_outliers(l1: list[float], threshold: float = 2.0, eligible: list[bool] |
                          spread=spread)
 
 
+def _too_few(values: np.ndarray, back: Callable) -> OutlierResult:
+    median = float(back(np.median(values))) if len(values) else 0.0
+    return OutlierResult(median, 0.0, 0.0, [0.0] * len(values), [False] * len(values),
+                         "fewer than 3 labels: no outlier test possible")
+
+
 def _loo_outliers(l1: list[float], threshold: float, eligible: list[bool] | None, statistic: str,
                   floor: float) -> OutlierResult:
     values = _on_scale(l1, statistic)
     back = math.exp if statistic == "log_l1" else float
     eligible = [True] * len(values) if eligible is None else eligible
     if len(values) < 3:
-        median = float(back(np.median(values))) if len(values) else 0.0
-        return OutlierResult(median, 0.0, 0.0, [0.0] * len(values), [False] * len(values),
-                             "fewer than 3 labels: no outlier test possible")
+        return _too_few(values, back)
     median, mad = _median_mad(values)
     index = anomaly_scores(l1, statistic, leave_one_out=True, spread_floor=floor)
     if not any(index):

@@ -36,7 +36,18 @@ import numpy as np
 
 from .config import Config, config_to_toml, load_config
 from .errors import RunFolderError
-from .files import JsonLines, drop_torn_tail, write_csv, write_json, write_npz, write_png, write_raw_npz, write_text
+from .files import (
+    JsonFileProblem,
+    JsonLines,
+    drop_torn_tail,
+    read_json_object,
+    write_csv,
+    write_json,
+    write_npz,
+    write_png,
+    write_raw_npz,
+    write_text,
+)
 from .inflight import CheckpointProblem, Key, SlotCheckpoint
 
 # What a damaged .npz raises when opened or read (a truncated zip, a bad deflate stream, a missing array).
@@ -188,12 +199,9 @@ class RunFolder:
         if not path.exists():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunFolderError(f"{path}: damaged ({exc})") from None
-        if not isinstance(data, dict):
-            raise RunFolderError(f"{path}: damaged (expected a JSON object)")
-        return data
+            return read_json_object(path)
+        except JsonFileProblem as problem:
+            raise RunFolderError(f"{path}: damaged ({problem})") from None
 
     # ---- one owner at a time
     @property

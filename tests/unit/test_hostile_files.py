@@ -304,3 +304,23 @@ def test_a_damaged_trigger_file_costs_only_the_degenerate_marks(tmp_path):
     assert folder.mask_area([0]) is None
     folder.save_trigger(1, np.zeros((28, 28), np.float32), np.zeros((1, 28, 28), np.float32))
     assert folder.mask_area([0, 1]) == 784
+
+
+@pytest.mark.parametrize("text, problem", [("[1, 2]", "expected a JSON object, got a list"),
+                                           ("{bad", "not a readable JSON file"),
+                                           (b"\xff\xfe{}", "not a readable JSON file")])
+def test_json_side_files_that_are_not_objects_are_one_line(tmp_path, text, problem):
+    """The run folder's fingerprints, a model folder's config.json and a dataset's state.json share one
+    reader: each names the file and what was wrong with it."""
+    from nc_engine.errors import RunFolderError
+    from nc_engine.files import JsonFileProblem, read_json_object
+    from nc_engine.runfolder import RunFolder
+
+    path = tmp_path / "fingerprints.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(JsonFileProblem, match=problem):
+        read_json_object(path)
+    with pytest.raises(RunFolderError) as info:
+        RunFolder(tmp_path).read_fingerprints()
+    message = str(info.value)
+    assert message.startswith(f"{path}: damaged (") and problem in message and "\n" not in message

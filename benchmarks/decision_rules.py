@@ -443,7 +443,7 @@ def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoic
                    for r in strict_results if r.how == "tuning"], "",
                  *test_rows([r for r in strict_results if r.how == "tuning"]), ""]
     if secondary:
-        text += ["## Other presets and the rebuilt zoo (test half only)", "",
+        text += ["## Other presets and the rebuilt zoos (test half only)", "",
                  *secondary_rows(secondary, results, split), ""]
     if fresh and fresh[1]:
         text += ["## Families added after the rule was chosen (all out of sample)", "",
@@ -454,9 +454,9 @@ def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoic
     path.write_text("\n".join(text), encoding="utf-8")
 
 
-def secondary_sources(results_path: Path, rebuild: Path | None) -> list[tuple[str, list[dict]]]:
+def secondary_sources(results_path: Path, rebuilds: list[Path]) -> list[tuple[str, list[dict]]]:
     out = []
-    for path in [results_path] + ([rebuild] if rebuild else []):
+    for path in [results_path, *rebuilds]:
         records = load(path)
         for preset in sorted({r["preset"] for r in records}):
             if path == results_path and preset == MAIN_PRESET:
@@ -478,8 +478,9 @@ def print_table(results: list[RuleResult]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Choose the outlier rule on the tuning half, report the test half.")
     parser.add_argument("--results", type=Path, default=RESULTS / "evaluation.jsonl")
-    parser.add_argument("--rebuild", type=Path, default=RESULTS / "evaluation_rebuild.jsonl",
-                        help="scans of the rebuilt zoo (secondary); '' for none")
+    parser.add_argument("--rebuild", default=f"{RESULTS / 'evaluation_rebuild.jsonl'},"
+                                              f"{RESULTS / 'evaluation_cpu_test_half.jsonl'}",
+                        help="comma-separated scans of rebuilt zoos (secondary, test half only); '' for none")
     parser.add_argument("--split", type=Path, default=SPLIT_FILE)
     parser.add_argument("--fresh", type=Path, default=RESULTS / "evaluation_new_families.jsonl",
                         help="scans of families added after the rule was chosen (all out of sample)")
@@ -491,11 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     records = main_records(args.results)
     analysed = analyse(records, split, args.max_fpr)
     results = analysed[0]
-    rebuild = args.rebuild if args.rebuild and str(args.rebuild) not in ("", ".") else None
+    rebuilds = [Path(p) for p in args.rebuild.split(",") if p.strip()]
     root = Path(__file__).resolve().parents[1]
     source = args.results.resolve()
     source = source.relative_to(root) if source.is_relative_to(root) else source
-    write_markdown(args.markdown, analysed, split, records, secondary_sources(args.results, rebuild),
+    write_markdown(args.markdown, analysed, split, records, secondary_sources(args.results, rebuilds),
                    args.max_fpr, str(source), (args.strict_fpr, analyse(records, split, args.strict_fpr)[0]),
                    (f"`{args.fresh.name}`", main_records(args.fresh)) if args.fresh.is_file() else None)
     print_table(results)

@@ -18,6 +18,7 @@ import tempfile
 import time
 import tomllib
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -84,6 +85,12 @@ def write_results(results: Path, manifests: list[dict], markdown: Path, notes: P
     write_markdown(records, manifests, markdown, preamble, source=str(source), rejudge=rejudge)
 
 
+def in_half(half: str) -> Callable[[str], bool]:
+    """Whether a zoo model belongs to `half` of benchmarks/zoo_split.json (models it does not list: no)."""
+    split = load_split()
+    return lambda name: split.get(name) == half
+
+
 def _scan_job(args: tuple[str, str, int, str, int]) -> dict:
     folder, preset, seed, device, threads = args
     torch.set_num_threads(threads)
@@ -122,8 +129,7 @@ def main() -> None:
         return
     datasets = [d for d in args.only.split(",") if d] or None
     started = time.perf_counter()
-    split = load_split() if args.half else {}
-    keep = (lambda name: split.get(name) == args.half) if args.half else None
+    keep = in_half(args.half) if args.half else None
     manifests = build_zoo(args.root, datasets, args.device, args.build_workers or args.workers, keep=keep)
     print(f"zoo ready: {len(manifests)} models ({time.perf_counter() - started:.0f}s)", flush=True)
     saved.mkdir(parents=True, exist_ok=True)

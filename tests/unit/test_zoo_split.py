@@ -46,3 +46,16 @@ def test_check_fails_on_a_stale_file(tmp_path):
     doc["models"][NAMES[0]] = "test" if doc["models"][NAMES[0]] == "tuning" else "tuning"
     stale.write_text(json.dumps(doc))
     assert main(["--check", "--out", str(stale)]) == 1
+
+
+def test_evaluate_half_picks_the_split_models_of_the_named_families():
+    from benchmarks.evaluate import in_half
+    from benchmarks.zoo import zoo_specs
+
+    families = ["mnist-smallcnn", "cifar10-compact", "gtsrb-resnet8"]
+    names = [s.name for s in zoo_specs(families)]
+    split = load_split()
+    picked = [n for n in names if in_half("test")(n)]
+    assert picked and set(picked) == {n for n in names if split[n] == "test"}
+    assert not set(picked) & {n for n in names if in_half("tuning")(n)}
+    assert not in_half("test")("cifar10-resnet9-patch-00")  # not in the split: never picked

@@ -85,9 +85,13 @@ def write_results(results: Path, manifests: list[dict], markdown: Path, notes: P
     write_markdown(records, manifests, markdown, preamble, source=str(source), rejudge=rejudge)
 
 
-def in_half(half: str) -> Callable[[str], bool]:
-    """Whether a zoo model belongs to `half` of benchmarks/zoo_split.json (models it does not list: no)."""
-    split = load_split()
+DRAWS = {"first": ("models",), "second": ("second_draw",), "both": ("models", "second_draw")}
+
+
+def in_half(half: str, draw: str = "both") -> Callable[[str], bool]:
+    """Whether a zoo model belongs to `half` of benchmarks/zoo_split.json (models it does not list: no),
+    among the models of `draw` ("first", "second" or "both"; benchmarks/zoo.py, SECOND_DRAW)."""
+    split = load_split(draws=DRAWS[draw])
     return lambda name: split.get(name) == half
 
 
@@ -107,6 +111,8 @@ def main() -> None:
     parser.add_argument("--seeded", default="default", help="comma-separated presets that run every seed")
     parser.add_argument("--half", choices=HALVES, default=None,
                         help="only the models of one half of benchmarks/zoo_split.json")
+    parser.add_argument("--draw", choices=list(DRAWS), default="both",
+                        help="with --half: the zoo's first draw, its second (zoo.py, SECOND_DRAW) or both")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--build-workers", type=int, default=0, help="processes for training (default --workers)")
@@ -129,7 +135,7 @@ def main() -> None:
         return
     datasets = [d for d in args.only.split(",") if d] or None
     started = time.perf_counter()
-    keep = in_half(args.half) if args.half else None
+    keep = in_half(args.half, args.draw) if args.half else None
     manifests = build_zoo(args.root, datasets, args.device, args.build_workers or args.workers, keep=keep)
     print(f"zoo ready: {len(manifests)} models ({time.perf_counter() - started:.0f}s)", flush=True)
     saved.mkdir(parents=True, exist_ok=True)

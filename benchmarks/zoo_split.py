@@ -8,6 +8,9 @@ members of each family (dataset x arch x kind) are ordered by a salted hash of t
 alternately to the two halves, with one running turn across families so that a family's odd member
 goes to the half that got fewer so far. Backdoored and clean models are dealt separately, from opposite
 halves, so each half holds (within one) as many clean models as backdoored ones.
+
+The zoo's second draw (benchmarks/zoo.py, SECOND_DRAW) is split the same way but on its own, so adding it
+moved none of the first draw's models; the file keeps it in a block of its own.
 """
 
 from __future__ import annotations
@@ -50,14 +53,19 @@ def split_models(names: list[str], salt: str = SALT) -> dict[str, str]:
     return dict(sorted(halves.items()))
 
 
-def load_split(path: Path = SPLIT_FILE) -> dict[str, str]:
-    """The committed split: model name -> half."""
-    return json.loads(path.read_text(encoding="utf-8"))["models"]
+def load_split(path: Path = SPLIT_FILE, draws: tuple[str, ...] = ("models", "second_draw")) -> dict[str, str]:
+    """The committed split: model name -> half, over the named draws (default: both)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return {name: half for draw in draws for name, half in doc.get(draw, {}).items()}
 
 
-def split_document(names: list[str], salt: str = SALT) -> dict:
-    return {"salt": salt, "how": "benchmarks/zoo_split.py: split_models(names, salt)",
-            "models": split_models(names, salt)}
+def split_document(names: list[str], second: list[str] = (), salt: str = SALT) -> dict:
+    """The split file's content: the first draw's `names` and the `second` draw, each split on its own."""
+    doc = {"salt": salt, "how": "benchmarks/zoo_split.py: split_models(names, salt), each draw on its own",
+           "models": split_models(names, salt)}
+    if second:
+        doc["second_draw"] = split_models(list(second), salt)
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,14 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SPLIT_FILE)
     parser.add_argument("--check", action="store_true", help="fail if --out differs from a fresh split")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.zoo import second_draw_names  # imports torch: only when the file is written or checked
+
     names = [p.stem for p in sorted(args.manifests.glob("*.json"))]
-    text = json.dumps(split_document(names), indent=1) + "\n"
+    text = json.dumps(split_document(names, second_draw_names()), indent=1) + "\n"
     if args.check:
         same = args.out.is_file() and args.out.read_text(encoding="utf-8") == text
         print("split up to date" if same else f"{args.out} differs from split_models(); rerun without --check")
         return 0 if same else 1
     args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out} ({len(names)} models)")
+    print(f"wrote {args.out} ({len(names)} models, and {len(second_draw_names())} of the second draw)")
     return 0
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.zoo import second_draw_names
 from benchmarks.zoo_split import HALVES, SPLIT_FILE, family, load_split, main, split_models
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "manifests"
@@ -11,15 +12,34 @@ NAMES = sorted(p.stem for p in MANIFESTS.glob("*.json"))
 
 
 def test_halves_are_disjoint_and_cover_the_zoo():
-    split = load_split()
-    assert len(NAMES) == 58 and sorted(split) == NAMES
-    assert set(split.values()) == set(HALVES)
+    first, second = load_split(draws=("models",)), load_split(draws=("second_draw",))
+    assert len(NAMES) == 58 and sorted(first) == NAMES
+    assert sorted(second) == second_draw_names() and len(second) == 20 and not set(first) & set(second)
+    assert set(first.values()) == set(second.values()) == set(HALVES)
+    assert load_split() == {**first, **second}
 
 
 def test_committed_file_is_the_pure_function_of_the_names():
-    assert load_split() == split_models(NAMES)
+    assert load_split(draws=("models",)) == split_models(NAMES)
+    assert load_split(draws=("second_draw",)) == split_models(second_draw_names())
     assert split_models(list(reversed(NAMES))) == split_models(NAMES)  # order of the input does not matter
     assert main(["--check", "--out", str(SPLIT_FILE)]) == 0
+
+
+def test_the_second_draw_leaves_the_first_as_it_was():
+    """Its models come from a random stream of their own: the first draw's specs do not move."""
+    from benchmarks.zoo import SECOND_DRAW, zoo_specs
+
+    specs = {s.name: s for s in zoo_specs()}
+    assert set(second_draw_names()) <= set(specs)
+    first = [s for name, s in specs.items() if name in NAMES]
+    assert len(first) == 58
+    # the first draw's seeds (100 + k backdoored, 200 + k clean) and the second's never collide
+    for (dataset, arch), n in SECOND_DRAW.items():
+        fam = [s for s in specs.values() if (s.dataset, s.arch) == (dataset, arch)]
+        assert len({s.seed for s in fam}) == len(fam)
+        assert sum(s.name in second_draw_names() for s in fam) == 2 * n
+    assert specs["cifar10-compact-patch-03"].trigger["size"] == 6  # the first draw's model as it was built
 
 
 def test_balanced_per_family_and_clean_against_backdoored():
@@ -59,3 +79,6 @@ def test_evaluate_half_picks_the_split_models_of_the_named_families():
     assert picked and set(picked) == {n for n in names if split[n] == "test"}
     assert not set(picked) & {n for n in names if in_half("tuning")(n)}
     assert not in_half("test")("cifar10-resnet9-patch-00")  # not in the split: never picked
+    second = [n for n in names if in_half("test", "second")(n)]
+    assert second and set(second) <= set(second_draw_names()) and set(second) <= set(picked)
+    assert not set(second) & {n for n in names if in_half("test", "first")(n)}

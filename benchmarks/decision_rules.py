@@ -454,16 +454,17 @@ def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoic
     path.write_text("\n".join(text), encoding="utf-8")
 
 
-def secondary_sources(results_path: Path, rebuilds: list[Path]) -> list[tuple[str, list[dict]]]:
+def secondary_sources(results_path: Path, rebuilds: list[list[Path]]) -> list[tuple[str, list[dict]]]:
+    """Rows of other presets and rebuilt zoos; a rebuild given as several files (a+b) is one source."""
     out = []
-    for path in [results_path, *rebuilds]:
-        records = load(path)
+    for paths in [[results_path], *rebuilds]:
+        records = [r for path in paths for r in load(path)]
         for preset in sorted({r["preset"] for r in records}):
-            if path == results_path and preset == MAIN_PRESET:
+            if paths == [results_path] and preset == MAIN_PRESET:
                 continue
             chosen = scored([r for r in records if r["preset"] == preset])
             seeds = ",".join(str(s) for s in sorted({r["seed"] for r in chosen}))
-            out.append((f"`{path.name}` `{preset}` seeds {seeds}", chosen))
+            out.append((f"{' + '.join(f'`{p.name}`' for p in paths)} `{preset}` seeds {seeds}", chosen))
     return out
 
 
@@ -478,9 +479,11 @@ def print_table(results: list[RuleResult]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Choose the outlier rule on the tuning half, report the test half.")
     parser.add_argument("--results", type=Path, default=RESULTS / "evaluation.jsonl")
-    parser.add_argument("--rebuild", default=f"{RESULTS / 'evaluation_rebuild.jsonl'},"
-                                              f"{RESULTS / 'evaluation_cpu_test_half.jsonl'}",
-                        help="comma-separated scans of rebuilt zoos (secondary, test half only); '' for none")
+    cpu = [RESULTS / f"evaluation_cpu_test_half{part}.jsonl" for part in ("", "_draw2")]
+    parser.add_argument("--rebuild", default=",".join([str(RESULTS / "evaluation_rebuild.jsonl"), *map(str, cpu),
+                                                       "+".join(map(str, cpu))]),
+                        help="comma-separated scans of rebuilt zoos (secondary, test half only), a+b for "
+                             "several files as one; '' for none")
     parser.add_argument("--split", type=Path, default=SPLIT_FILE)
     parser.add_argument("--fresh", type=Path, default=RESULTS / "evaluation_new_families.jsonl",
                         help="scans of families added after the rule was chosen (all out of sample)")
@@ -492,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     records = main_records(args.results)
     analysed = analyse(records, split, args.max_fpr)
     results = analysed[0]
-    rebuilds = [Path(p) for p in args.rebuild.split(",") if p.strip()]
+    rebuilds = [[Path(p) for p in item.split("+")] for item in args.rebuild.split(",") if item.strip()]
     root = Path(__file__).resolve().parents[1]
     source = args.results.resolve()
     source = source.relative_to(root) if source.is_relative_to(root) else source

@@ -158,3 +158,15 @@ def test_engine_default_is_the_rule_chosen_on_the_tuning_half():
     assert best.name == f"log_l1_floor({DEFAULT_SPREAD_FLOOR['log_l1']})"
     assert best.threshold == pytest.approx(DEFAULT_THRESHOLD["log_l1"])
     assert {c.floor for c in grid} == set(dr.FLOORS)
+
+
+def test_a_rebuild_of_several_files_is_one_source(tmp_path):
+    """`--rebuild a+b` (two draws of one build) gives one row of both files' scans; a,b gives two."""
+    default = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    default = [r for r in default if r["preset"] == "default"][:10]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in default[:6]))
+    b.write_text("".join(json.dumps(r) + "\n" for r in default[6:]))
+    sources = dr.secondary_sources(a, [[a, b], [b]])  # a is the main file: its default scans are no row
+    assert [name.split(" `default`")[0] for name, _ in sources] == ["`a.jsonl` + `b.jsonl`", "`b.jsonl`"]
+    assert sources[0][1] == dr.scored(default) and sources[1][1] == dr.scored(default[6:])

@@ -10,6 +10,7 @@ from torch import nn
 
 from nc_engine import run_scan
 from nc_engine.config import config_from_dict
+from nc_engine.formatting import verdict_line
 from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
 from nc_engine.report import ScanInfo, build_report
 from nc_tui.cli import main
@@ -32,6 +33,22 @@ def test_a_clean_model_is_clean_and_a_small_trigger_is_flagged():
     assert report_of(CLEAN_L1).verdict == "clean"
     backdoored = report_of([8.0] + CLEAN_L1[1:])
     assert backdoored.verdict == "backdoored" and backdoored.flagged == [0] and backdoored.reasons == []
+
+
+def test_a_clean_verdict_names_the_label_nearest_the_line():
+    """A missed backdoor most often ranks first under the threshold: the verdict line says where it stood."""
+    l1 = [27.0] + CLEAN_L1[1:]  # about 0.6 of the median: the top of the ranking, not flagged
+    report = report_of(l1)
+    top = max(report.labels, key=lambda r: r.anomaly_index)
+    assert report.verdict == "clean" and top.label == 0 and 0 < top.anomaly_index < report.threshold
+    line = verdict_line(report)
+    assert line.startswith("Verdict: clean: ")
+    assert line.endswith(f"; nearest the line: label 0 (0) at index {top.anomaly_index:.2f})")
+    # an unconverged label's small norm is no candidate: the nearest is the top converged one
+    report = report_of(l1, converged=[False] + [True] * 9)
+    assert report.verdict == "clean" and "nearest the line: label 0 " not in verdict_line(report)
+    assert "nearest the line: label 2 (2)" in verdict_line(report)  # 38.0, the smallest converged norm
+    assert "nearest" not in verdict_line(report_of([8.0] + CLEAN_L1[1:]))  # flagged: the line names it
 
 
 def test_most_labels_unconverged_is_inconclusive_not_clean():

@@ -397,7 +397,9 @@ def fresh_rows(name: str, records: list[dict], results: list[RuleResult]) -> lis
 def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoice]], split: dict[str, str],
                    records: list[dict], secondary: list[tuple[str, list[dict]]], max_fpr: float, source: str,
                    strict: tuple[float, list[RuleResult]] | None = None,
-                   fresh: tuple[str, list[dict]] | None = None) -> None:
+                   fresh: tuple[str, list[dict]] | None = None, draws: dict[str, str] | None = None) -> None:
+    """RULES.md. `split`: the first draw's, where the rule is chosen; `draws`: the later draws' split, for
+    the rebuilt zoos' rows only."""
     results, grid = analysed
     best = recommend(results)
     text = [
@@ -444,7 +446,7 @@ def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoic
                  *test_rows([r for r in strict_results if r.how == "tuning"]), ""]
     if secondary:
         text += ["## Other presets and the rebuilt zoos (test half only)", "",
-                 *secondary_rows(secondary, results, split), ""]
+                 *secondary_rows(secondary, results, {**split, **(draws or {})}), ""]
     if fresh and fresh[1]:
         text += ["## Families added after the rule was chosen (all out of sample)", "",
                  "Models of families the zoo did not have when the floor and threshold were chosen (MNIST "
@@ -455,16 +457,22 @@ def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoic
 
 
 def secondary_sources(results_path: Path, rebuilds: list[list[Path]]) -> list[tuple[str, list[dict]]]:
-    """Rows of other presets and rebuilt zoos; a rebuild given as several files (a+b) is one source."""
+    """Rows of other presets and rebuilt zoos; a rebuild given as several files (a+b: the zoo's two draws
+    scanned on one build) is one source, and a scan found in two of them is refused."""
     out = []
     for paths in [[results_path], *rebuilds]:
-        records = [r for path in paths for r in load(path)]
-        for preset in sorted({r["preset"] for r in records}):
+        files = [(path, load(path)) for path in paths]
+        keys = Counter((r["model"], r["preset"], r["seed"]) for _, records in files for r in records)
+        twice = sorted(k for k, n in keys.items() if n > 1)
+        if twice:
+            raise ValueError(f"{' + '.join(p.name for p in paths)}: scans recorded twice, e.g. {twice[0]}")
+        for preset in sorted({r["preset"] for _, records in files for r in records}):
             if paths == [results_path] and preset == MAIN_PRESET:
                 continue
-            chosen = scored([r for r in records if r["preset"] == preset])
-            seeds = ",".join(str(s) for s in sorted({r["seed"] for r in chosen}))
-            out.append((f"{' + '.join(f'`{p.name}`' for p in paths)} `{preset}` seeds {seeds}", chosen))
+            parts = [(path, scored([r for r in records if r["preset"] == preset])) for path, records in files]
+            name = " + ".join(f"`{path.name}` seeds {','.join(str(s) for s in sorted({r['seed'] for r in got}))}"
+                              for path, got in parts if got)
+            out.append((f"{name} `{preset}`", [r for _, got in parts for r in got]))
     return out
 
 
@@ -491,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict-fpr", type=float, default=0.0, help="the cap of the sensitivity check")
     parser.add_argument("--markdown", type=Path, default=Path(__file__).parent / "RULES.md")
     args = parser.parse_args(argv)
-    split = load_split(args.split)
+    split = load_split(args.split)  # the first draw: its tuning half is where the rule is chosen
     records = main_records(args.results)
     analysed = analyse(records, split, args.max_fpr)
     results = analysed[0]
@@ -501,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     source = source.relative_to(root) if source.is_relative_to(root) else source
     write_markdown(args.markdown, analysed, split, records, secondary_sources(args.results, rebuilds),
                    args.max_fpr, str(source), (args.strict_fpr, analyse(records, split, args.strict_fpr)[0]),
-                   (f"`{args.fresh.name}`", main_records(args.fresh)) if args.fresh.is_file() else None)
+                   (f"`{args.fresh.name}`", main_records(args.fresh)) if args.fresh.is_file() else None,
+                   load_split(args.split, ("second",)))
     print_table(results)
     best = recommend(results)
     print(f"chosen on the tuning half: {best.name} > {best.threshold:.2f}; wrote {args.markdown}")

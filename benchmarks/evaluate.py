@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 from benchmarks.evaluate_report import write_markdown  # noqa: E402
-from benchmarks.zoo import CACHE, build_zoo  # noqa: E402
+from benchmarks.zoo import CACHE, build_zoo, second_draw_names  # noqa: E402
 from benchmarks.zoo_split import HALVES, load_split  # noqa: E402
 from nc_engine import run_scan  # noqa: E402
 from nc_engine.config import config_from_dict  # noqa: E402
@@ -85,14 +85,23 @@ def write_results(results: Path, manifests: list[dict], markdown: Path, notes: P
     write_markdown(records, manifests, markdown, preamble, source=str(source), rejudge=rejudge)
 
 
-DRAWS = {"first": ("models",), "second": ("second_draw",), "both": ("models", "second_draw")}
+DRAWS = {"first": ("first",), "second": ("second",), "both": ("first", "second")}
 
 
-def in_half(half: str, draw: str = "both") -> Callable[[str], bool]:
+def in_half(half: str, draw: str = "first") -> Callable[[str], bool]:
     """Whether a zoo model belongs to `half` of benchmarks/zoo_split.json (models it does not list: no),
     among the models of `draw` ("first", "second" or "both"; benchmarks/zoo.py, SECOND_DRAW)."""
     split = load_split(draws=DRAWS[draw])
     return lambda name: split.get(name) == half
+
+
+def chosen(half: str | None, draw: str) -> Callable[[str], bool]:
+    """The models a run builds and scans: one half of the split's `draw`, or without a half every model
+    except those of the draws not asked for (families outside the split count as the first draw's)."""
+    if half:
+        return in_half(half, draw)
+    second = set(second_draw_names())
+    return lambda name: (name in second) == (draw == "second") or draw == "both"
 
 
 def _scan_job(args: tuple[str, str, int, str, int]) -> dict:
@@ -111,8 +120,8 @@ def main() -> None:
     parser.add_argument("--seeded", default="default", help="comma-separated presets that run every seed")
     parser.add_argument("--half", choices=HALVES, default=None,
                         help="only the models of one half of benchmarks/zoo_split.json")
-    parser.add_argument("--draw", choices=list(DRAWS), default="both",
-                        help="with --half: the zoo's first draw, its second (zoo.py, SECOND_DRAW) or both")
+    parser.add_argument("--draw", choices=list(DRAWS), default="first",
+                        help="the zoo's first draw, its second (zoo.py, SECOND_DRAW) or both")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--build-workers", type=int, default=0, help="processes for training (default --workers)")
@@ -135,7 +144,7 @@ def main() -> None:
         return
     datasets = [d for d in args.only.split(",") if d] or None
     started = time.perf_counter()
-    keep = in_half(args.half, args.draw) if args.half else None
+    keep = chosen(args.half, args.draw)
     manifests = build_zoo(args.root, datasets, args.device, args.build_workers or args.workers, keep=keep)
     print(f"zoo ready: {len(manifests)} models ({time.perf_counter() - started:.0f}s)", flush=True)
     saved.mkdir(parents=True, exist_ok=True)

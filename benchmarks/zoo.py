@@ -167,9 +167,10 @@ def zoo_specs(datasets: list[str] | None = None) -> list[ModelSpec]:
             backdoored.append(("twotarget", random_patch(rng, info.size, colours)))
         specs += _family_specs(dataset, arch, backdoored, rng, colours, start=0)
         if (dataset, arch) in SECOND_DRAW:
-            second = np.random.default_rng([*stream, 2])
-            more = [("patch", random_patch(second, info.size, colours)) for _ in range(SECOND_DRAW[dataset, arch])]
-            specs += _family_specs(dataset, arch, more, second, colours, start=len(backdoored))
+            # the suffix must not be 0: the seed sequence pads with zeros, so [*stream, 0] replays `rng`
+            draw_rng = np.random.default_rng([*stream, 2])
+            patches = [("patch", random_patch(draw_rng, info.size, colours)) for _ in range(SECOND_DRAW[dataset, arch])]
+            specs += _family_specs(dataset, arch, patches, draw_rng, colours, start=len(backdoored))
     return specs
 
 

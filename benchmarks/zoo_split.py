@@ -53,18 +53,26 @@ def split_models(names: list[str], salt: str = SALT) -> dict[str, str]:
     return dict(sorted(halves.items()))
 
 
-def load_split(path: Path = SPLIT_FILE, draws: tuple[str, ...] = ("models", "second_draw")) -> dict[str, str]:
-    """The committed split: model name -> half, over the named draws (default: both)."""
+# each draw's block in the file; the first keeps the key it had before there was a second
+DRAW_BLOCKS = {"first": "models", "second": "second_draw"}
+
+
+def load_split(path: Path = SPLIT_FILE, draws: tuple[str, ...] = ("first",)) -> dict[str, str]:
+    """The committed split: model name -> half, over the named draws ("first", "second"; default the
+    first: the rule was chosen on its tuning half, and the second's tuning half is not built)."""
+    unknown = [d for d in draws if d not in DRAW_BLOCKS]
+    if unknown:
+        raise ValueError(f"unknown zoo draw(s) {unknown}: expected some of {list(DRAW_BLOCKS)}")
     doc = json.loads(path.read_text(encoding="utf-8"))
-    return {name: half for draw in draws for name, half in doc.get(draw, {}).items()}
+    return {name: half for draw in draws for name, half in doc.get(DRAW_BLOCKS[draw], {}).items()}
 
 
-def split_document(names: list[str], second: list[str] = (), salt: str = SALT) -> dict:
+def split_document(names: list[str], second: list[str] | None = None, salt: str = SALT) -> dict:
     """The split file's content: the first draw's `names` and the `second` draw, each split on its own."""
     doc = {"salt": salt, "how": "benchmarks/zoo_split.py: split_models(names, salt), each draw on its own",
            "models": split_models(names, salt)}
     if second:
-        doc["second_draw"] = split_models(list(second), salt)
+        doc[DRAW_BLOCKS["second"]] = split_models(second, salt)
     return doc
 
 
@@ -74,19 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SPLIT_FILE)
     parser.add_argument("--check", action="store_true", help="fail if --out differs from a fresh split")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.zoo import second_draw_names  # imports torch: only when the file is written or checked
 
-    names = [p.stem for p in sorted(args.manifests.glob("*.json"))]
-    text = json.dumps(split_document(names, second_draw_names()), indent=1) + "\n"
+    names, second = [p.stem for p in sorted(args.manifests.glob("*.json"))], second_draw_names()
+    text = json.dumps(split_document(names, second), indent=1) + "\n"
     if args.check:
         same = args.out.is_file() and args.out.read_text(encoding="utf-8") == text
         print("split up to date" if same else f"{args.out} differs from split_models(); rerun without --check")
         return 0 if same else 1
     args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out} ({len(names)} models, and {len(second_draw_names())} of the second draw)")
+    print(f"wrote {args.out} ({len(names)} models, and {len(second)} of the second draw)")
     return 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: find `benchmarks`
     sys.exit(main())

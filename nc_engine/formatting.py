@@ -70,18 +70,18 @@ def verdict_line(report: Report) -> str:
         return (f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "
                 f"{report.threshold:g} ({stats})")
     if report.verdict == "clean":
-        return f"Verdict: clean: no label has anomaly index > {report.threshold:g} ({stats}{nearest(report)})"
+        return f"Verdict: clean: no label has anomaly index > {report.threshold:g} ({stats}{closest(report)})"
     return f"Verdict: inconclusive: {report.note}"
 
 
-def nearest(report: Report) -> str:
+def closest(report: Report) -> str:
     """The label a clean verdict came closest to flagging: a backdoor the test missed most often ranks
     first while staying under the threshold (benchmarks/RESULTS-cpu-test-half.md), so say where it stood."""
     ranked = [r for r in report.labels if r.anomaly_index is not None and r.converged and r.stage != "screened"]
     if not ranked:
         return ""
     top = max(ranked, key=lambda r: r.anomaly_index)
-    return f"; nearest the line: label {top.label} ({top.name}) at index {top.anomaly_index:.2f}"
+    return f"; closest to the threshold: label {top.label} ({top.name}), index {top.anomaly_index:.2f}"
 
 
 def label_line(label: int, name: str, l1_norm: float, asr: float | None, steps: int, converged: bool) -> str:

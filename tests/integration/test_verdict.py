@@ -35,7 +35,7 @@ def test_a_clean_model_is_clean_and_a_small_trigger_is_flagged():
     assert backdoored.verdict == "backdoored" and backdoored.flagged == [0] and backdoored.reasons == []
 
 
-def test_a_clean_verdict_names_the_label_nearest_the_line():
+def test_a_clean_verdict_names_the_label_closest_to_the_threshold():
     """A missed backdoor most often ranks first under the threshold: the verdict line says where it stood."""
     l1 = [27.0] + CLEAN_L1[1:]  # about 0.6 of the median: the top of the ranking, not flagged
     report = report_of(l1)
@@ -43,12 +43,14 @@ def test_a_clean_verdict_names_the_label_nearest_the_line():
     assert report.verdict == "clean" and top.label == 0 and 0 < top.anomaly_index < report.threshold
     line = verdict_line(report)
     assert line.startswith("Verdict: clean: ")
-    assert line.endswith(f"; nearest the line: label 0 (0) at index {top.anomaly_index:.2f})")
+    assert line.endswith(f"; closest to the threshold: label 0 (0), index {top.anomaly_index:.2f})")
     # an unconverged label's small norm is no candidate: the nearest is the top converged one
     report = report_of(l1, converged=[False] + [True] * 9)
-    assert report.verdict == "clean" and "nearest the line: label 0 " not in verdict_line(report)
-    assert "nearest the line: label 2 (2)" in verdict_line(report)  # 38.0, the smallest converged norm
-    assert "nearest" not in verdict_line(report_of([8.0] + CLEAN_L1[1:]))  # flagged: the line names it
+    assert report.verdict == "clean" and "closest to the threshold: label 0 " not in verdict_line(report)
+    assert "closest to the threshold: label 2 (2)" in verdict_line(report)  # 38.0, the smallest converged norm
+    assert "closest" not in verdict_line(report_of([8.0] + CLEAN_L1[1:]))  # flagged: the line names it
+    report.labels[2].stage = "screened"  # a label only screened (never confirmed) is no candidate either
+    assert "closest to the threshold: label 7 (7)" in verdict_line(report)  # 39.0, the next smallest
 
 
 def test_most_labels_unconverged_is_inconclusive_not_clean():

@@ -146,7 +146,7 @@ def test_main_on_a_slice_of_the_real_records(tmp_path):
         assert f"| {name} > " in test_table
     rows = [line for line in test_table.splitlines() if line.startswith("| log_l1 > ")]
     assert rows and all("/6 (" in r and "/4 (" in r for r in rows)  # 2 models x 3 seeds
-    assert "`slice.jsonl` `fast` seeds 0" in text  # the other presets as secondary rows
+    assert "`slice.jsonl` seeds 0 `fast`" in text  # the other presets as secondary rows
 
 
 def test_engine_default_is_the_rule_chosen_on_the_tuning_half():
@@ -161,12 +161,19 @@ def test_engine_default_is_the_rule_chosen_on_the_tuning_half():
 
 
 def test_a_rebuild_of_several_files_is_one_source(tmp_path):
-    """`--rebuild a+b` (two draws of one build) gives one row of both files' scans; a,b gives two."""
+    """`--rebuild a+b` (two draws of one build) gives one row of both files' scans, naming each file's
+    seeds; a,b gives two; a scan recorded in both files is refused rather than counted twice."""
     default = [json.loads(line) for line in RESULTS.read_text().splitlines()]
     default = [r for r in default if r["preset"] == "default"][:10]
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("".join(json.dumps(r) + "\n" for r in default[:6]))
     b.write_text("".join(json.dumps(r) + "\n" for r in default[6:]))
     sources = dr.secondary_sources(a, [[a, b], [b]])  # a is the main file: its default scans are no row
-    assert [name.split(" `default`")[0] for name, _ in sources] == ["`a.jsonl` + `b.jsonl`", "`b.jsonl`"]
+    seeds = [",".join(str(s) for s in sorted({r["seed"] for r in dr.scored(part)}))
+             for part in (default[:6], default[6:])]
+    assert [name for name, _ in sources] == [f"`a.jsonl` seeds {seeds[0]} + `b.jsonl` seeds {seeds[1]} `default`",
+                                             f"`b.jsonl` seeds {seeds[1]} `default`"]
     assert sources[0][1] == dr.scored(default) and sources[1][1] == dr.scored(default[6:])
+    b.write_text("".join(json.dumps(r) + "\n" for r in default[5:]))
+    with pytest.raises(ValueError, match="recorded twice"):
+        dr.secondary_sources(a, [[a, b]])

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,7 +48,8 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         started = time.perf_counter()
         report = run_scan(cfg)
         seconds = time.perf_counter() - started
-    rows = {r.label: r for r in report.labels}
+        rows = {r.label: r for r in report.labels}
+        spread = [mask_spread(Path(report.run_dir) / rows[k].trigger_npz) for k in sorted(rows)]
     target = manifest["target"]
     others = [r.anomaly_index or 0.0 for r in report.labels if r.label != target]
     record = {
@@ -63,6 +65,7 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         "statistic": report.statistic, "threshold": report.threshold, "spread_floor": report.spread_floor,
         "reasons": list(report.reasons), "screened": bool(report.screening),
         "stages": [rows[k].stage for k in sorted(rows)],  # screened scans: only "confirmed" labels can be flagged
+        "asr": [rows[k].asr for k in sorted(rows)], "mask_spread": spread,  # for rules beyond L1 (tuning half)
     }
     if target is not None:
         row = rows[target]
@@ -74,6 +77,22 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         record.update(targets=manifest["targets"],
                       targets_flagged=all(t in report.flagged for t in manifest["targets"]))
     return record
+
+
+def mask_spread(npz: Path) -> float | None:
+    """How far a reversed mask spreads: its mass's radius of gyration over the image side. A BadNets patch
+    gives a tight blob; a natural feature of a label, strokes spread over the object. None if unreadable."""
+    try:
+        with np.load(npz) as saved:
+            mask = np.asarray(saved["mask"], dtype=np.float64)
+    except (OSError, KeyError, ValueError):
+        return None
+    total = mask.sum()
+    if mask.ndim != 2 or not total > 0:
+        return None
+    ys, xs = np.indices(mask.shape)
+    cy, cx = (mask * ys).sum() / total, (mask * xs).sum() / total
+    return float(np.sqrt((mask * ((ys - cy) ** 2 + (xs - cx) ** 2)).sum() / total) / max(mask.shape))
 
 
 def write_results(results: Path, manifests: list[dict], markdown: Path, notes: Path, rejudge: bool = True) -> None:

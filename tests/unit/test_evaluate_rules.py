@@ -3,6 +3,7 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import decision_rules as dr
@@ -177,3 +178,20 @@ def test_a_rebuild_of_several_files_is_one_source(tmp_path):
     b.write_text("".join(json.dumps(r) + "\n" for r in default[5:]))
     with pytest.raises(ValueError, match="recorded twice"):
         dr.secondary_sources(a, [[a, b]])
+
+
+def test_mask_spread_tells_a_patch_from_strokes_and_refuses_bad_files(tmp_path):
+    from benchmarks.evaluate import mask_spread
+
+    patch = np.zeros((28, 28), np.float32)
+    patch[2:5, 22:25] = 1.0  # a 3x3 corner patch
+    strokes = np.zeros((28, 28), np.float32)
+    strokes[4:24, 8] = strokes[4:24, 20] = strokes[14, 8:21] = 0.3  # an "H" across the digit area
+    for name, mask in (("patch", patch), ("strokes", strokes), ("empty", np.zeros((28, 28), np.float32))):
+        np.savez(tmp_path / f"{name}.npz", mask=mask, pattern=np.zeros((1, 28, 28), np.float32))
+    tight, wide = mask_spread(tmp_path / "patch.npz"), mask_spread(tmp_path / "strokes.npz")
+    assert tight == pytest.approx(np.sqrt(4 / 3) / 28)  # a 3x3 square's radius of gyration over the side
+    assert wide > 5 * tight
+    assert mask_spread(tmp_path / "empty.npz") is None
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert mask_spread(tmp_path / "bad.npz") is None and mask_spread(tmp_path / "missing.npz") is None

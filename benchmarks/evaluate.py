@@ -130,7 +130,7 @@ def _scan_job(args: tuple[str, str, int, str, int]) -> dict:
     return scan_model(Path(folder), preset, seed, device)
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Scan the zoo and write RESULTS.md.")
     parser.add_argument("--root", type=Path, default=CACHE / "zoo")
     parser.add_argument("--only", default="", help="comma-separated datasets (mnist) or families (mnist-mlp)")
@@ -154,7 +154,11 @@ def main() -> None:
                         help="hand-written part of the report (default: notes.md beside --results)")
     parser.add_argument("--engine-verdicts", action="store_true",
                         help="report the verdicts the scans gave, not the default rule re-applied to their L1 norms")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     saved = args.manifests or args.results.parent / "manifests"
     notes = args.notes or args.results.parent / "notes.md"
     if args.report_only:

@@ -1,0 +1,124 @@
+"""How much a label's training frequency explains the size of its reversed trigger (tuning half only).
+
+    python benchmarks/prior_effect.py [--results FILE.jsonl ...] [--dataset gtsrb]
+
+A classifier trained on imbalanced data favours its frequent classes, so their triggers come out small on
+clean models too: the false positives of the zoo's test half are GTSRB's commonest signs
+(RESULTS-cpu-test-half-draw2.md). This prints, for each tuning-half scan of the dataset, the rank
+correlation between a label's share of the training set and how small its trigger is, and the anomaly
+indices (log L1, spread floor, as the engine computes them) before and after removing a robust straight
+line in log frequency (Theil-Sen). It reads the tuning half only and chooses nothing: it is the evidence
+for (or against) building such a correction into the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.evaluate import in_half  # noqa: E402
+from benchmarks.zoo_data import load_arrays  # noqa: E402
+from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, anomaly_scores  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_FILES = [RESULTS / "evaluation.jsonl", RESULTS / "evaluation_rebuild.jsonl",
+                 RESULTS / "evaluation_cpu_tuning_half_gtsrb.jsonl"]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (ties broken by order, enough for continuous L1 norms)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def theil_sen_residuals(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """y less its robust line in x (the median of pairwise slopes; a few outliers, such as a backdoor
+    target, cannot tilt it), and the slope. A flat x (balanced classes) leaves y as it is."""
+    i, j = np.triu_indices(len(x), 1)
+    apart = x[i] != x[j]
+    if not apart.any():
+        return y, 0.0
+    slope = float(np.median((y[j] - y[i])[apart] / (x[j] - x[i])[apart]))
+    return y - slope * x, slope
+
+
+def adjusted_index(l1: list[float], log_freq: np.ndarray, floor: float) -> tuple[list[float], float]:
+    """The engine's floored log-L1 anomaly index on the residuals after the frequency line."""
+    residual, slope = theil_sen_residuals(log_freq, np.log(np.asarray(l1, dtype=np.float64)))
+    return anomaly_scores(list(np.exp(residual)), "log_l1", spread_floor=floor), slope
+
+
+def rows_for(records: list[dict], log_freq: np.ndarray, floor: float) -> list[dict]:
+    """One row per scan: correlation, slope, the target's and the strongest other label's index, plain and
+    adjusted (for a clean model the strongest label of all)."""
+    out = []
+    for r in records:
+        plain = np.array(anomaly_scores(r["l1"], "log_l1", spread_floor=floor))
+        adjusted, slope = adjusted_index(r["l1"], log_freq, floor)
+        adjusted = np.array(adjusted)
+        target = r["target"]
+        others = np.ones(len(plain), bool)
+        if target is not None:
+            others[target] = False
+        out.append({"model": r["model"], "seed": r["seed"], "target": target, "slope": slope,
+                    "rho": spearman(log_freq, -np.log(r["l1"])),
+                    "plain_target": None if target is None else float(plain[target]),
+                    "adjusted_target": None if target is None else float(adjusted[target]),
+                    "plain_other": float(plain[others].max()), "adjusted_other": float(adjusted[others].max())})
+    return out
+
+
+def tuning_records(paths: list[Path], dataset: str, preset: str = "default") -> list[dict]:
+    """The dataset's scans of the tuning half (both draws) in `paths`; test-half scans are never read."""
+    tuning = in_half("tuning", "both")
+    records = []
+    for path in paths:
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                r = json.loads(line)
+                if r["dataset"] == dataset and r["preset"] == preset and tuning(r["model"]):
+                    records.append({**r, "source": path.name})
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, nargs="*", default=DEFAULT_FILES)
+    parser.add_argument("--dataset", default="gtsrb")
+    args = parser.parse_args(argv)
+    _, y_train, _, _ = load_arrays(args.dataset)
+    counts = np.bincount(y_train, minlength=int(y_train.max()) + 1).astype(np.float64)
+    log_freq = np.log(counts / counts.sum())
+    floor = DEFAULT_SPREAD_FLOOR["log_l1"]
+    records = tuning_records(args.results, args.dataset)
+    print(f"{'scan (tuning half)':<44}{'rho':>6}{'slope':>7}  target plain -> adjusted   "
+          "strongest other plain -> adjusted")
+    rows = rows_for(records, log_freq, floor)
+    for row, r in zip(rows, records, strict=True):
+        target = ("   -" if row["target"] is None
+                  else f"{row['plain_target']:5.2f} -> {row['adjusted_target']:5.2f}")
+        print(f"{r['source'][:18] + ' ' + row['model'] + ' s' + str(row['seed']):<44}{row['rho']:6.2f}"
+              f"{row['slope']:7.2f}  {target:<24} {row['plain_other']:5.2f} -> {row['adjusted_other']:5.2f}")
+    print(summary(rows))
+    return 0
+
+
+def summary(rows: list[dict]) -> str:
+    """The margin a threshold has to work in: lowest backdoor target against highest clean-model label."""
+    def margin(kind: str) -> str:
+        targets = [r[f"{kind}_target"] for r in rows if r["target"] is not None]
+        clean = [r[f"{kind}_other"] for r in rows if r["target"] is None]
+        if not targets or not clean:
+            return f"{kind}: -"
+        return f"{kind}: lowest target {min(targets):.2f}, highest clean {max(clean):.2f}"
+    return f"{len(rows)} tuning-half scans; " + "; ".join(margin(k) for k in ("plain", "adjusted"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The class-frequency analysis of the zoo's tuning half (benchmarks/prior_effect.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.evaluate import in_half
+from benchmarks.prior_effect import adjusted_index, rows_for, summary, theil_sen_residuals, tuning_records
+
+RNG = np.random.default_rng(0)
+LOG_FREQ = np.log(np.linspace(1, 10, 43) / np.linspace(1, 10, 43).sum())
+
+
+def frequency_driven_l1(target: int | None = None) -> list[float]:
+    """Clean labels whose log L1 falls with log frequency (slope -0.4), plus noise; a target 4x smaller."""
+    log_l1 = 3.5 - 0.4 * (LOG_FREQ - LOG_FREQ.mean()) + RNG.normal(0, 0.05, len(LOG_FREQ))
+    if target is not None:
+        log_l1[target] -= np.log(4)
+    return list(np.exp(log_l1))
+
+
+def test_the_robust_line_is_found_and_a_flat_covariate_changes_nothing():
+    y = 2.0 - 0.4 * LOG_FREQ
+    y[5] -= 2.0  # one outlier (a backdoor target) does not tilt the median of slopes
+    residual, slope = theil_sen_residuals(LOG_FREQ, y)
+    assert slope == pytest.approx(-0.4, abs=1e-9)
+    assert np.argmin(residual) == 5
+    flat, none = theil_sen_residuals(np.zeros(10), y[:10])
+    assert none == 0.0 and np.array_equal(flat, y[:10])
+
+
+def test_removing_the_frequency_trend_lowers_clean_labels_and_keeps_the_target():
+    clean = {"model": "c", "seed": 0, "target": None, "l1": frequency_driven_l1()}
+    row = rows_for([clean], LOG_FREQ, 0.7)[0]
+    assert row["slope"] < -0.3 and row["rho"] > 0.5
+    assert row["adjusted_other"] < 0.5 * row["plain_other"]  # the frequent classes no longer stand out
+    backdoored = {"model": "b", "seed": 0, "target": 3, "l1": frequency_driven_l1(target=3)}
+    bad = rows_for([backdoored], LOG_FREQ, 0.7)[0]  # a rare class: the trend hid it, the adjustment does not
+    assert bad["adjusted_target"] > 1.11 and bad["adjusted_target"] > bad["adjusted_other"]
+    index, _ = adjusted_index(backdoored["l1"], LOG_FREQ, 0.7)
+    assert int(np.argmax(index)) == 3
+    line = summary([bad, rows_for([clean], LOG_FREQ, 0.7)[0]])
+    assert f"adjusted: lowest target {bad['adjusted_target']:.2f}" in line
+
+
+def test_only_tuning_half_scans_are_read(tmp_path):
+    tuning, test = in_half("tuning", "both"), in_half("test", "both")
+    names = ["gtsrb-compact-clean-00", "gtsrb-compact-clean-01", "gtsrb-resnet8-clean-03"]
+    assert tuning(names[0]) and test(names[1]) and test(names[2])
+    path = tmp_path / "scans.jsonl"
+    path.write_text("".join(json.dumps({"model": n, "dataset": "gtsrb", "preset": "default", "seed": 0,
+                                        "target": None, "l1": [1.0, 2.0, 3.0]}) + "\n" for n in names))
+    assert [r["model"] for r in tuning_records([path, tmp_path / "missing.jsonl"], "gtsrb")] == [names[0]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .report import LabelRow, Report
+from .report import LabelRow, Report, frequent_flagged, median_share
 
 TABLE_COLUMNS = ("label", "name", "L1 norm", "ASR", "anomaly", "steps", "status")
 DEGENERATE_AREA = 0.5  # a mask covering more than this share of the image is no trigger, whatever its ASR
@@ -68,10 +68,21 @@ def verdict_line(report: Report) -> str:
     if report.verdict == "backdoored":
         names = ", ".join(f"{r.label} ({r.name})" for r in report.labels if r.flagged)
         return (f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "
-                f"{report.threshold:g} ({stats})")
+                f"{report.threshold:g} ({stats}){frequent_caution(report)}")
     if report.verdict == "clean":
         return f"Verdict: clean: no label has anomaly index > {report.threshold:g} ({stats}{closest(report)})"
     return f"Verdict: inconclusive: {report.note}"
+
+
+def frequent_caution(report: Report) -> str:
+    """A flagged label that is one of the data's frequent classes: clean models give those small triggers."""
+    frequent = frequent_flagged(report)
+    if not frequent:
+        return ""
+    median = median_share(report.info)
+    names = ", ".join(f"{r.label} ({r.name}) {report.info.label_share[r.label]:.1%}" for r in frequent)
+    return (f". Caution: {names} of the data, against {median:.1%} for the median class: classifiers give "
+            "their frequent classes small triggers on clean models too; check the reversed trigger")
 
 
 def closest(report: Report) -> str:

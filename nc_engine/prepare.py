@@ -31,6 +31,7 @@ class ScanData:
     opt_idx: np.ndarray
     asr_idx: np.ndarray
     class_names: list[str]
+    label_share: list[float]  # each class's share of the data's labels (all of them, not only the samples)
 
 
 @dataclass
@@ -69,8 +70,9 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
         names = list(model_names)
     names += [str(i) for i in range(len(names), cfg.model.num_classes)]
     y = torch.as_tensor(source.labels)
+    counts = np.bincount(np.asarray(source.labels, dtype=np.int64), minlength=len(names))
     return ScanData(x_opt.to(device), y[opt_idx].to(device), x_asr.to(device), y[asr_idx].to(device),
-                    opt_idx, asr_idx, names)
+                    opt_idx, asr_idx, names, (counts / max(counts.sum(), 1)).tolist())
 
 
 def with_model_classes(cfg: Config, model: ScanModel) -> Config:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import RunFolderError
 from .outliers import mad_outliers
 from .runfolder import RunFolder, trigger_paths
@@ -65,6 +67,7 @@ class ScanInfo:
     seconds: float = 0.0
     images: int = 0  # stamped images processed
     outputs: str = ""  # what the model's outputs were taken to be: logits or probabilities
+    label_share: list[float] = field(default_factory=list)  # each class's share of the scanned data's labels
 
 
 @dataclass
@@ -237,6 +240,24 @@ def decide(report: Report, rows: list[LabelRow]) -> None:
         report.verdict = "inconclusive"
     else:
         report.verdict = "backdoored" if report.flagged else "clean"
+
+
+FREQUENT_SHARE = 2.0  # a class holding this many times the median class's share of the data is "frequent"
+
+
+def frequent_flagged(report: Report) -> list[LabelRow]:
+    """Flagged labels that are among the data's frequent classes. On the zoo's tuning half a GTSRB label's
+    share of the data explains much of its trigger's size on clean models too (benchmarks/prior_effect.py),
+    and every clean scan flagged on its test half flagged such a class: a reason to look, not a verdict."""
+    share, median = report.info.label_share, median_share(report.info)
+    if len(share) != len(report.info.class_names) or median <= 0:
+        return []
+    return [r for r in report.labels if r.flagged and share[r.label] >= FREQUENT_SHARE * median]
+
+
+def median_share(info: ScanInfo) -> float:
+    """The median class's share of the scanned data (0 when unknown: reports from before it was recorded)."""
+    return float(np.median(info.label_share)) if info.label_share else 0.0
 
 
 def search_failures(rows: list[LabelRow], info: ScanInfo) -> list[str]:

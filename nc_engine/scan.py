@@ -224,7 +224,7 @@ class TrialCollector:
         info = ScanInfo(p.accuracy, str(p.device), s.strategy, self.plan.group, s.preset, len(p.data.opt_idx),
                         len(p.data.asr_idx), str(p.cfg.resolve_path(p.cfg.model.path)),
                         str(p.cfg.resolve_path(p.cfg.data.path)), p.data.class_names, s.trials, seconds, self.images,
-                        outputs_kind(p.model))
+                        outputs_kind(p.model), p.data.label_share)
         return build_report(self.trials, self.plan.labels, p.cfg.detect.threshold, p.cfg.detect.statistic, info,
                             str(self.folder.path), p.faults, self.selection, p.cfg.detect.spread_floor or 0.0,
                             self.saved_running)

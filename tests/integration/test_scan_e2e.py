@@ -46,6 +46,11 @@ def test_run_folder_holds_every_promised_file(backdoored_report):
     for key in ("schema", "verdict", "flagged", "median_l1", "mad", "clean_accuracy", "seconds", "labels", "run_dir"):
         assert key in saved
     assert report.info.clean_accuracy > 0.9 and report.run_dir == str(run.resolve())
+    # each class's share of the scanned data, read back from report.json as the scan recorded it
+    data = np.load(Path(backdoored_report.info.data))
+    labels = data[[k for k in data.files if k.startswith("y")][0]]
+    expected = np.bincount(labels, minlength=10) / len(labels)
+    assert report.info.label_share == pytest.approx(expected.tolist()) == backdoored_report.info.label_share
     for row in report.labels:
         for key in ("mask_png", "pattern_png", "fusion_png", "trigger_npz"):
             assert (run / getattr(row, key)).is_file()

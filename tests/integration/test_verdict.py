@@ -3,6 +3,8 @@ not work or the outlier test has nothing sound to stand on. Never "clean" from a
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,19 +14,19 @@ from nc_engine import run_scan
 from nc_engine.config import config_from_dict
 from nc_engine.formatting import verdict_line
 from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
-from nc_engine.report import ScanInfo, build_report
+from nc_engine.report import Report, ScanInfo, build_report
 from nc_tui.cli import main
 
 CLEAN_L1 = [40.0, 44.0, 38.0, 50.0, 47.0, 41.0, 43.0, 39.0, 52.0, 45.0]
 
 
-def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10):
+def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10, share=()):
     converged = converged or [True] * len(l1)
     stop = stop or ["converged"] * len(l1)
     trials = [{"label": i, "trial": 0, "seed": i, "l1_norm": v, "asr": 0.99 if c else 0.2, "steps": 50,
                "converged": c, "stop_reason": s, "seconds": 1.0}
               for i, (v, c, s) in enumerate(zip(l1, converged, stop, strict=True))]
-    info = ScanInfo(clean_accuracy=accuracy, class_names=[str(i) for i in range(classes)])
+    info = ScanInfo(clean_accuracy=accuracy, class_names=[str(i) for i in range(classes)], label_share=list(share))
     return build_report(trials, list(range(len(l1))), DEFAULT_THRESHOLD["log_l1"], "log_l1", info,
                         spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"])
 
@@ -51,6 +53,21 @@ def test_a_clean_verdict_names_the_label_closest_to_the_threshold():
     assert "closest" not in verdict_line(report_of([8.0] + CLEAN_L1[1:]))  # flagged: the line names it
     report.labels[2].stage = "screened"  # a label only screened (never confirmed) is no candidate either
     assert "closest to the threshold: label 7 (7)" in verdict_line(report)  # 39.0, the next smallest
+
+
+def test_a_flagged_frequent_class_gets_a_caution_and_a_rare_one_does_not():
+    """GTSRB's clean scans were flagged on its most frequent classes (benchmarks/prior_effect.py): the verdict
+    stands, and the line says the flagged class is a frequent one."""
+    share = [0.3] + [0.7 / 9] * 9  # label 0: 3.9x the median class's share
+    frequent = report_of([8.0] + CLEAN_L1[1:], share=share)
+    line = verdict_line(frequent)
+    assert frequent.verdict == "backdoored" and frequent.flagged == [0]
+    assert "Caution: 0 (0) 30.0% of the data, against 7.8% for the median class" in line
+    rare = report_of([40.0, 8.0] + CLEAN_L1[2:], share=share)
+    assert rare.flagged == [1] and "Caution" not in verdict_line(rare)
+    assert "Caution" not in verdict_line(report_of([8.0] + CLEAN_L1[1:]))  # a report from before: no shares
+    again = Report.from_dict(json.loads(json.dumps(frequent.to_dict())))
+    assert again.info.label_share == share and verdict_line(again) == line
 
 
 def test_most_labels_unconverged_is_inconclusive_not_clean():

@@ -79,10 +79,11 @@ def frequent_caution(report: Report) -> str:
     frequent = frequent_flagged(report)
     if not frequent:
         return ""
-    median = median_share(report.info)
-    names = ", ".join(f"{r.label} ({r.name}) {report.info.label_share[r.label]:.1%}" for r in frequent)
-    return (f". Caution: {names} of the data, against {median:.1%} for the median class: classifiers give "
-            "their frequent classes small triggers on clean models too; check the reversed trigger")
+    names = ", ".join(f"{r.label} ({r.name}, {report.info.label_share[r.label]:.1%} of the scan data)"
+                      for r in frequent)
+    return (f". Caution: label(s) {names} {'is a frequent class' if len(frequent) == 1 else 'are frequent classes'}"
+            f" (median class {median_share(report.info):.1%}); clean models also give frequent classes small "
+            "triggers, so inspect the reversed trigger; the verdict stands")
 
 
 def closest(report: Report) -> str:

@@ -242,13 +242,16 @@ def decide(report: Report, rows: list[LabelRow]) -> None:
         report.verdict = "backdoored" if report.flagged else "clean"
 
 
-FREQUENT_SHARE = 2.0  # a class holding this many times the median class's share of the data is "frequent"
+# A class holding this many times the median class's share of the scanned data is "frequent". Picked by
+# hand, not chosen on the zoo: on GTSRB's test split 17 of 43 classes qualify, real backdoor targets among
+# them, so the caution asks for a look and never changes the verdict.
+FREQUENT_SHARE = 2.0
 
 
 def frequent_flagged(report: Report) -> list[LabelRow]:
-    """Flagged labels that are among the data's frequent classes. On the zoo's tuning half a GTSRB label's
-    share of the data explains much of its trigger's size on clean models too (benchmarks/prior_effect.py),
-    and every clean scan flagged on its test half flagged such a class: a reason to look, not a verdict."""
+    """Flagged labels that are among the scanned data's frequent classes. On the zoo's tuning half a GTSRB
+    label's share of the training data explains much of its trigger's size, on clean models too
+    (benchmarks/prior_effect.py): a small trigger for a frequent class is weaker evidence."""
     share, median = report.info.label_share, median_share(report.info)
     if len(share) != len(report.info.class_names) or median <= 0:
         return []
@@ -256,8 +259,10 @@ def frequent_flagged(report: Report) -> list[LabelRow]:
 
 
 def median_share(info: ScanInfo) -> float:
-    """The median class's share of the scanned data (0 when unknown: reports from before it was recorded)."""
-    return float(np.median(info.label_share)) if info.label_share else 0.0
+    """The median share among the classes present in the scanned data (0 when unknown: reports from
+    before it was recorded); an absent class would pull the median down and make others look frequent."""
+    present = [v for v in info.label_share if v > 0]
+    return float(np.median(present)) if present else 0.0
 
 
 def search_failures(rows: list[LabelRow], info: ScanInfo) -> list[str]:

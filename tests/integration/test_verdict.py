@@ -56,18 +56,45 @@ def test_a_clean_verdict_names_the_label_closest_to_the_threshold():
 
 
 def test_a_flagged_frequent_class_gets_a_caution_and_a_rare_one_does_not():
-    """GTSRB's clean scans were flagged on its most frequent classes (benchmarks/prior_effect.py): the verdict
-    stands, and the line says the flagged class is a frequent one."""
+    """A flagged label holding at least twice the median class's share of the scan data gets a caution on
+    the verdict line; the verdict stands."""
     share = [0.3] + [0.7 / 9] * 9  # label 0: 3.9x the median class's share
     frequent = report_of([8.0] + CLEAN_L1[1:], share=share)
     line = verdict_line(frequent)
     assert frequent.verdict == "backdoored" and frequent.flagged == [0]
-    assert "Caution: 0 (0) 30.0% of the data, against 7.8% for the median class" in line
+    assert ("Caution: label(s) 0 (0, 30.0% of the scan data) is a frequent class (median class 7.8%)" in line
+            and line.endswith("the verdict stands"))
     rare = report_of([40.0, 8.0] + CLEAN_L1[2:], share=share)
     assert rare.flagged == [1] and "Caution" not in verdict_line(rare)
     assert "Caution" not in verdict_line(report_of([8.0] + CLEAN_L1[1:]))  # a report from before: no shares
+    assert "Caution" not in verdict_line(report_of([8.0] + CLEAN_L1[1:], share=share[:9]))  # wrong length
     again = Report.from_dict(json.loads(json.dumps(frequent.to_dict())))
     assert again.info.label_share == share and verdict_line(again) == line
+
+
+@pytest.mark.parametrize("ratio, caution", [(2.0, True), (1.99, False)])
+def test_the_caution_starts_at_twice_the_median_share(ratio, caution):
+    share = [ratio, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    share = [v / sum(share) for v in share]
+    assert ("Caution" in verdict_line(report_of([8.0] + CLEAN_L1[1:], share=share))) is caution
+
+
+def test_the_caution_reads_shares_by_class_and_ignores_absent_classes():
+    """A scan of some labels only (rows 0..9 are classes 2..11) and data lacking classes 0 and 1: the
+    share is the flagged class's own, and the absent classes do not drag the median down."""
+    share = [0.0, 0.0] + [0.08] * 8 + [0.18, 0.18]  # classes 10 and 11: 2.25x the median of those present
+    trials = [{"label": 2 + i, "trial": 0, "seed": i, "l1_norm": v, "asr": 0.99, "steps": 50, "converged": True,
+               "stop_reason": "converged", "seconds": 1.0}
+              for i, v in enumerate(CLEAN_L1[:8] + [7.0, 8.0])]
+    info = ScanInfo(clean_accuracy=0.95, class_names=[f"c{i}" for i in range(12)], label_share=share)
+    report = build_report(trials, list(range(2, 12)), DEFAULT_THRESHOLD["log_l1"], "log_l1", info,
+                          spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"])
+    line = verdict_line(report)
+    assert report.flagged == [10, 11]
+    assert "label(s) 10 (c10, 18.0% of the scan data), 11 (c11, 18.0% of the scan data) are frequent classes" in line
+    assert "(median class 8.0%)" in line
+    report.info.label_share = [0.0] * 7 + [0.08] * 3 + [0.18, 0.18]  # mostly absent: still the present ones' median
+    assert "(median class 8.0%)" in verdict_line(report)
 
 
 def test_most_labels_unconverged_is_inconclusive_not_clean():

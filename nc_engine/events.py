@@ -59,6 +59,7 @@ class ScanStarted(Event):
     screening: bool = False  # screen, then confirm: a cheap pass over every label comes first
     continued_searches: int = 0  # searches a stopped run saved mid-way, continued where they stopped
     screen_steps: int = 0  # a screening pass's step limit
+    label_share: list[float] = field(default_factory=list)  # each class's share of the scan data (report.py)
 
 
 @dataclass

@@ -16,6 +16,13 @@ def _started(folder: RunFolder) -> dict[str, Any]:
     return starts[-1] if starts else {}
 
 
+def _shares(started: dict, classes: int) -> list[float]:
+    """The scan data's class shares as the scan started with them; none when absent or malformed."""
+    share = started.get("label_share")
+    ok = isinstance(share, list) and len(share) == classes and all(isinstance(v, int | float) for v in share)
+    return [float(v) for v in share] if ok else []
+
+
 def rebuilt_report(folder: RunFolder) -> Report:
     cfg = folder.read_config().resolved()
     started = _started(folder)
@@ -31,7 +38,7 @@ def rebuilt_report(folder: RunFolder) -> Report:
                     samples=int(started.get("samples") or cfg.scan.samples or 0),
                     asr_samples=int(started.get("asr_samples") or cfg.scan.asr_samples or 0),
                     model=str(cfg.resolve_path(cfg.model.path)), data=str(cfg.resolve_path(cfg.data.path)),
-                    class_names=names, trials_per_label=cfg.scan.trials or 1)
+                    class_names=names, trials_per_label=cfg.scan.trials or 1, label_share=_shares(started, len(names)))
     run_dir = str(folder.path.resolve())
     trials = folder.trials(cfg.model.input_shape)  # damaged trials are left out, as a resume would
     report = build_report(trials, labels, cfg.detect.threshold or 0.0, cfg.detect.statistic, info, run_dir,

@@ -65,7 +65,8 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
                                 str(prep.device), prep.cfg.scan.strategy, plan.group, prep.accuracy,
                                 len(prep.data.opt_idx), len(prep.data.asr_idx), prep.cfg.scan.max_steps,
                                 len(plan.previous), plan.screen, len(plan.inflight or {}),
-                                min(prep.cfg.scan.screen_steps, prep.cfg.scan.max_steps) if plan.screen else 0))
+                                min(prep.cfg.scan.screen_steps, prep.cfg.scan.max_steps) if plan.screen else 0,
+                                prep.data.label_share))
         repair_triggers(folder, plan)
         for fault in prep.faults:  # no search can work: say why and go straight to the verdict
             bus.warn(fault)

@@ -226,6 +226,8 @@ def test_report_rebuilds_a_run_killed_before_its_first_report(tiny, capsys):
     report = Report.read(run)
     assert not report.complete and len(report.labels) == 1 and "rebuilt from 1 finished trial" in report.note
     assert report.labels_planned == [0, 1, 2] and report.info.clean_accuracy >= 0
+    share = report.info.label_share  # as the scan started with it: the caution survives a lost report
+    assert len(share) == len(report.info.class_names) and sum(share) == pytest.approx(1.0)
     assert main(["report", str(run), "--print"]) == 0
     assert "label" in capsys.readouterr().out
 

@@ -119,8 +119,10 @@ def chosen(half: str | None, draw: str) -> Callable[[str], bool]:
     except those of the draws not asked for (families outside the split count as the first draw's)."""
     if half:
         return in_half(half, draw)
+    if draw == "both":
+        return lambda name: True
     second = set(second_draw_names())
-    return lambda name: (name in second) == (draw == "second") or draw == "both"
+    return lambda name: (name in second) == (draw == "second")
 
 
 def _scan_job(args: tuple[str, str, int, str, int]) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .report import LabelRow, Report, frequent_flagged, median_share
+from .report import LabelRow, Report, can_flag, frequent_flagged, median_share
 
 TABLE_COLUMNS = ("label", "name", "L1 norm", "ASR", "anomaly", "steps", "status")
 DEGENERATE_AREA = 0.5  # a mask covering more than this share of the image is no trigger, whatever its ASR
@@ -89,7 +89,7 @@ def frequent_caution(report: Report) -> str:
 def closest(report: Report) -> str:
     """The label a clean verdict came closest to flagging: a backdoor the test missed most often ranks
     first while staying under the threshold (benchmarks/RESULTS-cpu-test-half.md), so say where it stood."""
-    ranked = [r for r in report.labels if r.anomaly_index is not None and r.converged and r.stage != "screened"]
+    ranked = [r for r in report.labels if r.anomaly_index is not None and can_flag(r)]
     if not ranked:
         return ""
     top = max(ranked, key=lambda r: r.anomaly_index)

@@ -221,10 +221,15 @@ CHANCE_MARGIN = 0.1  # accuracy within this share of the way from chance to perf
 MIN_CONVERGED = 0.5  # below this share of labels reaching the attack threshold, the search did not work
 
 
+def can_flag(row: LabelRow) -> bool:
+    """A label the outlier test may flag: its search converged and, in a screened scan, it was confirmed."""
+    return row.converged and row.stage != "screened"
+
+
 def decide(report: Report, rows: list[LabelRow]) -> None:
     """The MAD test over the finished rows, and the verdict it supports: backdoored, clean, or
     inconclusive with its reasons. Never clean when the search did not work."""
-    eligible = [r.converged and r.stage != "screened" for r in rows]  # only confirmed labels can be flagged
+    eligible = [can_flag(r) for r in rows]
     result = mad_outliers([r.l1_norm for r in rows], report.threshold, eligible, report.statistic,
                           spread_floor=report.spread_floor)
     for r, index, flag in zip(rows, result.anomaly_index, result.flagged, strict=True):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.evaluate_report import flaggable, scored  # noqa: E402
+from benchmarks.evaluate_report import flaggable, judged_l1, scored  # noqa: E402
 from benchmarks.zoo_split import SPLIT_FILE, family, load_split  # noqa: E402
 from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, anomaly_scores, family_wise  # noqa: E402
 
@@ -76,7 +76,8 @@ def eligible(l1: list[float], flags: list[bool] | None) -> list[bool]:
 
 def scan_score(record: dict, rule: Rule) -> float:
     """The scan's score under a rule: above the threshold = found (backdoored) or false alarm (clean)."""
-    scores, ok = rule(record["l1"]), eligible(record["l1"], flaggable(record))
+    l1 = judged_l1(record)
+    scores, ok = rule(l1), eligible(l1, flaggable(record))
     if record["backdoor"]:
         target = record["target"]
         return scores[target] if ok[target] else -math.inf

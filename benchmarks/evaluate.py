@@ -63,6 +63,8 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         "index": [rows[k].anomaly_index for k in sorted(rows)],
         "converged": [rows[k].converged for k in sorted(rows)],
         "statistic": report.statistic, "threshold": report.threshold, "spread_floor": report.spread_floor,
+        "frequency_correction": report.frequency_correction, "frequency_slope": report.frequency_slope,
+        "label_share": report.info.label_share,
         "reasons": list(report.reasons), "screened": bool(report.screening),
         "stages": [rows[k].stage for k in sorted(rows)],  # screened scans: only "confirmed" labels can be flagged
         "asr": [rows[k].asr for k in sorted(rows)], "mask_spread": spread,  # for rules beyond L1 (tuning half)

@@ -6,6 +6,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from nc_engine.class_frequency import corrected
 from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, mad_outliers
 
 KIND_ORDER = ("patch", "blend", "noise", "inobject", "twotarget", "clean")
@@ -36,10 +37,18 @@ def flaggable(r: dict) -> list[bool] | None:
             for k in range(n)]
 
 
+def judged_l1(r: dict) -> list[float]:
+    """The norms the outlier test reads: a scan made with the class-frequency correction on has them judged
+    from its line (nc_engine.class_frequency), as the engine did; older records as they are."""
+    if r.get("frequency_correction") and r.get("label_share"):
+        return corrected(r["l1"], r["label_share"])[0]
+    return r["l1"]
+
+
 def under_rule(r: dict, statistic: str, threshold: float, floor: float = 0.0) -> dict:
     """The record's verdict under another outlier rule: the rule is a function of the labels' L1 norms
     (and which searches converged), so the same searches can be judged by any rule."""
-    result = mad_outliers(r["l1"], threshold, flaggable(r), statistic, spread_floor=floor)
+    result = mad_outliers(judged_l1(r), threshold, flaggable(r), statistic, spread_floor=floor)
     flagged = [k for k, f in enumerate(result.flagged) if f]
     out = {**r, "flagged": flagged, "verdict": "backdoored" if flagged else "clean",
            "index": result.anomaly_index, "statistic": statistic, "threshold": threshold}

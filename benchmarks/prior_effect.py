@@ -22,9 +22,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.decision_rules import auc, choose_threshold, scan_score  # noqa: E402
 from benchmarks.evaluate import in_half  # noqa: E402
+from benchmarks.evaluate_report import scored  # noqa: E402
 from benchmarks.zoo_data import load_arrays  # noqa: E402
-from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, anomaly_scores  # noqa: E402
+from nc_engine.class_frequency import corrected  # noqa: E402
+from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, anomaly_scores  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_FILES = [RESULTS / "evaluation.jsonl", RESULTS / "evaluation_rebuild.jsonl",
@@ -87,6 +90,31 @@ def tuning_records(paths: list[Path], dataset: str, preset: str = "default") -> 
     return records
 
 
+def scan_shares(dataset: str) -> list[float]:
+    """Each class's share of the data a zoo scan reads (the dataset's test split), as the engine records it."""
+    y_test = load_arrays(dataset)[3]
+    counts = np.bincount(y_test, minlength=int(y_test.max()) + 1)
+    return (counts / counts.sum()).tolist()
+
+
+def engine_outcomes(records: list[dict], share: list[float], floor: float, threshold: float) -> dict[str, dict]:
+    """The engine's test without and with its class-frequency correction (class_frequency.corrected) on the
+    same recorded norms: patch targets and clean scans flagged at `threshold`, the patch ROC-AUC, and the
+    threshold the tuning criterion (decision_rules) would choose. No re-scan: the screened candidates stay
+    those the plain test chose."""
+    records = [{**r, "frequency_correction": False} for r in scored(records)]  # judged raw, then each way
+    out = {}
+    for name, fix in (("plain", lambda v: v), ("corrected", lambda v: corrected(v, share)[0])):
+        def rule(v: list[float], fix=fix) -> list[float]:
+            return anomaly_scores(fix(v), "log_l1", spread_floor=floor)
+        patch = [scan_score(r, rule) for r in records if r["kind"] == "patch"]
+        clean = [scan_score(r, rule) for r in records if not r["backdoor"]]
+        out[name] = {"patch": (sum(s > threshold for s in patch), len(patch)),
+                     "clean": (sum(s > threshold for s in clean), len(clean)), "auc": auc(patch, clean),
+                     "chosen": choose_threshold(patch, clean, 0.05) if patch and clean else None}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, nargs="*", default=DEFAULT_FILES)
@@ -106,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['source'][:18] + ' ' + row['model'] + ' s' + str(row['seed']):<44}{row['rho']:6.2f}"
               f"{row['slope']:7.2f}  {target:<24} {row['plain_other']:5.2f} -> {row['adjusted_other']:5.2f}")
     print(summary(rows))
+    threshold = DEFAULT_THRESHOLD["log_l1"]
+    for name, o in engine_outcomes(records, scan_shares(args.dataset), floor, threshold).items():
+        print(f"engine test, {name:<9} at {threshold:g}: patch targets {o['patch'][0]}/{o['patch'][1]}, clean scans "
+              f"flagged {o['clean'][0]}/{o['clean'][1]}, patch AUC {o['auc']:.3f}; tuning criterion's threshold "
+              f"{o['chosen']:.2f}")
     return 0
 
 

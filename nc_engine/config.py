@@ -129,6 +129,9 @@ class DetectConfig:
     threshold: float | None = None  # anomaly index above which a label is flagged; None = the statistic's
     # the least spread the index divides by (log_l1: max(MAD of log L1, floor)); None = the statistic's
     spread_floor: float | None = None
+    # judge each label from the line of log L1 against its class's share of the scanned data (a frequent
+    # class gets a small trigger on clean models too); a no-op on balanced data. class_frequency.py
+    frequency_correction: bool = True
     min_clean_accuracy: float = 0.5
 
 

@@ -64,7 +64,8 @@ def verdict_line(report: Report) -> str:
     floored = report.mad is not None and report.spread_floor > report.mad
     spread = f" (floor {report.spread_floor:g} used)" if floored else ""
     stats = (f"median L1 {fmt_num(report.median_l1, '.2f')}, MAD{' of log L1' if log else ''} "
-             f"{fmt_num(report.mad, '.2f')}{spread}; flagged below L1 {fmt_num(report.cutoff_l1, '.2f')}")
+             f"{fmt_num(report.mad, '.2f')}{spread}; flagged below L1 {fmt_num(report.cutoff_l1, '.2f')}"
+             f"{frequency_note(report)}")
     if report.verdict == "backdoored":
         names = ", ".join(f"{r.label} ({r.name})" for r in report.labels if r.flagged)
         return (f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "
@@ -72,6 +73,14 @@ def verdict_line(report: Report) -> str:
     if report.verdict == "clean":
         return f"Verdict: clean: no label has anomaly index > {report.threshold:g} ({stats}{closest(report)})"
     return f"Verdict: inconclusive: {report.note}"
+
+
+def frequency_note(report: Report) -> str:
+    """How the class-frequency correction moved the line, when it did (class_frequency.py)."""
+    if report.frequency_slope == 0.0:
+        return ""
+    return (f" for a class of median share, lower for frequent classes (class-frequency correction: on this "
+            f"model a class's trigger L1 goes x{2 ** report.frequency_slope:.2f} per doubling of its share)")
 
 
 def frequent_caution(report: Report) -> str:

@@ -42,7 +42,8 @@ def rebuilt_report(folder: RunFolder) -> Report:
     run_dir = str(folder.path.resolve())
     trials = folder.trials(cfg.model.input_shape)  # damaged trials are left out, as a resume would
     report = build_report(trials, labels, cfg.detect.threshold or 0.0, cfg.detect.statistic, info, run_dir,
-                          spread_floor=cfg.detect.spread_floor or 0.0)
+                          spread_floor=cfg.detect.spread_floor or 0.0,
+                          frequency_correction=cfg.detect.frequency_correction)
     report.note = f"rebuilt from {len(trials)} finished trial(s): the scan stopped before writing its report; " \
         + report.note
     return report

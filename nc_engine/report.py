@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .class_frequency import aligned, corrected, frequency_factors
 from .errors import RunFolderError
 from .outliers import mad_outliers
 from .runfolder import RunFolder, trigger_paths
@@ -89,6 +90,8 @@ class Report:
     reasons: list[str] = field(default_factory=list)  # why the verdict is inconclusive (or what to doubt)
     screening: dict[str, Any] = field(default_factory=dict)  # screened scans: candidates, references, shift, why
     spread_floor: float = 0.0  # the outlier test divides by max(mad, spread_floor); reports before it had none
+    frequency_correction: bool = False  # the index is measured from the class-frequency line (class_frequency.py)
+    frequency_slope: float = 0.0  # that line's slope in log L1 per log share; 0: nothing was taken out
 
     def to_dict(self) -> dict[str, Any]:
         """report.json's content: the info's keys sit at the top level, in the order they always had."""
@@ -139,6 +142,14 @@ class Report:
     def row(self, label: int) -> LabelRow | None:
         return next((r for r in self.labels if r.label == label), None)
 
+    def cutoff_of(self, label: int) -> float | None:
+        """The flagging line for this label's L1 norm: cutoff_l1 moved along the class-frequency line."""
+        if self.cutoff_l1 is None or self.frequency_slope == 0.0:
+            return self.cutoff_l1
+        labels = [r.label for r in self.labels]
+        factors = frequency_factors([r.l1_norm for r in self.labels], aligned(labels, self.info.label_share))
+        return self.cutoff_l1 * dict(zip(labels, factors, strict=True)).get(label, 1.0)
+
     def name_of(self, label: int) -> str:
         names = self.info.class_names
         return names[label] if label < len(names) else str(label)
@@ -175,16 +186,19 @@ def label_rows(trials: list[dict], class_names: list[str]) -> list[LabelRow]:
 
 def build_report(trials: list[dict], labels_planned: list[int], threshold: float, statistic: str,
                  info: ScanInfo, run_dir: str = "", faults: list[str] | None = None,
-                 selection: Selection | None = None, spread_floor: float = 0.0, saved_running: int = 0) -> Report:
+                 selection: Selection | None = None, spread_floor: float = 0.0, saved_running: int = 0,
+                 frequency_correction: bool = False) -> Report:
     """The report of the trials so far: `complete` when every planned (label, trial) has finished, or at
     once when `faults` say no search can work on the model (then the verdict is inconclusive). A screened
     scan (`selection` made from its screening pass) is complete once its confirmed labels are.
-    `saved_running`: searches a stop saved mid-way, which a resume continues."""
+    `saved_running`: searches a stop saved mid-way, which a resume continues. `frequency_correction`: judge
+    labels from the class-frequency line of the scanned data's shares (class_frequency.py)."""
     rows = label_rows([t for t in trials if t.get("stage", "trial") != "screen"], info.class_names)
     done = {r.label for r in rows if len(r.trials) >= info.trials_per_label}
     needed = set(selection.confirmed) if selection else set(labels_planned)
     report = Report(SCHEMA, needed <= done, None, [], None, None, threshold, statistic, None, "",
-                    info, labels_planned, rows, run_dir, spread_floor=spread_floor)
+                    info, labels_planned, rows, run_dir, spread_floor=spread_floor,
+                    frequency_correction=frequency_correction)
     if faults:
         report.complete, report.verdict, report.reasons = True, "inconclusive", list(faults)
         report.note = "; ".join(faults)
@@ -230,8 +244,9 @@ def decide(report: Report, rows: list[LabelRow]) -> None:
     """The MAD test over the finished rows, and the verdict it supports: backdoored, clean, or
     inconclusive with its reasons. Never clean when the search did not work."""
     eligible = [can_flag(r) for r in rows]
-    result = mad_outliers([r.l1_norm for r in rows], report.threshold, eligible, report.statistic,
-                          spread_floor=report.spread_floor)
+    share = aligned([r.label for r in rows], report.info.label_share) if report.frequency_correction else []
+    l1, report.frequency_slope = corrected([r.l1_norm for r in rows], share)
+    result = mad_outliers(l1, report.threshold, eligible, report.statistic, spread_floor=report.spread_floor)
     for r, index, flag in zip(rows, result.anomaly_index, result.flagged, strict=True):
         r.anomaly_index = index if not result.note else None
         r.flagged = flag

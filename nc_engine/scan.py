@@ -121,7 +121,7 @@ def _second_round(prep: Prepared, trials: TrialCollector) -> Selection | None:
     rows = [r for r in label_rows([t for t in trials.trials if t.get("stage", "trial") == "trial"],
                                   prep.data.class_names) if r.label in first.confirmed]
     if not shift_decides(screened, {r.label: r.l1_norm for r in rows}, {r.label: r.converged for r in rows}, first,
-                         d.statistic, d.threshold, d.spread_floor or 0.0):
+                         d.statistic, d.threshold, d.spread_floor or 0.0, _shares(prep)):
         return None
     wider = widen(first, screened, prep.cfg.scan.confirm_references)
     if not wider.second_round:
@@ -150,9 +150,14 @@ def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: thread
     selection = choose({k: t["l1_norm"] for k, t in screened.items()},
                        {k: t["converged"] for k, t in screened.items()}, prep.cfg.detect.statistic,
                        prep.cfg.detect.threshold, s.confirm_margin, s.confirm_references,
-                       prep.cfg.detect.spread_floor or 0.0)
+                       prep.cfg.detect.spread_floor or 0.0, _shares(prep))
     trials.screening_done(selection)
     return selection
+
+
+def _shares(prep: Prepared) -> list[float] | None:
+    """The scanned data's class shares when the verdict corrects for class frequency, else None."""
+    return prep.data.label_share if prep.cfg.detect.frequency_correction else None
 
 
 def _warn_low_accuracy(prep: Prepared, bus: ev.EventBus) -> None:
@@ -228,4 +233,4 @@ class TrialCollector:
                         outputs_kind(p.model), p.data.label_share)
         return build_report(self.trials, self.plan.labels, p.cfg.detect.threshold, p.cfg.detect.statistic, info,
                             str(self.folder.path), p.faults, self.selection, p.cfg.detect.spread_floor or 0.0,
-                            self.saved_running)
+                            self.saved_running, p.cfg.detect.frequency_correction)

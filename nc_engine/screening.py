@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .class_frequency import aligned, corrected
 from .outliers import mad_outliers
 
 MIN_CANDIDATES = 2  # the smallest screened triggers are always confirmed, whatever their index
@@ -49,11 +50,13 @@ def subset_indices(n: int, k: int) -> np.ndarray:
 
 
 def choose(l1: dict[int, float], converged: dict[int, bool], statistic: str, threshold: float, margin: float,
-           references: int, spread_floor: float = 0.0) -> Selection:
+           references: int, spread_floor: float = 0.0, share: list[float] | None = None) -> Selection:
     """Candidates: converged labels whose screened anomaly index is within `margin` of the threshold,
-    plus the MIN_CANDIDATES smallest triggers; references: the ordinary labels nearest the median."""
+    plus the MIN_CANDIDATES smallest triggers; references: the ordinary labels nearest the median.
+    `share`: each label's share of the scanned data, to judge from the class-frequency line (None: not)."""
     labels = sorted(l1)
-    test = mad_outliers([l1[k] for k in labels], max(0.0, threshold - margin), [converged[k] for k in labels],
+    values, _ = corrected([l1[k] for k in labels], aligned(labels, share or []))
+    test = mad_outliers(values, max(0.0, threshold - margin), [converged[k] for k in labels],
                         statistic, spread_floor=spread_floor)
     if test.note:  # no sound screening statistic (too few labels, MAD 0): confirm every label
         return Selection(labels, [], {k: f"confirmed: screening could not rank ({test.note})" for k in labels})
@@ -101,7 +104,8 @@ def scale_shift(screened: dict[int, float], confirmed: dict[int, float], referen
 
 
 def shift_decides(screened: dict[int, float], confirmed: dict[int, float], converged: dict[int, bool],
-                  selection: Selection, statistic: str, threshold: float, spread_floor: float = 0.0) -> bool:
+                  selection: Selection, statistic: str, threshold: float, spread_floor: float = 0.0,
+                  share: list[float] | None = None) -> bool:
     """Whether the verdict hangs on the scale shift: the labels flagged with the references' median log
     ratio differ from those flagged with their smallest or their largest. Then more references are due."""
     ratios = log_ratios(screened, confirmed, selection.references)
@@ -112,6 +116,7 @@ def shift_decides(screened: dict[int, float], confirmed: dict[int, float], conve
     flagged = []
     for shift in (min(ratios), float(np.median(ratios)), max(ratios)):
         values = [confirmed[k] if k in confirmed else screened[k] * math.exp(shift) for k in labels]
+        values, _ = corrected(values, aligned(labels, share or []))
         test = mad_outliers(values, threshold, ok, statistic, spread_floor=spread_floor)
         flagged.append(tuple(k for k, f in zip(labels, test.flagged, strict=True) if f))
     return len(set(flagged)) > 1

@@ -26,12 +26,12 @@ def l1_bars(report: Report, width: int = 40, degenerate: frozenset[int] = frozen
     if not positive:
         return Text("no labels")
     length = _scale(min(positive), max(positive), width)
-    cut = report.cutoff_l1
     text = Text(_legend(report) + "\n", style="dim")  # first: the bars may scroll, the scale must be seen
     name_w = min(10, max(len(r.name) for r in rows))
     for r in rows:
         n = length(r.l1_norm) if math.isfinite(r.l1_norm) else 1
         bar = list("█" * n + " " * (width - n))
+        cut = report.cutoff_of(r.label)
         if cut is not None and cut > 0:
             pos = min(width - 1, length(cut) - 1)
             bar[pos] = "|" if bar[pos] == " " else "┃"
@@ -51,6 +51,8 @@ def _legend(report: Report) -> str:
         spread = f"max(MAD, {report.spread_floor:g})" if report.spread_floor else "MAD"
         legend += (f"; | = flagging line: L1 {cut:.1f} (median {scale} - {report.threshold:g} x {spread} of {scale}; "
                    f"median L1 {report.median_l1:.1f})")
+        if report.frequency_slope:
+            legend += "; the line is lower for frequent classes (class-frequency correction)"
     return legend
 
 

@@ -51,6 +51,8 @@ def test_run_folder_holds_every_promised_file(backdoored_report):
     labels = data[[k for k in data.files if k.startswith("y")][0]]
     expected = np.bincount(labels, minlength=10) / len(labels)
     assert report.info.label_share == pytest.approx(expected.tolist()) == backdoored_report.info.label_share
+    # the default judges from the class-frequency line, which near-balanced data leaves flat
+    assert report.frequency_correction and report.frequency_slope == 0.0
     for row in report.labels:
         for key in ("mask_png", "pattern_png", "fusion_png", "trigger_npz"):
             assert (run / getattr(row, key)).is_file()

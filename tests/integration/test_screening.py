@@ -42,6 +42,22 @@ def test_candidates_are_the_outliers_and_the_smallest_triggers():
     assert sum("not confirmed" in sel.why[k] for k in L1) == len(L1) - len(sel.confirmed)
 
 
+def test_screening_judges_candidates_from_the_class_frequency_line_when_given_shares():
+    """GTSRB-like shares (12x apart) and a clean model whose frequent classes have small triggers: plainly
+    they are candidates within the margin; judged from the frequency line only the smallest two remain."""
+    rng = np.random.default_rng(0)
+    share = np.geomspace(1, 12, 43)
+    rng.shuffle(share)
+    share /= share.sum()
+    noise = rng.normal(0, 0.15, 43)
+    l1 = dict(enumerate((50 * np.exp(-0.6 * (np.log(share) - np.median(np.log(share))) + noise)).tolist()))
+    converged = {k: True for k in l1}
+    plain = choose(l1, converged, "log_l1", 1.11, 0.4, 4, 0.7)
+    fixed = choose(l1, converged, "log_l1", 1.11, 0.4, 4, 0.7, share.tolist())
+    assert len(plain.candidates) > MIN_CANDIDATES and len(fixed.candidates) == MIN_CANDIDATES
+    assert int(np.argmax(share)) in plain.candidates
+
+
 def test_unconverged_labels_are_never_candidates_and_no_statistic_confirms_everything():
     converged = {**CONVERGED, 4: False}
     assert 4 not in choose(L1, converged, "log_l1", 3.5, 1.5, 4).candidates

@@ -20,7 +20,7 @@ from nc_tui.cli import main
 CLEAN_L1 = [40.0, 44.0, 38.0, 50.0, 47.0, 41.0, 43.0, 39.0, 52.0, 45.0]
 
 
-def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10, share=()):
+def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10, share=(), correct=False):
     converged = converged or [True] * len(l1)
     stop = stop or ["converged"] * len(l1)
     trials = [{"label": i, "trial": 0, "seed": i, "l1_norm": v, "asr": 0.99 if c else 0.2, "steps": 50,
@@ -28,7 +28,7 @@ def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10, share=()
               for i, (v, c, s) in enumerate(zip(l1, converged, stop, strict=True))]
     info = ScanInfo(clean_accuracy=accuracy, class_names=[str(i) for i in range(classes)], label_share=list(share))
     return build_report(trials, list(range(len(l1))), DEFAULT_THRESHOLD["log_l1"], "log_l1", info,
-                        spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"])
+                        spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"], frequency_correction=correct)
 
 
 def test_a_clean_model_is_clean_and_a_small_trigger_is_flagged():
@@ -95,6 +95,49 @@ def test_the_caution_reads_shares_by_class_and_ignores_absent_classes():
     assert "(median class 8.0%)" in line
     report.info.label_share = [0.0] * 7 + [0.08] * 3 + [0.18, 0.18]  # mostly absent: still the present ones' median
     assert "(median class 8.0%)" in verdict_line(report)
+
+
+def gtsrb_like(seed: int = 0) -> tuple[list[float], list[float]]:
+    """43 classes whose shares span 12x and a clean model's norms falling with frequency."""
+    rng = np.random.default_rng(seed)
+    share = np.geomspace(1, 12, 43)
+    rng.shuffle(share)
+    share /= share.sum()
+    l1 = 50 * np.exp(-0.8 * (np.log(share) - np.median(np.log(share))) + rng.normal(0, 0.15, 43))
+    return l1.tolist(), share.tolist()
+
+
+def test_the_class_frequency_correction_clears_a_frequent_class_and_says_how():
+    l1, share = gtsrb_like()
+    plain = report_of(l1, classes=43, share=share)
+    assert plain.verdict == "backdoored" and plain.frequency_slope == 0.0  # the frequent classes' false alarm
+    fixed = report_of(l1, classes=43, share=share, correct=True)
+    assert fixed.verdict == "clean" and -1.0 < fixed.frequency_slope < -0.6
+    line = verdict_line(fixed)
+    assert "for a class of median share, lower for frequent classes" in line
+    assert f"goes x{2 ** fixed.frequency_slope:.2f} per doubling of its share" in line
+    # each label's own flagging line: a frequent class must fall further than a rare one
+    common, rare = int(np.argmax(share)), int(np.argmin(share))
+    assert fixed.cutoff_of(common) < fixed.cutoff_l1 < fixed.cutoff_of(rare)
+    assert plain.cutoff_of(common) == plain.cutoff_l1
+    again = Report.from_dict(json.loads(json.dumps(fixed.to_dict())))
+    assert (again.frequency_correction, again.frequency_slope, verdict_line(again)) == (True, fixed.frequency_slope,
+                                                                                         line)
+    planted = list(l1)
+    planted[common] /= 8  # a backdoor into the commonest class still stands out from the line
+    assert report_of(planted, classes=43, share=share, correct=True).flagged == [common]
+
+
+def test_frequency_correction_is_a_config_key():
+    cfg = config_from_dict({"model": {"path": "m.pt", "num_classes": 10, "input_shape": [1, 28, 28]},
+                            "data": {"path": "d.npz"}})
+    assert cfg.detect.frequency_correction is True
+    off = config_from_dict({"model": {"path": "m.pt", "num_classes": 10, "input_shape": [1, 28, 28]},
+                            "data": {"path": "d.npz"}, "detect": {"frequency_correction": False}})
+    assert off.detect.frequency_correction is False
+    with pytest.raises(Exception, match=r"\[detect\]\.frequency_correction"):
+        config_from_dict({"model": {"path": "m.pt", "num_classes": 10, "input_shape": [1, 28, 28]},
+                          "data": {"path": "d.npz"}, "detect": {"frequency_correction": "yes"}})
 
 
 def test_most_labels_unconverged_is_inconclusive_not_clean():

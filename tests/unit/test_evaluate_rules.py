@@ -195,3 +195,22 @@ def test_mask_spread_tells_a_patch_from_strokes_and_refuses_bad_files(tmp_path):
     assert mask_spread(tmp_path / "empty.npz") is None
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     assert mask_spread(tmp_path / "bad.npz") is None and mask_spread(tmp_path / "missing.npz") is None
+
+
+def test_records_scanned_with_the_frequency_correction_are_rejudged_with_it():
+    """A record of a scan made with the class-frequency correction is judged from its line again (the
+    engine's own verdict); an older record, or one made with it off, from its raw norms."""
+    rng = np.random.default_rng(0)
+    share = np.geomspace(1, 12, 43)
+    rng.shuffle(share)
+    share /= share.sum()
+    l1 = (50 * np.exp(-0.8 * (np.log(share) - np.median(np.log(share))) + rng.normal(0, 0.15, 43))).tolist()
+    record = {"backdoor": False, "target": None, "l1": l1, "converged": [True] * 43,
+              "label_share": share.tolist(), "frequency_correction": True}
+    floor = DEFAULT_SPREAD_FLOOR["log_l1"]
+    assert under_rule(record, "log_l1", 1.11, floor)["verdict"] == "clean"
+    assert under_rule({**record, "frequency_correction": False}, "log_l1", 1.11, floor)["verdict"] == "backdoored"
+    assert under_rule({k: v for k, v in record.items() if k != "label_share"}, "log_l1", 1.11,
+                      floor)["verdict"] == "backdoored"
+    rule = dr.floor_rule(floor, False)[0]
+    assert dr.scan_score(record, rule) < 1.11 < dr.scan_score({**record, "frequency_correction": False}, rule)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from benchmarks.evaluate import in_half
-from benchmarks.prior_effect import adjusted_index, rows_for, summary, theil_sen_residuals, tuning_records
+from benchmarks.prior_effect import (
+    adjusted_index,
+    engine_outcomes,
+    rows_for,
+    summary,
+    theil_sen_residuals,
+    tuning_records,
+)
 
 RNG = np.random.default_rng(0)
 LOG_FREQ = np.log(np.linspace(1, 10, 43) / np.linspace(1, 10, 43).sum())
@@ -52,3 +59,23 @@ def test_only_tuning_half_scans_are_read(tmp_path):
     path.write_text("".join(json.dumps({"model": n, "dataset": "gtsrb", "preset": "default", "seed": 0,
                                         "target": None, "l1": [1.0, 2.0, 3.0]}) + "\n" for n in names))
     assert [r["model"] for r in tuning_records([path, tmp_path / "missing.jsonl"], "gtsrb")] == [names[0]]
+
+
+def test_the_engine_outcomes_compare_the_same_norms_plain_and_corrected():
+    rng = np.random.default_rng(1)
+    share = np.geomspace(1, 12, 43)
+    share /= share.sum()
+
+    def l1(target: int | None = None) -> list[float]:  # frequent classes stand out plainly (like GTSRB's)
+        v = 50 * np.exp(-0.8 * (np.log(share) - np.median(np.log(share))) + rng.normal(0, 0.15, 43))
+        if target is not None:
+            v[target] /= 8
+        return v.tolist()
+    clean = [{"model": f"c{i}", "seed": 0, "kind": "clean", "backdoor": False, "target": None,
+              "l1": l1(), "frequency_correction": True, "label_share": share.tolist()} for i in range(4)]
+    patch = [{"model": f"p{t}", "seed": 0, "kind": "patch", "backdoor": True, "target": t, "real_asr": 1.0,
+              "l1": l1(target=t)} for t in (3, 40)]
+    out = engine_outcomes(clean + patch, share.tolist(), 0.7, 1.11)
+    assert out["plain"]["clean"] == (4, 4)  # the frequent classes' false alarms (a stored flag is ignored)
+    assert out["corrected"]["clean"] == (0, 4) and out["corrected"]["patch"] == (2, 2)
+    assert out["corrected"]["auc"] == 1.0

@@ -54,6 +54,17 @@ def floor_rule(floor: float, leave_one_out: bool) -> tuple[Rule, str]:
     return (lambda v: anomaly_scores(v, "log_l1", leave_one_out=leave_one_out, spread_floor=floor)), how
 
 
+@dataclass(frozen=True)
+class FrequencyCorrected:
+    """A rule applied to the norms judged from the class-frequency line, as the engine does by default since
+    the correction was built (nc_engine.class_frequency; older records get their scan data's shares)."""
+
+    rule: Rule
+
+    def __call__(self, l1: list[float]) -> list[float]:
+        return self.rule(l1)
+
+
 # Thresholds fixed before this split existed, shown for reference (3.5 was chosen on the whole zoo).
 FIXED = [("l1", 2.0, "the paper's"), ("log_l1", 3.5, "the engine's default before the floor")]
 GRID = [0.5 + 0.5 * k for k in range(12)]  # thresholds of the ROC tables
@@ -76,7 +87,7 @@ def eligible(l1: list[float], flags: list[bool] | None) -> list[bool]:
 
 def scan_score(record: dict, rule: Rule) -> float:
     """The scan's score under a rule: above the threshold = found (backdoored) or false alarm (clean)."""
-    l1 = judged_l1(record)
+    l1 = judged_l1(record, isinstance(rule, FrequencyCorrected))
     scores, ok = rule(l1), eligible(l1, flaggable(record))
     if record["backdoor"]:
         target = record["target"]
@@ -232,7 +243,9 @@ def analyse(records: list[dict], split: dict[str, str], max_fpr: float) -> tuple
     floor = DEFAULT_SPREAD_FLOOR["log_l1"]
     rule, how = floor_rule(floor, False)
     out.append(judged(f"log_l1_floor({floor})", rule, how, halves, DEFAULT_THRESHOLD["log_l1"],
-                      "the engine's default", max_fpr))
+                      "the engine's default before the class-frequency correction", max_fpr))
+    out.append(judged(f"log_l1_floor({floor})+freq", FrequencyCorrected(rule), f"{how}, frequency_correction",
+                      halves, DEFAULT_THRESHOLD["log_l1"], "the engine's default", max_fpr))
     return out, grids
 
 
@@ -419,8 +432,9 @@ def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoic
         "the threshold; a backdoored scan counts as found only when its true target is eligible and exceeds it. "
         f"Main scans: preset `{MAIN_PRESET}`, every seed, each scan counted. Threshold criterion, on the tuning "
         f"half only: the highest patch TPR with clean FPR <= {max_fpr:.0%}, placed mid-way between the lowest "
-        "threshold meeting the cap and the next patch target score above it. The last two rows are thresholds "
-        "fixed beforehand, for reference.", "",
+        "threshold meeting the cap and the next patch target score above it. The last rows are thresholds "
+        "fixed beforehand, for reference; `+freq` judges the norms from the class-frequency line, as the engine "
+        "does by default now (on balanced or nearly balanced data it changes nothing: MNIST and CIFAR-10).", "",
         "## Tuning half (where thresholds are chosen)", "", *tuning_rows(results), "",
         "## Test half (not used for any choice)", "", *test_rows(results), "",
         "## What it means", "", *meaning(results, best, split, records, max_fpr), "",

@@ -6,6 +6,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.zoo_data import scan_shares
 from nc_engine.class_frequency import corrected
 from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, mad_outliers
 
@@ -37,11 +38,12 @@ def flaggable(r: dict) -> list[bool] | None:
             for k in range(n)]
 
 
-def judged_l1(r: dict) -> list[float]:
+def judged_l1(r: dict, correct: bool = False) -> list[float]:
     """The norms the outlier test reads: a scan made with the class-frequency correction on has them judged
-    from its line (nc_engine.class_frequency), as the engine did; older records as they are."""
-    if r.get("frequency_correction") and r.get("label_share"):
-        return corrected(r["l1"], r["label_share"])[0]
+    from its line (nc_engine.class_frequency), as the engine did; older records as they are, unless
+    `correct` (then with the shares its scan data has: zoo_data.scan_shares)."""
+    if r.get("frequency_correction") or correct:
+        return corrected(r["l1"], r.get("label_share") or scan_shares(r["dataset"]))[0]
     return r["l1"]
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.decision_rules import auc, choose_threshold, scan_score  # noqa: E402
 from benchmarks.evaluate import in_half  # noqa: E402
 from benchmarks.evaluate_report import scored  # noqa: E402
-from benchmarks.zoo_data import load_arrays  # noqa: E402
+from benchmarks.zoo_data import load_arrays, scan_shares, write_scan_shares  # noqa: E402
 from nc_engine.class_frequency import corrected  # noqa: E402
 from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, anomaly_scores  # noqa: E402
 
@@ -90,13 +90,6 @@ def tuning_records(paths: list[Path], dataset: str, preset: str = "default") -> 
     return records
 
 
-def scan_shares(dataset: str) -> list[float]:
-    """Each class's share of the data a zoo scan reads (the dataset's test split), as the engine records it."""
-    y_test = load_arrays(dataset)[3]
-    counts = np.bincount(y_test, minlength=int(y_test.max()) + 1)
-    return (counts / counts.sum()).tolist()
-
-
 def engine_outcomes(records: list[dict], share: list[float], floor: float, threshold: float) -> dict[str, dict]:
     """The engine's test without and with its class-frequency correction (class_frequency.corrected) on the
     same recorded norms: patch targets and clean scans flagged at `threshold`, the patch ROC-AUC, and the
@@ -119,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, nargs="*", default=DEFAULT_FILES)
     parser.add_argument("--dataset", default="gtsrb")
+    parser.add_argument("--write-shares", action="store_true", help="write results/scan_shares.json and stop")
     args = parser.parse_args(argv)
+    if args.write_shares:
+        print(f"wrote {write_scan_shares()}")
+        return 0
     _, y_train, _, _ = load_arrays(args.dataset)
     counts = np.bincount(y_train, minlength=int(y_train.max()) + 1).astype(np.float64)
     log_freq = np.log(counts / counts.sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from dataclasses import dataclass
@@ -100,8 +101,32 @@ def write_subset(source: Path, dest: Path, train: int, test_per_class: int, seed
     return len(keep), sum(per_class.values())
 
 
+SHARES_FILE = Path(__file__).parent / "results" / "scan_shares.json"
+
+
+def scan_shares(name: str) -> list[float]:
+    """Each class's share of the data a zoo scan reads (the dataset's test split), as the engine records it
+    in report.json. Read from SHARES_FILE (written by `python benchmarks/prior_effect.py --write-shares`, so
+    re-judging old records decodes no dataset); computed from the data for a dataset it lacks."""
+    if SHARES_FILE.is_file():
+        known = json.loads(SHARES_FILE.read_text())
+        if name in known:
+            return known[name]
+    y_test = load_arrays(name)[3]
+    counts = np.bincount(y_test, minlength=DATASETS[name].num_classes)
+    return (counts / counts.sum()).tolist()
+
+
+
+def write_scan_shares() -> Path:
+    """SHARES_FILE for every dataset, computed afresh from the data."""
+    SHARES_FILE.unlink(missing_ok=True)
+    SHARES_FILE.write_text(json.dumps({name: scan_shares(name) for name in DATASETS}, indent=1) + "\n")
+    return SHARES_FILE
+
 if __name__ == "__main__":
     import sys
 
     name, train, per_class, dest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     print(write_subset(data_path(name), dest, train, per_class), "->", dest)
+

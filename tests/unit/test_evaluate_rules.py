@@ -210,7 +210,7 @@ def test_records_scanned_with_the_frequency_correction_are_rejudged_with_it():
     floor = DEFAULT_SPREAD_FLOOR["log_l1"]
     assert under_rule(record, "log_l1", 1.11, floor)["verdict"] == "clean"
     assert under_rule({**record, "frequency_correction": False}, "log_l1", 1.11, floor)["verdict"] == "backdoored"
-    assert under_rule({k: v for k, v in record.items() if k != "label_share"}, "log_l1", 1.11,
-                      floor)["verdict"] == "backdoored"
+    unshared = {**{k: v for k, v in record.items() if k != "label_share"}, "dataset": "cifar10"}
+    assert under_rule(unshared, "log_l1", 1.11, floor)["verdict"] == "backdoored"  # its data's shares: balanced
     rule = dr.floor_rule(floor, False)[0]
     assert dr.scan_score(record, rule) < 1.11 < dr.scan_score({**record, "frequency_correction": False}, rule)

@@ -79,3 +79,18 @@ def test_the_engine_outcomes_compare_the_same_norms_plain_and_corrected():
     assert out["plain"]["clean"] == (4, 4)  # the frequent classes' false alarms (a stored flag is ignored)
     assert out["corrected"]["clean"] == (0, 4) and out["corrected"]["patch"] == (2, 2)
     assert out["corrected"]["auc"] == 1.0
+
+
+def test_the_committed_scan_shares_are_the_test_splits_class_shares():
+    """benchmarks/results/scan_shares.json stands in for the shares old records lack: MNIST's is checked
+    against the real data here; all are distributions of the right length, and only GTSRB's spread 2x."""
+    from benchmarks.zoo_data import DATASETS, SHARES_FILE
+    from tests.conftest import ROOT, require_shared
+
+    known = json.loads(SHARES_FILE.read_text())
+    with np.load(require_shared(ROOT.parent / "shared" / "data" / "mnist.npz")) as d:
+        counts = np.bincount(d["y_test"], minlength=10)
+    assert known["mnist"] == pytest.approx((counts / counts.sum()).tolist())
+    for name, info in DATASETS.items():
+        assert len(known[name]) == info.num_classes and sum(known[name]) == pytest.approx(1.0)
+        assert (max(known[name]) / min(known[name]) >= 2) is (name == "gtsrb")

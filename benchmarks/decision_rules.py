@@ -471,22 +471,31 @@ def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoic
     path.write_text("\n".join(text), encoding="utf-8")
 
 
-def secondary_sources(results_path: Path, rebuilds: list[list[Path]]) -> list[tuple[str, list[dict]]]:
+def secondary_sources(results_path: Path, rebuilds: list[list[Path]],
+                      newer: list[list[Path]] | None = None) -> list[tuple[str, list[dict]]]:
     """Rows of other presets and rebuilt zoos; a rebuild given as several files (a+b: the zoo's two draws
-    scanned on one build) is one source, and a scan found in two of them is refused."""
+    scanned on one build) is one source, and a scan found in two of them is refused. `newer[i]`: files of
+    scans made again (a+b<c: c's scans take the place of the same model, preset and seed in a or b)."""
     out = []
-    for paths in [[results_path], *rebuilds]:
+    for i, paths in enumerate([[results_path], *rebuilds]):
         files = [(path, load(path)) for path in paths]
         keys = Counter((r["model"], r["preset"], r["seed"]) for _, records in files for r in records)
         twice = sorted(k for k, n in keys.items() if n > 1)
         if twice:
             raise ValueError(f"{' + '.join(p.name for p in paths)}: scans recorded twice, e.g. {twice[0]}")
+        again = [(path, load(path)) for path in ((newer or [])[i - 1] if 0 < i <= len(newer or []) else [])]
+        replaced = {(r["model"], r["preset"], r["seed"]) for _, records in again for r in records}
+        files = [(path, [r for r in records if (r["model"], r["preset"], r["seed"]) not in replaced])
+                 for path, records in files] + again
         for preset in sorted({r["preset"] for _, records in files for r in records}):
             if paths == [results_path] and preset == MAIN_PRESET:
                 continue
             parts = [(path, scored([r for r in records if r["preset"] == preset])) for path, records in files]
             name = " + ".join(f"`{path.name}` seeds {','.join(str(s) for s in sorted({r['seed'] for r in got}))}"
-                              for path, got in parts if got)
+                              for path, got in parts[:len(parts) - len(again)] if got)
+            if again:
+                name += " with " + " + ".join(f"`{path.name}`" for path, got in parts[len(parts) - len(again):]
+                                              if got) + " in place of the scans it repeats"
             out.append((f"{name} `{preset}`", [r for _, got in parts for r in got]))
     return out
 
@@ -506,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", default=",".join([str(RESULTS / "evaluation_rebuild.jsonl"), *map(str, cpu),
                                                        "+".join(map(str, cpu))]),
                         help="comma-separated scans of rebuilt zoos (secondary, test half only), a+b for "
-                             "several files as one; '' for none")
+                             "several files as one, a+b<c for c's scans in place of the same scans in a or b; "
+                             "'' for none")
     parser.add_argument("--split", type=Path, default=SPLIT_FILE)
     parser.add_argument("--fresh", type=Path, default=RESULTS / "evaluation_new_families.jsonl",
                         help="scans of families added after the rule was chosen (all out of sample)")
@@ -518,11 +528,13 @@ def main(argv: list[str] | None = None) -> int:
     records = main_records(args.results)
     analysed = analyse(records, split, args.max_fpr)
     results = analysed[0]
-    rebuilds = [[Path(p) for p in item.split("+")] for item in args.rebuild.split(",") if item.strip()]
+    items = [item.split("<") for item in args.rebuild.split(",") if item.strip()]
+    rebuilds = [[Path(p) for p in item[0].split("+")] for item in items]
+    newer = [[Path(p) for p in item[1].split("+")] if len(item) > 1 else [] for item in items]
     root = Path(__file__).resolve().parents[1]
     source = args.results.resolve()
     source = source.relative_to(root) if source.is_relative_to(root) else source
-    write_markdown(args.markdown, analysed, split, records, secondary_sources(args.results, rebuilds),
+    write_markdown(args.markdown, analysed, split, records, secondary_sources(args.results, rebuilds, newer),
                    args.max_fpr, str(source), (args.strict_fpr, analyse(records, split, args.strict_fpr)[0]),
                    (f"`{args.fresh.name}`", main_records(args.fresh)) if args.fresh.is_file() else None,
                    load_split(args.split, ("second",)))

@@ -271,9 +271,10 @@ FREQUENT_SHARE = 2.0
 def frequent_flagged(report: Report) -> list[LabelRow]:
     """Flagged labels that are among the scanned data's frequent classes. On the zoo's tuning half a GTSRB
     label's share of the training data explains much of its trigger's size, on clean models too
-    (benchmarks/prior_effect.py): a small trigger for a frequent class is weaker evidence."""
+    (benchmarks/prior_effect.py): a small trigger for a frequent class is weaker evidence. None when the
+    class-frequency correction took that out already (a label flagged then stands out beyond it)."""
     share, median = report.info.label_share, median_share(report.info)
-    if len(share) != len(report.info.class_names) or median <= 0:
+    if report.frequency_slope != 0.0 or len(share) != len(report.info.class_names) or median <= 0:
         return []
     return [r for r in report.labels if r.flagged and share[r.label] >= FREQUENT_SHARE * median]
 

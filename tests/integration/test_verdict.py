@@ -125,7 +125,10 @@ def test_the_class_frequency_correction_clears_a_frequent_class_and_says_how():
                                                                                          line)
     planted = list(l1)
     planted[common] /= 8  # a backdoor into the commonest class still stands out from the line
-    assert report_of(planted, classes=43, share=share, correct=True).flagged == [common]
+    found = report_of(planted, classes=43, share=share, correct=True)
+    assert found.flagged == [common]
+    assert "Caution" not in verdict_line(found)  # the line already allows for its frequency
+    assert "Caution" in verdict_line(report_of(planted, classes=43, share=share))  # not corrected: a caution
 
 
 def test_frequency_correction_is_a_config_key():

@@ -175,6 +175,12 @@ def test_a_rebuild_of_several_files_is_one_source(tmp_path):
     assert [name for name, _ in sources] == [f"`a.jsonl` seeds {seeds[0]} + `b.jsonl` seeds {seeds[1]} `default`",
                                              f"`b.jsonl` seeds {seeds[1]} `default`"]
     assert sources[0][1] == dr.scored(default) and sources[1][1] == dr.scored(default[6:])
+    c = tmp_path / "c.jsonl"  # one scan of a made again: it takes that scan's place, the rest stay
+    redone = {**default[0], "flagged": [], "l1": list(reversed(default[0]["l1"]))}
+    c.write_text(json.dumps(redone) + "\n")
+    (name, records), = dr.secondary_sources(a, [[a, b]], [[c]])
+    assert name.endswith(" with `c.jsonl` in place of the scans it repeats `default`")
+    assert len(records) == len(dr.scored(default)) and redone in records and default[0] not in records
     b.write_text("".join(json.dumps(r) + "\n" for r in default[5:]))
     with pytest.raises(ValueError, match="recorded twice"):
         dr.secondary_sources(a, [[a, b]])

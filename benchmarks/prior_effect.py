@@ -7,8 +7,9 @@ clean models too: the false positives of the zoo's test half are GTSRB's commone
 (RESULTS-cpu-test-half-draw2.md). This prints, for each tuning-half scan of the dataset, the rank
 correlation between a label's share of the training set and how small its trigger is, and the anomaly
 indices (log L1, spread floor, as the engine computes them) before and after removing a robust straight
-line in log frequency (Theil-Sen). It reads the tuning half only and chooses nothing: it is the evidence
-for (or against) building such a correction into the engine.
+line in log frequency (Theil-Sen). Then the engine's own test on the same recorded norms, without and with
+its class-frequency correction (nc_engine.class_frequency, on the scan data's shares), at the engine's
+threshold: the tuning-half evidence on which the correction was turned on. It reads the tuning half only.
 """
 
 from __future__ import annotations

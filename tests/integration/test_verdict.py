@@ -273,3 +273,19 @@ def test_low_accuracy_is_explained_and_the_outputs_kind_recorded(tmp_path):
     assert "If the model is documented as more accurate" in warning and "weak model" in warning
     log = next((tmp_path / "runs").glob("*/log.txt")).read_text()
     assert 'outputs taken as probabilities (log taken) ([model].outputs = "auto")' in log
+
+
+def test_the_bars_draw_each_labels_own_flagging_line_when_corrected():
+    from nc_tui.widgets.bars import l1_bars
+
+    l1, share = gtsrb_like()
+    fixed = report_of(l1, classes=43, share=share, correct=True)
+    lines = l1_bars(fixed, width=60).plain.splitlines()
+    assert "the line is lower for frequent classes" in lines[0]
+
+    def mark(label: int) -> int:
+        row = next(line for line in lines[1:] if line.split()[0] == str(label))
+        return max(row.rfind("|"), row.rfind("┃"))
+    assert mark(int(np.argmax(share))) < mark(int(np.argmin(share)))
+    plain = l1_bars(report_of(l1, classes=43, share=share), width=60).plain.splitlines()
+    assert "frequent classes" not in plain[0]

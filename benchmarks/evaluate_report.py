@@ -38,11 +38,11 @@ def flaggable(r: dict) -> list[bool] | None:
             for k in range(n)]
 
 
-def judged_l1(r: dict, correct: bool = False) -> list[float]:
-    """The norms the outlier test reads: a scan made with the class-frequency correction on has them judged
-    from its line (nc_engine.class_frequency), as the engine did; older records as they are, unless
-    `correct` (then with the shares its scan data has: zoo_data.scan_shares)."""
-    if r.get("frequency_correction") or correct:
+def judged_l1(r: dict, correct: bool | None = None) -> list[float]:
+    """The norms the outlier test reads, judged from the class-frequency line (nc_engine.class_frequency)
+    when `correct`, else as they are; None: as the engine did for this record (older records predate the
+    correction). A record without shares gets its scan data's (zoo_data.scan_shares)."""
+    if r.get("frequency_correction") if correct is None else correct:
         return corrected(r["l1"], r.get("label_share") or scan_shares(r["dataset"]))[0]
     return r["l1"]
 

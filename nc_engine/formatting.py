@@ -67,7 +67,7 @@ def verdict_line(report: Report) -> str:
              f"{fmt_num(report.mad, '.2f')}{spread}; flagged below L1 {fmt_num(report.cutoff_l1, '.2f')}"
              f"{frequency_note(report)}")
     if report.verdict == "backdoored":
-        names = ", ".join(f"{r.label} ({r.name})" for r in report.labels if r.flagged)
+        names = ", ".join(f"{r.label} ({r.name}{own_line(report, r)})" for r in report.labels if r.flagged)
         return (f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "
                 f"{report.threshold:g} ({stats}){frequent_caution(report)}")
     if report.verdict == "clean":
@@ -79,8 +79,17 @@ def frequency_note(report: Report) -> str:
     """How the class-frequency correction moved the line, when it did (class_frequency.py)."""
     if report.frequency_slope == 0.0:
         return ""
-    return (f" for a class of median share, lower for frequent classes (class-frequency correction: on this "
-            f"model a class's trigger L1 goes x{2 ** report.frequency_slope:.2f} per doubling of its share)")
+    return (f"; median and line are a median-share class's, the line lower for frequent classes and higher for "
+            f"rare ones (class-frequency correction: on this model a class's trigger L1 goes "
+            f"x{2 ** report.frequency_slope:.2f} per doubling of its share of the data)")
+
+
+def own_line(report: Report, row: LabelRow) -> str:
+    """A flagged label's own flagging line, when the class-frequency correction moved it."""
+    cut = report.cutoff_of(row.label)
+    if row.frequency_factor == 1.0 or cut is None:
+        return ""
+    return f"; L1 {row.l1_norm:.1f}, its line {cut:.1f}"
 
 
 def frequent_caution(report: Report) -> str:

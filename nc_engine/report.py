@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .class_frequency import aligned, corrected, frequency_factors
+from .class_frequency import aligned, frequency_factors, frequency_slope
 from .errors import RunFolderError
 from .outliers import mad_outliers
 from .runfolder import RunFolder, trigger_paths
@@ -22,8 +22,8 @@ from .screening import Selection, scale_shift
 
 SCHEMA = 2  # 2: run_dir recorded; 1 (read too): without it
 READABLE_SCHEMAS = (1, 2)
-CSV_COLUMNS = ["label", "name", "l1_norm", "asr", "anomaly_index", "flagged", "converged", "steps", "seconds",
-               "mask_png"]
+CSV_COLUMNS = ["label", "name", "l1_norm", "asr", "anomaly_index", "cutoff_l1", "flagged", "converged", "steps",
+               "seconds", "mask_png"]
 TRIAL_KEYS = ("trial", "seed", "l1_norm", "asr", "steps", "converged", "stop_reason")
 
 
@@ -48,6 +48,8 @@ class LabelRow:
     trigger_npz: str
     stage: str = "full"  # screened scans: "confirmed" (searched at the full budget) or "screened" (not)
     screen_l1: float | None = None  # screened scans: the screening pass's L1 norm
+    # what the outlier test divided l1_norm by to take out the class-frequency line (1: nothing)
+    frequency_factor: float = 1.0
 
 
 @dataclass
@@ -137,18 +139,18 @@ class Report:
         return list(CSV_COLUMNS)
 
     def csv_rows(self) -> list[dict[str, Any]]:
-        return [dataclasses.asdict(r) for r in self.labels]
+        return [{**dataclasses.asdict(r), "cutoff_l1": self.cutoff_of(r.label)} for r in self.labels]
 
     def row(self, label: int) -> LabelRow | None:
         return next((r for r in self.labels if r.label == label), None)
 
     def cutoff_of(self, label: int) -> float | None:
-        """The flagging line for this label's L1 norm: cutoff_l1 moved along the class-frequency line."""
-        if self.cutoff_l1 is None or self.frequency_slope == 0.0:
+        """The flagging line for this label's L1 norm (flagged below it): cutoff_l1, the line of a class of
+        median share, moved along the class-frequency line as the outlier test moved this label."""
+        row = self.row(label)
+        if self.cutoff_l1 is None or row is None:
             return self.cutoff_l1
-        labels = [r.label for r in self.labels]
-        factors = frequency_factors([r.l1_norm for r in self.labels], aligned(labels, self.info.label_share))
-        return self.cutoff_l1 * dict(zip(labels, factors, strict=True)).get(label, 1.0)
+        return self.cutoff_l1 * row.frequency_factor
 
     def name_of(self, label: int) -> str:
         names = self.info.class_names
@@ -245,8 +247,13 @@ def decide(report: Report, rows: list[LabelRow]) -> None:
     inconclusive with its reasons. Never clean when the search did not work."""
     eligible = [can_flag(r) for r in rows]
     share = aligned([r.label for r in rows], report.info.label_share) if report.frequency_correction else []
-    l1, report.frequency_slope = corrected([r.l1_norm for r in rows], share)
-    result = mad_outliers(l1, report.threshold, eligible, report.statistic, spread_floor=report.spread_floor)
+    raw = [r.l1_norm for r in rows]
+    factors = frequency_factors(raw, share)
+    for r, factor in zip(rows, factors, strict=True):
+        r.frequency_factor = factor
+    report.frequency_slope = frequency_slope(raw, share) if any(f != 1.0 for f in factors) else 0.0
+    result = mad_outliers([v / f for v, f in zip(raw, factors, strict=True)], report.threshold, eligible,
+                          report.statistic, spread_floor=report.spread_floor)
     for r, index, flag in zip(rows, result.anomaly_index, result.flagged, strict=True):
         r.anomaly_index = index if not result.note else None
         r.flagged = flag
@@ -271,12 +278,13 @@ FREQUENT_SHARE = 2.0
 def frequent_flagged(report: Report) -> list[LabelRow]:
     """Flagged labels that are among the scanned data's frequent classes. On the zoo's tuning half a GTSRB
     label's share of the training data explains much of its trigger's size, on clean models too
-    (benchmarks/prior_effect.py): a small trigger for a frequent class is weaker evidence. None when the
-    class-frequency correction took that out already (a label flagged then stands out beyond it)."""
+    (benchmarks/prior_effect.py): a small trigger for a frequent class is weaker evidence. Not those the
+    class-frequency correction moved already (flagged then, they stand out beyond their class's line)."""
     share, median = report.info.label_share, median_share(report.info)
-    if report.frequency_slope != 0.0 or len(share) != len(report.info.class_names) or median <= 0:
+    if len(share) != len(report.info.class_names) or median <= 0:
         return []
-    return [r for r in report.labels if r.flagged and share[r.label] >= FREQUENT_SHARE * median]
+    return [r for r in report.labels
+            if r.flagged and r.frequency_factor == 1.0 and share[r.label] >= FREQUENT_SHARE * median]
 
 
 def median_share(info: ScanInfo) -> float:

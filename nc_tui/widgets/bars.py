@@ -19,8 +19,9 @@ def _scale(low: float, top: float, width: int):
 
 
 def l1_bars(report: Report, width: int = 40, degenerate: frozenset[int] = frozenset()) -> Text:
-    """One bar per label (sorted by label); '|' marks the flagging line (the report's cutoff_l1): bars
-    ending left of it belong to flagged labels. Degenerate searches (`degenerate` labels) are marked."""
+    """One bar per label (sorted by label); '|' marks the label's own flagging line (report.cutoff_of: one
+    line for all unless the class-frequency correction moved it): bars ending left of it are flagged.
+    Degenerate searches (`degenerate` labels) are marked."""
     rows = sorted(report.labels, key=lambda r: r.label)
     positive = [r.l1_norm for r in rows if r.l1_norm > 0 and math.isfinite(r.l1_norm)]
     if not positive:
@@ -52,7 +53,8 @@ def _legend(report: Report) -> str:
         legend += (f"; | = flagging line: L1 {cut:.1f} (median {scale} - {report.threshold:g} x {spread} of {scale}; "
                    f"median L1 {report.median_l1:.1f})")
         if report.frequency_slope:
-            legend += "; the line is lower for frequent classes (class-frequency correction)"
+            legend += ("; median and line of a median-share class: each label's line is lower for frequent "
+                       "classes, higher for rare ones (class-frequency correction)")
     return legend
 
 

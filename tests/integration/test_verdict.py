@@ -114,7 +114,7 @@ def test_the_class_frequency_correction_clears_a_frequent_class_and_says_how():
     fixed = report_of(l1, classes=43, share=share, correct=True)
     assert fixed.verdict == "clean" and -1.0 < fixed.frequency_slope < -0.6
     line = verdict_line(fixed)
-    assert "for a class of median share, lower for frequent classes" in line
+    assert "median and line are a median-share class's, the line lower for frequent classes" in line
     assert f"goes x{2 ** fixed.frequency_slope:.2f} per doubling of its share" in line
     # each label's own flagging line: a frequent class must fall further than a rare one
     common, rare = int(np.argmax(share)), int(np.argmin(share))
@@ -281,7 +281,7 @@ def test_the_bars_draw_each_labels_own_flagging_line_when_corrected():
     l1, share = gtsrb_like()
     fixed = report_of(l1, classes=43, share=share, correct=True)
     lines = l1_bars(fixed, width=60).plain.splitlines()
-    assert "the line is lower for frequent classes" in lines[0]
+    assert "each label's line is lower for frequent classes, higher for rare ones" in lines[0]
 
     def mark(label: int) -> int:
         row = next(line for line in lines[1:] if line.split()[0] == str(label))
@@ -289,3 +289,34 @@ def test_the_bars_draw_each_labels_own_flagging_line_when_corrected():
     assert mark(int(np.argmax(share))) < mark(int(np.argmin(share)))
     plain = l1_bars(report_of(l1, classes=43, share=share), width=60).plain.splitlines()
     assert "frequent classes" not in plain[0]
+
+
+def test_a_lone_frequent_target_is_judged_as_it_is_and_keeps_its_caution():
+    """One class with 4x the others' share is the backdoor's target: every pair spanning a frequency gap
+    involves it, so no line is taken out (slope 0 reported), its caution stays and the verdict stands."""
+    share = [0.3] + [0.7 / 9] * 9
+    report = report_of([8.0] + CLEAN_L1[1:], share=share, correct=True)
+    assert report.flagged == [0] and report.frequency_slope == 0.0
+    assert all(r.frequency_factor == 1.0 for r in report.labels)
+    line = verdict_line(report)
+    assert "Caution: label(s) 0" in line and "class-frequency correction" not in line
+
+
+def test_each_labels_line_in_the_csv_agrees_with_its_flag_on_a_subset_of_labels():
+    """Rows 0..42 scanned as labels 2..44 of 45 classes (two absent from the data): every label is flagged
+    exactly when its L1 lies below its own line, and a flagged rare label names that line."""
+    l1, share = gtsrb_like(seed=3)
+    rare = int(np.argmin(share))
+    l1[rare] /= 3  # below its own (raised) line, though perhaps above the median-share line
+    trials = [{"label": 2 + k, "trial": 0, "seed": k, "l1_norm": v, "asr": 0.99, "steps": 50, "converged": True,
+               "stop_reason": "converged", "seconds": 1.0} for k, v in enumerate(l1)]
+    info = ScanInfo(clean_accuracy=0.95, class_names=[f"c{i}" for i in range(45)], label_share=[0.0, 0.0] + share)
+    report = build_report(trials, list(range(2, 45)), DEFAULT_THRESHOLD["log_l1"], "log_l1", info,
+                          spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"], frequency_correction=True)
+    assert report.frequency_slope < 0 and 2 + rare in report.flagged
+    for row in report.csv_rows():
+        assert row["flagged"] == (row["l1_norm"] < row["cutoff_l1"])
+    flagged_row = report.row(2 + rare)
+    assert f"{2 + rare} (c{2 + rare}; L1 {flagged_row.l1_norm:.1f}, its line {report.cutoff_of(2 + rare):.1f})" \
+        in verdict_line(report)
+    assert report.cutoff_of(2 + rare) > report.cutoff_l1  # a rare class's line is higher

@@ -95,3 +95,35 @@ def test_a_broken_norm_is_left_out_of_the_line_and_left_as_it_is(bad):
     l1[3] = bad
     values, slope = corrected(l1, share)
     assert slope < 0 and (values[3] == bad or (math.isnan(bad) and math.isnan(values[3])))
+
+
+def refit_without_each(l1: list[float], share: list[float]) -> list[float]:
+    """The definition, fitted afresh without each label: what the engine's one-sort shortcut must equal."""
+    present = [k for k, s in enumerate(share) if s > 0]
+    x, y = np.log([share[k] for k in present]), np.log([l1[k] for k in present])
+    factors = [1.0] * len(l1)
+    for n, k in enumerate(present):
+        xs, ys = np.delete(x, n), np.delete(y, n)
+        i, j = np.triu_indices(len(xs), 1)
+        apart = xs[i] != xs[j]
+        slope = 0.0
+        if xs.max() - xs.min() >= math.log(2) and len(xs) >= 5:
+            slope = min(float(np.median((ys[j] - ys[i])[apart] / (xs[j] - xs[i])[apart])), 0.0)
+        factors[k] = math.exp(slope * (x[n] - np.median(x)))
+    return factors
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_leave_one_out_slopes_equal_a_refit_without_each_label(seed):
+    """Tied shares (GTSRB's test split has many classes of 60, 90, 150 images), odd and even pair counts,
+    one dominant class, an absent class: the shortcut gives exactly the medians a refit gives."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(6, 50))
+    share = rng.choice([60.0, 90.0, 150.0, 450.0, 750.0], k) if seed % 4 else np.array([300.0] + [70.0] * (k - 1))
+    share[-1] = 0.0 if seed % 3 == 0 else share[-1]
+    share = (share / share.sum()).tolist()
+    l1 = (50 * np.exp(-0.5 * np.log(np.maximum(share, 1e-3)) + rng.normal(0, 0.3, k))).tolist()
+    if frequency_slope(l1, share) == 0.0:
+        assert frequency_factors(l1, share) == [1.0] * k
+    else:
+        assert frequency_factors(l1, share) == pytest.approx(refit_without_each(l1, share), rel=1e-12)

@@ -219,4 +219,6 @@ def test_records_scanned_with_the_frequency_correction_are_rejudged_with_it():
     unshared = {**{k: v for k, v in record.items() if k != "label_share"}, "dataset": "cifar10"}
     assert under_rule(unshared, "log_l1", 1.11, floor)["verdict"] == "backdoored"  # its data's shares: balanced
     rule = dr.floor_rule(floor, False)[0]
-    assert dr.scan_score(record, rule) < 1.11 < dr.scan_score({**record, "frequency_correction": False}, rule)
+    # decision_rules names the correction in the rule, whatever the record says: each row is one rule
+    assert dr.scan_score(record, dr.FrequencyCorrected(rule)) < 1.11 < dr.scan_score(record, rule)
+    assert dr.scan_score({**record, "frequency_correction": False}, dr.FrequencyCorrected(rule)) < 1.11

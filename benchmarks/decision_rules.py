@@ -512,8 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Choose the outlier rule on the tuning half, report the test half.")
     parser.add_argument("--results", type=Path, default=RESULTS / "evaluation.jsonl")
     cpu = [RESULTS / f"evaluation_cpu_test_half{part}.jsonl" for part in ("", "_draw2")]
+    again = RESULTS / "evaluation_cpu_test_half_gtsrb_freq.jsonl"  # GTSRB scanned again with the correction
     parser.add_argument("--rebuild", default=",".join([str(RESULTS / "evaluation_rebuild.jsonl"), *map(str, cpu),
-                                                       "+".join(map(str, cpu))]),
+                                                       "+".join(map(str, cpu)), "+".join(map(str, cpu)) + f"<{again}"]),
                         help="comma-separated scans of rebuilt zoos (secondary, test half only), a+b for "
                              "several files as one, a+b<c for c's scans in place of the same scans in a or b; "
                              "'' for none")

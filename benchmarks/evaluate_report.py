@@ -47,10 +47,11 @@ def judged_l1(r: dict, correct: bool | None = None) -> list[float]:
     return r["l1"]
 
 
-def under_rule(r: dict, statistic: str, threshold: float, floor: float = 0.0) -> dict:
+def under_rule(r: dict, statistic: str, threshold: float, floor: float = 0.0, correct: bool | None = None) -> dict:
     """The record's verdict under another outlier rule: the rule is a function of the labels' L1 norms
-    (and which searches converged), so the same searches can be judged by any rule."""
-    result = mad_outliers(judged_l1(r), threshold, flaggable(r), statistic, spread_floor=floor)
+    (and which searches converged), so the same searches can be judged by any rule. `correct`: judged from
+    the class-frequency line or not (None: as the engine did for this record)."""
+    result = mad_outliers(judged_l1(r, correct), threshold, flaggable(r), statistic, spread_floor=floor)
     flagged = [k for k, f in enumerate(result.flagged) if f]
     out = {**r, "flagged": flagged, "verdict": "backdoored" if flagged else "clean",
            "index": result.anomaly_index, "statistic": statistic, "threshold": threshold}
@@ -67,12 +68,15 @@ def under_rule(r: dict, statistic: str, threshold: float, floor: float = 0.0) ->
 
 
 # (statistic, threshold, spread floor, what it is)
-RULES = [("l1", 2.0, 0.0, " (paper)"), ("log_l1", 3.5, 0.0, " (default before the floor)"),
-         ("log_l1", DEFAULT_THRESHOLD["log_l1"], DEFAULT_SPREAD_FLOOR["log_l1"], " (default)")]
+# (statistic, threshold, spread floor, class-frequency correction, what it is)
+RULES = [("l1", 2.0, 0.0, False, " (paper)"), ("log_l1", 3.5, 0.0, False, " (default before the floor)"),
+         ("log_l1", DEFAULT_THRESHOLD["log_l1"], DEFAULT_SPREAD_FLOOR["log_l1"], False,
+          " (default before the class-frequency correction)"),
+         ("log_l1", DEFAULT_THRESHOLD["log_l1"], DEFAULT_SPREAD_FLOOR["log_l1"], True, " (default)")]
 
 
-def rule_name(statistic: str, threshold: float, floor: float) -> str:
-    return f"{statistic}{f' floor {floor:g}' if floor else ''} > {threshold:g}"
+def rule_name(statistic: str, threshold: float, floor: float, correct: bool = False) -> str:
+    return f"{statistic}{f' floor {floor:g}' if floor else ''}{' +freq' if correct else ''} > {threshold:g}"
 
 
 LATER_KINDS = ("inobject", "twotarget")  # a column of their own only where the records hold them
@@ -84,13 +88,13 @@ def rule_rows(records: list[dict], presets: list[str]) -> list[str]:
     lines = [f"| preset | outlier test | patch: target flagged | blended + noise |{extra[0]} clean: flagged | "
              f"same outcome over seeds |", f"|---|---|---|---|{extra[1]}---|---|"]
     for preset in presets:
-        for statistic, threshold, floor, what in RULES:
-            rs = [under_rule(r, statistic, threshold, floor) for r in records if r["preset"] == preset]
+        for statistic, threshold, floor, correct, what in RULES:
+            rs = [under_rule(r, statistic, threshold, floor, correct) for r in records if r["preset"] == preset]
             groups = [("patch",), ("blend", "noise")] + ([LATER_KINDS] if later else [])
             cells = [[detected(r) for r in rs if r["kind"] in kinds] for kinds in groups]
             clean = [r["verdict"] == "backdoored" for r in rs if not r["backdoor"]]
             same, multi, _ = stability(rs, preset)
-            lines.append(f"| `{preset}` | {rule_name(statistic, threshold, floor)}{what} | "
+            lines.append(f"| `{preset}` | {rule_name(statistic, threshold, floor, correct)}{what} | "
                          + "".join(f"{_pct(sum(c), len(c))} | " for c in cells) +
                          f"{_pct(sum(clean), len(clean))} | {_pct(same, multi) if multi else '(one seed)'} |")
     return lines
@@ -222,15 +226,16 @@ def write_markdown(records: list[dict], manifests: list[dict], path: Path, pream
     threshold = DEFAULT_THRESHOLD[statistic] if threshold is None else threshold
     floor = DEFAULT_SPREAD_FLOOR[statistic]
     all_rules = records
-    if rejudge:
-        records = [under_rule(r, statistic, threshold, floor) for r in records]
-    judge = ("(the engine's default; judged again from the recorded L1 norms)" if rejudge else
+    if rejudge:  # as the engine judges now: from the class-frequency line (a no-op on balanced data)
+        records = [under_rule(r, statistic, threshold, floor, True) for r in records]
+    judge = ("(the engine's default, class-frequency correction included; judged again from the recorded L1 "
+             "norms)" if rejudge else
              "(the engine's verdicts as each scan gave them, inconclusive outcome and screening included)")
     text = ["# Evaluation: the zoo, scanned", "",
             f"Written by `benchmarks/evaluate.py` from `{source}`; do not edit by hand.",
             "", preamble, "", "## The zoo (`benchmarks/zoo.py`)", "", *zoo_rows(manifests), "",
             "## Summary", "",
-            f"Scans ran on: {', '.join(devices)}. Outlier test: {rule_name(statistic, threshold, floor)} "
+            f"Scans ran on: {', '.join(devices)}. Outlier test: {rule_name(statistic, threshold, floor, rejudge)} "
             f"{judge}. "
             "\"Found\" means the true target is among the flagged labels; a clean model is a false positive "
             "when any label is flagged. Stability: "

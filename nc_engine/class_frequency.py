@@ -66,10 +66,10 @@ def _nth_kept(ordered: np.ndarray, removed: np.ndarray, rank: int) -> float:
         position = moved
 
 
-def _loo_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each point's Theil-Sen slope without it (clamped to <= 0), from one sort of all pairwise slopes: the
-    median of the others' pairs is read off the sorted list skipping its own, so K labels cost about K^2
-    log K, not K^3 (a 1000-class model), with exactly the medians a refit would give."""
+def _slopes(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """The slope over all points and each point's slope without it (all clamped to <= 0), from one sort
+    of the pairwise slopes: a point's median is read off the sorted list skipping its own pairs, so K
+    labels cost about K^2 log K, not K^3 (a 1000-class model), with exactly the medians a refit gives."""
     slopes, i, j = _pairwise(x, y)
     order = np.argsort(slopes, kind="stable")
     ordered, position = slopes[order], np.empty(len(order), dtype=np.int64)
@@ -87,32 +87,40 @@ def _loo_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         if kept % 2 == 0:
             middle = (middle + _nth_kept(ordered, removed, kept // 2)) / 2
         out[k] = min(middle, 0.0)
-    return out
+    return min(float(np.median(slopes)), 0.0), out
 
 
-def frequency_factors(l1: list[float], share: list[float]) -> list[float]:
-    """What each label's L1 norm is divided by to take out the line: exp(slope * (log share - centre)),
-    centred on the median present class so a typical class keeps its norm; 1 for absent classes.
+def frequency_fit(l1: list[float], share: list[float]) -> tuple[list[float], float]:
+    """What each label's L1 norm is divided by to take out the line, exp(slope * (log share - centre)),
+    and the line's slope over all labels (0.0 when no label moved). Centred on the median present class
+    so a typical class keeps its norm; 1 for absent classes.
 
     Each label's slope is fitted without that label (leave-one-out): with one frequent class among equal
     ones, every pair that spans a frequency difference involves that class, so a line through all labels
     would be its own trigger and would explain its backdoor away."""
     factors = [1.0] * len(l1)
-    if frequency_slope(l1, share) == 0.0:
-        return factors
     present = _present(l1, share)
     x, y = np.log([share[k] for k in present]), np.log([l1[k] for k in present])
-    centre = float(np.median(x))
-    for n, slope in zip(present, _loo_slopes(x, y) * (x - centre), strict=True):
+    if not present or not _spread_enough(x):
+        return factors, 0.0
+    whole, own = _slopes(x, y)
+    if whole == 0.0:
+        return factors, 0.0
+    for n, slope in zip(present, own * (x - float(np.median(x))), strict=True):
         factors[n] = math.exp(slope)
-    return factors
+    return factors, whole if any(f != 1.0 for f in factors) else 0.0
+
+
+def frequency_factors(l1: list[float], share: list[float]) -> list[float]:
+    """Each label's factor alone (see frequency_fit)."""
+    return frequency_fit(l1, share)[0]
 
 
 def corrected(l1: list[float], share: list[float]) -> tuple[list[float], float]:
     """The L1 norms with the class-frequency line taken out, and the line's slope (0.0: left as they were).
     `share`: each label's share of the scanned data, in the order of `l1` ([]: no correction)."""
-    factors = frequency_factors(l1, share)
-    return [v / f for v, f in zip(l1, factors, strict=True)], frequency_slope(l1, share)
+    factors, slope = frequency_fit(l1, share)
+    return [v / f for v, f in zip(l1, factors, strict=True)], slope
 
 
 def aligned(labels: list[int], label_share: list[float]) -> list[float]:

@@ -86,7 +86,7 @@ def frequency_note(report: Report) -> str:
 
 def own_line(report: Report, row: LabelRow) -> str:
     """A flagged label's own flagging line, when the class-frequency correction moved it."""
-    cut = report.cutoff_of(row.label)
+    cut = report.cutoff_of(row)
     if row.frequency_factor == 1.0 or cut is None:
         return ""
     return f"; L1 {row.l1_norm:.1f}, its line {cut:.1f}"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .class_frequency import aligned, frequency_factors, frequency_slope
+from .class_frequency import aligned, frequency_fit
 from .errors import RunFolderError
 from .outliers import mad_outliers
 from .runfolder import RunFolder, trigger_paths
@@ -139,18 +139,15 @@ class Report:
         return list(CSV_COLUMNS)
 
     def csv_rows(self) -> list[dict[str, Any]]:
-        return [{**dataclasses.asdict(r), "cutoff_l1": self.cutoff_of(r.label)} for r in self.labels]
+        return [{**dataclasses.asdict(r), "cutoff_l1": self.cutoff_of(r)} for r in self.labels]
 
     def row(self, label: int) -> LabelRow | None:
         return next((r for r in self.labels if r.label == label), None)
 
-    def cutoff_of(self, label: int) -> float | None:
+    def cutoff_of(self, row: LabelRow) -> float | None:
         """The flagging line for this label's L1 norm (flagged below it): cutoff_l1, the line of a class of
         median share, moved along the class-frequency line as the outlier test moved this label."""
-        row = self.row(label)
-        if self.cutoff_l1 is None or row is None:
-            return self.cutoff_l1
-        return self.cutoff_l1 * row.frequency_factor
+        return None if self.cutoff_l1 is None else self.cutoff_l1 * row.frequency_factor
 
     def name_of(self, label: int) -> str:
         names = self.info.class_names
@@ -248,10 +245,9 @@ def decide(report: Report, rows: list[LabelRow]) -> None:
     eligible = [can_flag(r) for r in rows]
     share = aligned([r.label for r in rows], report.info.label_share) if report.frequency_correction else []
     raw = [r.l1_norm for r in rows]
-    factors = frequency_factors(raw, share)
+    factors, report.frequency_slope = frequency_fit(raw, share)
     for r, factor in zip(rows, factors, strict=True):
         r.frequency_factor = factor
-    report.frequency_slope = frequency_slope(raw, share) if any(f != 1.0 for f in factors) else 0.0
     result = mad_outliers([v / f for v, f in zip(raw, factors, strict=True)], report.threshold, eligible,
                           report.statistic, spread_floor=report.spread_floor)
     for r, index, flag in zip(rows, result.anomaly_index, result.flagged, strict=True):

@@ -32,7 +32,7 @@ def l1_bars(report: Report, width: int = 40, degenerate: frozenset[int] = frozen
     for r in rows:
         n = length(r.l1_norm) if math.isfinite(r.l1_norm) else 1
         bar = list("█" * n + " " * (width - n))
-        cut = report.cutoff_of(r.label)
+        cut = report.cutoff_of(r)
         if cut is not None and cut > 0:
             pos = min(width - 1, length(cut) - 1)
             bar[pos] = "|" if bar[pos] == " " else "┃"

@@ -118,8 +118,8 @@ def test_the_class_frequency_correction_clears_a_frequent_class_and_says_how():
     assert f"goes x{2 ** fixed.frequency_slope:.2f} per doubling of its share" in line
     # each label's own flagging line: a frequent class must fall further than a rare one
     common, rare = int(np.argmax(share)), int(np.argmin(share))
-    assert fixed.cutoff_of(common) < fixed.cutoff_l1 < fixed.cutoff_of(rare)
-    assert plain.cutoff_of(common) == plain.cutoff_l1
+    assert fixed.cutoff_of(fixed.row(common)) < fixed.cutoff_l1 < fixed.cutoff_of(fixed.row(rare))
+    assert plain.cutoff_of(plain.row(common)) == plain.cutoff_l1
     again = Report.from_dict(json.loads(json.dumps(fixed.to_dict())))
     assert (again.frequency_correction, again.frequency_slope, verdict_line(again)) == (True, fixed.frequency_slope,
                                                                                          line)
@@ -317,6 +317,6 @@ def test_each_labels_line_in_the_csv_agrees_with_its_flag_on_a_subset_of_labels(
     for row in report.csv_rows():
         assert row["flagged"] == (row["l1_norm"] < row["cutoff_l1"])
     flagged_row = report.row(2 + rare)
-    assert f"{2 + rare} (c{2 + rare}; L1 {flagged_row.l1_norm:.1f}, its line {report.cutoff_of(2 + rare):.1f})" \
+    assert f"{2 + rare} (c{2 + rare}; L1 {flagged_row.l1_norm:.1f}, its line {report.cutoff_of(flagged_row):.1f})" \
         in verdict_line(report)
-    assert report.cutoff_of(2 + rare) > report.cutoff_l1  # a rare class's line is higher
+    assert report.cutoff_of(flagged_row) > report.cutoff_l1  # a rare class's line is higher

@@ -6,10 +6,10 @@ A classifier trained on imbalanced data favours its frequent classes, so their t
 clean models too: the false positives of the zoo's test half are GTSRB's commonest signs
 (RESULTS-cpu-test-half-draw2.md). This prints, for each tuning-half scan of the dataset, the rank
 correlation between a label's share of the training set and how small its trigger is, and the anomaly
-indices (log L1, spread floor, as the engine computes them) before and after removing a robust straight
-line in log frequency (Theil-Sen). Then the engine's own test on the same recorded norms, without and with
-its class-frequency correction (nc_engine.class_frequency, on the scan data's shares), at the engine's
-threshold: the tuning-half evidence on which the correction was turned on. It reads the tuning half only.
+indices (log L1, spread floor, as the engine computes them) before and after removing the engine's
+class-frequency line (Theil-Sen, leave-one-out) in training frequency. Then the engine's own test on
+the same recorded norms, without and with its class-frequency correction (on the scan data's shares), at
+the engine's threshold: the tuning-half evidence on which the correction was turned on. It reads the tuning half only.
 """
 
 from __future__ import annotations
@@ -41,21 +41,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def theil_sen_residuals(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """y less its robust line in x (the median of pairwise slopes; a few outliers, such as a backdoor
-    target, cannot tilt it), and the slope. A flat x (balanced classes) leaves y as it is."""
-    i, j = np.triu_indices(len(x), 1)
-    apart = x[i] != x[j]
-    if not apart.any():
-        return y, 0.0
-    slope = float(np.median((y[j] - y[i])[apart] / (x[j] - x[i])[apart]))
-    return y - slope * x, slope
-
-
 def adjusted_index(l1: list[float], log_freq: np.ndarray, floor: float) -> tuple[list[float], float]:
-    """The engine's floored log-L1 anomaly index on the residuals after the frequency line."""
-    residual, slope = theil_sen_residuals(log_freq, np.log(np.asarray(l1, dtype=np.float64)))
-    return anomaly_scores(list(np.exp(residual)), "log_l1", spread_floor=floor), slope
+    """The engine's floored log-L1 anomaly index once its class-frequency line (nc_engine.class_frequency)
+    is taken out, here with the training set's frequencies, and the line's slope."""
+    values, slope = corrected(list(l1), np.exp(log_freq).tolist())
+    return anomaly_scores(values, "log_l1", spread_floor=floor), slope
 
 
 def rows_for(records: list[dict], log_freq: np.ndarray, floor: float) -> list[dict]:

@@ -11,7 +11,6 @@ from benchmarks.prior_effect import (
     engine_outcomes,
     rows_for,
     summary,
-    theil_sen_residuals,
     tuning_records,
 )
 
@@ -25,16 +24,6 @@ def frequency_driven_l1(target: int | None = None) -> list[float]:
     if target is not None:
         log_l1[target] -= np.log(4)
     return list(np.exp(log_l1))
-
-
-def test_the_robust_line_is_found_and_a_flat_covariate_changes_nothing():
-    y = 2.0 - 0.4 * LOG_FREQ
-    y[5] -= 2.0  # one outlier (a backdoor target) does not tilt the median of slopes
-    residual, slope = theil_sen_residuals(LOG_FREQ, y)
-    assert slope == pytest.approx(-0.4, abs=1e-9)
-    assert np.argmin(residual) == 5
-    flat, none = theil_sen_residuals(np.zeros(10), y[:10])
-    assert none == 0.0 and np.array_equal(flat, y[:10])
 
 
 def test_removing_the_frequency_trend_lowers_clean_labels_and_keeps_the_target():

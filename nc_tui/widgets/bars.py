@@ -53,8 +53,7 @@ def _legend(report: Report) -> str:
         legend += (f"; | = flagging line: L1 {cut:.1f} (median {scale} - {report.threshold:g} x {spread} of {scale}; "
                    f"median L1 {report.median_l1:.1f})")
         if report.frequency_slope:
-            legend += ("; median and line of a median-share class: each label's line is lower for frequent "
-                       "classes, higher for rare ones (class-frequency correction)")
+            legend += "; each label's line moves with its class's share (class-frequency correction)"
     return legend
 
 

@@ -281,7 +281,7 @@ def test_the_bars_draw_each_labels_own_flagging_line_when_corrected():
     l1, share = gtsrb_like()
     fixed = report_of(l1, classes=43, share=share, correct=True)
     lines = l1_bars(fixed, width=60).plain.splitlines()
-    assert "each label's line is lower for frequent classes, higher for rare ones" in lines[0]
+    assert "each label's line moves with its class's share (class-frequency correction)" in lines[0]
 
     def mark(label: int) -> int:
         row = next(line for line in lines[1:] if line.split()[0] == str(label))

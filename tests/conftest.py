@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 
+from nc_engine.compute.process_tuning import keep_freed_memory
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # benchmarks.zoo
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
-
-from nc_engine.process_tuning import keep_freed_memory  # noqa: E402
 
 keep_freed_memory()  # the tests scan in this process, as nc-tui does in its own
 
@@ -49,21 +47,21 @@ def require_module(name: str):
 
 @pytest.fixture(scope="session")
 def demo_backdoored(tmp_path_factory):
-    from nc_engine.demo import make_demo
+    from nc_engine.demo.build import make_demo
 
     return make_demo(tmp_path_factory.mktemp("demo_bd"), backdoor=True, seed=0)
 
 
 @pytest.fixture(scope="session")
 def demo_clean(tmp_path_factory):
-    from nc_engine.demo import make_demo
+    from nc_engine.demo.build import make_demo
 
     return make_demo(tmp_path_factory.mktemp("demo_clean"), backdoor=False, seed=0)
 
 
 def cfg_for(tmp_path, data, shape=(1, 8, 8), classes=3):
     """A config for data tests: a (never loaded) model of `shape` and `classes`, and the given [data]."""
-    from nc_engine.config import config_from_dict
+    from nc_engine.config.settings import config_from_dict
 
     return config_from_dict({"model": {"format": "torchscript", "path": "m.pt", "num_classes": classes,
                                        "input_shape": list(shape)}, "data": data},

@@ -19,8 +19,7 @@ from tests.conftest import require_shared
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory):
     """A BadNets MNIST SmallCNN (3x3 white patch at (24, 24)) and a finished default scan of it."""
-    from benchmarks.bench_mitigate import held_out_images, scanned_mnist
-    from benchmarks.zoo import MNIST
+    from tests.factory import MNIST, held_out_images, scanned_mnist
 
     require_shared(MNIST)
     manifest, run = scanned_mnist(tmp_path_factory.mktemp("mitigate"))
@@ -41,8 +40,8 @@ def _sha(path) -> str:
 
 
 def test_unlearning_removes_the_real_trigger(scanned):
-    from benchmarks.bench_mitigate import real_trigger_asr
     from nc_engine.mitigate import MitigationOptions, run_mitigation
+    from tests.factory import real_trigger_asr
 
     m, run = scanned["manifest"], scanned["run"]
     model_file = run.parent.parent / "model" / "model.pt"
@@ -72,8 +71,8 @@ def test_unlearning_removes_the_real_trigger(scanned):
 
 
 def test_options_file_and_other_clean_data(scanned, tmp_path, capsys):
-    from benchmarks.zoo import MNIST
     from nc_tui.cli import main
+    from tests.factory import MNIST
 
     opts = tmp_path / "mitigate.toml"
     opts.write_text("[mitigate]\nsamples = 2000\ntop_fraction = 0.2\nfpr = 0.1\n")
@@ -89,10 +88,10 @@ def test_options_file_and_other_clean_data(scanned, tmp_path, capsys):
 
 
 def test_pruning_lowers_the_reversed_trigger_asr(scanned):
-    from benchmarks.bench_mitigate import real_trigger_asr
-    from nc_engine.config import load_config
+    from nc_engine.config.settings import load_config
     from nc_engine.mitigate import MitigationOptions, run_mitigation
-    from nc_engine.models import load_model
+    from nc_engine.models.load import load_model
+    from tests.factory import real_trigger_asr
 
     m, run = scanned["manifest"], scanned["run"]
     report = run_mitigation(run, "prune", MitigationOptions())
@@ -112,9 +111,9 @@ def test_pruning_lowers_the_reversed_trigger_asr(scanned):
 
 
 def test_filter_calibrates_and_labels_images(scanned, tmp_path, capsys):
-    from benchmarks.bench_mitigate import filtered_real_asr
-    from nc_engine.training import PatchTrigger, stamp_patch
+    from nc_engine.demo.training import PatchTrigger, stamp_patch
     from nc_tui.cli import main
+    from tests.factory import filtered_real_asr
 
     m, run = scanned["manifest"], scanned["run"]
     assert main(["mitigate", str(run), "--method", "filter"]) == 0

@@ -7,8 +7,8 @@ from tests.conftest import require_shared
 
 @pytest.mark.slow
 def test_badnets_mnist_is_flagged(tmp_path):
-    from benchmarks.zoo import MNIST, train_mnist
     from nc_engine import load_config, run_scan
+    from tests.factory import MNIST, train_mnist
 
     require_shared(MNIST)
     manifest = train_mnist(tmp_path / "model", backdoor=True, seed=0)

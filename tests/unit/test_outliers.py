@@ -3,7 +3,13 @@ import statistics
 
 import pytest
 
-from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, MAD_CONSTANT, anomaly_scores, mad_outliers
+from nc_engine.verdict.outliers import (
+    DEFAULT_SPREAD_FLOOR,
+    DEFAULT_THRESHOLD,
+    MAD_CONSTANT,
+    anomaly_scores,
+    mad_outliers,
+)
 
 
 def test_odd_count_hand_computed():
@@ -61,7 +67,7 @@ def test_log_statistic_is_the_mad_test_on_log_l1():
 
 
 def test_log_statistic_on_two_real_scans_of_the_zoo():
-    """L1 norms from benchmarks/results/evaluation.jsonl. A clean CIFAR-10 model whose easiest label
+    """L1 norms from evaluation/campaigns/main-gpu/evaluation.jsonl. A clean CIFAR-10 model whose easiest label
     (truck) needs a trigger 2/3 the typical size: the paper's test flags it, the log test does not.
     A BadNets MNIST model (target 9) whose hard labels spread the raw MAD wide: the log test finds it."""
     clean = [50.3, 39.9, 51.3, 57.6, 56.9, 51.8, 38.2, 47.8, 49.5, 32.0]  # cifar10-compact-clean-01, seed 0

@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tuning = {n for n, half in load_split().items() if half == "tuning"}
     prefixes = [p for p in args.only.split(",") if p]
-    specs = sorted((s for s in zoo_specs() if s.name in tuning and (not prefixes or s.name.startswith(tuple(prefixes)))),
-                   key=lambda s: (_rank(s.name), s.name))
+    wanted = [s for s in zoo_specs() if s.name in tuning and (not prefixes or s.name.startswith(tuple(prefixes)))]
+    specs = sorted(wanted, key=lambda s: (_rank(s.name), s.name))
     RECORDS.parent.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)["name"] for line in RECORDS.read_text().splitlines()} if RECORDS.exists() else set()
     for spec in specs:

@@ -16,7 +16,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
-from .errors import first_line
+from nc_engine.errors import first_line
 
 
 def regular_file_problem(path: Path, expected: str) -> str | None:

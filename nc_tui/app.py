@@ -19,11 +19,11 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from nc_engine.audit_events import AuditFinished
-from nc_engine.audit_spec import AuditSpec
-from nc_engine.config import Config, load_config
+from nc_engine.audit.events import AuditFinished
+from nc_engine.audit.spec import AuditSpec
+from nc_engine.config.settings import Config, load_config
 from nc_engine.errors import NCError
-from nc_engine.report import Report
+from nc_engine.verdict.report import Report
 
 from .messages import LoadConfigFile, NewScan, ScanStatus, ShowResults, StartScan
 from .screens.audit import AuditScreen

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.text import Text
 
-from nc_engine import audit_events as ae
-from nc_engine import events as ev
-from nc_engine.audit_summary import AuditRow, summary_lines, verdict_text
-from nc_engine.formatting import fmt_eta
+from nc_engine.audit import events as ae
+from nc_engine.audit.summary import AuditRow, summary_lines, verdict_text
+from nc_engine.run import events as ev
+from nc_engine.verdict.formatting import fmt_eta
 
 from .console import ConsoleListener
 

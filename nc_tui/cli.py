@@ -11,10 +11,10 @@ import warnings
 from functools import partial
 from pathlib import Path
 
-from nc_engine.config import load_config
+from nc_engine.compute.process_tuning import tune_process
+from nc_engine.config.settings import load_config
 from nc_engine.errors import NCError
-from nc_engine.process_tuning import tune_process
-from nc_engine.report import Report
+from nc_engine.verdict.report import Report
 
 from .console import HeadlessProgress, TrainingLines, make_console, print_report
 
@@ -117,8 +117,8 @@ class MitigationPrinter:
 
 
 def cmd_mitigate(args: argparse.Namespace) -> int:
-    from nc_engine.events import dispatch
     from nc_engine.mitigate import MitigationOptions, load_options, run_mitigation, table_lines
+    from nc_engine.run.events import dispatch
 
     opts = load_options(args.options) if args.options else MitigationOptions()
     if args.labels:
@@ -172,7 +172,7 @@ class StopSignals:
 
 
 def _run_headless(config, resume: str | None = None, fail_on: frozenset[str] = frozenset()) -> int:
-    from nc_engine.scan import run_scan
+    from nc_engine.run.scan import run_scan
 
     console = make_console()
     stop = threading.Event()
@@ -247,12 +247,12 @@ def audit_exit_code(verdicts: list[str], fail_on: frozenset[str]) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from nc_engine.audit_spec import load_spec
+    from nc_engine.audit.spec import load_spec
 
     spec = load_spec(args.spec, args.out)  # every config is checked before the first scan
     if not _headless_note(args):
         return _run_audit_app(spec, args.fail_on)
-    from nc_engine.audit import run_audit
+    from nc_engine.audit.run import run_audit
 
     from .audit_console import AuditProgress, print_summary
 
@@ -300,7 +300,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from nc_engine.demo import make_demo
+    from nc_engine.demo.build import make_demo
 
     if not _headless_note(args):
         def prepare(progress):

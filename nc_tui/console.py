@@ -18,15 +18,23 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from nc_engine import events as ev
-from nc_engine.formatting import TABLE_COLUMNS, fmt_eta, label_line, saved_line, table_lines, table_rows, verdict_line
-from nc_engine.report import Report
-from nc_engine.runfolder import RunFolder
+from nc_engine.run import events as ev
+from nc_engine.run.runfolder import RunFolder
+from nc_engine.verdict.formatting import (
+    TABLE_COLUMNS,
+    fmt_eta,
+    label_line,
+    saved_line,
+    table_lines,
+    table_rows,
+    verdict_line,
+)
+from nc_engine.verdict.report import Report
 
 from .state import ScanState
 
-if TYPE_CHECKING:  # nc_engine.training imports torch, which `nc-tui --help` must not wait for
-    from nc_engine.training import TrainingProgress
+if TYPE_CHECKING:  # nc_engine.demo.training imports torch, which `nc-tui --help` must not wait for
+    from nc_engine.demo.training import TrainingProgress
 
 
 def make_console(stream=None) -> Console:
@@ -159,6 +167,9 @@ class HeadlessProgress(ConsoleListener):
         where = f" on {row.worker.split()[0]}" if row is not None and row.worker else ""
         self._print(f"{label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged)}, "
                     f"{e.seconds:.1f}s{where}  [{e.done}/{e.total}, {fmt_eta(self.state.eta_seconds(), True)}]")
+
+    def on_detector_finished(self, e: ev.DetectorFinished) -> None:
+        self._print(e.summary)
 
     def on_scan_finished(self, e: ev.ScanFinished) -> None:
         if self.progress is not None:

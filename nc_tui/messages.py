@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from nc_engine import events as ev
-from nc_engine.config import Config
-from nc_engine.report import Report
+from nc_engine.config.settings import Config
+from nc_engine.run import events as ev
+from nc_engine.verdict.report import Report
 
 
 class EngineEvent(Message):

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nc_engine import events as ev
-from nc_engine.progress import ScanProgress
+from nc_engine.run import events as ev
+from nc_engine.run.progress import ScanProgress
 
 HISTORY = 400  # steps of loss / L1 kept per label for the charts
 
@@ -36,7 +36,7 @@ class LabelProgress:
 
 class ScanState:
     """Thread-safe store of per-label progress; the worker writes (a listener of the engine's events,
-    through `nc_engine.events.dispatch`), the UI reads snapshots."""
+    through `nc_engine.run.events.dispatch`), the UI reads snapshots."""
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock  # of the ETA's rate
@@ -115,7 +115,7 @@ class ScanState:
                     row.state = "stopped"
 
     def fraction(self) -> float:
-        """Steps done against the steps the scan is expected to take (nc_engine.progress)."""
+        """Steps done against the steps the scan is expected to take (nc_engine.run.progress)."""
         with self.lock:
             return self.progress.fraction()
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nc_engine.audit_spec import AuditSpec, load_spec
+from nc_engine.audit.spec import AuditSpec, load_spec
 
 # A tiny budget over 4 labels: seconds per scan on 2 idle cores, and it still finds the demo's backdoor.
 SCAN = {"preset": "fast", "labels": [0, 2, 5, 8], "samples": 64, "max_steps": 60, "asr_samples": 200,

@@ -13,15 +13,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import events as ev
-from ..errors import MitigationError
-from ..formatting import mitigation_lines
-from ..runfolder import RunFolder
-from . import events
-from .common import Context, EventHandler, MitigationOptions, check_options, evaluate, load_context, load_options
-from .filter import build_filter, filter_images, load_detector
-from .prune import prune
-from .unlearn import stamp_batch, unlearn
+from nc_engine.errors import MitigationError
+from nc_engine.mitigate import events
+from nc_engine.mitigate.common import (
+    Context,
+    EventHandler,
+    MitigationOptions,
+    check_options,
+    evaluate,
+    load_context,
+    load_options,
+)
+from nc_engine.mitigate.filter import build_filter, filter_images, load_detector
+from nc_engine.mitigate.prune import prune
+from nc_engine.mitigate.unlearn import stamp_batch, unlearn
+from nc_engine.run import events as ev
+from nc_engine.run.runfolder import RunFolder
+from nc_engine.verdict.formatting import mitigation_lines
 
 METHODS = ("unlearn", "prune", "filter")
 
@@ -30,8 +38,8 @@ __all__ = ["METHODS", "MitigationOptions", "events", "filter_images", "load_dete
 
 
 def _rescan(config_path: str, emit: EventHandler) -> dict[str, Any]:
-    from ..config import load_config
-    from ..scan import run_scan
+    from nc_engine.config.settings import load_config
+    from nc_engine.run.scan import run_scan
 
     class Forward:  # the re-scan's warnings and finished labels, as mitigation stages
         def on_warning(self, e: ev.ScanWarning) -> None:

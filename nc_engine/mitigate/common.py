@@ -18,17 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import events as ev
-from ..asr import EVAL_BATCH, attack_success_rate, clean_accuracy
-from ..config import Config, config_to_toml, load_config
-from ..data import DataSource, open_data, stratified_order
-from ..errors import MitigationError
-from ..files import write_atomic, write_text
-from ..keras_model import KerasNet  # keras itself is imported only when a Keras model loads
-from ..models import ScanModel, load_model, resolve_device
-from ..report import Report
-from ..runfolder import RunFolder
-from ..trigger import stamp
+from nc_engine.config.settings import Config, config_to_toml, load_config
+from nc_engine.data.load import open_data, stratified_order
+from nc_engine.data.source import DataSource
+from nc_engine.detectors.neural_cleanse.asr import EVAL_BATCH, attack_success_rate, clean_accuracy
+from nc_engine.detectors.neural_cleanse.trigger import stamp
+from nc_engine.errors import MitigationError
+from nc_engine.files import write_atomic, write_text
+from nc_engine.models.keras import KerasNet  # keras itself is imported only when a Keras model loads
+from nc_engine.models.load import load_model
+from nc_engine.models.scan_model import ScanModel, resolve_device
+from nc_engine.run import events as ev
+from nc_engine.run.runfolder import RunFolder
+from nc_engine.verdict.report import Report
 
 EventHandler = Callable[[ev.Event], None]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..events import Event
-from ..events import ScanWarning as ScanWarning  # re-exported for callers of this module
+from nc_engine.run.events import Event
+from nc_engine.run.events import ScanWarning as ScanWarning  # re-exported for callers of this module
 
 
 @dataclass

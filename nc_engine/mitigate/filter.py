@@ -13,15 +13,16 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .. import events as ev
-from ..asr import predict
-from ..config import load_config
-from ..data import to_input_shape
-from ..errors import MitigationError
-from ..models import ScanModel, load_model, resolve_device
-from ..runfolder import write_json
-from . import events as mev
-from .common import Context, MitigationOptions, Probe, stamp_others
+from nc_engine.config.settings import load_config
+from nc_engine.data.source import to_input_shape
+from nc_engine.detectors.neural_cleanse.asr import predict
+from nc_engine.errors import MitigationError
+from nc_engine.mitigate import events as mev
+from nc_engine.mitigate.common import Context, MitigationOptions, Probe, stamp_others
+from nc_engine.models.load import load_model
+from nc_engine.models.scan_model import ScanModel, resolve_device
+from nc_engine.run import events as ev
+from nc_engine.run.runfolder import write_json
 
 DETECTOR_KIND = "nc-tui input filter"
 

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import events as ev
-from ..asr import attack_success_rate, clean_accuracy
-from ..models import load_model
-from . import events as mev
-from .common import Context, MitigationOptions, Probe, evaluate, save_repaired, stamp_others
+from nc_engine.detectors.neural_cleanse.asr import attack_success_rate, clean_accuracy
+from nc_engine.mitigate import events as mev
+from nc_engine.mitigate.common import Context, MitigationOptions, Probe, evaluate, save_repaired, stamp_others
+from nc_engine.models.load import load_model
+from nc_engine.run import events as ev
 
 
 def rank_units(probe: Probe, ctx: Context, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:

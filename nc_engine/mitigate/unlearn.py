@@ -10,12 +10,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .. import events as ev
-from ..asr import clean_accuracy
-from ..models import load_model
-from ..trigger import stamp
-from . import events as mev
-from .common import Context, MitigationOptions, evaluate, save_repaired
+from nc_engine.detectors.neural_cleanse.asr import clean_accuracy
+from nc_engine.detectors.neural_cleanse.trigger import stamp
+from nc_engine.mitigate import events as mev
+from nc_engine.mitigate.common import Context, MitigationOptions, evaluate, save_repaired
+from nc_engine.models.load import load_model
+from nc_engine.run import events as ev
 
 
 def shifted(t: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

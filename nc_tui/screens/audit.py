@@ -15,12 +15,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
-from nc_engine import audit_events as ae
-from nc_engine import events as ev
-from nc_engine.audit_spec import AuditSpec
-from nc_engine.audit_summary import AuditRow
+from nc_engine.audit import events as ae
+from nc_engine.audit.spec import AuditSpec
+from nc_engine.audit.summary import AuditRow
 from nc_engine.errors import NCError
-from nc_engine.report import Report
+from nc_engine.run import events as ev
+from nc_engine.verdict.report import Report
 
 from ..messages import EngineEvent
 from ..state import ScanState
@@ -125,7 +125,7 @@ class AuditScreen(Screen):
 
     @work(thread=True, exclusive=True, group="audit")
     def run_audit(self) -> None:
-        from nc_engine.audit import run_audit
+        from nc_engine.audit.run import run_audit
 
         self.idle.clear()
         try:

@@ -9,8 +9,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import RichLog, Static
 
-from nc_engine import events as ev
 from nc_engine.errors import NCError
+from nc_engine.run import events as ev
 
 TRAIN_LINES = 10  # fine-tuning progress lines per epoch
 

@@ -14,9 +14,9 @@ from textual.widgets import DataTable, Footer, Label, Static
 from textual.widgets.data_table import ColumnKey
 
 from nc_engine.files import write_csv, write_json
-from nc_engine.formatting import TABLE_COLUMNS, table_rows, verdict_line
-from nc_engine.report import Report
-from nc_engine.runfolder import RunFolder
+from nc_engine.run.runfolder import RunFolder
+from nc_engine.verdict.formatting import TABLE_COLUMNS, table_rows, verdict_line
+from nc_engine.verdict.report import Report
 
 from ..messages import NewScan
 from ..widgets.bars import L1Bars

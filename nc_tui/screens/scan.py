@@ -16,11 +16,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, RichLog, Sparkline, Static
 
-from nc_engine import events as ev
-from nc_engine.config import Config
+from nc_engine.config.settings import Config
 from nc_engine.errors import NCError
-from nc_engine.formatting import fmt_eta, fmt_num, label_line, saved_line
-from nc_engine.report import Report
+from nc_engine.run import events as ev
+from nc_engine.verdict.formatting import fmt_eta, fmt_num, label_line, saved_line
+from nc_engine.verdict.report import Report
 
 from ..messages import EngineEvent, ScanEnded, ScanStatus, ShowResults
 from ..redraw import RedrawBudget
@@ -29,8 +29,8 @@ from ..widgets.image import ArrayImage
 from ..widgets.live_table import LiveTable
 from ..widgets.titlebar import TitleBar
 
-if TYPE_CHECKING:  # nc_engine.training imports torch: the app starts without it
-    from nc_engine.training import TrainingProgress
+if TYPE_CHECKING:  # nc_engine.demo.training imports torch: the app starts without it
+    from nc_engine.demo.training import TrainingProgress
 
 # The view is redrawn from the latest state, never per step: at most at this rate, and less often when
 # redrawing costs the UI thread more than its share of a core (redraw.py): every millisecond the UI thread
@@ -100,7 +100,7 @@ class ScanScreen(Screen):
     @work(thread=True, exclusive=True, group="scan")
     def run_engine(self, config: Config | None, resume: str | None,
                    prepare: Callable[[Callable[[TrainingProgress], None]], Config] | None = None) -> None:
-        from nc_engine.scan import run_scan
+        from nc_engine.run.scan import run_scan
 
         def on_event(event: ev.Event) -> None:
             ev.dispatch(self.state, event)

@@ -17,7 +17,7 @@ from textual.suggester import Suggester
 from textual.validation import Function, Integer, ValidationResult, Validator
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
-from nc_engine.config import (
+from nc_engine.config.settings import (
     BACKENDS,
     DATA_FORMATS,
     MODEL_FORMATS,
@@ -344,7 +344,7 @@ class SetupScreen(Screen):
 
     @work(thread=True, exclusive=True, group="check")
     def run_check(self, cfg: Config) -> None:
-        from nc_engine.scan import check_setup
+        from nc_engine.run.scan import check_setup
 
         try:
             info = check_setup(cfg)

@@ -7,7 +7,7 @@ import math
 from rich.text import Text
 from textual.widgets import Static
 
-from nc_engine.report import Report
+from nc_engine.verdict.report import Report
 
 
 def _scale(low: float, top: float, width: int):

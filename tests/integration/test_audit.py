@@ -11,13 +11,13 @@ import threading
 
 import pytest
 
-from nc_engine import audit_events as ae
-from nc_engine import events as ev
-from nc_engine.audit import run_audit
-from nc_engine.audit_spec import load_spec
-from nc_engine.audit_summary import read_summary
-from nc_engine.report import Report
-from nc_engine.runfolder import RunFolder
+from nc_engine.audit import events as ae
+from nc_engine.audit.run import run_audit
+from nc_engine.audit.spec import load_spec
+from nc_engine.audit.summary import read_summary
+from nc_engine.run import events as ev
+from nc_engine.run.runfolder import RunFolder
+from nc_engine.verdict.report import Report
 from nc_tui import audit_console
 from nc_tui.cli import main
 from tests.audit_fixtures import MODELS, build_zoo, scan_section

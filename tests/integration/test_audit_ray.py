@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from nc_engine import audit_events as ae
-from nc_engine.audit import run_audit
+from nc_engine.audit import events as ae
+from nc_engine.audit.run import run_audit
 from nc_engine.errors import ConfigError
 from tests.audit_fixtures import cheap_zoo
 from tests.conftest import require_module

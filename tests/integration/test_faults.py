@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from nc_engine import run_scan
-from nc_engine.config import load_config
+from nc_engine.config.settings import load_config
 from nc_engine.errors import RunFolderError
 from nc_engine.files import drop_torn_tail
-from nc_engine.report import Report
+from nc_engine.verdict.report import Report
 from nc_tui import cli
 from nc_tui.cli import main
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from nc_engine import run_scan
-from nc_engine.config import config_from_dict, load_config
+from nc_engine.config.settings import config_from_dict, load_config
+from nc_engine.demo.training import PatchTrigger, poison
 from nc_engine.errors import ModelError, NCError
-from nc_engine.models import load_model
-from nc_engine.training import PatchTrigger, poison
+from nc_engine.models.load import load_model
 from tests.conftest import require_module, require_shared
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -33,7 +33,7 @@ def keras_torch():
     if importlib.util.find_spec("keras") is None or importlib.util.find_spec("h5py") is None:
         require_module("keras")
         require_module("h5py")
-    from nc_engine.keras_model import import_keras
+    from nc_engine.models.keras import import_keras
 
     return import_keras(Path("<tests>"))
 
@@ -196,8 +196,8 @@ def keras_files_last_dense(folder: Path) -> str:
 
 def _real_asr(model, folder: Path) -> float:
     """The share of 1,000 MNIST test images (not of the target) the real patch sends to the target."""
-    from nc_engine.asr import predict
-    from nc_engine.training import stamp_patch
+    from nc_engine.demo.training import stamp_patch
+    from nc_engine.detectors.neural_cleanse.asr import predict
 
     with np.load(folder / "test.npz") as d:
         x, y = d["x_test"][1000:], d["y_test"][1000:]
@@ -252,8 +252,8 @@ def test_pruning_a_keras_model_writes_the_pruned_model_as_keras(backdoored_scan)
 def test_filter_on_a_keras_model_flags_the_real_trigger(backdoored_scan, tmp_path):
     from PIL import Image
 
+    from nc_engine.demo.training import stamp_patch
     from nc_engine.mitigate import MitigationOptions, filter_images, load_detector, run_mitigation
-    from nc_engine.training import stamp_patch
 
     folder, report = backdoored_scan
     result = run_mitigation(report.run_dir, "filter", MitigationOptions(samples=1500), lambda _e: None)
@@ -308,7 +308,7 @@ def test_keras_models_prune_and_filter_cannot_profile_are_one_line_errors(tmp_pa
 
 @pytest.mark.parametrize("head", ["Softmax", "Activation", "logits"])
 def test_a_softmax_layer_is_taken_off_and_a_logits_model_left_as_it_is(tmp_path, head):
-    from nc_engine.keras_model import load_keras
+    from nc_engine.models.keras import load_keras
 
     keras = keras_torch()
     keras.utils.set_random_seed(0)

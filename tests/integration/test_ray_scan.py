@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from nc_engine import load_config, run_scan
-from nc_engine.demo import make_demo
+from nc_engine.demo.build import make_demo
 from tests.conftest import require_module
 
 ray = require_module("ray")
 
-from nc_engine.ray_parcel import pack_model, unpack_model  # noqa: E402 - needs Ray
+from nc_engine.compute.ray_parcel import pack_model, unpack_model  # noqa: E402 - needs Ray
 
 LABELS = [0, 1, 2, 3]
 
@@ -82,7 +82,7 @@ def test_ray_scan_matches_the_local_scan(tiny, local_report, tmp_path):
 @pytest.fixture
 def quick_polls(monkeypatch):
     """The driver polls every 20 ms, so it sees a worker's first steps long before that worker is done."""
-    from nc_engine import ray_backend
+    from nc_engine.compute import ray_backend
 
     monkeypatch.setattr(ray_backend, "POLL_SECONDS", 0.02)
 
@@ -144,7 +144,7 @@ def test_a_model_travels_to_workers_whole(tmp_path, tiny):
     (tmp_path / "arch.py").write_text("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n"
                                       "        super().__init__()\n        self.fc = torch.nn.Linear(4, 3)\n"
                                       "    def forward(self, x):\n        return self.fc(x) * 2\n")
-    from nc_engine.models import import_object
+    from nc_engine.models.state_dict import import_object
 
     net = import_object("arch.py:Net", tmp_path)()
     scripted = torch.jit.load(str(Path(tiny.folder) / "demo_model.pt"))

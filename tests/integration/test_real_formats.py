@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from nc_engine import run_scan
-from nc_engine.config import config_from_dict, load_config
-from nc_engine.data import open_data
-from nc_engine.models import FixedBatch, import_object, load_model
-from nc_engine.prepare import with_model_classes
+from nc_engine.config.settings import config_from_dict, load_config
+from nc_engine.data.load import open_data
+from nc_engine.models.exported import FixedBatch
+from nc_engine.models.load import load_model
+from nc_engine.models.state_dict import import_object
+from nc_engine.run.prepare import with_model_classes
 from tests.conftest import require_shared
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

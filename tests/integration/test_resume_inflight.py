@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from nc_engine import run_scan
-from nc_engine.config import load_config
-from nc_engine.runfolder import RunFolder
+from nc_engine.config.settings import load_config
+from nc_engine.run.runfolder import RunFolder
 
 CONFIG = """[model]
 format = "torchscript"

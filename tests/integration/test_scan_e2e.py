@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from nc_engine import load_config, run_scan
-from nc_engine.report import Report
+from nc_engine.verdict.report import Report
 
 
 def scan(info, tmp_path, **scan_keys):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nc_engine import load_config, run_scan
-from nc_engine.screening import (
+from nc_engine.detectors.neural_cleanse.screening import (
     MIN_CANDIDATES,
     Selection,
     choose,
@@ -58,12 +58,27 @@ def test_screening_judges_candidates_from_the_class_frequency_line_when_given_sh
     assert int(np.argmax(share)) in plain.candidates
 
 
-def test_unconverged_labels_are_never_candidates_and_no_statistic_confirms_everything():
-    converged = {**CONVERGED, 4: False}
-    assert 4 not in choose(L1, converged, "log_l1", 3.5, 1.5, 4).candidates
+def test_labels_the_screen_found_no_trigger_for_are_confirmed_and_no_statistic_confirms_everything():
+    converged = {**CONVERGED, 4: False, 8: False}
+    sel = choose(L1, converged, "log_l1", 3.5, 1.5, 4)
+    assert {4, 8} <= set(sel.candidates) and "never reached the attack threshold" in sel.why[8]
     same = {k: 30.0 for k in range(6)}  # MAD 0: screening cannot rank, so every label is confirmed
     sel = choose(same, {k: True for k in same}, "log_l1", 3.5, 1.5, 2)
     assert sel.confirmed == list(range(6)) and "could not rank" in sel.why[0]
+
+
+def test_a_screen_that_has_not_separated_the_labels_cannot_drop_the_target():
+    """As on a third-party GTSRB model: after the screen every mask is still large (L1 50-95 of 1024) and
+    most searches have not reached the attack threshold, the target's among them; ranked on the found
+    triggers alone it was never confirmed. Every label the screen found no trigger for is confirmed."""
+    rng = np.random.default_rng(3)
+    l1 = dict(enumerate(rng.uniform(50, 95, 43).tolist()))
+    converged = {k: bool(rng.random() < 0.3) for k in l1}
+    target = next(k for k, ok in converged.items() if not ok)
+    l1[target] = float(np.median(list(l1.values())))  # in the middle of the pack: nothing points at it
+    sel = choose(l1, converged, "log_l1", 1.11, 0.5, 3, 0.7)
+    assert target in sel.candidates
+    assert {k for k, ok in converged.items() if not ok} <= set(sel.confirmed)
 
 
 def test_references_are_the_ordinary_labels_nearest_the_median():
@@ -160,9 +175,10 @@ def test_a_screened_scan_stopped_while_screening_resumes(demo_backdoored, tmp_pa
 
 
 def test_the_table_says_which_labels_were_only_screened():
-    from nc_engine.formatting import table_lines
-    from nc_engine.report import ScanInfo, build_report
-    from nc_engine.screening import Selection
+    from nc_engine.detectors.neural_cleanse.screening import Selection
+    from nc_engine.verdict.formatting import table_lines
+    from nc_engine.verdict.report import build_report
+    from nc_engine.verdict.rows import ScanInfo
 
     trials = [{"label": k, "trial": 0, "seed": k, "l1_norm": v, "asr": 0.99, "steps": 40, "converged": True,
                "stop_reason": "converged", "seconds": 1.0, "stage": "screen"} for k, v in L1.items()]
@@ -178,7 +194,7 @@ def test_the_table_says_which_labels_were_only_screened():
 
 
 def test_a_second_round_confirms_more_references_and_keeps_the_verdict(demo_backdoored, tmp_path, monkeypatch):
-    monkeypatch.setattr("nc_engine.scan.shift_decides", lambda *args: True)  # as if the first ratios disagreed
+    monkeypatch.setattr("nc_engine.run.scan.shift_decides", lambda *args: True)  # as if the first ratios disagreed
     events = []
     report = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=2), events.append)
     rounds = [e for e in events if e.kind == "screening_finished"]
@@ -193,7 +209,7 @@ def test_a_second_round_confirms_more_references_and_keeps_the_verdict(demo_back
 
 
 def test_a_scan_stopped_before_its_second_round_resumes_into_it(demo_backdoored, tmp_path, monkeypatch):
-    monkeypatch.setattr("nc_engine.scan.shift_decides", lambda *args: True)
+    monkeypatch.setattr("nc_engine.run.scan.shift_decides", lambda *args: True)
     stop = threading.Event()
     rounds = []
 

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from nc_engine import run_scan
-from nc_engine.config import config_from_dict
-from nc_engine.formatting import verdict_line
-from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
-from nc_engine.report import Report, ScanInfo, build_report
+from nc_engine.config.settings import config_from_dict
+from nc_engine.verdict.formatting import verdict_line
+from nc_engine.verdict.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
+from nc_engine.verdict.report import Report, build_report
+from nc_engine.verdict.rows import ScanInfo
 from nc_tui.cli import main
 
 CLEAN_L1 = [40.0, 44.0, 38.0, 50.0, 47.0, 41.0, 43.0, 39.0, 52.0, 45.0]

@@ -6,8 +6,8 @@ import time
 import pytest
 from textual.widgets import ProgressBar, Static
 
+from nc_engine.demo.training import TrainingProgress
 from nc_engine.errors import NCError
-from nc_engine.training import TrainingProgress
 from nc_tui.app import NCApp
 from nc_tui.screens.scan import REFRESH_SECONDS, ScanScreen
 

@@ -7,7 +7,7 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from nc_engine import load_config, run_scan
-from nc_engine.report import Report
+from nc_engine.verdict.report import Report
 from nc_tui.app import NCApp
 from nc_tui.screens.results import ResultsScreen
 from nc_tui.screens.scan import ScanScreen
@@ -81,7 +81,7 @@ async def test_invalid_inputs_show_errors_and_do_not_start(demo_backdoored, tmp_
 async def test_preset_choice_fills_the_budget(demo_backdoored, tmp_path):
     from textual.widgets import Select
 
-    from nc_engine.config import PRESETS
+    from nc_engine.config.settings import PRESETS
 
     app = NCApp(config=demo_config(demo_backdoored, tmp_path), mode="setup")
     async with app.run_test(size=(100, 40)) as pilot:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable
 
-from nc_engine import audit_events as ae
-from nc_engine import events as ev
-from nc_engine.audit_summary import AuditRow
+from nc_engine.audit import events as ae
+from nc_engine.audit.summary import AuditRow
+from nc_engine.run import events as ev
 from nc_tui.app import NCApp
 from nc_tui.screens.audit import AuditResultsScreen, AuditScreen
 from tests.audit_fixtures import cheap_zoo

@@ -3,7 +3,7 @@
 import pytest
 from textual.widgets import Input, Select
 
-from nc_engine.config import config_from_dict
+from nc_engine.config.settings import config_from_dict
 from nc_tui.app import NCApp
 from tests.tui.test_tui import type_into
 

@@ -10,7 +10,7 @@ import torch
 from textual.widgets import Input, Select, Static
 
 from nc_engine import load_config
-from nc_engine.config import DATA_FORMATS, MODEL_FORMATS
+from nc_engine.config.settings import DATA_FORMATS, MODEL_FORMATS
 from nc_tui.app import NCApp
 from nc_tui.screens.results import ResultsScreen
 from nc_tui.screens.scan import ScanScreen

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nc_engine import events as ev
-from nc_engine.config import config_from_dict
-from nc_engine.report import Report, ScanInfo, build_report
-from nc_engine.runfolder import RunFolder
+from nc_engine.config.settings import config_from_dict
+from nc_engine.run import events as ev
+from nc_engine.run.runfolder import RunFolder
+from nc_engine.verdict.report import Report, build_report
+from nc_engine.verdict.rows import ScanInfo
 from nc_tui.app import NCApp
 
 SIZES = [(80, 24), (120, 40)]

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nc_engine.asr import attack_success_rate, clean_accuracy
+from nc_engine.detectors.neural_cleanse.asr import attack_success_rate, clean_accuracy
 
 
 class CornerModel(nn.Module):

@@ -6,9 +6,9 @@ import io
 
 from rich.console import Console
 
-from nc_engine import audit_events as ae
-from nc_engine import events as ev
-from nc_engine.audit_summary import AuditRow
+from nc_engine.audit import events as ae
+from nc_engine.audit.summary import AuditRow
+from nc_engine.run import events as ev
 from nc_tui.audit_console import AuditProgress, print_summary
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nc_engine.audit_spec import default_out, load_spec
+from nc_engine.audit.spec import default_out, load_spec
 from nc_engine.errors import ConfigError, NCError
 from nc_tui.cli import audit_exit_code, main
 

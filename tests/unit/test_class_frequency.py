@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from nc_engine.class_frequency import aligned, corrected, frequency_factors, frequency_slope
-from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, mad_outliers
+from nc_engine.verdict.class_frequency import aligned, corrected, frequency_factors, frequency_slope
+from nc_engine.verdict.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, mad_outliers
 from tests.conftest import ROOT, require_shared
 
 THRESHOLD, FLOOR = DEFAULT_THRESHOLD["log_l1"], DEFAULT_SPREAD_FLOOR["log_l1"]

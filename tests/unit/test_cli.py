@@ -51,8 +51,8 @@ def _modules_after(code: str) -> str:
 
 def test_help_report_print_and_config_errors_do_not_import_torch(tmp_path, demo_backdoored):
     """`nc-tui --help` took 1.6 s importing torch; the commands that only read files must not."""
-    from nc_engine.demo import make_demo
-    from nc_engine.scan import run_scan
+    from nc_engine.demo.build import make_demo
+    from nc_engine.run.scan import run_scan
 
     run = run_scan(load_config_for(demo_backdoored, tmp_path)).run_dir
     bad = tmp_path / "bad.toml"
@@ -65,7 +65,7 @@ def test_help_report_print_and_config_errors_do_not_import_torch(tmp_path, demo_
 
 
 def load_config_for(info, tmp_path):
-    from nc_engine.config import load_config
+    from nc_engine.config.settings import load_config
 
     cfg = load_config(info.config)
     cfg.output.dir = str(tmp_path / "runs")

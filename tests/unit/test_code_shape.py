@@ -1,5 +1,5 @@
 """The shape the code promises a newcomer: short functions in the engine and the app, and no path
-inside a run folder built anywhere but in nc_engine/runfolder.py."""
+inside a run folder built anywhere but in nc_engine/run/runfolder.py."""
 
 from __future__ import annotations
 

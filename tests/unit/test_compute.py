@@ -7,8 +7,9 @@ import importlib.util
 
 import pytest
 
-from nc_engine.compute import check_ray, worker_plan
-from nc_engine.config import ComputeConfig, config_from_dict, config_to_toml, load_config
+from nc_engine.compute.backend import check_ray
+from nc_engine.compute.workers import worker_plan
+from nc_engine.config.settings import ComputeConfig, config_from_dict, config_to_toml, load_config
 from nc_engine.errors import ComputeError, ConfigError
 from nc_tui.cli import main
 

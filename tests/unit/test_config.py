@@ -2,9 +2,9 @@
 
 import pytest
 
-from nc_engine.config import PRESETS, config_to_toml, load_config
+from nc_engine.config.settings import PRESETS, config_to_toml, load_config
 from nc_engine.errors import ConfigError
-from nc_engine.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
+from nc_engine.verdict.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
 
 BASE = """
 [model]
@@ -117,7 +117,7 @@ def test_resolved_config_round_trips(tmp_path):
 def test_sample_demo_config_is_the_packaged_one():
     from pathlib import Path
 
-    from nc_engine.demo import demo_config_text
+    from nc_engine.demo.build import demo_config_text
 
     sample = Path(__file__).resolve().parents[2] / "sample_configs" / "demo.toml"
     assert sample.read_text() == demo_config_text()
@@ -127,7 +127,7 @@ def test_sample_demo_config_is_the_packaged_one():
 def test_search_knobs_are_declared_once(tmp_path):
     """[scan] builds the schedule rules and search settings by name: the defaults are the reference's,
     and a key set in the file reaches the search."""
-    from nc_engine.schedule import ScheduleRules
+    from nc_engine.detectors.neural_cleanse.schedule import ScheduleRules
 
     cfg = load_config(write(tmp_path, BASE)).resolved()
     assert cfg.scan.schedule_rules() == ScheduleRules(converge_window=10, converge_tol=0.02)

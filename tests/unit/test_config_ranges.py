@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nc_engine.config import FLOAT_RANGES, INT_RANGES, config_from_dict
-from nc_engine.data import open_data
+from nc_engine.config.settings import FLOAT_RANGES, INT_RANGES, config_from_dict
+from nc_engine.data.load import open_data
 from nc_engine.errors import ConfigError, DataError
 from nc_tui.cli import main
 
@@ -92,7 +92,7 @@ def test_range_tables_cover_every_numeric_scan_key():
     """A new numeric key gets a range too (or is deliberately bounded elsewhere)."""
     from dataclasses import fields
 
-    from nc_engine.config import DetectConfig, ScanConfig
+    from nc_engine.config.settings import DetectConfig, ScanConfig
 
     ranged = {key for _, key in (*INT_RANGES, *FLOAT_RANGES)}
     elsewhere = {"betas", "labels"}

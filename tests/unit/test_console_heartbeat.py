@@ -5,7 +5,7 @@ import io
 import numpy as np
 from rich.console import Console
 
-from nc_engine import events as ev
+from nc_engine.run import events as ev
 from nc_tui.console import HEARTBEAT_SECONDS, HeadlessProgress
 
 

@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from nc_engine import events as ev
+from nc_engine.run import events as ev
 from nc_tui.console import HeadlessProgress
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nc_engine.data import open_data, split_samples, stratified_order
+from nc_engine.data.load import open_data, split_samples, stratified_order
 from nc_engine.errors import DataError
 from tests.conftest import cfg_for, noop  # noqa: E402
 

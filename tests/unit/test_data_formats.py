@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nc_engine.config import config_to_toml, load_config
-from nc_engine.data import default_labels_path, open_data, to_input_shape
+from nc_engine.config.settings import config_to_toml, load_config
+from nc_engine.data.arrays import default_labels_path
+from nc_engine.data.load import open_data
+from nc_engine.data.source import to_input_shape
 from nc_engine.errors import DataError
 from tests.conftest import cfg_for, noop  # noqa: E402
 

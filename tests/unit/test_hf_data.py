@@ -10,8 +10,8 @@ from PIL import Image as PILImage
 from torch import nn
 
 from nc_engine import run_scan
-from nc_engine.config import config_from_dict
-from nc_engine.data import open_data
+from nc_engine.config.settings import config_from_dict
+from nc_engine.data.load import open_data
 from nc_engine.errors import DataError
 from tests.conftest import require_module
 
@@ -61,13 +61,13 @@ def test_dataset_dict_split_decodes_selected_rows_with_class_names(tmp_path):
 def test_only_the_drawn_rows_are_decoded_or_read(tmp_path, monkeypatch):
     import pyarrow as pa
 
-    import nc_engine.data as data_module
+    import nc_engine.data.columns as columns_module
 
     image_dataset(2000, side=32)[0].save_to_disk(str(tmp_path / "ds"), max_shard_size="2MB")
     size = sum(p.stat().st_size for p in (tmp_path / "ds").glob("*.arrow"))
     decoded = []
-    original = data_module._decode
-    monkeypatch.setattr(data_module, "_decode", lambda raw, *a: decoded.append(1) or original(raw, *a))
+    original = columns_module.decode_image
+    monkeypatch.setattr(columns_module, "decode_image", lambda raw, *a: decoded.append(1) or original(raw, *a))
     before = pa.total_allocated_bytes()
     tracemalloc.start()
     try:

@@ -16,10 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-from nc_engine.config import config_from_dict
-from nc_engine.data import open_data
+from nc_engine.config.settings import config_from_dict
+from nc_engine.data.load import open_data
 from nc_engine.errors import DataError, ModelError
-from nc_engine.models import forward_is_deterministic, load_model, outputs_are_finite
+from nc_engine.models.load import load_model
+from nc_engine.models.scan_model import forward_is_deterministic, outputs_are_finite
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[2]
@@ -296,7 +297,7 @@ def test_forward_is_deterministic_and_outputs_are_finite_on_plain_modules():
 def test_a_damaged_trigger_file_costs_only_the_degenerate_marks(tmp_path):
     """The results screen and `report` read the mask size from the trigger files: a damaged one is skipped,
     the next readable one gives the size, and none readable gives None, never an error."""
-    from nc_engine.runfolder import RunFolder
+    from nc_engine.run.runfolder import RunFolder
 
     folder = RunFolder(tmp_path)
     (tmp_path / "triggers").mkdir()
@@ -314,7 +315,7 @@ def test_json_side_files_that_are_not_objects_are_one_line(tmp_path, text, probl
     reader: each names the file and what was wrong with it."""
     from nc_engine.errors import RunFolderError
     from nc_engine.files import JsonFileProblem, read_json_object
-    from nc_engine.runfolder import RunFolder
+    from nc_engine.run.runfolder import RunFolder
 
     path = tmp_path / "fingerprints.json"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())

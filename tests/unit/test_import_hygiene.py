@@ -3,8 +3,8 @@
 import subprocess
 import sys
 
-MODULES = ["nc_engine", "nc_engine.scan", "nc_engine.demo", "nc_engine.report", "nc_engine.runfolder",
-           "nc_engine.mitigate"]
+MODULES = ["nc_engine", "nc_engine.run.scan", "nc_engine.demo.build", "nc_engine.verdict.report",
+           "nc_engine.run.runfolder", "nc_engine.mitigate"]
 
 
 def test_engine_imports_no_ui_library():

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from nc_engine.inflight import Carry, CheckpointProblem, SlotCheckpoint
-from nc_engine.plan import continued_first
-from nc_engine.schedule import ScheduleRules
-from nc_engine.search import Job, SearchSettings, search_triggers
+from nc_engine.detectors.neural_cleanse.schedule import ScheduleRules
+from nc_engine.detectors.neural_cleanse.search import Job, SearchSettings, search_triggers
+from nc_engine.run.inflight import Carry, CheckpointProblem, SlotCheckpoint
+from nc_engine.run.plan import continued_first
 
 JOBS = [Job(label, 0, 100 + label) for label in range(3)] + [Job(1, 1, 555)]
 SETTINGS = SearchSettings(ScheduleRules(patience=2, early_stop_patience=6), batch_size=16, max_steps=16)
@@ -151,8 +151,8 @@ def test_a_checkpoint_holds_every_field_of_the_schedule():
     """A counter added to CostSchedule must be saved too, or a resumed search would quietly diverge."""
     import dataclasses
 
-    from nc_engine.inflight import SCHEDULE_BOOLS, SCHEDULE_FLOATS, SCHEDULE_INTS
-    from nc_engine.schedule import CostSchedule
+    from nc_engine.detectors.neural_cleanse.schedule import CostSchedule
+    from nc_engine.run.inflight import SCHEDULE_BOOLS, SCHEDULE_FLOATS, SCHEDULE_INTS
 
     saved = set(SCHEDULE_INTS + SCHEDULE_BOOLS + SCHEDULE_FLOATS) | {"rules", "best_history"}
     assert saved == {f.name for f in dataclasses.fields(CostSchedule)}

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from nc_engine.config import config_from_dict
-from nc_engine.data import open_data
+from nc_engine.config.settings import config_from_dict
+from nc_engine.data.load import open_data
 from nc_engine.errors import ConfigError, DataError, ModelError, NCError
-from nc_engine.models import load_model
-from nc_engine.prepare import with_model_classes
+from nc_engine.models.load import load_model
+from nc_engine.run.prepare import with_model_classes
 from nc_tui.cli import main
 
 CPU = torch.device("cpu")

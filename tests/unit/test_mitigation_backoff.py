@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nc_engine.formatting import mitigation_lines
 from nc_engine.mitigate.common import MitigationOptions
-from nc_engine.runfolder import RunFolder
+from nc_engine.run.runfolder import RunFolder
+from nc_engine.verdict.formatting import mitigation_lines
 
 unlearn_mod = importlib.import_module("nc_engine.mitigate.unlearn")  # the package re-exports a function of that name
 

@@ -6,9 +6,9 @@ Every model here is built offline, saved to tmp_path, loaded through a config an
 import pytest
 import torch
 
-from nc_engine.config import config_from_dict
+from nc_engine.config.settings import config_from_dict
 from nc_engine.errors import ConfigError, ModelError
-from nc_engine.models import load_model
+from nc_engine.models.load import load_model
 
 ARCH = '''
 from torch import nn
@@ -119,7 +119,7 @@ def test_timm_checkpoints_load_with_equal_outputs(tmp_path, timm_net, save):
 
 
 def test_timm_preprocessing_defaults_to_the_models_own(tmp_path, timm_net):
-    from nc_engine.prepare import with_model_classes
+    from nc_engine.run.prepare import with_model_classes
     torch.save(timm_net.state_dict(), tmp_path / "m.pt")
     cfg = timm_cfg(tmp_path)
     model = load_model(cfg, torch.device("cpu"))
@@ -196,7 +196,7 @@ def test_huggingface_backbone_without_a_classifier_is_refused(tmp_path, hf_folde
 
 def test_huggingface_model_on_parquet_data_prepares_with_its_own_preprocessing(tmp_path, hf_folder):
     pytest.importorskip("pyarrow")
-    from nc_engine.prepare import prepare
+    from nc_engine.run.prepare import prepare
     from tests.unit.test_parquet_data import write
     write(tmp_path / "d.parquet", n=30, names=())  # no hub class names: the model's id2label are used
     table = {"model": {"format": "huggingface", "path": "vit"}, "data": {"format": "parquet", "path": "d.parquet"},

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from nc_engine.config import config_from_dict
+from nc_engine.config.settings import config_from_dict
 from nc_engine.errors import ModelError
-from nc_engine.models import load_checkpoint, load_model
+from nc_engine.models.load import load_model
+from nc_engine.models.state_dict import load_checkpoint
 
 ARCH = '''
 import torch
@@ -130,7 +131,7 @@ def test_a_tiny_probability_still_has_a_gradient():
     import torch
     from torch import nn
 
-    from nc_engine.models import ScanModel
+    from nc_engine.models.scan_model import ScanModel
 
     class Confident(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

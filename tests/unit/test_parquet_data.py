@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nc_engine.config import config_from_dict
-from nc_engine.data import open_data
+from nc_engine.config.settings import config_from_dict
+from nc_engine.data.load import open_data
 from nc_engine.errors import DataError
 
 pa = pytest.importorskip("pyarrow")

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from nc_engine.process_tuning import keep_freed_memory
+from nc_engine.compute.process_tuning import keep_freed_memory
 
 # Allocates, touches and frees a 64 MB torch tensor 20 times (what a search step does with its activations) and
 # prints the minor page faults that took, after calling keep_freed_memory() or not.
 PROBE = """
 import resource, sys
 import torch
-from nc_engine.process_tuning import keep_freed_memory
+from nc_engine.compute.process_tuning import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 torch.ones(16_000_000)  # warm up
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

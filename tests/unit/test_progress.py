@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from nc_engine import events as ev
-from nc_engine.progress import ScanProgress
+from nc_engine.run import events as ev
+from nc_engine.run.progress import ScanProgress
 from nc_tui.console import HeadlessProgress
 from nc_tui.state import ScanState
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nc_engine.config import DATA_FORMATS, MODEL_FORMATS, config_to_toml, load_config
+from nc_engine.config.settings import DATA_FORMATS, MODEL_FORMATS, config_to_toml, load_config
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "sample_configs").glob("*.toml"))
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from nc_engine.schedule import CostSchedule, ScheduleRules
+from nc_engine.detectors.neural_cleanse.schedule import CostSchedule, ScheduleRules
 
 RULES = ScheduleRules(init_cost=1e-3, cost_up=2.0, cost_down=2.0**1.5, patience=5, attack_success_threshold=0.99,
                       early_stop=True, early_stop_threshold=1.0, early_stop_patience=25)

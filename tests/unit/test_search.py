@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nc_engine.schedule import ScheduleRules
-from nc_engine.search import Job, SearchSettings, _SlotState, search_triggers
+from nc_engine.detectors.neural_cleanse.schedule import ScheduleRules
+from nc_engine.detectors.neural_cleanse.search import Job, SearchSettings, _SlotState, search_triggers
 
 
 def tiny_model() -> nn.Module:

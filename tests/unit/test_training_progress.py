@@ -6,7 +6,7 @@ import io
 import numpy as np
 from rich.console import Console
 
-from nc_engine.training import SmallCNN, TrainingProgress, train_classifier
+from nc_engine.demo.training import SmallCNN, TrainingProgress, train_classifier
 from nc_tui.console import HEARTBEAT_SECONDS, TrainingLines
 
 
@@ -37,7 +37,7 @@ def test_plain_output_prints_a_line_per_epoch_and_a_heartbeat_in_between():
 
 
 def test_nc_tui_demo_headless_prints_its_training(monkeypatch, capsys):
-    import nc_engine.demo
+    import nc_engine.demo.build
     from nc_engine.errors import NCError
     from nc_tui.cli import main
 
@@ -46,7 +46,7 @@ def test_nc_tui_demo_headless_prints_its_training(monkeypatch, capsys):
             on_progress(TrainingProgress(done, 4, done, 4))
         raise NCError("stopped after training")
 
-    monkeypatch.setattr(nc_engine.demo, "make_demo", fake_make_demo)
+    monkeypatch.setattr(nc_engine.demo.build, "make_demo", fake_make_demo)
     assert main(["demo", "--headless", "--dir", "unused"]) == 2
     out = capsys.readouterr().out
     assert "demo: training epoch 2/4, batch 2/4 (50%)" in out and "batch 4/4 (100%), ETA 0:00" in out

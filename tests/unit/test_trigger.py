@@ -1,6 +1,6 @@
 import torch
 
-from nc_engine.trigger import EPS, initial_trigger, raw_from_unit, stamp, unit_from_raw
+from nc_engine.detectors.neural_cleanse.trigger import EPS, initial_trigger, raw_from_unit, stamp, unit_from_raw
 
 
 def test_tanh_map_stays_inside_unit_interval_even_for_huge_parameters():

@@ -1,0 +1,70 @@
+"""Where a scan's (label, trial) searches run: in this process, or spread over Ray workers.
+
+A backend's `search` has the signature of `search.search_triggers`, so the scan, its listeners and
+the run folder see the same on_step / on_done calls whichever backend runs the searches. Ray is an
+optional extra: it is imported only when `[compute].backend = "ray"`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from nc_engine.config.settings import Config
+from nc_engine.detectors.neural_cleanse.schedule import SearchSettings
+from nc_engine.detectors.neural_cleanse.search import Job, StepStats, TrialOutcome, search_triggers
+from nc_engine.errors import ComputeError
+from nc_engine.run import events as ev
+from nc_engine.run.inflight import Carry
+
+
+class Compute(Protocol):
+    continues_searches: bool  # whether `carry` is honoured (saved running searches continue on resume)
+
+    def search(self, model: nn.Module, x_opt: torch.Tensor, jobs: list[Job], settings: SearchSettings,
+               group_size: int, stop: threading.Event, on_step: Callable[[StepStats, int], None],
+               on_done: Callable[[TrialOutcome], None], carry: Carry | None = None) -> tuple[int, bool]:
+        """Run every job; returns (stamped images processed, stopped early), as search_triggers does.
+        `carry`: running searches saved and continued (inflight.py), where the backend can."""
+        ...
+
+
+class LocalCompute:
+    """Today's path: every search in this process, on the scan's device."""
+
+    continues_searches = True
+
+    def search(self, model: nn.Module, x_opt: torch.Tensor, jobs: list[Job], settings: SearchSettings,
+               group_size: int, stop: threading.Event, on_step: Callable[[StepStats, int], None],
+               on_done: Callable[[TrialOutcome], None], carry: Carry | None = None) -> tuple[int, bool]:
+        return search_triggers(model, x_opt, jobs, settings, group_size, stop, on_step, on_done, carry)
+
+
+def check_ray(cfg: Config) -> None:
+    """backend = "ray" without Ray installed is one line naming the extra to install."""
+    if cfg.compute.backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ComputeError(f"{cfg.source}: [compute].backend = \"ray\" needs Ray, which is not installed: "
+                           "pip install \"nc-tui[ray]\" (or set backend = \"local\")")
+
+
+@contextmanager
+def open_compute(cfg: Config, bus: ev.EventBus) -> Iterator[Compute]:
+    """The config's backend, connected before the scan writes anything (a wrong address is one line)
+    and released after it (workers stopped; a Ray started for the scan shut down)."""
+    check_ray(cfg)
+    if cfg.compute.backend == "local":
+        yield LocalCompute()
+        return
+    from nc_engine.compute.ray_backend import RayCompute
+
+    compute = RayCompute.connect(cfg, bus)
+    try:
+        yield compute
+    finally:
+        compute.close()

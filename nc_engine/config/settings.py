@@ -1,0 +1,548 @@
+"""The scan configuration: TOML in, validated dataclasses out, resolved TOML back to the run folder.
+
+Every key is typed; unknown keys and wrong types are errors that name the key and the file.
+Budget keys left unset are filled from the chosen preset (`scan.preset`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nc_engine.detectors.neural_cleanse.schedule import ScheduleRules, SearchSettings
+from nc_engine.errors import ConfigError
+from nc_engine.files import regular_file_problem
+from nc_engine.verdict.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, STATISTICS
+
+_RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
+
+MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm", "huggingface",
+                 "keras")
+# Formats whose files record the model's own preprocessing: [model] mean, std and input_shape left out
+# are taken from the model (timm's pretrained_cfg, Hugging Face's preprocessor config, a Keras input shape).
+OWN_PREPROCESSING_FORMATS = ("timm", "huggingface", "keras")
+PREPROCESSING_KEYS = ("input_shape", "mean", "std")
+DATA_FORMATS = ("npz", "npy", "imagefolder", "torchvision", "parquet", "hf")
+LAYOUTS = ("auto", "NHW", "NHWC", "NCHW")
+RESIZE_MODES = ("bilinear", "nearest", "bicubic")
+# torchvision.datasets classes nc-tui knows how to read labels from without decoding every image.
+TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "SVHN", "GTSRB", "STL10")
+OUTPUT_KINDS = ("auto", "logits", "probabilities")
+WEIGHT_FORMATS = ("auto", "torch", "safetensors")  # how a state_dict file is stored; auto = by extension
+STRATEGIES = ("batched", "sequential")
+SCREENING = ("auto", "on", "off")
+BACKENDS = ("local", "ray")
+
+
+@dataclass
+class ModelConfig:
+    format: str = "torchscript"
+    path: str = "model.pt"
+    architecture: str = ""
+    architecture_args: dict = field(default_factory=dict)
+    num_classes: int = 0  # 0 = infer from the model's test forward
+    input_shape: list = field(default_factory=lambda: [3, 32, 32])
+    mean: list = field(default_factory=lambda: [0.0])
+    std: list = field(default_factory=lambda: [1.0])
+    outputs: str = "auto"
+    trust_pickle: bool = False
+    weights: str = "auto"  # state_dict file: "torch" (torch.save), "safetensors", "auto" (by extension)
+
+
+@dataclass
+class DataConfig:
+    format: str = "npz"
+    path: str = "data.npz"
+    split: str = "test"
+    max_images: int = 0  # 0 = no cap
+    layout: str = "auto"  # npz/npy array layout: auto, NHW, NHWC, NCHW
+    labels_path: str = ""  # npy: the labels .npy ("" = beside `path`, x*.npy -> y*.npy)
+    dataset: str = ""  # torchvision: a torchvision.datasets name; `path` is its root folder
+    download: bool = False  # torchvision: let torchvision download the dataset into `path`
+    resize: str = "bilinear"  # interpolation when images differ from [model].input_shape
+    image_column: str = ""  # parquet, hf: the image column ("" = found by type and name)
+    label_column: str = ""  # parquet, hf: the label column ("" = found by name, else the first integer/string one)
+
+
+@dataclass
+class ScanConfig:
+    preset: str = "default"
+    labels: Any = "all"  # "all" or a list of ints
+    # Budget: None means "take the preset's value"; `Config.resolved()` fills them in.
+    trials: int | None = None
+    samples: int | None = None
+    asr_samples: int | None = None
+    batch_size: int | None = None
+    max_steps: int | None = None
+    # Optimisation rules: the reference values, declared once in ScheduleRules / SearchSettings.
+    lr: float = SearchSettings.lr
+    betas: list = field(default_factory=lambda: list(SearchSettings.betas))
+    init_cost: float = _RULES.init_cost
+    cost_up: float = _RULES.cost_up
+    cost_down: float = _RULES.cost_down
+    patience: int = _RULES.patience
+    attack_success_threshold: float = _RULES.attack_success_threshold
+    early_stop: bool = _RULES.early_stop
+    early_stop_threshold: float = _RULES.early_stop_threshold
+    early_stop_patience: int = _RULES.early_stop_patience
+    # Work-saving shortcut (None = the preset's value): stop a label once its best L1 has improved by
+    # less than `converge_tol` (relative) over the last `converge_window` steps, after lambda has gone
+    # up at least once. 0 disables it.
+    converge_window: int | None = None
+    converge_tol: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    strategy: str = "batched"
+    group_size: int = 0  # labels optimised together; 0 = choose from model and memory
+    # Screen, then confirm (nc_engine/detectors/neural_cleanse/screening.py): every label at a cheap
+    # budget (screen_steps steps over screen_samples samples), then the candidates and confirm_references
+    # ordinary labels at the full one.
+    # "auto" screens scans of screen_min_labels labels or more, where it saves work; "on" always.
+    screening: str = "auto"  # 0.31x the images, same verdicts, on the zoo's GTSRB test half (README, Speed)
+    screen_min_labels: int = 16
+    # 48 steps over 32 samples (one update a step, no converge shortcut): chosen on the zoo's tuning half,
+    # where a backdoor target led the screen from step 36 on and a rival label led it before step 32
+    screen_steps: int = 48
+    screen_samples: int = 32
+    confirm_margin: float = 0.5  # in anomaly-index units of the floored log_l1 test (threshold 1.11)
+    confirm_references: int = 3  # the ordinary labels nearest the screened median; as many again in a second round
+    bf16: bool = SearchSettings.bf16  # CUDA only: bf16 autocast in the search
+    channels_last: bool = SearchSettings.channels_last  # CUDA only
+
+    def schedule_rules(self) -> ScheduleRules:
+        """The lambda schedule's rules: every ScheduleRules field is the [scan] key of the same name."""
+        return ScheduleRules(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ScheduleRules)})
+
+    def search_settings(self) -> SearchSettings:
+        """Search settings from a resolved [scan] (budget keys filled)."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(SearchSettings)
+               if f.name not in ("rules", "betas") and hasattr(self, f.name)}
+        return SearchSettings(self.schedule_rules(), betas=(self.betas[0], self.betas[1]), **own)
+
+
+@dataclass
+class DetectConfig:
+    statistic: str = "log_l1"  # "log_l1" (MAD test on log L1, measured better) or "l1" (the paper's)
+    threshold: float | None = None  # anomaly index above which a label is flagged; None = the statistic's
+    # the least spread the index divides by (log_l1: max(MAD of log L1, floor)); None = the statistic's
+    spread_floor: float | None = None
+    # judge each label from the line of log L1 against its class's share of the scanned data (a frequent
+    # class gets a small trigger on clean models too); a no-op on balanced data. class_frequency.py
+    frequency_correction: bool = True
+    min_clean_accuracy: float = 0.5
+    # also judge each label by the largest logit margin gradient ascent over the input reaches (max_margin.py):
+    # sees blended, additive and warping triggers that Neural Cleanse misses; off until the zoo's tuning half
+    # has measured what it costs in clean models flagged
+    max_margin: bool = False
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs"
+
+
+@dataclass
+class ComputeConfig:
+    """Where the (label, trial) searches run: this process, or Ray workers (nc_engine/compute/backend.py)."""
+
+    backend: str = "local"  # "local" or "ray" (needs pip install "nc-tui[ray]")
+    address: str = ""  # ray: "" = start a local Ray for the scan, "auto" = the running cluster, or its address
+    devices: Any = "all"  # ray: "all" (every GPU, else CPUs), "cpu", or a list of local GPU indices / "cuda:N"
+    workers: int = 0  # ray: how many workers (0 = one per GPU, or one per CPU without GPUs)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    # Folder that relative paths in the config are relative to (the config file's folder).
+    base_dir: Path = field(default_factory=Path.cwd)
+    source: str = "<defaults>"
+    # "section.key" of every key the TOML gave: formats that carry their own preprocessing (timm, huggingface)
+    # fill mean, std and input_shape the config left out.
+    given: frozenset = field(default_factory=frozenset)
+
+    def gave(self, section: str, key: str) -> bool:
+        return f"{section}.{key}" in self.given
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def resolved(self) -> Config:
+        """A copy with every "unset, take the preset's" value filled in (see `resolve`)."""
+        return resolve(self)
+
+
+# Budgets. "reference" is the authors' (1000 samples, batch 32, 1000 steps, no shortcut); the others
+# are measured on the zoo in benchmarks/RESULTS.md: "default" is the cheapest that meets the detection
+# targets there, "fast" trades some reliability for time, "thorough" spends more for stabler indices.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": dict(trials=1, samples=96, asr_samples=500, batch_size=32, max_steps=150,
+                 converge_window=8, converge_tol=0.05),
+    "default": dict(trials=1, samples=160, asr_samples=1000, batch_size=32, max_steps=300,
+                    converge_window=10, converge_tol=0.02),
+    "thorough": dict(trials=2, samples=320, asr_samples=1000, batch_size=32, max_steps=600,
+                     converge_window=20, converge_tol=0.01),
+    "reference": dict(trials=1, samples=1000, asr_samples=1000, batch_size=32, max_steps=1000,
+                      converge_window=0, converge_tol=0.0),
+}
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "scan": ScanConfig,
+             "detect": DetectConfig, "output": OutputConfig, "compute": ComputeConfig}
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string",
+            list: "list", dict: "table"}.get(type(value), type(value).__name__)
+
+
+def _unwritable(value: Any) -> str | None:
+    """Why a value cannot go back into the run folder's config.toml, or None: control characters (a newline
+    in a path ends the TOML string), TOML dates (not config values) and table keys that are not names."""
+    if isinstance(value, str):
+        bad = next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160), None)
+        return None if bad is None else f"must not contain control characters (found {bad!r})"
+    if isinstance(value, list):
+        return next((r for r in map(_unwritable, value) if r), None)
+    if isinstance(value, dict):
+        names = [k for k in value if not k.isidentifier()]
+        if names:
+            return f"must have keys that are Python names (found {names[0]!r})"
+        return next((r for r in map(_unwritable, value.values()) if r), None)
+    if isinstance(value, bool | int | float):
+        return None
+    return f"must hold strings, numbers, booleans, lists and tables, not a {type(value).__name__}"
+
+
+def _check_type(section: str, key: str, value: Any, annotation: str, source: str) -> Any:
+    where = f"{source}: [{section}].{key}"
+    problem = _unwritable(value)
+    if problem:
+        raise ConfigError(f"{where} {problem}, got {value!r}")
+    if "float" in annotation:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {_type_name(value)} {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be finite, got {value!r}")
+        return value
+    if "int" in annotation and "Any" not in annotation:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {_type_name(value)} {value!r}")
+        return value
+    expected = {"str": str, "bool": bool, "list": list, "dict": dict}.get(annotation)
+    if expected is not None and not isinstance(value, expected):
+        raise ConfigError(f"{where} must be a {_type_name(expected())}, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _build_section(name: str, table: Any, source: str) -> Any:
+    cls = _SECTIONS[name]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table, got {_type_name(table)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{source}: unknown key [{name}].{key} (known keys: {known})")
+        values[key] = _check_type(name, key, value, str(fields[key].type), source)
+    return cls(**values)
+
+
+# Allowed ranges of numeric keys, so a typo (trials = 10**12, seed = -1) is one line, not a hang or a
+# traceback deep in numpy. Integers: (low, high). Numbers: (low, high, low included, high included).
+MAX_CHANNELS, MAX_SIDE, MAX_CLASSES = 16, 4096, 100_000
+MAX_CONFIG_BYTES = 2**20
+INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
+    ("data", "max_images"): (0, 10**9), ("scan", "trials"): (1, 100), ("scan", "samples"): (1, 100_000),
+    ("scan", "asr_samples"): (1, 100_000), ("scan", "batch_size"): (1, 4096), ("scan", "max_steps"): (1, 100_000),
+    ("scan", "patience"): (1, 10_000), ("scan", "early_stop_patience"): (1, 10_000),
+    ("scan", "converge_window"): (0, 10_000), ("scan", "seed"): (0, 2**32 - 1), ("scan", "group_size"): (0, 10_000),
+    ("scan", "screen_min_labels"): (3, 100_000), ("scan", "screen_steps"): (1, 100_000),
+    ("scan", "screen_samples"): (1, 100_000), ("scan", "confirm_references"): (0, 1000),
+    ("compute", "workers"): (0, 4096),
+}
+FLOAT_RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
+    ("scan", "lr"): (0.0, 10.0, False, True), ("scan", "init_cost"): (0.0, 1e6, True, True),
+    ("scan", "cost_up"): (1.0, 100.0, True, True), ("scan", "cost_down"): (1.0, 100.0, True, True),
+    ("scan", "attack_success_threshold"): (0.0, 1.0, False, True),
+    ("scan", "early_stop_threshold"): (0.0, 10.0, False, True), ("scan", "converge_tol"): (0.0, 1.0, True, False),
+    ("detect", "threshold"): (0.0, 1000.0, False, True),
+    ("detect", "spread_floor"): (0.0, 100.0, True, True), ("detect", "min_clean_accuracy"): (0.0, 1.0, True, True),
+    ("scan", "confirm_margin"): (0.0, 100.0, True, True),
+}
+_INT_NOTES = {("data", "max_images"): " (0 = no cap)", ("scan", "converge_window"): " (0 = off)",
+              ("scan", "group_size"): " (0 = automatic)", ("compute", "workers"): " (0 = one per device)"}
+
+
+def _interval(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    return f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Every numeric key inside its allowed range; the message gives the range."""
+    for (section, key), (low, high) in INT_RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and not low <= value <= high:
+            raise ConfigError(f"{cfg.source}: [{section}].{key} must be an integer in {low}..{high}"
+                              f"{_INT_NOTES.get((section, key), '')}, got {value!r}")
+    for (section, key), (low, high, low_in, high_in) in FLOAT_RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value is None:
+            continue
+        above = value >= low if low_in else value > low
+        below = value <= high if high_in else value < high
+        if not (above and below):
+            raise ConfigError(f"{cfg.source}: [{section}].{key} must be a number in "
+                              f"{_interval(low, high, low_in, high_in)}, got {value!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _validate_model(cfg: Config, bad: Any) -> None:
+    src, m = cfg.source, cfg.model
+    if m.format not in MODEL_FORMATS:
+        raise bad("[model].format", "one of " + ", ".join(MODEL_FORMATS), m.format)
+    if m.format == "pickle" and not m.trust_pickle:
+        raise ConfigError(
+            f"{src}: [model].format = \"pickle\" runs code from the model file when it loads; "
+            "add trust_pickle = true to [model] if you trust it, or save the model as TorchScript or a state_dict")
+    if m.format in ("state_dict", "torchvision", "timm") and not m.architecture:
+        raise ConfigError(f"{src}: [model].architecture is required with format = \"{m.format}\" "
+                          "(e.g. \"net.py:Net\" or \"resnet18\")")
+    if m.num_classes != 0 and not 2 <= m.num_classes <= MAX_CLASSES:
+        raise bad("[model].num_classes", f"an integer in 2..{MAX_CLASSES} (or 0 / absent: inferred from the model)",
+                  m.num_classes)
+    if len(m.input_shape) != 3 or not all(_is_int(v) and v > 0 for v in m.input_shape):
+        raise bad("[model].input_shape", "three positive integers [C, H, W]", m.input_shape)
+    channels, height, width = m.input_shape
+    if channels > MAX_CHANNELS or height > MAX_SIDE or width > MAX_SIDE:
+        raise bad("[model].input_shape", f"[C, H, W] with C in 1..{MAX_CHANNELS} and H, W in 1..{MAX_SIDE}",
+                  m.input_shape)
+    counts = "a list of 1 number" if channels == 1 else f"a list of 1 or {channels} numbers"
+    for key in ("mean", "std"):
+        vals = getattr(m, key)
+        if len(vals) not in (1, channels) or not all(_is_number(v) for v in vals):
+            raise bad(f"[model].{key}", counts + " (finite)", vals)
+    if any(v <= 0 for v in m.std):
+        raise bad("[model].std", "positive numbers", m.std)
+    if m.outputs not in OUTPUT_KINDS:
+        raise bad("[model].outputs", "one of " + ", ".join(OUTPUT_KINDS), m.outputs)
+    if m.weights not in WEIGHT_FORMATS:
+        raise bad("[model].weights", "one of " + ", ".join(WEIGHT_FORMATS), m.weights)
+
+
+def _validate_data(cfg: Config, bad: Any) -> None:
+    d = cfg.data
+    if d.format not in DATA_FORMATS:
+        raise bad("[data].format", "one of " + ", ".join(DATA_FORMATS), d.format)
+    if d.layout not in LAYOUTS:
+        raise bad("[data].layout", "one of " + ", ".join(LAYOUTS), d.layout)
+    if d.resize not in RESIZE_MODES:
+        raise bad("[data].resize", "one of " + ", ".join(RESIZE_MODES), d.resize)
+    if d.format == "torchvision" and d.dataset not in TORCHVISION_DATASETS:
+        raise bad("[data].dataset", "one of " + ", ".join(TORCHVISION_DATASETS)
+                  + " with format = \"torchvision\"", d.dataset)
+
+
+def _validate_scan(cfg: Config, bad: Any) -> None:
+    s = cfg.scan
+    if s.preset not in PRESETS:
+        raise bad("[scan].preset", "one of " + ", ".join(PRESETS), s.preset)
+    if s.labels != "all":
+        if not isinstance(s.labels, list) or not s.labels or not all(_is_int(v) for v in s.labels):
+            raise bad("[scan].labels", "\"all\" or a non-empty list of integers", s.labels)
+        if len(set(s.labels)) != len(s.labels):
+            raise bad("[scan].labels", "labels without repeats", s.labels)
+        if not all(0 <= v < MAX_CLASSES for v in s.labels):
+            raise bad("[scan].labels", f"labels in 0..{MAX_CLASSES - 1}", s.labels)
+        if cfg.model.num_classes:  # else checked once the model has told us its number of classes
+            check_labels(cfg)
+    if s.samples is not None and s.batch_size is not None and s.batch_size > s.samples:
+        raise bad("[scan].batch_size", f"at most samples ({s.samples})", s.batch_size)
+    if len(s.betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in s.betas):
+        raise bad("[scan].betas", "two numbers in [0, 1)", s.betas)
+    if s.strategy not in STRATEGIES:
+        raise bad("[scan].strategy", "one of " + ", ".join(STRATEGIES), s.strategy)
+    if s.screening not in SCREENING:
+        raise bad("[scan].screening", "one of " + ", ".join(SCREENING), s.screening)
+    dev = s.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise bad("[scan].device", "auto, cpu, cuda or cuda:N", dev)
+
+
+def _is_gpu_name(v: Any) -> bool:
+    return (_is_int(v) and 0 <= v < 1024) or (isinstance(v, str) and v.startswith("cuda:") and v[5:].isdigit())
+
+
+def _validate_compute(cfg: Config, bad: Any) -> None:
+    c = cfg.compute
+    if c.backend not in BACKENDS:
+        raise bad("[compute].backend", "one of " + ", ".join(BACKENDS), c.backend)
+    devices = c.devices
+    if devices not in ("all", "cpu"):
+        if not isinstance(devices, list) or not devices or not all(_is_gpu_name(v) for v in devices):
+            raise bad("[compute].devices", "\"all\", \"cpu\" or a non-empty list of GPU indices or \"cuda:N\" names",
+                      devices)
+        indices = [gpu_index(v) for v in devices]
+        if len(set(indices)) != len(indices):
+            raise bad("[compute].devices", "GPUs without repeats", devices)
+        if c.address:
+            raise ConfigError(f"{cfg.source}: [compute].devices lists local GPUs, which only applies to a Ray "
+                              f"that nc-tui starts itself (address = \"\"); with address = {c.address!r} use "
+                              "\"all\" or \"cpu\", and workers to use fewer")
+
+
+def gpu_index(device: int | str) -> int:
+    """A [compute].devices entry (3 or "cuda:3") as a GPU index."""
+    return device if isinstance(device, int) else int(device[5:])
+
+
+def _validate(cfg: Config) -> None:
+    def bad(key: str, expected: str, got: Any) -> ConfigError:
+        return ConfigError(f"{cfg.source}: {key} must be {expected}, got {got!r}")
+
+    _validate_model(cfg, bad)
+    _validate_data(cfg, bad)
+    _validate_scan(cfg, bad)
+    _validate_compute(cfg, bad)
+    if cfg.detect.statistic not in STATISTICS:
+        raise bad("[detect].statistic", "one of " + ", ".join(STATISTICS), cfg.detect.statistic)
+    _check_ranges(cfg)
+
+
+def check_labels(cfg: Config, inferred: bool = False) -> None:
+    """[scan].labels must be classes of the model; called again once num_classes is inferred."""
+    labels, n = cfg.scan.labels, cfg.model.num_classes
+    if labels == "all":
+        return
+    out = [v for v in labels if not 0 <= v < n]
+    if out:
+        where = f" (num_classes = {n}, inferred from the model)" if inferred else ""
+        raise ConfigError(f"{cfg.source}: [scan].labels must be labels in 0..{n - 1}{where}, got {out!r}")
+
+
+def preset_values(scan: ScanConfig) -> dict[str, Any]:
+    """The budget keys of `scan` as they will run: the user's value where set, else the preset's."""
+    preset = PRESETS[scan.preset]
+    return {key: preset[key] if getattr(scan, key) is None else getattr(scan, key) for key in preset}
+
+
+def resolve(cfg: Config) -> Config:
+    """The one place presets resolve: a copy of `cfg` with the budget keys the user left unset taken
+    from the preset and the threshold from the statistic. The config itself keeps its Nones, so a form
+    or a saved file still says "the preset's value"."""
+    scan = dataclasses.replace(cfg.scan, **preset_values(cfg.scan))
+    detect = cfg.detect
+    if detect.threshold is None:
+        detect = dataclasses.replace(detect, threshold=DEFAULT_THRESHOLD[detect.statistic])
+    if detect.spread_floor is None:
+        detect = dataclasses.replace(detect, spread_floor=DEFAULT_SPREAD_FLOOR[detect.statistic])
+    if scan.batch_size > scan.samples:
+        raise ConfigError(f"{cfg.source}: [scan].batch_size ({scan.batch_size}) must be at most "
+                          f"samples ({scan.samples})")
+    return dataclasses.replace(cfg, scan=scan, detect=detect)
+
+
+def config_from_dict(data: dict, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Build and validate a Config from a parsed TOML table."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a TOML table at the top level")
+    sections = {}
+    for name, table in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
+        sections[name] = _build_section(name, table, source)
+    given = frozenset(f"{name}.{key}" for name, table in data.items() for key in table)
+    cfg = Config(**sections, base_dir=base_dir or Path.cwd(), source=source, given=given)
+    _validate(cfg)
+    resolve(cfg)  # raises when the resolved budget is inconsistent
+    return cfg
+
+
+def read_toml(path: Path, name: str, expected: str) -> dict[str, Any]:
+    """A bounded read of a TOML file (`name`: "config file", "audit spec"); every problem is one ConfigError
+    line. A device (/dev/zero), FIFO or huge file would otherwise be read until memory runs out."""
+    problem = regular_file_problem(path, expected)
+    if problem == "not found":
+        raise ConfigError(f"{path}: {name} not found")
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: is {size} bytes; {expected} is at most {MAX_CONFIG_BYTES} bytes (1 MiB)")
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows after the check
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {expected} is at most {MAX_CONFIG_BYTES} bytes (1 MiB)")
+        return tomllib.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {name} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; expected {expected}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML config file; relative paths inside it are relative to its folder."""
+    path = Path(path)
+    data = read_toml(path, "config file", "a TOML config file")
+    return config_from_dict(data, source=str(path), base_dir=path.resolve().parent)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+_PATH_KEYS = {("model", "path"), ("data", "path"), ("data", "labels_path")}
+
+
+def config_to_toml(cfg: Config, absolute_paths: bool = True, omit: frozenset = frozenset()) -> str:
+    """The resolved config as TOML; paths made absolute so the file works from the run folder. Keys in
+    `omit` ("section.key") are left out (the set-up form's "the model's own" values)."""
+    lines = [f"# resolved from {cfg.source}"]
+    for name in _SECTIONS:
+        section = getattr(cfg, name)
+        lines.append(f"\n[{name}]")
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if value is None or f"{name}.{f.name}" in omit:
+                continue
+            if absolute_paths and value and (name, f.name) in _PATH_KEYS:
+                value = str(cfg.resolve_path(value).resolve())
+            if absolute_paths and name == "output" and f.name == "dir":
+                value = str(cfg.resolve_path(value).resolve())
+            if (absolute_paths and name == "model" and f.name == "architecture" and ".py:" in value):
+                file, _, obj = value.rpartition(":")
+                value = f"{cfg.resolve_path(file).resolve()}:{obj}"
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

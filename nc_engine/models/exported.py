@@ -1,0 +1,166 @@
+"""[model].format = "exported": a torch.export program (.pt2), checked before torch reads it."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nc_engine.config.settings import Config
+from nc_engine.errors import ModelError, first_line
+from nc_engine.models.checks import check_model_file
+
+
+class FixedBatch(nn.Module):
+    """Runs a model exported for one batch size on any batch: chunks of that size, the last one padded."""
+
+    def __init__(self, net: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.net = net
+        self.batch = batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for chunk in x.split(self.batch):
+            n = len(chunk)
+            if n < self.batch:
+                chunk = torch.cat([chunk, chunk.new_zeros((self.batch - n, *chunk.shape[1:]))])
+            outs.append(self.net(chunk)[:n])
+        return torch.cat(outs)
+
+
+class ExportedModule(nn.Module):
+    """Holds a torch.export program's module, whose .train()/.eval() raise; exported_to_eval sets its mode."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _train_flag_ops() -> dict[Any, int]:
+    """aten ops of an exported graph that take a train flag, and the flag's position."""
+    aten = torch.ops.aten
+    return {aten.dropout.default: 2, aten.feature_dropout.default: 2, aten.alpha_dropout.default: 2,
+            aten.feature_alpha_dropout.default: 2, aten.native_dropout.default: 2,
+            aten.batch_norm.default: 5, aten._native_batch_norm_legit.default: 5}
+
+
+def exported_to_eval(module: torch.fx.GraphModule) -> int:
+    """Put a torch.export module in eval mode in place; returns how many ops were switched.
+
+    An exported graph has the train flags of the export baked into its ops, and its .eval() raises, so a
+    model exported in train mode would keep dropout on and update batch-norm statistics on every forward.
+    torch 2.14 has no in-tree helper (torch.ao.quantization.move_exported_model_to_eval went to torchao);
+    this does what it does: set the train argument of dropout and batch-norm ops to False.
+    """
+    ops, changed = _train_flag_ops(), 0
+    for node in module.graph.nodes:
+        index = ops.get(node.target) if node.op == "call_function" else None
+        if index is None:
+            continue
+        name = node.target._schema.arguments[index].name
+        if len(node.args) > index and node.args[index]:
+            node.update_arg(index, False)
+            changed += 1
+        elif node.kwargs.get(name):
+            node.update_kwarg(name, False)
+            changed += 1
+    if changed:
+        module.recompile()
+    return changed
+
+
+def with_batch(net: nn.Module, batch: Any) -> nn.Module:
+    """Exports often fix the batch size; wrap the model so any batch works."""
+    return FixedBatch(net, batch) if isinstance(batch, int) and batch > 0 else net
+
+
+def _unpickled_pt2_entry(zf: zipfile.ZipFile, name: str) -> str | None:
+    """Why torch.export.load would unpickle (or run) something from this archive entry, or None."""
+    rel = name.partition("/")[2]  # entries sit under one root folder, named after the file
+    if rel.startswith("data/aotinductor/"):
+        return "AOTInductor compiled code"
+    if rel.startswith(("data/weights/", "data/constants/")) and rel.endswith(".pt"):
+        return "weights in the legacy pickled format"
+    if rel.startswith("data/sample_inputs/"):
+        try:  # torch retries a failed weights_only=True load with weights_only=False
+            torch.load(io.BytesIO(zf.read(name)), map_location="cpu", weights_only=True)
+        except Exception:
+            return "sample inputs that only load as a full pickle"
+        return None
+    if rel.endswith(("_weights_config.json", "_constants_config.json")):
+        try:
+            entries = json.loads(zf.read(name))["config"].items()
+        except Exception:
+            return "an unreadable weights/constants config"
+        for fqn, meta in entries:
+            if not isinstance(meta, dict) or meta.get("use_pickle"):
+                return f"{fqn!r} stored as a pickle"
+            if "constants" in rel and not str(meta.get("path_name", "")).startswith("tensor_"):
+                return f"{fqn!r} stored as a pickled object"
+    return None
+
+
+def _check_exported_archive(path: Path) -> None:
+    """Refuse a .pt2 archive that torch.export.load would unpickle: pickles run code (trust_pickle opts in).
+
+    Mirrors torch 2.14's loader (torch/export/pt2_archive/_package.py): it calls torch.load(weights_only=False)
+    for use_pickle weights/constants and legacy .pt weights, pickle.loads for opaque constants, a TorchScript
+    unpickler for custom objects, a weights_only=False retry for sample inputs, and loads AOTInductor code.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "version" in zf.namelist():  # the pre-2.8 layout: deserialised with a weights_only=False fallback
+                reason, where = "the old pickled torch.export format", "version"
+            else:
+                found = ((_unpickled_pt2_entry(zf, name), name) for name in zf.namelist())
+                reason, where = next(((r, n) for r, n in found if r), (None, ""))
+    except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+        raise ModelError(f"{path}: not a torch.export program ({first_line(exc)})") from None
+    if reason:
+        raise ModelError(f"{path}: the torch.export archive holds {reason} ({where}), which runs code when it "
+                         "loads; add trust_pickle = true to [model] only if you trust the file")
+
+
+def _load_exported(path: Path, trust_pickle: bool = False) -> nn.Module:
+    check_model_file(path, "torch.export program (.pt2)")
+    if not zipfile.is_zipfile(path):  # torch.export.save writes a zip; anything else is not one
+        raise ModelError(f"{path}: not a torch.export program (expected a .pt2 file written by torch.export.save)")
+    if not trust_pickle:
+        _check_exported_archive(path)
+    quiet = logging.getLogger("torch.export")  # it logs a traceback before raising; our line says it all
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        detail = "" if "warnings above" in str(exc) else f" ({type(exc).__name__}: {first_line(exc)})"
+        raise ModelError(f"{path}: not a torch.export program saved with torch.export.save{detail}") from None
+    finally:
+        quiet.setLevel(level)
+    user_inputs = set(program.graph_signature.user_inputs)
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs]
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: the exported program takes {len(inputs)} inputs; expected one image batch")
+    value = inputs[0].meta.get("val")
+    batch = value.shape[0] if value is not None and value.dim() == 4 else None
+    module = program.module()
+    exported_to_eval(module)
+    return with_batch(ExportedModule(module), batch if isinstance(batch, int) else None)
+
+
+def open_exported(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
+    return _load_exported(cfg.resolve_path(cfg.model.path), cfg.model.trust_pickle), {}

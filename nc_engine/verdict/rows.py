@@ -1,0 +1,86 @@
+"""A label's row in the report: the kept trial's numbers, the outlier test's verdict on it, and all its
+trials; and what the scan was (ScanInfo)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from nc_engine.run.runfolder import trigger_paths
+
+TRIAL_KEYS = ("trial", "seed", "l1_norm", "asr", "steps", "converged", "stop_reason")
+
+
+@dataclass
+class LabelRow:
+    """One label: the kept trial's numbers, the outlier test's verdict on it, and all its trials."""
+
+    label: int
+    name: str
+    l1_norm: float
+    asr: float | None
+    anomaly_index: float | None
+    flagged: bool
+    converged: bool
+    kept_trial: int
+    steps: int
+    seconds: float
+    trials: list[dict]
+    mask_png: str
+    pattern_png: str
+    fusion_png: str
+    trigger_npz: str
+    stage: str = "full"  # screened scans: "confirmed" (searched at the full budget) or "screened" (not)
+    screen_l1: float | None = None  # screened scans: the screening pass's L1 norm
+    # what the outlier test divided l1_norm by to take out the class-frequency line (1: nothing)
+    frequency_factor: float = 1.0
+
+
+@dataclass
+class ScanInfo:
+    """What the scan was: recorded in the report beside the results."""
+
+    clean_accuracy: float = math.nan
+    device: str = ""
+    strategy: str = ""
+    group_size: int = 0
+    preset: str = ""
+    samples: int = 0
+    asr_samples: int = 0
+    model: str = ""
+    data: str = ""
+    class_names: list[str] = field(default_factory=list)
+    trials_per_label: int = 1
+    seconds: float = 0.0
+    images: int = 0  # stamped images processed
+    outputs: str = ""  # what the model's outputs were taken to be: logits or probabilities
+    label_share: list[float] = field(default_factory=list)  # each class's share of the scanned data's labels
+
+
+def _asr_key(trial: dict) -> tuple[float, float]:
+    asr = trial.get("asr")
+    asr = -1.0 if asr is None or (isinstance(asr, float) and math.isnan(asr)) else asr
+    return (asr, -trial["l1_norm"])  # highest ASR; ties: smaller L1
+
+
+def kept_trial(trials: list[dict]) -> dict:
+    """The trial a label keeps: the highest held-out ASR, ties broken by the smaller trigger."""
+    return max(sorted(trials, key=lambda t: t["trial"]), key=_asr_key)
+
+
+def label_rows(trials: list[dict], class_names: list[str]) -> list[LabelRow]:
+    """One row per label from its trials: the kept trial's numbers plus the list of all trials."""
+    by_label: dict[int, list[dict]] = {}
+    for t in trials:
+        by_label.setdefault(t["label"], []).append(t)
+    rows = []
+    for label in sorted(by_label):
+        ts = sorted(by_label[label], key=lambda t: t["trial"])
+        kept = kept_trial(ts)
+        rows.append(LabelRow(
+            label=label, name=class_names[label] if label < len(class_names) else str(label),
+            l1_norm=kept["l1_norm"], asr=kept["asr"], anomaly_index=None, flagged=False,
+            converged=kept["converged"], kept_trial=kept["trial"],
+            steps=sum(t["steps"] for t in ts), seconds=sum(t["seconds"] for t in ts),
+            trials=[{k: t[k] for k in TRIAL_KEYS} for t in ts], **trigger_paths(label)))
+    return rows

@@ -1,0 +1,103 @@
+"""The max-margin detector: its statistic on real demo models, its order-statistic test, the verdict it
+joins, and its place in a scan's run folder (saved, logged, reused on resume, a damaged file re-run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nc_engine import load_config, run_scan
+from nc_engine.detectors.margin_result import MarginResult
+from nc_engine.detectors.max_margin import MarginSettings, detect, order_statistic_test
+from nc_engine.models.load import load_model
+from nc_engine.run.runfolder import RunFolder
+from nc_engine.verdict.combine import with_detectors
+from nc_engine.verdict.formatting import verdict_line
+from nc_engine.verdict.report import Report
+from nc_engine.verdict.rows import ScanInfo
+
+SETTINGS = MarginSettings()  # a scan's: shorter ascents (60 steps) flagged a clean demo model
+
+
+def _margins(info) -> MarginResult:
+    cfg = load_config(info.config)
+    model = load_model(cfg, torch.device("cpu"))
+    return detect(model, 10, cfg.model.input_shape, torch.device("cpu"), SETTINGS)
+
+
+def test_the_backdoor_target_reaches_the_largest_margin_and_is_flagged(demo_backdoored):
+    result = _margins(demo_backdoored)
+    target = demo_backdoored.target
+    assert result.top_label == target and result.flagged == [target]
+    others = [m for k, m in enumerate(result.margins) if k != target]
+    assert result.margins[target] > 1.5 * max(others)
+    assert result.images == 10 * SETTINGS.starts * (SETTINGS.steps + 1)
+
+
+def test_a_clean_demo_model_is_not_flagged(demo_clean):
+    result = _margins(demo_clean)
+    assert result.flagged == [] and result.p_value is not None and result.p_value > 0.05
+
+
+def test_the_order_statistic_test_flags_only_a_clear_maximum():
+    rng = np.random.default_rng(0)
+    null = rng.gamma(20.0, 3.0, 9)
+    assert order_statistic_test(np.append(null, 3 * null.max()), 0.05)[0] == [9]
+    flagged, p_value, note = order_statistic_test(np.append(null, null.mean()), 0.05)
+    assert flagged == [] and p_value > 0.5 and note == ""
+    assert "too few" in order_statistic_test(np.array([1.0, 2.0, 30.0]), 0.05)[2]
+    assert "not positive" in order_statistic_test(np.array([-1.0, 2.0, 3.0, 4.0, 40.0]), 0.05)[2]
+    assert "not finite" in order_statistic_test(np.array([1.0, 2.0, 3.0, np.inf, 4.0]), 0.05)[2]
+
+
+def _result(flagged: list[int]) -> MarginResult:
+    margins = [10.0, 11.0, 12.0, 40.0 if flagged else 13.0]
+    return MarginResult(margins, flagged, 0.001 if flagged else 0.4, 3, 0.05, 11.0, 100, 0.1)
+
+
+def _report(verdict: str, flagged: list[int]) -> Report:
+    return Report(2, True, verdict, flagged, 20.0, 0.3, 1.11, "log_l1", 8.0, "", ScanInfo(), [0, 1, 2, 3], [])
+
+
+def test_a_label_the_margins_flag_makes_a_clean_verdict_backdoored_and_says_who_fired():
+    combined = with_detectors(_report("clean", []), {"max_margin": _result([3])})
+    assert combined.verdict == "backdoored" and combined.flagged == [3] and combined.fired == ["max_margin"]
+    assert "max_margin flagged label(s) 3" in verdict_line(combined)
+    assert "max-margin: label 3 reaches margin 40.0" in verdict_line(combined)
+    both = with_detectors(_report("backdoored", [1]), {"max_margin": _result([3])})
+    assert both.flagged == [1, 3] and both.fired == ["neural_cleanse", "max_margin"]
+    quiet = with_detectors(_report("clean", []), {"max_margin": _result([])})
+    assert quiet.verdict == "clean" and quiet.fired == [] and "not an outlier" in verdict_line(quiet)
+    unsure = with_detectors(_report("inconclusive", []), {"max_margin": _result([3])})
+    assert unsure.verdict == "inconclusive" and unsure.detectors["max_margin"]["flagged"] == [3]
+
+
+def _scan(info, tmp_path) -> Report:
+    cfg = load_config(info.config)
+    cfg.output.dir = str(tmp_path / "runs")
+    cfg.detect.max_margin = True
+    cfg.scan.preset = "fast"
+    return run_scan(cfg)
+
+
+def test_a_scan_with_max_margin_records_logs_and_reuses_its_evidence(demo_backdoored, tmp_path):
+    report = _scan(demo_backdoored, tmp_path)
+    evidence = report.detectors["max_margin"]
+    assert evidence["top_label"] == demo_backdoored.target and demo_backdoored.target in report.flagged
+    folder = RunFolder(Path(report.run_dir))
+    saved = json.loads(folder.detector_path("max_margin").read_text())
+    assert saved["margins"] == evidence["margins"]
+    assert "max-margin: label" in (folder.path / "log.txt").read_text()
+    again = Report.read(report.run_dir)
+    assert again.detectors == report.detectors and again.fired == report.fired
+    # a damaged result is said and measured again, to the same margins (its starts come from the seed)
+    folder.detector_path("max_margin").write_text("{not json")
+    warnings = []
+    resumed = run_scan(None, lambda e: warnings.append(e.message) if e.kind == "warning" else None,
+                       resume=report.run_dir)
+    assert any("max_margin.json: damaged" in w for w in warnings)
+    assert resumed.detectors["max_margin"]["margins"] == pytest.approx(evidence["margins"])

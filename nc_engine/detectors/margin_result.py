@@ -26,6 +26,10 @@ class MarginResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def per_label(self) -> str:
+        """Every label's margin, for the log: the evidence behind the summary."""
+        return "max-margin per label: " + ", ".join(f"{k}: {m:.1f}" for k, m in enumerate(self.margins))
+
     def summary(self) -> str:
         """The finding in one line (log, console, verdict)."""
         if self.note or self.top_label is None or self.p_value is None:

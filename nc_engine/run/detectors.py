@@ -29,5 +29,5 @@ def run_detectors(prep: Prepared, folder: RunFolder, bus: ev.EventBus,
             return results
         folder.save_detector(NAME, result.to_dict())
     results[NAME] = result
-    bus.emit(ev.DetectorFinished(NAME, result.flagged, result.summary(), result.to_dict()))
+    bus.emit(ev.DetectorFinished(NAME, result.flagged, result.summary(), [result.per_label()], result.to_dict()))
     return results

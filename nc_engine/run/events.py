@@ -137,6 +137,7 @@ class DetectorFinished(Event):
     name: str
     flagged: list[int]
     summary: str  # one line for the log and the console
+    details: list[str] = field(default_factory=list)  # the evidence, for the log
     result: dict[str, Any] = field(default_factory=dict)
 
 

@@ -39,6 +39,7 @@ class RunRecorder:
 
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         result = {k: v for k, v in e.to_dict().items() if k != "event"}
+        assert e.mask is not None and e.pattern is not None  # a finished trial carries its trigger
         self.folder.save_trial(result, e.mask, e.pattern)
         self.folder.drop_inflight(e.key)
 
@@ -47,11 +48,12 @@ class RunRecorder:
             self._log(saved_line(e.searches))
 
     def on_label_finished(self, e: ev.LabelFinished) -> None:
+        assert e.mask is not None and e.pattern is not None  # the kept trial's trigger
         self.folder.save_trigger(e.label, e.mask, e.pattern)
         self._log(label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged))
 
     def on_detector_finished(self, e: ev.DetectorFinished) -> None:
-        self._log(e.summary)
+        self._log(e.summary, *e.details)
 
     def on_scan_finished(self, e: ev.ScanFinished) -> None:
         report = e.report

@@ -40,14 +40,16 @@ def table_rows(report: Report, area: int | None = None) -> list[dict[str, Any]]:
     """Formatted cells per label, most anomalous first; "flagged" says whether to highlight the row.
     `area` (the mask's H*W, when known) lets a mask covering most of the image show as degenerate."""
     rows = sorted(report.labels, key=lambda r: -(r.anomaly_index if r.anomaly_index is not None else -math.inf))
+    by_others = set(report.flagged) - {r.label for r in report.labels if r.flagged}  # another detector flagged
     out = []
     for r in rows:
         degenerate = is_degenerate(r, area)
-        status = ("FLAGGED" if r.flagged else "degenerate" if degenerate
+        status = ("FLAGGED" if r.flagged else "FLAGGED (margin)" if r.label in by_others else "degenerate" if degenerate
                   else "not converged" if not r.converged else "screened" if r.stage == "screened" else "")
         cells = (str(r.label), r.name, fmt_num(r.l1_norm, ".2f"), fmt_num(r.asr, ".1%"),
                  fmt_num(r.anomaly_index, ".2f"), str(r.steps), status)
-        out.append({"label": r.label, "cells": cells, "flagged": r.flagged, "degenerate": degenerate})
+        out.append({"label": r.label, "cells": cells, "flagged": r.flagged or r.label in by_others,
+                    "degenerate": degenerate})
     return out
 
 

@@ -18,13 +18,10 @@ from textual.validation import Function, Integer, ValidationResult, Validator
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from nc_engine.config.settings import (
-    BACKENDS,
-    DATA_FORMATS,
-    MODEL_FORMATS,
+    CHOICES,
     OWN_PREPROCESSING_FORMATS,
     PREPROCESSING_KEYS,
     PRESETS,
-    STRATEGIES,
     Config,
     ScanConfig,
     config_from_dict,
@@ -95,31 +92,31 @@ class Field:
     key: str
     label: str
     kind: str = "text"  # text | path | budget (empty: preset) | count (0 allowed) | list3 | list | labels | select
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # a select's choices: the key's own (settings.CHOICES)
     placeholder: str = ""
 
 
 FIELDS = (
     Field("model", "path", "Model file", "path", placeholder="model.pt"),
-    Field("model", "format", "Model format", "select", MODEL_FORMATS),
+    Field("model", "format", "Model format", "select", CHOICES["model", "format"]),
     Field("model", "architecture", "Architecture", placeholder="net.py:Net or resnet18 (state_dict/torchvision)"),
     Field("model", "num_classes", "Classes", "count", placeholder="0 = infer from the model"),
     Field("model", "input_shape", "Input shape C,H,W", "list3"),
     Field("model", "mean", "Normalise mean", "list"),
     Field("model", "std", "Normalise std", "list"),
     Field("data", "path", "Data", "path", placeholder="data.npz or an image folder / .tar.gz"),
-    Field("data", "format", "Data format", "select", DATA_FORMATS),
+    Field("data", "format", "Data format", "select", CHOICES["data", "format"]),
     Field("data", "split", "Split"),
     Field("scan", "labels", "Labels", "labels", placeholder="all, or 0, 3, 7"),
-    Field("scan", "preset", "Budget preset", "select", tuple(PRESETS)),
+    Field("scan", "preset", "Budget preset", "select", CHOICES["scan", "preset"]),
     Field("scan", "trials", "Trials per label", "budget"),
     Field("scan", "samples", "Samples per step", "budget"),
     Field("scan", "max_steps", "Max steps", "budget"),
     Field("scan", "batch_size", "Batch size", "budget"),
     Field("scan", "device", "Device", "select"),
-    Field("scan", "strategy", "Strategy", "select", STRATEGIES),
+    Field("scan", "strategy", "Strategy", "select", CHOICES["scan", "strategy"]),
     Field("output", "dir", "Output folder", "path"),
-    Field("compute", "backend", "Compute backend", "select", BACKENDS),
+    Field("compute", "backend", "Compute backend", "select", CHOICES["compute", "backend"]),
     Field("compute", "address", "Ray address", placeholder="empty = a local Ray; auto = the running cluster"),
     Field("compute", "workers", "Ray workers", "count", placeholder="0 = one per GPU (or per CPU)"),
 )

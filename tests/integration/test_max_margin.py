@@ -3,6 +3,7 @@ joins, and its place in a scan's run folder (saved, logged, reused on resume, a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,9 +17,9 @@ from nc_engine.detectors.max_margin import MarginSettings, detect, order_statist
 from nc_engine.models.load import load_model
 from nc_engine.run.runfolder import RunFolder
 from nc_engine.verdict.combine import with_detectors
-from nc_engine.verdict.formatting import verdict_line
+from nc_engine.verdict.formatting import table_rows, verdict_line
 from nc_engine.verdict.report import Report
-from nc_engine.verdict.rows import ScanInfo
+from nc_engine.verdict.rows import LabelRow, ScanInfo
 
 SETTINGS = MarginSettings()  # a scan's: shorter ascents (60 steps) flagged a clean demo model
 
@@ -48,7 +49,7 @@ def test_the_order_statistic_test_flags_only_a_clear_maximum():
     null = rng.gamma(20.0, 3.0, 9)
     assert order_statistic_test(np.append(null, 3 * null.max()), 0.05)[0] == [9]
     flagged, p_value, note = order_statistic_test(np.append(null, null.mean()), 0.05)
-    assert flagged == [] and p_value > 0.5 and note == ""
+    assert flagged == [] and p_value > 0.05 and note == ""  # the null's own largest draw is no outlier
     assert "too few" in order_statistic_test(np.array([1.0, 2.0, 30.0]), 0.05)[2]
     assert "not positive" in order_statistic_test(np.array([-1.0, 2.0, 3.0, 4.0, 40.0]), 0.05)[2]
     assert "not finite" in order_statistic_test(np.array([1.0, 2.0, 3.0, np.inf, 4.0]), 0.05)[2]
@@ -70,6 +71,9 @@ def test_a_label_the_margins_flag_makes_a_clean_verdict_backdoored_and_says_who_
     assert "max-margin: label 3 reaches margin 40.0" in verdict_line(combined)
     both = with_detectors(_report("backdoored", [1]), {"max_margin": _result([3])})
     assert both.flagged == [1, 3] and both.fired == ["neural_cleanse", "max_margin"]
+    row = LabelRow(3, "3", 30.0, 1.0, 0.2, False, True, 0, 10, 1.0, [], "", "", "", "")
+    shown = table_rows(dataclasses.replace(combined, labels=[row]))
+    assert shown[0]["cells"][-1] == "FLAGGED (margin)" and shown[0]["flagged"]
     quiet = with_detectors(_report("clean", []), {"max_margin": _result([])})
     assert quiet.verdict == "clean" and quiet.fired == [] and "not an outlier" in verdict_line(quiet)
     unsure = with_detectors(_report("inconclusive", []), {"max_margin": _result([3])})
@@ -91,7 +95,8 @@ def test_a_scan_with_max_margin_records_logs_and_reuses_its_evidence(demo_backdo
     folder = RunFolder(Path(report.run_dir))
     saved = json.loads(folder.detector_path("max_margin").read_text())
     assert saved["margins"] == evidence["margins"]
-    assert "max-margin: label" in (folder.path / "log.txt").read_text()
+    log = (folder.path / "log.txt").read_text()
+    assert "max-margin: label" in log and "max-margin per label: 0: " in log
     again = Report.read(report.run_dir)
     assert again.detectors == report.detectors and again.fired == report.fired
     # a damaged result is said and measured again, to the same margins (its starts come from the seed)

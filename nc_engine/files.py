@@ -63,7 +63,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Run `write` on a temporary file beside `path`, then rename it over `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -84,12 +84,12 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
+    write_atomic(path, lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]  # stubs: **arrays might fill allow_pickle
 
 
 def write_raw_npz(path: Path, **arrays: np.ndarray) -> None:
     """For float state written while a scan runs: noise-like floats barely compress, and deflate is slow."""
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # stubs: **arrays might fill allow_pickle
 
 
 def write_png(path: Path, array: np.ndarray) -> None:

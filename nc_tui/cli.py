@@ -10,6 +10,7 @@ import threading
 import warnings
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 from nc_engine.compute.process_tuning import tune_process
 from nc_engine.config.settings import load_config
@@ -312,7 +313,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"demo: training a small {kind} CNN on synthetic 28x28 images in {args.dir}/ ...")
     info = make_demo(args.dir, backdoor=not args.clean, seed=args.seed, on_progress=TrainingLines(console))
     console.print(f"demo: clean accuracy {info.clean_accuracy:.1%}" + (
-        f"; the real trigger is a 4x4 white square at row {info.trigger['top']}, column {info.trigger['left']}"
+        # trigger is set whenever target is
+        f"; the real trigger is a 4x4 white square at row {cast(dict, info.trigger)['top']}, "
+        f"column {cast(dict, info.trigger)['left']}"
         f" that sends {info.attack_success_rate:.1%} of images to label {info.target}" if info.target is not None
         else "") + (" (cached)" if info.cached else f" (trained in {info.train_seconds:.1f}s)"))
     console.print(f"demo: scanning with {info.config}")

@@ -191,8 +191,9 @@ class RayCompute:
 
     def _spawn(self, index: int) -> _Worker:
         threads = max(1, int(self.options.get("num_cpus", 1)))
-        handle = SearchWorker.options(name=f"nc-tui-{self.token}-w{index}", **self.options).remote(
-            self.model_ref, threads, self.on_gpu)
+        # mypy keeps a decorated class's own type; @ray.remote made SearchWorker an ActorClass
+        handle = SearchWorker.options(  # type: ignore[attr-defined]
+            name=f"nc-tui-{self.token}-w{index}", **self.options).remote(self.model_ref, threads, self.on_gpu)
         return _Worker(index, handle)
 
     def replacement(self) -> _Worker:

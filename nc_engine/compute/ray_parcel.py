@@ -12,6 +12,7 @@ import io
 import pickle
 import sys
 import warnings
+from typing import Any
 
 import torch
 from ray import cloudpickle
@@ -29,7 +30,7 @@ def _script_from_bytes(data: bytes) -> torch.jit.ScriptModule:
 
 
 class _Pickler(cloudpickle.Pickler):
-    def reducer_override(self, obj: object) -> object:
+    def reducer_override(self, obj: object) -> Any:
         if isinstance(obj, torch.jit.ScriptModule):
             buffer = io.BytesIO()
             torch.jit.save(obj, buffer)

@@ -50,7 +50,7 @@ def thin_steps(events: list[WorkerEvent]) -> list[WorkerEvent]:
     return events
 
 
-@ray.remote(concurrency_groups={"control": 1})
+@ray.remote(concurrency_groups={"control": 1})  # type: ignore[call-overload]  # ray's overloads omit this option
 class SearchWorker:
     """A Ray actor: `run` searches in the default thread; `poll` and `halt` answer from the control one."""
 
@@ -77,6 +77,7 @@ class SearchWorker:
 
     def run(self, call: int, jobs: list[Job], settings: SearchSettings, group: int) -> tuple[int, bool]:
         """search_triggers over `jobs` (group 0: chosen for this device); its reports go to the buffer."""
+        assert self.x is not None  # the driver calls set_samples first
         group = group or choose_group_size(self.model, self.x, settings.batch_size, len(jobs))
 
         def on_step(stats: StepStats, images: int) -> None:

@@ -127,6 +127,7 @@ def _load_npy(path: Path, key: str) -> np.ndarray:
 
 def open_npy(cfg: Config) -> DataSource:
     images = cfg.resolve_path(cfg.data.path)
+    labels: Path | None
     if cfg.data.labels_path:
         labels = cfg.resolve_path(cfg.data.labels_path)
     else:

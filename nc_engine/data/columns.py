@@ -110,7 +110,7 @@ def image_bytes(value: Any) -> bytes | list | None:
 def _array_image(value: list, name: str, integer: bool, warn: Callable[[str], None]) -> torch.Tensor | None:
     """An array cell (H x W, H x W x C or C x H x W) as a float C x H x W tensor in [0, 1]."""
     try:
-        arr = np.asarray(value, dtype=np.float32)
+        arr: np.ndarray = np.asarray(value, dtype=np.float32)
     except ValueError:
         arr = np.zeros(0)
     if arr.ndim == 2:

@@ -42,7 +42,7 @@ def split_folder(path: Path, split: str) -> Path:
     if not path.is_dir():
         raise DataError(f"{path}: expected {_EXPECTED} ([data].path with format = \"hf\")")
     if (path / "dataset_dict.json").is_file():
-        splits = _read_json(path / "dataset_dict.json")
+        splits: Any = _read_json(path / "dataset_dict.json")
         splits = splits.get("splits") if isinstance(splits, dict) else None
         if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
             raise DataError(f"{path / 'dataset_dict.json'}: expected {{\"splits\": [...]}} as save_to_disk writes it")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
+from typing import IO, cast
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ def _is_image(member: str) -> bool:
     return PurePosixPath(member).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _select_tree(members: list[str], split: str, where: Path, dirs: list[str] = ()
+def _select_tree(members: list[str], split: str, where: Path, dirs: Sequence[str] = ()
                  ) -> tuple[list[str], list[str], np.ndarray]:
     """Image member paths -> (kept paths, class names, labels); class = parent folder, sorted.
 
@@ -56,7 +57,8 @@ def _select_tree(members: list[str], split: str, where: Path, dirs: list[str] = 
 
 
 def _folder_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarray, Reader]:
-    files, dirs = [], []
+    files: list[str] = []
+    dirs: list[str] = []
     for p in path.rglob("*"):
         (files if p.is_file() else dirs).append(p.relative_to(path).as_posix())
     images, classes, labels = _select_tree(files, split, path, dirs)
@@ -66,7 +68,10 @@ def _folder_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarr
 def _tar_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarray, Reader]:
     # Listing a .tar.gz decompresses all of it; keeping the image bytes as we go costs little more,
     # so the scan's reads need no second pass (unless the images are too large to keep).
-    files, dirs, cache, size = [], [], {}, 0
+    files: list[str] = []
+    dirs: list[str] = []
+    cache: dict[str, bytes] | None = {}
+    size = 0
     try:
         with tarfile.open(path) as tar:
             for member in tar:
@@ -75,7 +80,7 @@ def _tar_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarray,
                 elif member.isfile():
                     files.append(member.name)
                     if cache is not None and _is_image(member.name):
-                        cache[member.name] = tar.extractfile(member).read()
+                        cache[member.name] = cast(IO[bytes], tar.extractfile(member)).read()  # isfile(): not None
                         size += member.size
                         cache = cache if size <= _TAR_CACHE_BYTES else None
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -91,7 +96,7 @@ def _tar_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarray,
         with tarfile.open(path) as tar:  # one sequential pass per call
             for member in tar:
                 if member.name in want:
-                    out[member.name] = tar.extractfile(member).read()
+                    out[member.name] = cast(IO[bytes], tar.extractfile(member)).read()  # an image file: not None
                     if len(out) == len(want):
                         break
         return out

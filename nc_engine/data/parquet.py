@@ -59,11 +59,11 @@ def _parquet_files(path: Path, split: str) -> list[Path]:
 
 
 def _read_rows(files: list[Any], groups: list[tuple[int, int, int]], rows: np.ndarray,
-               image: str) -> dict[int, bytes | None]:
+               image: str) -> dict[int, bytes | list | None]:
     """The image cells of the global `rows`, reading only the row groups that hold them."""
     starts = np.array([start for _, _, start in groups])
     where = np.searchsorted(starts, rows, side="right") - 1
-    cells: dict[int, bytes | None] = {}
+    cells: dict[int, bytes | list | None] = {}
     for g in np.unique(where):
         file, group, start = groups[g]
         column = files[file].read_row_group(group, columns=[image]).column(0)

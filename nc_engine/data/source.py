@@ -62,6 +62,7 @@ def check_regular_file(path: Path, key: str, expected: str) -> None:
 
 
 def decode_image(raw: bytes, name: str, channels: int, warn: Callable[[str], None]) -> torch.Tensor | None:
+    img: Image.Image
     try:
         with Image.open(io.BytesIO(raw)) as img:
             img = img.convert("L" if channels == 1 else "RGB")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ _TV_SPLITS = {"MNIST": ("train", "test"), "FashionMNIST": ("train", "test"), "CI
 _TV_TRAIN_FLAG = {"MNIST", "FashionMNIST", "CIFAR10", "CIFAR100"}
 
 
-def _tv_labels(ds: object) -> np.ndarray:
+def _tv_labels(ds: Any) -> np.ndarray:
     for attr in ("targets", "labels"):
         if getattr(ds, attr, None) is not None:
             return np.asarray(getattr(ds, attr)).astype(np.int64)
@@ -63,7 +64,7 @@ def open_torchvision(cfg: Config) -> DataSource:
     return source
 
 
-def _decode_items(ds: object, labels: np.ndarray, cfg: Config, where: str) -> DataSource:
+def _decode_items(ds: Any, labels: np.ndarray, cfg: Config, where: str) -> DataSource:
     """Datasets without an image array (GTSRB): decode only the selected items through the dataset."""
     channels = cfg.model.input_shape[0]
 

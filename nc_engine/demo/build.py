@@ -117,6 +117,7 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
     clean = accuracy(model, x_test, y_test, DEMO_NORM, DEMO_NORM)
     asr = None
     if backdoor:
+        assert trigger is not None  # set above when backdoor
         keep = y_test != target
         asr = accuracy(model, stamp_patch(x_test[keep], trigger), np.full(keep.sum(), target), DEMO_NORM, DEMO_NORM)
     scripted = torch.jit.script(model)

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ def load_options(path: str | Path, base: MitigationOptions | None = None) -> Mit
             kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(default)]
             raise MitigationError(f"{path}: [mitigate].{key} must be {kind}, got {value!r}")
         elif key == "data" and value:  # relative to the options file, as config paths are
-            value = str((path.resolve().parent / value).resolve())
+            value = str((path.resolve().parent / cast(str, value)).resolve())  # a str: checked above
         setattr(opts, key, float(value) if isinstance(default, float) else value)
     check_options(opts)
     return opts
@@ -128,7 +128,8 @@ def load_context(run_dir: str | Path, options: MitigationOptions, warn: Callable
         if arrays is None:
             raise MitigationError(f"{folder.trigger_file(label)}: reversed trigger of label {label} not found "
                                   "(was it scanned?)")
-        triggers[label] = tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in arrays)
+        triggers[label] = cast(tuple[torch.Tensor, torch.Tensor],  # (mask, pattern)
+                               tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in arrays))
     source = open_data(cfg)
     opt_idx, asr_idx = folder.read_samples()
     x_eval, asr_idx = source.load(asr_idx, warn)
@@ -343,7 +344,7 @@ def _save_keras(net: nn.Module, path: Path) -> Path:
         raise MitigationError("expected a Keras model to save as .keras")
     partial = path.with_name(f".partial-{path.name}")  # keras picks the writer by the .keras suffix
     try:
-        net.save_keras(partial)
+        cast(Any, net).save_keras(partial)  # a KerasNet: checked above
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from nc_engine.detectors.neural_cleanse.trigger import stamp
 from nc_engine.mitigate import events as mev
 from nc_engine.mitigate.common import Context, MitigationOptions, evaluate, save_repaired
 from nc_engine.models.load import load_model
+from nc_engine.models.scan_model import ScanModel
 from nc_engine.run import events as ev
 
 
@@ -62,7 +63,7 @@ LR_BACKOFFS = 3  # halvings of the learning rate tried after the first fine-tuni
 
 
 def _fine_tune(ctx: Context, options: MitigationOptions, lr: float,
-               emit: Callable[[ev.Event], None]) -> tuple[torch.nn.Module, int]:
+               emit: Callable[[ev.Event], None]) -> tuple[ScanModel, int]:
     """A fresh copy of the scanned model fine-tuned at `lr` (same seed each time); returns it and the
     number of stamped images it saw."""
     model = load_model(ctx.cfg, ctx.device)  # a second copy: ctx.model stays the original

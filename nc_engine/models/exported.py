@@ -121,6 +121,7 @@ def _check_exported_archive(path: Path) -> None:
     for use_pickle weights/constants and legacy .pt weights, pickle.loads for opaque constants, a TorchScript
     unpickler for custom objects, a weights_only=False retry for sample inputs, and loads AOTInductor code.
     """
+    reason: str | None
     try:
         with zipfile.ZipFile(path) as zf:
             if "version" in zf.namelist():  # the pre-2.8 layout: deserialised with a weights_only=False fallback

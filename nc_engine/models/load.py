@@ -37,7 +37,7 @@ def _build_with_defaults(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
 def _with_own_preprocessing(cfg: Config, own: dict[str, Any]) -> ModelConfig:
     """[model] with mean, std and input_shape the config did not give taken from the model's own values."""
     m = cfg.model
-    shape = own.get("input_shape") if not cfg.gave("model", "input_shape") else None
+    shape: Any = own.get("input_shape") if not cfg.gave("model", "input_shape") else None
     fits = isinstance(shape, list | tuple) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)
     changes: dict[str, Any] = {"input_shape": [int(v) for v in shape]} if fits else {}
     channels = changes.get("input_shape", m.input_shape)[0]

@@ -3,6 +3,8 @@ log-probabilities; the device it runs on; and the checks that it is fit to scan.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -16,6 +18,10 @@ PROB_FLOOR = 1e-30
 
 class ScanModel(nn.Module):
     """`net` behind the model's normalisation; outputs are logits or log-probabilities."""
+
+    if TYPE_CHECKING:  # buffers, registered in __init__ (a runtime annotation would change what TorchScript sees)
+        mean: torch.Tensor
+        std: torch.Tensor
 
     def __init__(self, net: nn.Module, mean: list[float], std: list[float], log_probs: bool,
                  num_classes: int = 0) -> None:

@@ -33,6 +33,7 @@ def import_object(spec: str, base_dir: Path) -> Any:
             raise ModelError(f"{file}: architecture file not found ([model].architecture = {spec!r})")
         mod_name = f"nc_user_arch_{abs(hash(str(file.resolve())))}"
         loader_spec = importlib.util.spec_from_file_location(mod_name, file)
+        assert loader_spec is not None and loader_spec.loader is not None  # always, for a .py file
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[mod_name] = module
         try:

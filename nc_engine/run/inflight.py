@@ -133,7 +133,7 @@ def _meta(data: Mapping[str, np.ndarray]) -> dict[str, Any]:
         if type(meta.get(k)) is not bool:
             raise CheckpointProblem(f"meta {k!r} is not true/false")
     for k in SCHEDULE_FLOATS + ("adam_t", "seconds"):
-        v = meta.get(k)
+        v: Any = meta.get(k)
         if v is None and k in ("best_l1", "early_stop_best"):
             meta[k] = math.inf
         elif type(v) not in (int, float) or not math.isfinite(v) or v < 0:

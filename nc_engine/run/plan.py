@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -91,14 +92,16 @@ def plan_scan(prep: Prepared, previous: list[dict], inflight: dict[Key, SlotChec
     for k in stale:
         del inflight[k]
     jobs = continued_first([Job(label, trial, job_seed(s.seed, label, trial)) for label in labels
-                            for trial in range(s.trials) if (label, trial, "trial") not in finished], inflight)
+                            for trial in range(cast(int, s.trials))  # the preset's: never None here
+                            if (label, trial, "trial") not in finished], inflight)
     screen = screening_wanted(s.screening, len(labels), s.screen_min_labels)
     screen_jobs = continued_first([Job(label, 0, job_seed(s.seed, label, SCREEN_SEED_OFFSET), "screen")
                                    for label in labels if (label, 0, "screen") not in finished] if screen else [],
                                   inflight)
     # a resume keeps the group size the stopped run had, so its groups (and their sums) are the same
     group = 1 if s.strategy == "sequential" else (s.group_size or max((c.group for c in inflight.values()), default=0)
-                                                  or choose_group_size(prep.model, prep.data.x_opt, s.batch_size,
+                                                  or choose_group_size(prep.model, prep.data.x_opt,
+                                                                       cast(int, s.batch_size),
                                                                        max(len(jobs), len(screen_jobs))))
     full = [t for t in previous if t.get("stage", "trial") != "screen"]
     done = {t["label"] for t in full if sum(u["label"] == t["label"] for u in full) >= s.trials}

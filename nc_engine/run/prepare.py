@@ -54,6 +54,7 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
     Class names are the data's, else the model's own (`model_names`), else the label numbers."""
     source = open_data(cfg)
     s = cfg.scan
+    assert s.samples is not None and s.asr_samples is not None and s.batch_size is not None  # the preset's
     if indices is None:
         indices = split_samples(source.labels, s.samples, s.asr_samples, s.seed, cfg.data.max_images)
     opt_idx, asr_idx = indices
@@ -79,7 +80,7 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
 def with_model_classes(cfg: Config, model: ScanModel) -> Config:
     """With num_classes absent from the config, the model's own count (which the run folder records);
     [scan].labels are checked against it. Mean, std and input_shape the model supplied are recorded too."""
-    own = {k: v for k, v in model.preprocessing.items() if getattr(cfg.model, k) != v}
+    own: dict[str, Any] = {k: v for k, v in model.preprocessing.items() if getattr(cfg.model, k) != v}
     if own:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **own))
     if cfg.model.num_classes:

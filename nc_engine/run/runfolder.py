@@ -210,7 +210,7 @@ class RunFolder:
 
     def lock(self, warn: Warn) -> None:
         """Take RUN/.lock for this process; refuse while a live process holds it, take over a dead one's."""
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        me: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
         tmp = self.path / f".lock.{os.getpid()}.tmp"
         with writing(self.path, ".lock"):
             write_json(tmp, me)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from nc_engine.run.runfolder import trigger_paths
 
@@ -82,5 +83,6 @@ def label_rows(trials: list[dict], class_names: list[str]) -> list[LabelRow]:
             l1_norm=kept["l1_norm"], asr=kept["asr"], anomaly_index=None, flagged=False,
             converged=kept["converged"], kept_trial=kept["trial"],
             steps=sum(t["steps"] for t in ts), seconds=sum(t["seconds"] for t in ts),
-            trials=[{k: t[k] for k in TRIAL_KEYS} for t in ts], **trigger_paths(label)))
+            trials=[{k: t[k] for k in TRIAL_KEYS} for t in ts],
+            **cast(dict[str, Any], trigger_paths(label))))  # the four *_png/*_npz path fields
     return rows

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 from textual import on, work
@@ -26,6 +27,9 @@ from ..messages import EngineEvent
 from ..state import ScanState
 from ..widgets.titlebar import TitleBar
 from .results import ResultsScreen
+
+if TYPE_CHECKING:
+    from ..app import NCApp
 
 REFRESH_SECONDS = 0.4
 COLUMNS = ("model", "state", "verdict", "flagged", "time")
@@ -112,7 +116,7 @@ class AuditScreen(Screen):
 
     def start(self) -> None:
         self.stop = threading.Event()
-        self.app.scan_stops.append(self.stop)
+        cast("NCApp", self.app).scan_stops.append(self.stop)
         self.running = True
         self.run_audit()
 
@@ -177,7 +181,7 @@ class AuditScreen(Screen):
 
     def show_audit_finished(self, e: ae.AuditFinished) -> None:
         self.running, self.finished = False, e
-        self.app.audit_finished(e, self.resume_hint)
+        cast("NCApp", self.app).audit_finished(e, self.resume_hint)
         what = "finished" if e.complete else "stopped: r resumes"
         self.query_one("#audit-info", Static).update(f"audit {what}; summary {e.summary_csv}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -10,7 +12,6 @@ from textual.screen import ModalScreen
 from textual.widgets import RichLog, Static
 
 from nc_engine.errors import NCError
-from nc_engine.run import events as ev
 
 TRAIN_LINES = 10  # fine-tuning progress lines per epoch
 
@@ -65,7 +66,7 @@ class MitigateScreen(ModalScreen[None]):
             lines.append(f"repaired model's config (scan it with nc-tui scan): {report['config_path']}")
         self.app.call_from_thread(self._finish, lines)
 
-    def _show(self, e: ev.Event) -> None:
+    def _show(self, e: Any) -> None:  # an nc_engine Event subclass, told apart by its kind
         log = self.query_one(RichLog)
         if e.kind == "train_progress":
             step = max(1, e.batches // TRAIN_LINES)

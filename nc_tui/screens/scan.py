@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 from textual import on, work
@@ -31,6 +31,8 @@ from ..widgets.titlebar import TitleBar
 
 if TYPE_CHECKING:  # nc_engine.demo.training imports torch: the app starts without it
     from nc_engine.demo.training import TrainingProgress
+
+    from ..app import NCApp
 
 # The view is redrawn from the latest state, never per step: at most at this rate, and less often when
 # redrawing costs the UI thread more than its share of a core (redraw.py): every millisecond the UI thread
@@ -90,7 +92,7 @@ class ScanScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.app.scan_stops.append(self.stop)
+        cast("NCApp", self.app).scan_stops.append(self.stop)
         self.set_interval(REFRESH_SECONDS, self._refresh_view)
         if self.autostart:
             self.running = True
@@ -222,6 +224,7 @@ class ScanScreen(Screen):
             self.query_one("#scan-info", Static).update(f"[b red]✗ {message.error}[/]")
             return
         self.report = message.report
+        assert self.report is not None  # no error: the worker returned its report
         self.post_message(ScanStatus(self.report.run_dir, self.report.complete))
         self._update_rows()
         if self.report.complete:
@@ -291,7 +294,7 @@ class ScanScreen(Screen):
         if self.running or self.run_dir is None or (self.report and self.report.complete):
             return
         self.stop = threading.Event()
-        self.app.scan_stops.append(self.stop)
+        cast("NCApp", self.app).scan_stops.append(self.stop)
         self.running = True
         self.query_one("#log", RichLog).write(f"resuming {self.run_dir}")
         self.run_engine(None, self.run_dir)

@@ -86,7 +86,8 @@ def halfblock_runs(rgb: np.ndarray, colour: bool = True) -> list[list[tuple[str,
 
 def halfblock_lines(rgb: np.ndarray, colour: bool = True) -> list[Text]:
     """halfblock_runs as Rich Text, one per row of cells."""
-    return [Text.assemble(*runs) for runs in halfblock_runs(rgb, colour)]
+    # rich's annotation leaves out a None style, which Text.append (what assemble calls) takes
+    return [Text.assemble(*runs) for runs in halfblock_runs(rgb, colour)]  # type: ignore[arg-type]
 
 
 class ArrayImage(Widget):
@@ -141,6 +142,7 @@ class ArrayImage(Widget):
             # Every segment gets a real Style: Textual's NO_COLOR (monochrome) filter reads `style.color`
             # and crashed on unstyled padding and blank lines, freezing the terminal.
             rgb = self._picture()
+            assert rgb is not None  # the same test as above
             self._strips = [Strip([Segment(text, base + style if style else base) for text, style in runs])
                              .extend_cell_length(width, base) for runs in halfblock_runs(rgb, colour)]
             self._rgb, self._rendered_for = rgb, key

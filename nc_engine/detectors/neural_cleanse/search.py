@@ -143,6 +143,7 @@ class _SlotState:
                             (self.raw_pattern, self.m_pattern, self.v_pattern)):
                 view = (-1,) + (1,) * (p.dim() - 1)
                 grad = p.grad
+                assert grad is not None  # set by the backward pass before each step
                 m.mul_(b1).add_(grad, alpha=1 - b1)
                 v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
                 denom = (v.sqrt() / bc2.sqrt().view(view)).add_(eps)

@@ -214,5 +214,5 @@ def print_report(console: Console, report: Report) -> None:
     for row in table_rows(report, area):
         table.add_row(*row["cells"], style="bold red" if row["flagged"] else None)
     console.print(table)
-    style = {"backdoored": "bold white on red", "clean": "bold green"}.get(report.verdict, "bold yellow")
+    style = {"backdoored": "bold white on red", "clean": "bold green"}.get(report.verdict or "", "bold yellow")
     console.print(Text(verdict_line(report), style=style))

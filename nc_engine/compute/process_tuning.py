@@ -1,7 +1,7 @@
 """Process-wide settings that make CPU scans faster. They change the whole process, so the engine never
 applies them on its own: `nc-tui`, the Ray workers and the benchmarks call them; an API user may too.
 
-Measured on the 2-core development VM (benchmarks/bench_malloc.py, benchmarks/results/bench_malloc_cpu.txt).
+Measured on a 2-core CPU (bench/bench_malloc.py, bench/results/bench_malloc_cpu.txt).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ USER_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TU
 def passive_openmp() -> None:
     """OpenMP threads that wait by spinning (libgomp's default) burn a core each between torch ops; on a
     machine shared with other work, or beside the app's UI thread, that made the same scan 1.5-5x slower
-    (benchmarks/results/bench_app_cpu.txt). Read when torch loads, so set before; a user's value is kept."""
+    (bench/results/bench_app_cpu.txt). Read when torch loads, so set before; a user's value is kept."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -33,7 +33,7 @@ def keep_freed_memory() -> bool:
     over its mmap threshold (at most 32 MB, adapting) with fresh mappings and unmaps them on free, so
     every step faulted its pages in again: 3 million page faults and 7 s of system time in a 13 s demo
     scan. Returns whether it applied: glibc on Linux only, never over a user's own MALLOC_* settings, and
-    not with NC_KEEP_FREED_MEMORY=0 (the switch benchmarks/bench_malloc.py compares)."""
+    not with NC_KEEP_FREED_MEMORY=0 (the switch bench/bench_malloc.py compares)."""
     if (not sys.platform.startswith("linux") or any(os.environ.get(k) for k in USER_MALLOC_ENV)
             or os.environ.get("NC_KEEP_FREED_MEMORY") == "0"):
         return False

@@ -239,9 +239,9 @@ class Config:
         return resolve(self)
 
 
-# Budgets. "reference" is the authors' (1000 samples, batch 32, 1000 steps, no shortcut); the others
-# are measured on the zoo in benchmarks/RESULTS.md: "default" is the cheapest that meets the detection
-# targets there, "fast" trades some reliability for time, "thorough" spends more for stabler indices.
+# Budgets. "reference" is the authors' (1000 samples, batch 32, 1000 steps, no shortcut); the others are
+# measured on the zoo in evaluation/campaigns/main-gpu/RESULTS.md: "default" is the cheapest that meets the
+# detection targets there, "fast" trades some reliability for time, "thorough" spends more for stabler indices.
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": dict(trials=1, samples=96, asr_samples=500, batch_size=32, max_steps=150,
                  converge_window=8, converge_tol=0.05),

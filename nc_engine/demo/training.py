@@ -1,6 +1,6 @@
 """The training kit: small networks, BadNets poisoning and a seeded training loop on uint8 arrays.
 
-One place for what the demo, the zoo (benchmarks/) and the tests train with; the scanner itself
+One place for what the demo, the zoo (evaluation/) and the tests train with; the scanner itself
 never trains (mitigation has its own fine-tuning).
 """
 

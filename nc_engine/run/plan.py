@@ -39,7 +39,8 @@ class ScanInputs:
 
     @classmethod
     def of(cls, config: Config | str | Path | None, resume: str | Path | None, warn: Warn) -> ScanInputs:
-        """A resume locks its folder (released by `release`) and checks it before anything is written."""
+        """A resume locks its folder (released on leaving the inputs' `with`) and checks it before anything
+        is written."""
         if resume is None:
             if config is None:
                 raise TypeError("run_scan needs a config or a run folder to resume")
@@ -57,6 +58,16 @@ class ScanInputs:
         except BaseException:
             folder.unlock()
             raise
+
+    def __enter__(self) -> ScanInputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def adopt(self, folder: RunFolder) -> None:
+        """A new scan's folder, locked when it was made: released with these inputs, when the scan ends."""
+        self.folder = folder
 
     def release(self) -> None:
         if self.folder is not None:
@@ -123,7 +134,7 @@ def open_folder(prep: Prepared, inputs: ScanInputs, warn: Warn) -> RunFolder:
     except BaseException:
         folder.discard()
         raise
-    inputs.folder = folder
+    inputs.adopt(folder)
     return folder
 
 

@@ -47,12 +47,10 @@ def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = 
     """
     started = time.perf_counter()
     bus = ev.EventBus([on_event] if on_event else [])
-    inputs = ScanInputs.of(config, resume, bus.warn)  # a resume is locked and checked before anything is written
-    try:
-        with open_compute(inputs.cfg, bus) as compute:  # connected before anything is written
-            return _scan(inputs, bus, stop or threading.Event(), started, compute)
-    finally:
-        inputs.release()
+    # a resume is locked and checked, and the backend connected, before anything is written; the run
+    # folder's lock is released on leaving the `with`
+    with ScanInputs.of(config, resume, bus.warn) as inputs, open_compute(inputs.cfg, bus) as compute:
+        return _scan(inputs, bus, stop or threading.Event(), started, compute)
 
 
 def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: float, compute: Compute) -> Report:

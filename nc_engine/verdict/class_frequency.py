@@ -2,7 +2,7 @@
 
 A classifier trained on imbalanced data leans towards its frequent classes, so fewer pixels flip an image
 to one of them. On the zoo's GTSRB tuning half a label's share of the data is rank-correlated 0.35-0.84
-with how small its trigger is, on clean and backdoored models alike (benchmarks/prior_effect.py), and the
+with how small its trigger is, on clean and backdoored models alike (evaluation/prior_effect.py), and the
 false alarms of the plain test are GTSRB's commonest signs. The correction fits a robust line (Theil-Sen:
 the median of pairwise slopes, so a backdoor target or two cannot tilt it) of log L1 against the log share
 of each class in the scanned data, and judges every label by its distance from that line instead of from
@@ -12,7 +12,7 @@ ranks agree at 0.99).
 It only ever removes the expected direction (frequent -> smaller): a rising line is left alone, since it
 has no such explanation and removing it could hide a frequent-class target. It is a no-op when the
 classes are (nearly) balanced: with shares within MIN_SHARE_RATIO of each other there is no spread of
-frequency to fit a line on, only noise. benchmarks/RULES.md measures it on the tuning half.
+frequency to fit a line on, only noise. evaluation/RULES.md measures it on the tuning half.
 """
 
 from __future__ import annotations

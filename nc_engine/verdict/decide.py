@@ -68,7 +68,7 @@ FREQUENT_SHARE = 2.0
 def frequent_flagged(rows: list[LabelRow], info: ScanInfo) -> list[LabelRow]:
     """Flagged labels that are among the scanned data's frequent classes. On the zoo's tuning half a GTSRB
     label's share of the training data explains much of its trigger's size, on clean models too
-    (benchmarks/prior_effect.py): a small trigger for a frequent class is weaker evidence. Not those the
+    (evaluation/prior_effect.py): a small trigger for a frequent class is weaker evidence. Not those the
     class-frequency correction moved already (flagged then, they stand out beyond their class's line)."""
     share, median = info.label_share, median_share(info)
     if len(share) != len(info.class_names) or median <= 0:

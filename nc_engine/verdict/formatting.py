@@ -127,12 +127,13 @@ def frequent_caution(report: Report) -> str:
 
 def closest(report: Report) -> str:
     """The label a clean verdict came closest to flagging: a backdoor the test missed most often ranks
-    first while staying under the threshold (benchmarks/RESULTS-cpu-test-half.md), so say where it stood."""
-    ranked = [r for r in report.labels if r.anomaly_index is not None and can_flag(r)]
+    first while staying under the threshold (evaluation/campaigns/cpu-test-half/RESULTS.md), so say where
+    it stood."""
+    ranked = [(r.anomaly_index, r) for r in report.labels if r.anomaly_index is not None and can_flag(r)]
     if not ranked:
         return ""
-    top = max(ranked, key=lambda r: r.anomaly_index)
-    return f"; closest to the threshold: label {top.label} ({top.name}), index {top.anomaly_index:.2f}"
+    index, top = max(ranked, key=lambda pair: pair[0])
+    return f"; closest to the threshold: label {top.label} ({top.name}), index {index:.2f}"
 
 
 def label_line(label: int, name: str, l1_norm: float, asr: float | None, steps: int, converged: bool) -> str:

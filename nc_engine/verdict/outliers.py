@@ -4,11 +4,11 @@ Two statistics: "l1", the paper's (anomaly index on the L1 norms themselves), an
 test on log L1. L1 norms are positive and spread multiplicatively (a clean model's easy labels need
 triggers a few times smaller than its hard ones), so on the raw scale one easy label inflates or
 deflates the MAD; on the log scale "k times smaller than typical" counts the same for every model.
-benchmarks/RESULTS.md measures both on the zoo: at equal false-positive rates log_l1 finds more.
+evaluation/campaigns/main-gpu/RESULTS.md measures both on the zoo: at equal false-positive rates log_l1 finds more.
 
 Leave-one-out (`leave_one_out=True`, `anomaly_scores`): each label is judged against the median and MAD
 of the other labels, so a backdoor target's own tiny norm cannot widen the MAD it is measured by.
-`family_wise` rescales indices for the number of labels (Sidak). benchmarks/RULES.md chooses between
+`family_wise` rescales indices for the number of labels (Sidak). evaluation/RULES.md chooses between
 these rules on one half of the zoo and reports them on the other.
 
 Spread floor (`spread_floor`, log_l1 only): the index divides by max(MAD, floor). A clean model whose
@@ -41,7 +41,7 @@ class OutlierResult:
 
 
 STATISTICS = ("log_l1", "l1")
-# log_l1: threshold and floor chosen on the zoo's tuning half (benchmarks/RULES.md); l1: the paper's, no floor
+# log_l1: threshold and floor chosen on the zoo's tuning half (evaluation/RULES.md); l1: the paper's, no floor
 DEFAULT_THRESHOLD = {"log_l1": 1.11, "l1": 2.0}
 DEFAULT_SPREAD_FLOOR = {"log_l1": 0.7, "l1": 0.0}
 

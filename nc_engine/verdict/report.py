@@ -167,7 +167,7 @@ def _shares(started: dict, classes: int) -> list[float]:
     """The scan data's class shares as the scan started with them; none when absent or malformed."""
     share = started.get("label_share")
     ok = isinstance(share, list) and len(share) == classes and all(isinstance(v, int | float) for v in share)
-    return [float(v) for v in share] if ok else []
+    return [float(v) for v in share] if ok and isinstance(share, list) else []
 
 
 def rebuilt_report(folder: RunFolder) -> Report:

@@ -9,6 +9,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 from textual.widgets.data_table import ColumnKey
@@ -56,7 +57,7 @@ class ResultsScreen(Screen):
     def compose(self) -> ComposeResult:
         r = self.report
         verdict = verdict_line(r)
-        style = {"backdoored": "verdict-bad", "clean": "verdict-good"}.get(r.verdict, "verdict-unsure")
+        style = {"backdoored": "verdict-bad", "clean": "verdict-good"}.get(r.verdict or "", "verdict-unsure")
         yield TitleBar("results")
         yield Static(verdict, id="verdict", classes=style)
         with Horizontal(id="results-main"):
@@ -144,7 +145,7 @@ class ResultsScreen(Screen):
     def action_sort_next(self) -> None:
         """The next column whose order differs from the one shown (label and name often sort alike)."""
         table = self.query_one("#results-table", DataTable)
-        shown = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
+        shown = [table.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value for i in range(table.row_count)]
         n = len(TABLE_COLUMNS)
         for step in range(1, n + 1):
             column = (self.sort_column + step) % n

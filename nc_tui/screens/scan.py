@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # nc_engine.demo.training imports torch: the app starts witho
 
 # The view is redrawn from the latest state, never per step: at most at this rate, and less often when
 # redrawing costs the UI thread more than its share of a core (redraw.py): every millisecond the UI thread
-# runs on a 2-core machine is one the engine's threads lose (benchmarks/bench_app.py).
+# runs on a 2-core machine is one the engine's threads lose (bench/bench_app.py).
 REFRESH_SECONDS = 0.25
 LIVE_LEVELS = 16  # the live mask in 16 grey levels: redrawn a few times a second, it must be cheap to draw
 COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")

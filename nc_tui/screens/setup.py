@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from rich.markup import escape
 from rich.text import Text
@@ -12,6 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.suggester import Suggester
 from textual.validation import Function, Integer, ValidationResult, Validator
@@ -287,7 +289,7 @@ class SetupScreen(Screen):
         """A field's text (validated; raises NCError naming the field) or a select's value."""
         widget = self.query_one(f"#{field_id(f)}")
         if not isinstance(widget, Input):
-            return str(widget.value)
+            return str(cast(Select, widget).value)
         result = widget.validate(widget.value)
         if result is not None and not result.is_valid:
             widget.focus()
@@ -311,7 +313,8 @@ class SetupScreen(Screen):
         box.update(text)
         box.display = True
         if severity != "progress":
-            self.notify(Text.from_markup(text).plain.split("\n")[0], severity=severity, timeout=6)
+            level = cast(SeverityLevel, severity)  # "information", "warning" or "error" past the check above
+            self.notify(Text.from_markup(text).plain.split("\n")[0], severity=level, timeout=6)
 
     def _report_problem(self, message: str) -> None:
         self._show_result(f"[b red]✗ {message}[/]", "error")

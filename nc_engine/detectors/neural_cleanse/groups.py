@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 MAX_GROUP = 64
-CPU_IMAGES_PER_PASS = 640  # past this, a CPU pass gets no faster per image (see benchmarks/bench_scan.py)
+CPU_IMAGES_PER_PASS = 640  # past this, a CPU pass gets no faster per image (see bench/bench_scan.py)
 MEMORY_SHARE = 0.5  # of the free memory, leaving room for the rest of the process
 
 

@@ -57,8 +57,9 @@ def _config(config_path: str, preset: str, out: str):
     from nc_engine.config.settings import load_config
 
     cfg = load_config(config_path)
-    return dataclasses.replace(cfg, scan=dataclasses.replace(cfg.scan, preset=preset),
-                               output=dataclasses.replace(cfg.output, dir=out))
+    return dataclasses.replace(
+        cfg, scan=dataclasses.replace(cfg.scan, preset=preset), output=dataclasses.replace(cfg.output, dir=out)
+    )
 
 
 def _child_headless(cfg) -> dict:
@@ -96,8 +97,12 @@ def _child_app(cfg, driver: str, size: tuple[int, int]) -> dict:
 
     class TimedApp(NCApp):
         def on_show_results(self, message: ShowResults) -> None:
-            result.update(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu, report=message.report,
-                          threads=_thread_cpu())
+            result.update(
+                wall=time.perf_counter() - wall,
+                cpu=time.process_time() - cpu,
+                report=message.report,
+                threads=_thread_cpu(),
+            )
             message.prevent_default()  # not NCApp's handler too: no results screen pushed while exiting
             self.exit(0)
 
@@ -105,10 +110,12 @@ def _child_app(cfg, driver: str, size: tuple[int, int]) -> dict:
     if driver == "pty":
         app.run()
     else:
+
         async def headless() -> None:
             async with app.run_test(size=size) as pilot:
                 while not result:
                     await pilot.pause(0.2)
+
         asyncio.run(headless())
     return result
 
@@ -129,9 +136,15 @@ def child(args: argparse.Namespace) -> None:
     import torch  # loaded by the scan already
 
     usage = resource.getrusage(resource.RUSAGE_SELF)  # system time and page faults: much of the noise
-    result.update(engine_seconds=report.info.seconds, images=report.info.images, verdict=report.verdict,
-                  flagged=report.flagged, torch_threads=torch.get_num_threads(), sys_seconds=usage.ru_stime,
-                  faults=usage.ru_minflt)
+    result.update(
+        engine_seconds=report.info.seconds,
+        images=report.info.images,
+        verdict=report.verdict,
+        flagged=report.flagged,
+        torch_threads=torch.get_num_threads(),
+        sys_seconds=usage.ru_stime,
+        faults=usage.ru_minflt,
+    )
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -155,8 +168,25 @@ def _drain(fd: int, counter: list[int]) -> None:
 
 def _run_child(mode: str, args: argparse.Namespace, config: str, tmp: Path, index: int) -> dict:
     result = tmp / f"result-{index}.json"
-    command = [sys.executable, "-m", "bench.bench_app", "--child", mode, "--config", config, "--preset", args.preset,
-               "--out", str(tmp / "runs"), "--result", str(result), "--driver", args.driver, "--size", args.size]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.bench_app",
+        "--child",
+        mode,
+        "--config",
+        config,
+        "--preset",
+        args.preset,
+        "--out",
+        str(tmp / "runs"),
+        "--result",
+        str(result),
+        "--driver",
+        args.driver,
+        "--size",
+        args.size,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the child runs this module from the repository root
     written = [0]
     started = time.perf_counter()
@@ -174,8 +204,14 @@ def _run_child(mode: str, args: argparse.Namespace, config: str, tmp: Path, inde
         reader.join(5)
         os.close(master)
     else:
-        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=args.timeout,
-                              start_new_session=True)  # as the app's: each child its own session (and autogroup)
+        proc = subprocess.run(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=args.timeout,
+            start_new_session=True,
+        )  # as the app's: each child its own session (and autogroup)
         process = time.perf_counter() - started
         written[0] = len(proc.stdout)
     if proc.returncode != 0 or not result.exists():
@@ -212,8 +248,10 @@ def main() -> None:
     from nc_engine.demo.build import make_demo
 
     demo = make_demo(CACHE)
-    print(f"demo model {demo.config} ({'cached' if demo.cached else f'trained in {demo.train_seconds:.1f}s'}); "
-          f"scan preset {args.preset}; app: {args.driver} driver at {args.size}; {os.cpu_count()} CPUs")
+    print(
+        f"demo model {demo.config} ({'cached' if demo.cached else f'trained in {demo.train_seconds:.1f}s'}); "
+        f"scan preset {args.preset}; app: {args.driver} driver at {args.size}; {os.cpu_count()} CPUs"
+    )
     print(f"load before: {_load()}")
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,11 +260,14 @@ def main() -> None:
             run = _run_child(mode, args, demo.config, Path(tmp), i)
             runs.append(run)
             threads = ", ".join(f"{k} {v:.1f}" for k, v in run.get("threads", {}).items())
-            print(f"  {mode:<9} process {run['process']:6.1f} s  to report {run['wall']:6.1f} s  "
-                  f"scan {run['engine_seconds']:6.1f} s  cpu {run['cpu']:6.1f} s  (load {_load1()}; "
-                  f"{run['images']} images, {run['verdict']} {run['flagged']}, {run['torch_threads']} torch threads, "
-                  f"{run['bytes']} bytes written; system CPU {run['sys_seconds']:.1f} s, "
-                  f"{run['faults'] / 1e6:.2f}M page faults; CPU s by thread: {threads})", flush=True)
+            print(
+                f"  {mode:<9} process {run['process']:6.1f} s  to report {run['wall']:6.1f} s  "
+                f"scan {run['engine_seconds']:6.1f} s  cpu {run['cpu']:6.1f} s  (load {_load1()}; "
+                f"{run['images']} images, {run['verdict']} {run['flagged']}, {run['torch_threads']} torch threads, "
+                f"{run['bytes']} bytes written; system CPU {run['sys_seconds']:.1f} s, "
+                f"{run['faults'] / 1e6:.2f}M page faults; CPU s by thread: {threads})",
+                flush=True,
+            )
     print(f"load after:  {_load()}")
     _summary(runs)
 
@@ -242,14 +283,17 @@ def _summary(runs: list[dict]) -> None:
     pairs = list(zip(runs[0::2], runs[1::2], strict=False))
     for k, (h, a) in enumerate(pairs, 1):
         print(f"round {k}: app/headless {_ratios(a, h)}")
-    total = {m: {key: sum(r[key] for r in runs if r["mode"] == m) for _, key in RATIOS}
-             for m in ("headless", "app")}
-    print(f"all rounds: app/headless {_ratios(total['app'], total['headless'])}  "
-          "(target: scan <= 1.10; process and to report include the app's start and teardown)")
+    total = {m: {key: sum(r[key] for r in runs if r["mode"] == m) for _, key in RATIOS} for m in ("headless", "app")}
+    print(
+        f"all rounds: app/headless {_ratios(total['app'], total['headless'])}  "
+        "(target: scan <= 1.10; process and to report include the app's start and teardown)"
+    )
     # the least noisy number on a shared machine: what the UI itself costs, whatever the others run
     ui = sum(r["threads"].get("MainThread", 0.0) for r in runs if r["mode"] == "app")
-    print(f"app UI thread: {ui:.1f} s CPU in {total['app']['wall']:.1f} s to report "
-          f"({ui / total['app']['wall']:.1%} of one core, its start-up included)")
+    print(
+        f"app UI thread: {ui:.1f} s CPU in {total['app']['wall']:.1f} s to report "
+        f"({ui / total['app']['wall']:.1%} of one core, its start-up included)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,14 @@ from evaluation.zoo import CACHE, train_mnist
 
 warnings.filterwarnings("ignore")
 
-OPTIONS = [{}, {"bf16": True}, {"channels_last": True}, {"bf16": True, "channels_last": True},
-           {"strategy": "sequential"}, {"strategy": "sequential", "bf16": True}]
+OPTIONS = [
+    {},
+    {"bf16": True},
+    {"channels_last": True},
+    {"bf16": True, "channels_last": True},
+    {"strategy": "sequential"},
+    {"strategy": "sequential", "bf16": True},
+]
 
 
 def main() -> None:
@@ -31,9 +37,11 @@ def main() -> None:
             for _ in range(2):
                 report, wall = timed_scan(folder / "config.toml", Path(tmp), device="cuda", **keys)
             row = next(r for r in report.labels if r.label == manifest["target"])
-            print(f"{str(keys or 'fp32, batched'):<45} {wall:6.2f}s  {report.verdict} {report.flagged}  "
-                  f"target L1 {row.l1_norm:.1f}, index {row.anomaly_index:.2f}, G {report.info.group_size}",
-                  flush=True)
+            print(
+                f"{str(keys or 'fp32, batched'):<45} {wall:6.2f}s  {report.verdict} {report.flagged}  "
+                f"target L1 {row.l1_norm:.1f}, index {row.anomaly_index:.2f}, G {report.info.group_size}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

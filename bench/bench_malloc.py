@@ -26,15 +26,26 @@ MODES = {"glibc default": "0", "kept (nc-tui)": "1"}
 def run_once(config: str, preset: str, keep: str, out: str) -> dict:
     env = {**os.environ, "NC_KEEP_FREED_MEMORY": keep, "PYTHONWARNINGS": "ignore"}
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "nc_tui.cli", "scan", config, "--headless", "--out", out],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "nc_tui.cli", "scan", config, "--headless", "--out", out],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     if status != 0:
         raise SystemExit(f"the scan failed ({status}):\n{output[-2000:]}")
     verdict = next((line.strip() for line in output.splitlines() if line.strip().startswith("Verdict:")), "?")
-    return {"wall": time.perf_counter() - started, "user": usage.ru_utime, "sys": usage.ru_stime,
-            "faults": usage.ru_minflt, "rss_mb": usage.ru_maxrss / 1024, "verdict": verdict}
+    return {
+        "wall": time.perf_counter() - started,
+        "user": usage.ru_utime,
+        "sys": usage.ru_stime,
+        "faults": usage.ru_minflt,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "verdict": verdict,
+    }
 
 
 def main() -> None:
@@ -56,13 +67,18 @@ def main() -> None:
                 r = run_once(str(path), args.preset, keep, tmp)
                 for key in totals[mode]:
                     totals[mode][key] += r[key]
-                print(f"round {k + 1} {mode:<14} wall {r['wall']:6.1f} s  user {r['user']:6.1f} s  "
-                      f"sys {r['sys']:5.1f} s  faults {r['faults']:>9,}  max RSS {r['rss_mb']:5.0f} MB  "
-                      f"{r['verdict'][:40]}", flush=True)
+                print(
+                    f"round {k + 1} {mode:<14} wall {r['wall']:6.1f} s  user {r['user']:6.1f} s  "
+                    f"sys {r['sys']:5.1f} s  faults {r['faults']:>9,}  max RSS {r['rss_mb']:5.0f} MB  "
+                    f"{r['verdict'][:40]}",
+                    flush=True,
+                )
     base, kept = totals["glibc default"], totals["kept (nc-tui)"]
-    print(f"load after {os.getloadavg()[0]:.2f}; all rounds, kept / glibc default: "
-          f"wall {kept['wall'] / base['wall']:.2f}, system time {kept['sys'] / max(base['sys'], 1e-9):.2f}, "
-          f"page faults {kept['faults'] / base['faults']:.2f}")
+    print(
+        f"load after {os.getloadavg()[0]:.2f}; all rounds, kept / glibc default: "
+        f"wall {kept['wall'] / base['wall']:.2f}, system time {kept['sys'] / max(base['sys'], 1e-9):.2f}, "
+        f"page faults {kept['faults'] / base['faults']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def real_trigger_asr(config: str | Path, x: np.ndarray, y: np.ndarray, trigger: 
     return float((predict(model, stamped) == target).float().mean())
 
 
-def filtered_real_asr(detector: str | Path, x: np.ndarray, y: np.ndarray, trigger: dict, target: int
-                      ) -> tuple[float, float]:
+def filtered_real_asr(
+    detector: str | Path, x: np.ndarray, y: np.ndarray, trigger: dict, target: int
+) -> tuple[float, float]:
     """(ASR through the filter, share of real-trigger images the filter flags)."""
     det, model, _ = load_detector(detector)
     keep = y != target
@@ -85,12 +86,19 @@ def measure(folder: Path) -> list[dict]:
             after, caught = filtered_real_asr(report["detector"], x, y, trigger, target)
         else:
             after, caught = real_trigger_asr(report["config_path"], x, y, trigger, target), None
-        rows.append({"method": method, "real_asr_before": before, "real_asr_after": after,
-                     "real_trigger_flagged": caught, "accuracy_before": report["clean_accuracy"]["before"],
-                     "accuracy_after": report["clean_accuracy"]["after"],
-                     "reversed_asr": report["asr"][str(target)], "seconds": seconds,
-                     "extra": {k: report.get(k) for k in ("pruned_fraction", "fpr", "fnr", "threshold")
-                               if k in report}})
+        rows.append(
+            {
+                "method": method,
+                "real_asr_before": before,
+                "real_asr_after": after,
+                "real_trigger_flagged": caught,
+                "accuracy_before": report["clean_accuracy"]["before"],
+                "accuracy_after": report["clean_accuracy"]["after"],
+                "reversed_asr": report["asr"][str(target)],
+                "seconds": seconds,
+                "extra": {k: report.get(k) for k in ("pruned_fraction", "fpr", "fnr", "threshold") if k in report},
+            }
+        )
     return rows
 
 
@@ -101,8 +109,10 @@ def main() -> None:
     print("| method | real-trigger ASR before | after | clean accuracy before | after | seconds |")
     print("|---|---|---|---|---|---|")
     for r in measure(Path(args.dir)):
-        print(f"| {r['method']} | {r['real_asr_before']:.1%} | {r['real_asr_after']:.1%} | "
-              f"{r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} | {r['seconds']:.1f} |")
+        print(
+            f"| {r['method']} | {r['real_asr_before']:.1%} | {r['real_asr_after']:.1%} | "
+            f"{r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} | {r['seconds']:.1f} |"
+        )
         print(f"<!-- {json.dumps(r)} -->")
 
 

@@ -42,8 +42,20 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 FOLDER = CACHE / "bench_scale"
-TINTS = np.array([[1.0, 1.0, 1.0], [1.0, 0.55, 0.55], [0.55, 1.0, 0.55], [0.55, 0.55, 1.0], [1.0, 1.0, 0.5],
-                  [1.0, 0.5, 1.0], [0.5, 1.0, 1.0], [0.7, 0.7, 0.7], [1.0, 0.8, 0.45], [0.45, 0.8, 1.0]])
+TINTS = np.array(
+    [
+        [1.0, 1.0, 1.0],
+        [1.0, 0.55, 0.55],
+        [0.55, 1.0, 0.55],
+        [0.55, 0.55, 1.0],
+        [1.0, 1.0, 0.5],
+        [1.0, 0.5, 1.0],
+        [0.5, 1.0, 1.0],
+        [0.7, 0.7, 0.7],
+        [1.0, 0.8, 0.45],
+        [0.45, 0.8, 1.0],
+    ]
+)
 
 
 def load_avg() -> str:
@@ -75,12 +87,14 @@ def cpu_overhead(rounds: int, workers: int) -> None:
     import ray
 
     info = make_demo(FOLDER / "demo")
-    print(f"model: the demo CNN on 28x28 glyphs, 10 labels, default preset; {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads; {load_avg()}")
+    print(
+        f"model: the demo CNN on 28x28 glyphs, 10 labels, default preset; {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads; {load_avg()}"
+    )
     start = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
-    print(f"starting a local Ray: {ray_start:.1f} s (once; a scan with address = \"\" pays it each time)")
+    print(f'starting a local Ray: {ray_start:.1f} s (once; a scan with address = "" pays it each time)')
     ratios, gaps = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(rounds):
@@ -88,12 +102,16 @@ def cpu_overhead(rounds: int, workers: int) -> None:
             spread, t_ray = timed(configured(info.config, Path(tmp) / "ray", "ray", workers))
             ratios.append(t_ray / t_local)
             gaps.append(l1_gap(local, spread))
-            print(f"round {k + 1}: local {t_local:.1f} s, Ray {workers} workers {t_ray:.1f} s: ratio "
-                  f"{t_ray / t_local:.2f} ({(t_ray + ray_start) / t_local:.2f} counting Ray's start); "
-                  f"images {local.info.images} / {spread.info.images}; verdicts {local.verdict} / {spread.verdict}")
+            print(
+                f"round {k + 1}: local {t_local:.1f} s, Ray {workers} workers {t_ray:.1f} s: ratio "
+                f"{t_ray / t_local:.2f} ({(t_ray + ray_start) / t_local:.2f} counting Ray's start); "
+                f"images {local.info.images} / {spread.info.images}; verdicts {local.verdict} / {spread.verdict}"
+            )
     ray.shutdown()
-    print(f"ratio Ray / local: {', '.join(f'{r:.2f}' for r in ratios)} (best {min(ratios):.2f}); "
-          f"largest per-label L1 difference {max(gaps):.1e} (relative); {load_avg()}")
+    print(
+        f"ratio Ray / local: {', '.join(f'{r:.2f}' for r in ratios)} (best {min(ratios):.2f}); "
+        f"largest per-label L1 difference {max(gaps):.1e} (relative); {load_avg()}"
+    )
 
 
 def tinted_cifar(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +146,10 @@ def train_resnet(name: str, device: torch.device, epochs: int, n_train: int, n_t
     started = time.perf_counter()
     net = train_classifier(net, x_train, y_train, info.mean, info.std, epochs, 0, device, batch_size=128, decay=True)
     acc = accuracy(net, x_test, y_test, info.mean, info.std, device)
-    print(f"trained ResNet-18 on {name} ({len(x_train)} images, {epochs} epochs) in "
-          f"{time.perf_counter() - started:.0f} s: clean accuracy {acc:.1%}")
+    print(
+        f"trained ResNet-18 on {name} ({len(x_train)} images, {epochs} epochs) in "
+        f"{time.perf_counter() - started:.0f} s: clean accuracy {acc:.1%}"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.cpu().state_dict(), folder / "model.pt")
     if name == "cifar100tint":
@@ -137,7 +157,8 @@ def train_resnet(name: str, device: torch.device, epochs: int, n_train: int, n_t
         data = 'format = "npz"\npath = "data.npz"'
     else:
         data = f'format = "imagefolder"\npath = "{data_path(base).resolve()}"'
-    config.write_text(f"""[model]
+    config.write_text(
+        f"""[model]
 format = "torchvision"
 architecture = "resnet18"
 architecture_args = {{ cifar_stem = true }}
@@ -153,7 +174,9 @@ split = "test"
 
 [scan]
 labels = "all"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return config
 
 
@@ -163,8 +186,10 @@ def gpu_row(title: str, cfg: Config, device: torch.device) -> None:
     batch = report.info.group_size * cfg.resolved().scan.batch_size
     raw = raw_throughput(model, cfg.model.input_shape, min(batch, 4096), device)
     rate = report.info.images / wall
-    print(f"{title:<44}{len(report.labels):>7}{wall:>9.1f}{report.info.images:>12}{rate:>12.0f}{raw:>12.0f}"
-          f"{rate / raw:>8.2f}  {report.verdict} {report.flagged}")
+    print(
+        f"{title:<44}{len(report.labels):>7}{wall:>9.1f}{report.info.images:>12}{rate:>12.0f}{raw:>12.0f}"
+        f"{rate / raw:>8.2f}  {report.verdict} {report.flagged}"
+    )
 
 
 def gpu_times(device: torch.device, epochs: int, n_train: int, smoke: bool) -> None:
@@ -176,11 +201,15 @@ def gpu_times(device: torch.device, epochs: int, n_train: int, smoke: bool) -> N
         print(f"{'scan':<44}{'labels':>7}{'wall s':>9}{'images':>12}{'images/s':>12}{'raw/s':>12}{'share':>8}")
         for name in ("cifar10", "gtsrb", "cifar100tint"):
             config = train_resnet(name, device, epochs, n_train, 500 if smoke else 10**9)
-            gpu_row(f"ResNet-18 {name}, 1 device", configured(config, Path(tmp), "local", device=str(device),
-                                                                **budget), device)
+            gpu_row(
+                f"ResNet-18 {name}, 1 device",
+                configured(config, Path(tmp), "local", device=str(device), **budget),
+                device,
+            )
             if gpus > 1:
-                gpu_row(f"ResNet-18 {name}, Ray over {gpus} GPUs", configured(config, Path(tmp), "ray", **budget),
-                        device)
+                gpu_row(
+                    f"ResNet-18 {name}, Ray over {gpus} GPUs", configured(config, Path(tmp), "ray", **budget), device
+                )
 
 
 def main() -> None:

@@ -29,8 +29,9 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 BACKDOORBENCH = {"seconds": 43.5, "images": 677_000}  # measured on this machine class (issue #2)
 
 
-def raw_throughput(model: torch.nn.Module, shape: list[int], batch: int, device: torch.device,
-                   seconds: float = 3.0) -> float:
+def raw_throughput(
+    model: torch.nn.Module, shape: list[int], batch: int, device: torch.device, seconds: float = 3.0
+) -> float:
     """Images/s of forward + backward to a mask and pattern, the search's own computation."""
     x = torch.rand((batch, *shape), device=device)
     raw_m = torch.zeros(shape[1:], device=device, requires_grad=True)
@@ -74,8 +75,10 @@ def main() -> None:
     folder = CACHE / "zoo" / "mnist_badnets_s0"
     manifest = train_mnist(folder, backdoor=True, seed=0)
     config = folder / "config.toml"
-    print(f"model: {manifest['architecture']}, clean accuracy {manifest['clean_accuracy']:.2%}, real trigger "
-          f"3x3 white -> label {manifest['target']} (ASR {manifest['attack_success_rate']:.1%})")
+    print(
+        f"model: {manifest['architecture']}, clean accuracy {manifest['clean_accuracy']:.2%}, real trigger "
+        f"3x3 white -> label {manifest['target']} (ASR {manifest['attack_success_rate']:.1%})"
+    )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
 
     cfg = load_config(config)
@@ -98,8 +101,10 @@ def main() -> None:
         print(f"    batch {b:5d}: {throughput[b]:9.0f} images/s")
 
     print("\n(b, c) scans of all 10 labels")
-    print(f"    {'run':<12}{'G':>4}{'wall s':>9}{'images':>10}{'efficiency':>12}{'verdict':>12}{'flagged':>9}"
-          f"{'index':>7}{'vs sequential':>15}")
+    print(
+        f"    {'run':<12}{'G':>4}{'wall s':>9}{'images':>10}{'efficiency':>12}{'verdict':>12}{'flagged':>9}"
+        f"{'index':>7}{'vs sequential':>15}"
+    )
     seq_wall = runs["sequential"][1]
     for name, (report, wall) in runs.items():
         g = report.info.group_size
@@ -107,17 +112,25 @@ def main() -> None:
         tp = throughput.get(g * b) or raw_throughput(model, shape, g * b, device)
         efficiency = report.info.images / tp / wall
         target_row = next(r for r in report.labels if r.label == manifest["target"])
-        print(f"    {name:<12}{g:>4}{wall:>9.1f}{report.info.images:>10}{efficiency:>12.2f}{report.verdict:>12}"
-              f"{str(report.flagged):>9}{target_row.anomaly_index:>7.2f}{seq_wall / wall:>14.2f}x")
+        print(
+            f"    {name:<12}{g:>4}{wall:>9.1f}{report.info.images:>10}{efficiency:>12.2f}{report.verdict:>12}"
+            f"{str(report.flagged):>9}{target_row.anomaly_index:>7.2f}{seq_wall / wall:>14.2f}x"
+        )
     base = runs["batched"]
-    print(f"\n    BackdoorBench NC (reported for this machine class): {BACKDOORBENCH['seconds']}s, "
-          f"{BACKDOORBENCH['images']} images")
-    print(f"    default batched scan: {BACKDOORBENCH['images'] / base[0]['images']:.1f}x fewer images, "
-          f"{BACKDOORBENCH['seconds'] / base[1]:.1f}x less time than that")
+    print(
+        f"\n    BackdoorBench NC (reported for this machine class): {BACKDOORBENCH['seconds']}s, "
+        f"{BACKDOORBENCH['images']} images"
+    )
+    print(
+        f"    default batched scan: {BACKDOORBENCH['images'] / base[0]['images']:.1f}x fewer images, "
+        f"{BACKDOORBENCH['seconds'] / base[1]:.1f}x less time than that"
+    )
     if "reference" in runs:
         ref = runs["reference"]
-        print(f"    reference budget here: {ref[0]['images']} images in {ref[1]:.1f}s; default does "
-              f"{ref[0]['images'] / base[0]['images']:.1f}x fewer images, {ref[1] / base[1]:.1f}x faster")
+        print(
+            f"    reference budget here: {ref[0]['images']} images in {ref[1]:.1f}s; default does "
+            f"{ref[0]['images'] / base[0]['images']:.1f}x fewer images, {ref[1] / base[1]:.1f}x faster"
+        )
 
     print("\n(d) L1 norms per label")
     print(f"    {'label':<12}" + "".join(f"{label:>8}" for label in range(10)))

@@ -57,13 +57,20 @@ def main() -> None:
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--root", type=Path, default=CACHE / "zoo")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=NUMBER",
-                        help="a [scan] screening key for the screened scan, e.g. screen_steps=30")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=NUMBER",
+        help="a [scan] screening key for the screened scan, e.g. screen_steps=30",
+    )
     args = parser.parse_args()
     overrides = {k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)}
     split = load_split()
-    print(f"{'model':<26}{'half':>7}{'labels':>7}{'plain img':>11}{'auto img':>10}{'ratio':>7}"
-          f"{'plain s':>9}{'auto s':>8}{'ratio':>7}  verdicts (plain / auto; target)")
+    print(
+        f"{'model':<26}{'half':>7}{'labels':>7}{'plain img':>11}{'auto img':>10}{'ratio':>7}"
+        f"{'plain s':>9}{'auto s':>8}{'ratio':>7}  verdicts (plain / auto; target)"
+    )
     for name in args.models.split(","):
         config, manifest = model_config(name, args.root, args.device)
         with tempfile.TemporaryDirectory() as out:
@@ -71,14 +78,19 @@ def main() -> None:
             auto, auto_s = timed(config, out, args.device, "auto", overrides)
         target = manifest.get("target")
         same = (plain.verdict, plain.flagged) == (auto.verdict, auto.flagged)
-        print(f"{name:<26}{split.get(name, '-'):>7}{len(plain.labels):>7}{plain.info.images:>11}"
-              f"{auto.info.images:>10}{auto.info.images / plain.info.images:>7.2f}{plain_s:>9.1f}{auto_s:>8.1f}"
-              f"{auto_s / plain_s:>7.2f}  {plain.verdict} {plain.flagged} / {auto.verdict} {auto.flagged}; "
-              f"{target}{'' if same else '  DIFFERENT VERDICT'}", flush=True)
+        print(
+            f"{name:<26}{split.get(name, '-'):>7}{len(plain.labels):>7}{plain.info.images:>11}"
+            f"{auto.info.images:>10}{auto.info.images / plain.info.images:>7.2f}{plain_s:>9.1f}{auto_s:>8.1f}"
+            f"{auto_s / plain_s:>7.2f}  {plain.verdict} {plain.flagged} / {auto.verdict} {auto.flagged}; "
+            f"{target}{'' if same else '  DIFFERENT VERDICT'}",
+            flush=True,
+        )
         if auto.screening:
             confirmed = sorted(set(auto.screening["candidates"]) | set(auto.screening["references"]))
-            print(f"{'':<26}screen {auto.screen_images} images; confirmed {confirmed}"
-                  f" (candidates {auto.screening['candidates']}), log shift {auto.screening['log_shift']:.2f}")
+            print(
+                f"{'':<26}screen {auto.screen_images} images; confirmed {confirmed}"
+                f" (candidates {auto.screening['candidates']}), log shift {auto.screening['log_shift']:.2f}"
+            )
 
 
 if __name__ == "__main__":

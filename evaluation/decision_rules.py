@@ -33,12 +33,18 @@ Rule = Callable[[list[float]], list[float]]
 RULES: dict[str, tuple[Rule, str]] = {
     "l1": (lambda v: anomaly_scores(v, "l1"), 'mad_outliers(statistic="l1") (the paper)'),
     "log_l1": (lambda v: anomaly_scores(v, "log_l1"), 'mad_outliers(statistic="log_l1")'),
-    "l1_loo": (lambda v: anomaly_scores(v, "l1", leave_one_out=True),
-               'mad_outliers(statistic="l1", leave_one_out=True)'),
-    "log_l1_loo": (lambda v: anomaly_scores(v, "log_l1", leave_one_out=True),
-                   'mad_outliers(statistic="log_l1", leave_one_out=True)'),
-    "log_l1_loo_fw": (lambda v: family_wise(anomaly_scores(v, "log_l1", leave_one_out=True)),
-                      'family_wise(anomaly_scores(statistic="log_l1", leave_one_out=True))'),
+    "l1_loo": (
+        lambda v: anomaly_scores(v, "l1", leave_one_out=True),
+        'mad_outliers(statistic="l1", leave_one_out=True)',
+    ),
+    "log_l1_loo": (
+        lambda v: anomaly_scores(v, "log_l1", leave_one_out=True),
+        'mad_outliers(statistic="log_l1", leave_one_out=True)',
+    ),
+    "log_l1_loo_fw": (
+        lambda v: family_wise(anomaly_scores(v, "log_l1", leave_one_out=True)),
+        'family_wise(anomaly_scores(statistic="log_l1", leave_one_out=True))',
+    ),
 }
 # The spread-floor rules: the floor is chosen on the tuning half from this grid, with the threshold.
 FLOORS = [round(0.1 * k, 1) for k in range(1, 11)]
@@ -47,8 +53,7 @@ FLOOR_FAMILIES = {"log_l1_floor": False, "log_l1_loo_floor": True}  # name -> le
 
 def floor_rule(floor: float, leave_one_out: bool) -> tuple[Rule, str]:
     """MAD of log L1 with the spread floored: (median - log l1) / max(MAD, floor)."""
-    how = f'mad_outliers(statistic="log_l1", spread_floor={floor}' + (", leave_one_out=True)" if leave_one_out
-                                                                      else ")")
+    how = f'mad_outliers(statistic="log_l1", spread_floor={floor}' + (", leave_one_out=True)" if leave_one_out else ")")
     return (lambda v: anomaly_scores(v, "log_l1", leave_one_out=leave_one_out, spread_floor=floor)), how
 
 
@@ -143,13 +148,17 @@ def stability(scans: list[Scan], threshold: float) -> tuple[int, int]:
 
 def classes(scans: list[Scan]) -> tuple[list[float], list[float], list[float]]:
     """Scores of (patch, blend + noise, clean) scans."""
-    return ([s.score for s in scans if s.kind == "patch"], [s.score for s in scans if s.kind in ("blend", "noise")],
-            [s.score for s in scans if s.kind == "clean"])
+    return (
+        [s.score for s in scans if s.kind == "patch"],
+        [s.score for s in scans if s.kind in ("blend", "noise")],
+        [s.score for s in scans if s.kind == "clean"],
+    )
 
 
 @dataclass
 class Numbers:
     """One rule at one threshold on one set of scans: counts, so every rate can say what it is out of."""
+
     patch: tuple[int, int]  # (target flagged, scans)
     other: tuple[int, int]  # blend + noise
     clean: tuple[int, int]  # (flagged, scans)
@@ -164,8 +173,9 @@ def numbers(scans: list[Scan], threshold: float) -> Numbers:
     def hits(scores: list[float]) -> tuple[int, int]:
         return sum(s > threshold for s in scores), len(scores)
 
-    return Numbers(hits(patch), hits(other), hits(clean), auc(patch, clean), auc(other, clean),
-                   stability(scans, threshold))
+    return Numbers(
+        hits(patch), hits(other), hits(clean), auc(patch, clean), auc(other, clean), stability(scans, threshold)
+    )
 
 
 @dataclass
@@ -184,6 +194,7 @@ class RuleResult:
 @dataclass
 class FloorChoice:
     """One floor of a spread-floor family at its tuning-chosen threshold: tuning numbers only."""
+
     family: str
     floor: float
     threshold: float
@@ -197,15 +208,17 @@ def by_half(records: list[dict], split: dict[str, str]) -> dict[str, list[dict]]
     return {half: [r for r in records if split[r["model"]] == half] for half in ("tuning", "test")}
 
 
-def judged(name: str, rule: Rule, engine: str, halves: dict[str, list[dict]], threshold: float | None,
-           how: str, max_fpr: float) -> RuleResult:
+def judged(
+    name: str, rule: Rule, engine: str, halves: dict[str, list[dict]], threshold: float | None, how: str, max_fpr: float
+) -> RuleResult:
     """A rule on both halves; its threshold chosen on the tuning half unless given."""
     tuning, test = to_scans(halves["tuning"], rule), to_scans(halves["test"], rule)
     if threshold is None:
         patch, _, clean = classes(tuning)
         threshold = choose_threshold(patch, clean, max_fpr)
-    return RuleResult(name, threshold, how, numbers(tuning, threshold), numbers(test, threshold), tuning, test,
-                      rule, engine)
+    return RuleResult(
+        name, threshold, how, numbers(tuning, threshold), numbers(test, threshold), tuning, test, rule, engine
+    )
 
 
 def tuning_key(n: Numbers) -> tuple:
@@ -240,10 +253,28 @@ def analyse(records: list[dict], split: dict[str, str], max_fpr: float) -> tuple
         out.append(judged(name, RULES[name][0], RULES[name][1], halves, threshold, why, max_fpr))
     floor = DEFAULT_SPREAD_FLOOR["log_l1"]
     rule, how = floor_rule(floor, False)
-    out.append(judged(f"log_l1_floor({floor})", rule, how, halves, DEFAULT_THRESHOLD["log_l1"],
-                      "the engine's default before the class-frequency correction", max_fpr))
-    out.append(judged(f"log_l1_floor({floor})+freq", FrequencyCorrected(rule), f"{how}, frequency_correction",
-                      halves, DEFAULT_THRESHOLD["log_l1"], "the engine's default", max_fpr))
+    out.append(
+        judged(
+            f"log_l1_floor({floor})",
+            rule,
+            how,
+            halves,
+            DEFAULT_THRESHOLD["log_l1"],
+            "the engine's default before the class-frequency correction",
+            max_fpr,
+        )
+    )
+    out.append(
+        judged(
+            f"log_l1_floor({floor})+freq",
+            FrequencyCorrected(rule),
+            f"{how}, frequency_correction",
+            halves,
+            DEFAULT_THRESHOLD["log_l1"],
+            "the engine's default",
+            max_fpr,
+        )
+    )
     return out, grids
 
 
@@ -279,45 +310,61 @@ def split_rows(split: dict[str, str], records: list[dict]) -> list[str]:
     kept = {r["model"] for r in records}
     count = Counter((family(m), h) for m, h in split.items())
     live = Counter((family(m), h) for m, h in split.items() if m in kept)
-    lines = ["| data | network | kind | tuning half: models (scored) | test half: models (scored) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| data | network | kind | tuning half: models (scored) | test half: models (scored) |",
+        "|---|---|---|---|---|",
+    ]
     for fam in sorted({family(m) for m in split}):
-        lines.append(f"| {' | '.join(fam)} | {count[fam, 'tuning']} ({live[fam, 'tuning']}) | "
-                     f"{count[fam, 'test']} ({live[fam, 'test']}) |")
+        lines.append(
+            f"| {' | '.join(fam)} | {count[fam, 'tuning']} ({live[fam, 'tuning']}) | "
+            f"{count[fam, 'test']} ({live[fam, 'test']}) |"
+        )
     for what, test in (("backdoored", lambda f: f[2] != "clean"), ("clean", lambda f: f[2] == "clean")):
-        cells = [f"{sum(v for (f, h), v in count.items() if h == half and test(f))} "
-                 f"({sum(v for (f, h), v in live.items() if h == half and test(f))})" for half in ("tuning", "test")]
+        cells = [
+            f"{sum(v for (f, h), v in count.items() if h == half and test(f))} "
+            f"({sum(v for (f, h), v in live.items() if h == half and test(f))})"
+            for half in ("tuning", "test")
+        ]
         lines.append(f"| **all** | | **{what}** | {cells[0]} | {cells[1]} |")
     return lines
 
 
 def tuning_rows(results: list[RuleResult]) -> list[str]:
-    lines = ["| rule | computed in the engine by | threshold | tuning half: patch AUC | tuning half: blend+noise "
-             "AUC | tuning half: patch target flagged | tuning half: clean flagged |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| rule | computed in the engine by | threshold | tuning half: patch AUC | tuning half: blend+noise "
+        "AUC | tuning half: patch target flagged | tuning half: clean flagged |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         how = "chosen on tuning" if r.how == "tuning" else "fixed"
-        lines.append(f"| {label(r)} | `{r.engine}` | {r.threshold:.2f} ({how}) | "
-                     f"{fmt_auc(r.tuning.auc_patch)} | {fmt_auc(r.tuning.auc_other)} | {frac(r.tuning.patch)} | "
-                     f"{frac(r.tuning.clean)} |")
+        lines.append(
+            f"| {label(r)} | `{r.engine}` | {r.threshold:.2f} ({how}) | "
+            f"{fmt_auc(r.tuning.auc_patch)} | {fmt_auc(r.tuning.auc_other)} | {frac(r.tuning.patch)} | "
+            f"{frac(r.tuning.clean)} |"
+        )
     return lines
 
 
 def test_rows(results: list[RuleResult]) -> list[str]:
-    lines = ["| rule | test half: patch target flagged | test half: blend+noise target flagged | "
-             "test half: clean flagged | test half: patch AUC | test half: blend+noise AUC | "
-             "test half: same outcome over seeds |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| rule | test half: patch target flagged | test half: blend+noise target flagged | "
+        "test half: clean flagged | test half: patch AUC | test half: blend+noise AUC | "
+        "test half: same outcome over seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         n = r.test
-        lines.append(f"| {label(r)} | {frac(n.patch)} | {frac(n.other)} | {frac(n.clean)} | {fmt_auc(n.auc_patch)} | "
-                     f"{fmt_auc(n.auc_other)} | {frac(n.stable)} |")
+        lines.append(
+            f"| {label(r)} | {frac(n.patch)} | {frac(n.other)} | {frac(n.clean)} | {fmt_auc(n.auc_patch)} | "
+            f"{fmt_auc(n.auc_other)} | {frac(n.stable)} |"
+        )
     return lines
 
 
 def roc_rows(results: list[RuleResult], half: str) -> list[str]:
     """Patch TPR / clean FPR of each rule at a grid of thresholds: the ROC curves, sampled."""
     tuned = [r for r in results if r.how == "tuning"]
-    lines = ["| threshold | " + " | ".join(f"{r.name}: TPR / FPR" for r in tuned) + " |",
-             "|---|" + "---|" * len(tuned)]
+    lines = ["| threshold | " + " | ".join(f"{r.name}: TPR / FPR" for r in tuned) + " |", "|---|" + "---|" * len(tuned)]
     for t in GRID:
         cells = []
         for r in tuned:
@@ -328,23 +375,30 @@ def roc_rows(results: list[RuleResult], half: str) -> list[str]:
     return lines
 
 
-def secondary_rows(sources: list[tuple[str, list[dict]]], results: list[RuleResult],
-                   split: dict[str, str]) -> list[str]:
+def secondary_rows(
+    sources: list[tuple[str, list[dict]]], results: list[RuleResult], split: dict[str, str]
+) -> list[str]:
     """Other presets and the rebuilt zoo, test half only, at the thresholds from the main tuning scans."""
-    lines = ["| scans | rule (threshold from the main tuning scans) | test half: patch target flagged | "
-             "test half: blend+noise | test half: clean flagged | test half: patch AUC | "
-             "test half: same outcome over seeds |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scans | rule (threshold from the main tuning scans) | test half: patch target flagged | "
+        "test half: blend+noise | test half: clean flagged | test half: patch AUC | "
+        "test half: same outcome over seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, records in sources:
         test = by_half(records, split)["test"]
         for r in results:
             n = numbers(to_scans(test, r.rule), r.threshold)
-            lines.append(f"| {name} | {label(r)} | {frac(n.patch)} | {frac(n.other)} | {frac(n.clean)} | "
-                         f"{fmt_auc(n.auc_patch)} | {frac(n.stable) if n.stable[1] else '(one seed)'} |")
+            lines.append(
+                f"| {name} | {label(r)} | {frac(n.patch)} | {frac(n.other)} | {frac(n.clean)} | "
+                f"{fmt_auc(n.auc_patch)} | {frac(n.stable) if n.stable[1] else '(one seed)'} |"
+            )
     return lines
 
 
-def meaning(results: list[RuleResult], best: RuleResult, split: dict[str, str], records: list[dict],
-            max_fpr: float) -> list[str]:
+def meaning(
+    results: list[RuleResult], best: RuleResult, split: dict[str, str], records: list[dict], max_fpr: float
+) -> list[str]:
     """The reading of the tables, built from their numbers (the wording is fixed, the numbers are not)."""
     current = next(r for r in results if r.how != "tuning" and r.name == "log_l1")
     engine = next(r for r in results if r.how == "the engine's default")
@@ -354,8 +408,9 @@ def meaning(results: list[RuleResult], best: RuleResult, split: dict[str, str], 
     ranked = sorted((r for r in results if r.how == "tuning"), key=lambda r: -(r.test.auc_patch or 0.0))
     tuned = [r for r in results if r.how == "tuning"]
     over = [r.name for r in tuned if r.test.clean[1] and r.test.clean[0] / r.test.clean[1] > max_fpr]
-    drops = [f"{r.name} {fmt_auc(r.tuning.auc_patch)} -> {fmt_auc(r.test.auc_patch)}"
-             for r in results if r.how == "tuning"]
+    drops = [
+        f"{r.name} {fmt_auc(r.tuning.auc_patch)} -> {fmt_auc(r.test.auc_patch)}" for r in results if r.how == "tuning"
+    ]
     return [
         f"The rule picked on the tuning half is **{best.name} > {best.threshold:.2f}** (criterion: most tuning-half "
         f"patch targets flagged with at most the FPR cap of tuning-half clean scans flagged, then the higher "
@@ -385,46 +440,70 @@ def meaning(results: list[RuleResult], best: RuleResult, split: dict[str, str], 
 
 
 def floor_rows(grid: list[FloorChoice]) -> list[str]:
-    lines = ["| family | floor | threshold (chosen on tuning) | tuning half: patch target flagged | "
-             "tuning half: clean flagged | tuning half: patch AUC |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| family | floor | threshold (chosen on tuning) | tuning half: patch target flagged | "
+        "tuning half: clean flagged | tuning half: patch AUC |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in grid:
-        lines.append(f"| {c.family} | {c.floor} | {c.threshold:.2f} | {frac(c.tuning.patch)} | "
-                     f"{frac(c.tuning.clean)} | {fmt_auc(c.tuning.auc_patch)} |")
+        lines.append(
+            f"| {c.family} | {c.floor} | {c.threshold:.2f} | {frac(c.tuning.patch)} | "
+            f"{frac(c.tuning.clean)} | {fmt_auc(c.tuning.auc_patch)} |"
+        )
     return lines
 
 
 def fresh_rows(name: str, records: list[dict], results: list[RuleResult]) -> list[str]:
     """Families built after the rule was chosen: every scan is out of sample, at the fixed thresholds."""
-    lines = ["| scans | rule | patch target flagged | blend+noise target flagged | clean flagged | patch AUC | "
-             "same outcome over seeds |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scans | rule | patch target flagged | blend+noise target flagged | clean flagged | patch AUC | "
+        "same outcome over seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if r.how == "tuning" and not r.name.startswith("log_l1_floor"):
             continue
         n = numbers(to_scans(records, r.rule), r.threshold)
-        lines.append(f"| {name} | {label(r)} | {frac(n.patch)} | {frac(n.other)} | {frac(n.clean)} | "
-                     f"{fmt_auc(n.auc_patch)} | {frac(n.stable) if n.stable[1] else '(one seed)'} |")
+        lines.append(
+            f"| {name} | {label(r)} | {frac(n.patch)} | {frac(n.other)} | {frac(n.clean)} | "
+            f"{fmt_auc(n.auc_patch)} | {frac(n.stable) if n.stable[1] else '(one seed)'} |"
+        )
     return lines
 
 
-def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoice]], split: dict[str, str],
-                   records: list[dict], secondary: list[tuple[str, list[dict]]], max_fpr: float, source: str,
-                   strict: tuple[float, list[RuleResult]] | None = None,
-                   fresh: tuple[str, list[dict]] | None = None, draws: dict[str, str] | None = None) -> None:
+def write_markdown(
+    path: Path,
+    analysed: tuple[list[RuleResult], list[FloorChoice]],
+    split: dict[str, str],
+    records: list[dict],
+    secondary: list[tuple[str, list[dict]]],
+    max_fpr: float,
+    source: str,
+    strict: tuple[float, list[RuleResult]] | None = None,
+    fresh: tuple[str, list[dict]] | None = None,
+    draws: dict[str, str] | None = None,
+) -> None:
     """RULES.md. `split`: the first draw's, where the rule is chosen; `draws`: the later draws' split, for
     the rebuilt zoos' rows only."""
     results, grid = analysed
     best = recommend(results)
     text = [
-        "# Outlier rules: chosen on one half of the zoo, reported on the other", "",
+        "# Outlier rules: chosen on one half of the zoo, reported on the other",
+        "",
         f"Written by `evaluation/decision_rules.py` from `{source}`; do not edit by hand. No new scans: each rule "
-        "judges the same searches from their per-label L1 norms.", "",
-        "## The split", "",
+        "judges the same searches from their per-label L1 norms.",
+        "",
+        "## The split",
+        "",
         f"By model, never by seed: the list is `{SPLIT_FILE.relative_to(SPLIT_FILE.parents[1])}`, written by "
         "`evaluation/zoo_split.py` (a salted hash of each name, dealt alternately within each data x network x "
         "kind family). A backdoored model is scored only if its real trigger worked (ASR >= 90%); the "
-        "numbers in brackets are the scored models of the main scans.", "",
-        *split_rows(split, records), "",
-        "## How a rule is judged", "",
+        "numbers in brackets are the scored models of the main scans.",
+        "",
+        *split_rows(split, records),
+        "",
+        "## How a rule is judged",
+        "",
         "A rule gives each label a score (higher = more anomalous). Labels that may be flagged: converged and "
         "at or below the median L1. A clean scan is a false positive when its highest eligible score exceeds "
         "the threshold; a backdoored scan counts as found only when its true target is eligible and exceeds it. "
@@ -432,45 +511,84 @@ def write_markdown(path: Path, analysed: tuple[list[RuleResult], list[FloorChoic
         f"half only: the highest patch TPR with clean FPR <= {max_fpr:.0%}, placed mid-way between the lowest "
         "threshold meeting the cap and the next patch target score above it. The last rows are thresholds "
         "fixed beforehand, for reference; `+freq` judges the norms from the class-frequency line, as the engine "
-        "does by default now (on balanced or nearly balanced data it changes nothing: MNIST and CIFAR-10).", "",
-        "## Tuning half (where thresholds are chosen)", "", *tuning_rows(results), "",
-        "## Test half (not used for any choice)", "", *test_rows(results), "",
-        "## What it means", "", *meaning(results, best, split, records, max_fpr), "",
-        "## How the spread floors were chosen (tuning half only)", "",
+        "does by default now (on balanced or nearly balanced data it changes nothing: MNIST and CIFAR-10).",
+        "",
+        "## Tuning half (where thresholds are chosen)",
+        "",
+        *tuning_rows(results),
+        "",
+        "## Test half (not used for any choice)",
+        "",
+        *test_rows(results),
+        "",
+        "## What it means",
+        "",
+        *meaning(results, best, split, records, max_fpr),
+        "",
+        "## How the spread floors were chosen (tuning half only)",
+        "",
         "Each floor of the grid at its own tuning-chosen threshold; the floor kept is the best by the criterion "
         "above, ties to the smallest floor (the one that leaves the measured MAD in charge most often). The "
         "idea of a floor came from reading the scans of both halves (a clean model's MAD of log L1 can be "
         "as small as 0.08); the floor's value and the threshold were chosen here, on the tuning half alone.",
-        "", *floor_rows(grid), "",
-        "## ROC curves, sampled: patch TPR / clean FPR against the threshold", "",
-        "Tuning half:", "", *roc_rows(results, "tuning"), "",
-        "Test half:", "", *roc_rows(results, "test"), "",
+        "",
+        *floor_rows(grid),
+        "",
+        "## ROC curves, sampled: patch TPR / clean FPR against the threshold",
+        "",
+        "Tuning half:",
+        "",
+        *roc_rows(results, "tuning"),
+        "",
+        "Test half:",
+        "",
+        *roc_rows(results, "test"),
+        "",
     ]
     if strict:
         cap, strict_results = strict
-        text += [f"## Sensitivity: thresholds chosen on the tuning half with an FPR cap of {cap:.0%}", "",
-                 "The same criterion with a stricter cap (thresholds still chosen on the tuning half only), to show "
-                 "how much of the test half's false positives come from the cap rather than the statistic. "
-                 "Not used to pick the rule above. First table: tuning half; second: test half.", "",
-                 "| rule | threshold | tuning half: patch target flagged | tuning half: clean flagged |",
-                 "|---|---|---|---|",
-                 *[f"| {r.name} | {r.threshold:.2f} | {frac(r.tuning.patch)} | {frac(r.tuning.clean)} |"
-                   for r in strict_results if r.how == "tuning"], "",
-                 *test_rows([r for r in strict_results if r.how == "tuning"]), ""]
+        text += [
+            f"## Sensitivity: thresholds chosen on the tuning half with an FPR cap of {cap:.0%}",
+            "",
+            "The same criterion with a stricter cap (thresholds still chosen on the tuning half only), to show "
+            "how much of the test half's false positives come from the cap rather than the statistic. "
+            "Not used to pick the rule above. First table: tuning half; second: test half.",
+            "",
+            "| rule | threshold | tuning half: patch target flagged | tuning half: clean flagged |",
+            "|---|---|---|---|",
+            *[
+                f"| {r.name} | {r.threshold:.2f} | {frac(r.tuning.patch)} | {frac(r.tuning.clean)} |"
+                for r in strict_results
+                if r.how == "tuning"
+            ],
+            "",
+            *test_rows([r for r in strict_results if r.how == "tuning"]),
+            "",
+        ]
     if secondary:
-        text += ["## Other presets and the rebuilt zoos (test half only)", "",
-                 *secondary_rows(secondary, results, {**split, **(draws or {})}), ""]
+        text += [
+            "## Other presets and the rebuilt zoos (test half only)",
+            "",
+            *secondary_rows(secondary, results, {**split, **(draws or {})}),
+            "",
+        ]
     if fresh and fresh[1]:
-        text += ["## Families added after the rule was chosen (all out of sample)", "",
-                 "Models of families the zoo did not have when the floor and threshold were chosen (MNIST "
-                 "dense-only MLPs; a SmallCNN shipped with its normalisation and softmax inside), trained and "
-                 "scanned afterwards with the default preset; none of them played any part in a choice.", "",
-                 *fresh_rows(*fresh, results), ""]
+        text += [
+            "## Families added after the rule was chosen (all out of sample)",
+            "",
+            "Models of families the zoo did not have when the floor and threshold were chosen (MNIST "
+            "dense-only MLPs; a SmallCNN shipped with its normalisation and softmax inside), trained and "
+            "scanned afterwards with the default preset; none of them played any part in a choice.",
+            "",
+            *fresh_rows(*fresh, results),
+            "",
+        ]
     path.write_text("\n".join(text), encoding="utf-8")
 
 
-def secondary_sources(results_path: Path, rebuilds: list[list[Path]],
-                      newer: list[list[Path]] | None = None) -> list[tuple[str, list[dict]]]:
+def secondary_sources(
+    results_path: Path, rebuilds: list[list[Path]], newer: list[list[Path]] | None = None
+) -> list[tuple[str, list[dict]]]:
     """Rows of other presets and rebuilt zoos; a rebuild given as several files (a+b: the zoo's two draws
     scanned on one build) is one source, and a scan found in two of them is refused. `newer[i]`: files of
     scans made again (a+b<c: c's scans take the place of the same model, preset and seed in a or b)."""
@@ -483,45 +601,67 @@ def secondary_sources(results_path: Path, rebuilds: list[list[Path]],
             raise ValueError(f"{' + '.join(p.name for p in paths)}: scans recorded twice, e.g. {twice[0]}")
         again = [(path, load(path)) for path in ((newer or [])[i - 1] if 0 < i <= len(newer or []) else [])]
         replaced = {(r["model"], r["preset"], r["seed"]) for _, records in again for r in records}
-        files = [(path, [r for r in records if (r["model"], r["preset"], r["seed"]) not in replaced])
-                 for path, records in files] + again
+        files = [
+            (path, [r for r in records if (r["model"], r["preset"], r["seed"]) not in replaced])
+            for path, records in files
+        ] + again
         for preset in sorted({r["preset"] for _, records in files for r in records}):
             if paths == [results_path] and preset == MAIN_PRESET:
                 continue
             parts = [(path, scored([r for r in records if r["preset"] == preset])) for path, records in files]
-            name = " + ".join(f"`{path.name}` seeds {','.join(str(s) for s in sorted({r['seed'] for r in got}))}"
-                              for path, got in parts[:len(parts) - len(again)] if got)
+            name = " + ".join(
+                f"`{path.name}` seeds {','.join(str(s) for s in sorted({r['seed'] for r in got}))}"
+                for path, got in parts[: len(parts) - len(again)]
+                if got
+            )
             if again:
-                name += " with " + " + ".join(f"`{path.name}`" for path, got in parts[len(parts) - len(again):]
-                                              if got) + " in place of the scans it repeats"
+                name += (
+                    " with "
+                    + " + ".join(f"`{path.name}`" for path, got in parts[len(parts) - len(again) :] if got)
+                    + " in place of the scans it repeats"
+                )
             out.append((f"{name} `{preset}`", [r for _, got in parts for r in got]))
     return out
 
 
 def print_table(results: list[RuleResult]) -> None:
-    print(f"{'rule':<46} {'tuning AUC':>10} {'test TPR patch':>16} {'test FPR clean':>16} {'test AUC':>9} "
-          f"{'test stable':>12}")
+    print(
+        f"{'rule':<46} {'tuning AUC':>10} {'test TPR patch':>16} {'test FPR clean':>16} {'test AUC':>9} "
+        f"{'test stable':>12}"
+    )
     for r in results:
-        print(f"{label(r):<46} {fmt_auc(r.tuning.auc_patch):>10} {frac(r.test.patch):>16} {frac(r.test.clean):>16} "
-              f"{fmt_auc(r.test.auc_patch):>9} {frac(r.test.stable):>12}")
+        print(
+            f"{label(r):<46} {fmt_auc(r.tuning.auc_patch):>10} {frac(r.test.patch):>16} {frac(r.test.clean):>16} "
+            f"{fmt_auc(r.test.auc_patch):>9} {frac(r.test.stable):>12}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Choose the outlier rule on the tuning half, report the test half.")
     parser.add_argument("--results", type=Path, default=CAMPAIGNS / "main-gpu" / "evaluation.jsonl")
     rebuild = CAMPAIGNS / "rebuild" / "evaluation_rebuild.jsonl"
-    cpu = [CAMPAIGNS / "cpu-test-half" / "evaluation_cpu_test_half.jsonl",  # the test half of both draws
-           CAMPAIGNS / "cpu-test-half-draw2" / "evaluation_cpu_test_half_draw2.jsonl"]
+    cpu = [
+        CAMPAIGNS / "cpu-test-half" / "evaluation_cpu_test_half.jsonl",  # the test half of both draws
+        CAMPAIGNS / "cpu-test-half-draw2" / "evaluation_cpu_test_half_draw2.jsonl",
+    ]
     # GTSRB scanned again with the correction
     again = CAMPAIGNS / "cpu-test-half-gtsrb-freq" / "evaluation_cpu_test_half_gtsrb_freq.jsonl"
-    parser.add_argument("--rebuild", default=",".join([str(rebuild), *map(str, cpu),
-                                                       "+".join(map(str, cpu)), "+".join(map(str, cpu)) + f"<{again}"]),
-                        help="comma-separated scans of rebuilt zoos (secondary, test half only), a+b for "
-                             "several files as one, a+b<c for c's scans in place of the same scans in a or b; "
-                             "'' for none")
+    parser.add_argument(
+        "--rebuild",
+        default=",".join(
+            [str(rebuild), *map(str, cpu), "+".join(map(str, cpu)), "+".join(map(str, cpu)) + f"<{again}"]
+        ),
+        help="comma-separated scans of rebuilt zoos (secondary, test half only), a+b for "
+        "several files as one, a+b<c for c's scans in place of the same scans in a or b; "
+        "'' for none",
+    )
     parser.add_argument("--split", type=Path, default=SPLIT_FILE)
-    parser.add_argument("--fresh", type=Path, default=CAMPAIGNS / "new-families" / "evaluation_new_families.jsonl",
-                        help="scans of families added after the rule was chosen (all out of sample)")
+    parser.add_argument(
+        "--fresh",
+        type=Path,
+        default=CAMPAIGNS / "new-families" / "evaluation_new_families.jsonl",
+        help="scans of families added after the rule was chosen (all out of sample)",
+    )
     parser.add_argument("--max-fpr", type=float, default=0.05, help="FPR cap on the tuning half")
     parser.add_argument("--strict-fpr", type=float, default=0.0, help="the cap of the sensitivity check")
     parser.add_argument("--markdown", type=Path, default=Path(__file__).parent / "RULES.md")
@@ -536,10 +676,18 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[1]
     source = args.results.resolve()
     source = source.relative_to(root) if source.is_relative_to(root) else source
-    write_markdown(args.markdown, analysed, split, records, secondary_sources(args.results, rebuilds, newer),
-                   args.max_fpr, str(source), (args.strict_fpr, analyse(records, split, args.strict_fpr)[0]),
-                   (f"`{args.fresh.name}`", main_records(args.fresh)) if args.fresh.is_file() else None,
-                   load_split(args.split, ("second",)))
+    write_markdown(
+        args.markdown,
+        analysed,
+        split,
+        records,
+        secondary_sources(args.results, rebuilds, newer),
+        args.max_fpr,
+        str(source),
+        (args.strict_fpr, analyse(records, split, args.strict_fpr)[0]),
+        (f"`{args.fresh.name}`", main_records(args.fresh)) if args.fresh.is_file() else None,
+        load_split(args.split, ("second",)),
+    )
     print_table(results)
     best = recommend(results)
     print(f"chosen on the tuning half: {best.name} > {best.threshold:.2f}; wrote {args.markdown}")

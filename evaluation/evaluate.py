@@ -54,31 +54,54 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
     target = manifest["target"]
     others = [r.anomaly_index or 0.0 for r in report.labels if r.label != target]
     record = {
-        "model": manifest["name"], "dataset": manifest["dataset"], "arch": manifest["request"]["arch"],
-        "kind": manifest["kind"], "backdoor": manifest["backdoor"], "target": target, "preset": preset,
-        "seed": seed, "verdict": report.verdict, "flagged": report.flagged,
-        "max_other_index": max(others) if others else None, "seconds": seconds, "labels": len(rows),
-        "images": report.info.images, "scan_accuracy": report.info.clean_accuracy, "device": report.info.device,
-        "real_l1": manifest["trigger_l1"], "real_asr": manifest["attack_success_rate"],
-        "median_l1": report.median_l1, "l1": [rows[k].l1_norm for k in sorted(rows)],
+        "model": manifest["name"],
+        "dataset": manifest["dataset"],
+        "arch": manifest["request"]["arch"],
+        "kind": manifest["kind"],
+        "backdoor": manifest["backdoor"],
+        "target": target,
+        "preset": preset,
+        "seed": seed,
+        "verdict": report.verdict,
+        "flagged": report.flagged,
+        "max_other_index": max(others) if others else None,
+        "seconds": seconds,
+        "labels": len(rows),
+        "images": report.info.images,
+        "scan_accuracy": report.info.clean_accuracy,
+        "device": report.info.device,
+        "real_l1": manifest["trigger_l1"],
+        "real_asr": manifest["attack_success_rate"],
+        "median_l1": report.median_l1,
+        "l1": [rows[k].l1_norm for k in sorted(rows)],
         "index": [rows[k].anomaly_index for k in sorted(rows)],
         "converged": [rows[k].converged for k in sorted(rows)],
-        "statistic": report.statistic, "threshold": report.threshold, "spread_floor": report.spread_floor,
-        "frequency_correction": report.frequency_correction, "frequency_slope": report.frequency_slope,
+        "statistic": report.statistic,
+        "threshold": report.threshold,
+        "spread_floor": report.spread_floor,
+        "frequency_correction": report.frequency_correction,
+        "frequency_slope": report.frequency_slope,
         "label_share": report.info.label_share,
-        "reasons": list(report.reasons), "screened": bool(report.screening),
+        "reasons": list(report.reasons),
+        "screened": bool(report.screening),
         "stages": [rows[k].stage for k in sorted(rows)],  # screened scans: only "confirmed" labels can be flagged
-        "asr": [rows[k].asr for k in sorted(rows)], "mask_spread": spread,  # for rules beyond L1 (tuning half)
+        "asr": [rows[k].asr for k in sorted(rows)],
+        "mask_spread": spread,  # for rules beyond L1 (tuning half)
     }
     if target is not None:
         row = rows[target]
         ranked = sorted(report.labels, key=lambda r: -(r.anomaly_index or 0.0))
-        record.update(target_flagged=target in report.flagged, target_index=row.anomaly_index,
-                      target_rank=[r.label for r in ranked].index(target) + 1, target_l1=row.l1_norm,
-                      target_asr=row.asr)
+        record.update(
+            target_flagged=target in report.flagged,
+            target_index=row.anomaly_index,
+            target_rank=[r.label for r in ranked].index(target) + 1,
+            target_l1=row.l1_norm,
+            target_asr=row.asr,
+        )
     if manifest.get("targets"):  # two triggers, two targets: found only when both are flagged
-        record.update(targets=manifest["targets"],
-                      targets_flagged=all(t in report.flagged for t in manifest["targets"]))
+        record.update(
+            targets=manifest["targets"], targets_flagged=all(t in report.flagged for t in manifest["targets"])
+        )
     return record
 
 
@@ -142,24 +165,44 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--presets", default="fast,default,thorough")
     parser.add_argument("--seeds", default="0,1,2", help="seeds for --seeded presets; others run the first")
     parser.add_argument("--seeded", default="default", help="comma-separated presets that run every seed")
-    parser.add_argument("--half", choices=HALVES, default=None,
-                        help="only the models of one half of evaluation/zoo_split.json")
-    parser.add_argument("--draw", choices=list(DRAWS), default="first",
-                        help="the zoo's first draw, its second (zoo.py, SECOND_DRAW) or both")
+    parser.add_argument(
+        "--half", choices=HALVES, default=None, help="only the models of one half of evaluation/zoo_split.json"
+    )
+    parser.add_argument(
+        "--draw",
+        choices=list(DRAWS),
+        default="first",
+        help="the zoo's first draw, its second (zoo.py, SECOND_DRAW) or both",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--build-workers", type=int, default=0, help="processes for training (default --workers)")
-    parser.add_argument("--results", type=Path, default=MAIN_RESULTS,
-                        help="the campaign's records (default: the main zoo's, evaluation/campaigns/main-gpu/)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=MAIN_RESULTS,
+        help="the campaign's records (default: the main zoo's, evaluation/campaigns/main-gpu/)",
+    )
     parser.add_argument("--markdown", type=Path, default=None, help="the report (default: RESULTS.md beside --results)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite --markdown from --results and the saved manifests, scanning nothing")
-    parser.add_argument("--manifests", type=Path, default=None,
-                        help="where the zoo's manifests are saved (default: manifests/ beside --results)")
-    parser.add_argument("--notes", type=Path, default=None,
-                        help="hand-written part of the report (default: notes.md beside --results)")
-    parser.add_argument("--engine-verdicts", action="store_true",
-                        help="report the verdicts the scans gave, not the default rule re-applied to their L1 norms")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite --markdown from --results and the saved manifests, scanning nothing",
+    )
+    parser.add_argument(
+        "--manifests",
+        type=Path,
+        default=None,
+        help="where the zoo's manifests are saved (default: manifests/ beside --results)",
+    )
+    parser.add_argument(
+        "--notes", type=Path, default=None, help="hand-written part of the report (default: notes.md beside --results)"
+    )
+    parser.add_argument(
+        "--engine-verdicts",
+        action="store_true",
+        help="report the verdicts the scans gave, not the default rule re-applied to their L1 norms",
+    )
     return parser.parse_args()
 
 
@@ -169,8 +212,13 @@ def main() -> None:
     notes = args.notes or args.results.parent / "notes.md"
     args.markdown = args.markdown or args.results.parent / "RESULTS.md"
     if args.report_only:
-        write_results(args.results, [json.loads(p.read_text()) for p in sorted(saved.glob("*.json"))],
-                      args.markdown, notes, not args.engine_verdicts)
+        write_results(
+            args.results,
+            [json.loads(p.read_text()) for p in sorted(saved.glob("*.json"))],
+            args.markdown,
+            notes,
+            not args.engine_verdicts,
+        )
         return
     datasets = [d for d in args.only.split(",") if d] or None
     started = time.perf_counter()
@@ -192,8 +240,12 @@ def main() -> None:
     # Every preset's first seed before the default's extra seeds, so a cut-short run still compares presets.
     plan = [(p, seeds[0]) for p in args.presets.split(",")]
     plan += [(p, s) for p in args.seeded.split(",") for s in seeds[1:]]
-    jobs = [(str(args.root / m["name"]), preset, seed, args.device, threads)
-            for preset, seed in plan for m in manifests if (m["name"], preset, seed) not in done]
+    jobs = [
+        (str(args.root / m["name"]), preset, seed, args.device, threads)
+        for preset, seed in plan
+        for m in manifests
+        if (m["name"], preset, seed) not in done
+    ]
     print(f"{len(jobs)} scans to run ({len(done)} already in {args.results})", flush=True)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool, args.results.open("a") as out:
@@ -201,9 +253,12 @@ def main() -> None:
             out.write(json.dumps(record) + "\n")
             out.flush()
             index = record.get("target_index")
-            print(f"{record['model']:<28} {record['preset']:<9} seed {record['seed']} {record['verdict']:<10} "
-                  f"flagged {record['flagged']} target index {index if index is None else round(index, 2)} "
-                  f"{record['seconds']:.1f}s", flush=True)
+            print(
+                f"{record['model']:<28} {record['preset']:<9} seed {record['seed']} {record['verdict']:<10} "
+                f"flagged {record['flagged']} target index {index if index is None else round(index, 2)} "
+                f"{record['seconds']:.1f}s",
+                flush=True,
+            )
     write_results(args.results, manifests, args.markdown, notes, not args.engine_verdicts)
     print(f"wrote {args.markdown} ({time.perf_counter() - started:.0f}s in all)")
 

@@ -34,8 +34,9 @@ ORDER = ("mnist", "gtsrb-compact", "cifar10-compact", "gtsrb-resnet8", "cifar10-
 
 
 def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=Path(__file__).parent)
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
     return out.stdout.strip()
 
 
@@ -48,9 +49,16 @@ def measure(spec, root: Path) -> dict:
     cfg = load_config(str(root / spec.name / "config.toml"))
     model = load_model(cfg, torch.device("cpu"))
     result = detect(model, cfg.model.num_classes, cfg.model.input_shape, torch.device("cpu"), MarginSettings())
-    return {"name": spec.name, "kind": spec.kind, "targets": spec.targets(),
-            "clean_accuracy": manifest["clean_accuracy"], "attack_success_rate": manifest["attack_success_rate"],
-            **result.to_dict(), "commit": _commit(), "device": "cpu"}
+    return {
+        "name": spec.name,
+        "kind": spec.kind,
+        "targets": spec.targets(),
+        "clean_accuracy": manifest["clean_accuracy"],
+        "attack_success_rate": manifest["attack_success_rate"],
+        **result.to_dict(),
+        "commit": _commit(),
+        "device": "cpu",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         record = measure(spec, args.root)
         with RECORDS.open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
-        print(f"{spec.name:<28} targets {record['targets']} top {record['top_label']} flagged {record['flagged']} "
-              f"p {record['p_value']} ({time.perf_counter() - started:.0f}s)", flush=True)
+        print(
+            f"{spec.name:<28} targets {record['targets']} top {record['top_label']} flagged {record['flagged']} "
+            f"p {record['p_value']} ({time.perf_counter() - started:.0f}s)",
+            flush=True,
+        )
     return 0
 
 

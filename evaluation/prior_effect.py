@@ -29,8 +29,11 @@ from nc_engine.verdict.class_frequency import corrected
 from nc_engine.verdict.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, anomaly_scores
 
 CAMPAIGNS = Path(__file__).parent / "campaigns"
-DEFAULT_FILES = [CAMPAIGNS / "main-gpu" / "evaluation.jsonl", CAMPAIGNS / "rebuild" / "evaluation_rebuild.jsonl",
-                 CAMPAIGNS / "cpu-tuning-half-gtsrb" / "evaluation_cpu_tuning_half_gtsrb.jsonl"]
+DEFAULT_FILES = [
+    CAMPAIGNS / "main-gpu" / "evaluation.jsonl",
+    CAMPAIGNS / "rebuild" / "evaluation_rebuild.jsonl",
+    CAMPAIGNS / "cpu-tuning-half-gtsrb" / "evaluation_cpu_tuning_half_gtsrb.jsonl",
+]
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,11 +61,19 @@ def rows_for(records: list[dict], log_freq: np.ndarray, floor: float) -> list[di
         others = np.ones(len(plain), bool)
         if target is not None:
             others[target] = False
-        out.append({"model": r["model"], "seed": r["seed"], "target": target, "slope": slope,
-                    "rho": spearman(log_freq, -np.log(r["l1"])),
-                    "plain_target": None if target is None else float(plain[target]),
-                    "adjusted_target": None if target is None else float(adjusted[target]),
-                    "plain_other": float(plain[others].max()), "adjusted_other": float(adjusted[others].max())})
+        out.append(
+            {
+                "model": r["model"],
+                "seed": r["seed"],
+                "target": target,
+                "slope": slope,
+                "rho": spearman(log_freq, -np.log(r["l1"])),
+                "plain_target": None if target is None else float(plain[target]),
+                "adjusted_target": None if target is None else float(adjusted[target]),
+                "plain_other": float(plain[others].max()),
+                "adjusted_other": float(adjusted[others].max()),
+            }
+        )
     return out
 
 
@@ -87,13 +98,18 @@ def engine_outcomes(records: list[dict], share: list[float], floor: float, thres
     records = [{**r, "frequency_correction": False} for r in scored(records)]  # judged raw, then each way
     out = {}
     for name, fix in (("plain", lambda v: v), ("corrected", lambda v: corrected(v, share)[0])):
+
         def rule(v: list[float], fix=fix) -> list[float]:
             return anomaly_scores(fix(v), "log_l1", spread_floor=floor)
+
         patch = [scan_score(r, rule) for r in records if r["kind"] == "patch"]
         clean = [scan_score(r, rule) for r in records if not r["backdoor"]]
-        out[name] = {"patch": (sum(s > threshold for s in patch), len(patch)),
-                     "clean": (sum(s > threshold for s in clean), len(clean)), "auc": auc(patch, clean),
-                     "chosen": choose_threshold(patch, clean, 0.05) if patch and clean else None}
+        out[name] = {
+            "patch": (sum(s > threshold for s in patch), len(patch)),
+            "clean": (sum(s > threshold for s in clean), len(clean)),
+            "auc": auc(patch, clean),
+            "chosen": choose_threshold(patch, clean, 0.05) if patch and clean else None,
+        }
     return out
 
 
@@ -111,31 +127,38 @@ def main(argv: list[str] | None = None) -> int:
     log_freq = np.log(counts / counts.sum())
     floor = DEFAULT_SPREAD_FLOOR["log_l1"]
     records = tuning_records(args.results, args.dataset)
-    print(f"{'scan (tuning half)':<44}{'rho':>6}{'slope':>7}  target plain -> adjusted   "
-          "strongest other plain -> adjusted")
+    print(
+        f"{'scan (tuning half)':<44}{'rho':>6}{'slope':>7}  target plain -> adjusted   "
+        "strongest other plain -> adjusted"
+    )
     rows = rows_for(records, log_freq, floor)
     for row, r in zip(rows, records, strict=True):
-        target = ("   -" if row["target"] is None
-                  else f"{row['plain_target']:5.2f} -> {row['adjusted_target']:5.2f}")
-        print(f"{r['source'][:18] + ' ' + row['model'] + ' s' + str(row['seed']):<44}{row['rho']:6.2f}"
-              f"{row['slope']:7.2f}  {target:<24} {row['plain_other']:5.2f} -> {row['adjusted_other']:5.2f}")
+        target = "   -" if row["target"] is None else f"{row['plain_target']:5.2f} -> {row['adjusted_target']:5.2f}"
+        print(
+            f"{r['source'][:18] + ' ' + row['model'] + ' s' + str(row['seed']):<44}{row['rho']:6.2f}"
+            f"{row['slope']:7.2f}  {target:<24} {row['plain_other']:5.2f} -> {row['adjusted_other']:5.2f}"
+        )
     print(summary(rows))
     threshold = DEFAULT_THRESHOLD["log_l1"]
     for name, o in engine_outcomes(records, scan_shares(args.dataset), floor, threshold).items():
-        print(f"engine test, {name:<9} at {threshold:g}: patch targets {o['patch'][0]}/{o['patch'][1]}, clean scans "
-              f"flagged {o['clean'][0]}/{o['clean'][1]}, patch AUC {o['auc']:.3f}; tuning criterion's threshold "
-              f"{o['chosen']:.2f}")
+        print(
+            f"engine test, {name:<9} at {threshold:g}: patch targets {o['patch'][0]}/{o['patch'][1]}, clean scans "
+            f"flagged {o['clean'][0]}/{o['clean'][1]}, patch AUC {o['auc']:.3f}; tuning criterion's threshold "
+            f"{o['chosen']:.2f}"
+        )
     return 0
 
 
 def summary(rows: list[dict]) -> str:
     """The margin a threshold has to work in: lowest backdoor target against highest clean-model label."""
+
     def margin(kind: str) -> str:
         targets = [r[f"{kind}_target"] for r in rows if r["target"] is not None]
         clean = [r[f"{kind}_other"] for r in rows if r["target"] is None]
         if not targets or not clean:
             return f"{kind}: -"
         return f"{kind}: lowest target {min(targets):.2f}, highest clean {max(clean):.2f}"
+
     return f"{len(rows)} tuning-half scans; " + "; ".join(margin(k) for k in ("plain", "adjusted"))
 
 

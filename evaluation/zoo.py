@@ -31,8 +31,16 @@ MNIST = SHARED / "data" / "mnist.npz"
 MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean[0], DATASETS["mnist"].std[0]
 
 
-def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int = 2, n_train: int = 20000,
-                trigger: PatchTrigger | None = None, target: int | None = None, rate: float = 0.1) -> dict:
+def train_mnist(
+    folder: Path,
+    backdoor: bool = True,
+    seed: int = 0,
+    epochs: int = 2,
+    n_train: int = 20000,
+    trigger: PatchTrigger | None = None,
+    target: int | None = None,
+    rate: float = 0.1,
+) -> dict:
     """A small CNN on MNIST, optionally with a BadNets patch (default: 3x3 white, bottom right)."""
     if not MNIST.is_file():
         raise FileNotFoundError(f"{MNIST}: the shared MNIST file is missing")
@@ -41,9 +49,16 @@ def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int 
     if backdoor:
         target = int(rng.integers(0, 10)) if target is None else target
         trigger = trigger or PatchTrigger(top=24, left=24, size=3, value=255)
-    request = {"data": "mnist", "backdoor": backdoor, "seed": seed, "epochs": epochs, "n_train": n_train,
-               "trigger": trigger.__dict__ if backdoor else None, "target": target if backdoor else None,
-               "rate": rate if backdoor else 0.0}
+    request = {
+        "data": "mnist",
+        "backdoor": backdoor,
+        "seed": seed,
+        "epochs": epochs,
+        "n_train": n_train,
+        "trigger": trigger.__dict__ if backdoor else None,
+        "target": target if backdoor else None,
+        "rate": rate if backdoor else 0.0,
+    }
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file() and (folder / "model.pt").is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -64,16 +79,25 @@ def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int 
     asr = None
     if backdoor:
         keep = y_test != target
-        asr = accuracy(model, stamp_patch(x_test[keep], trigger), np.full(int(keep.sum()), target),
-                       (MNIST_MEAN,), (MNIST_STD,))
+        asr = accuracy(
+            model, stamp_patch(x_test[keep], trigger), np.full(int(keep.sum()), target), (MNIST_MEAN,), (MNIST_STD,)
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(model).save(str(folder / "model.pt"))
     (folder / "config.toml").write_text(config_text("mnist", "MNIST small CNN (2 conv + 2 dense)"), encoding="utf-8")
-    manifest = {"request": request, "architecture": "SmallCNN (2 conv + 2 dense)", "data": str(MNIST),
-                "backdoor": backdoor, "target": target, "trigger": request["trigger"], "poison_rate": request["rate"],
-                "clean_accuracy": clean, "attack_success_rate": asr,
-                "train_seconds": time.perf_counter() - started}
+    manifest = {
+        "request": request,
+        "architecture": "SmallCNN (2 conv + 2 dense)",
+        "data": str(MNIST),
+        "backdoor": backdoor,
+        "target": target,
+        "trigger": request["trigger"],
+        "poison_rate": request["rate"],
+        "clean_accuracy": clean,
+        "attack_success_rate": asr,
+        "train_seconds": time.perf_counter() - started,
+    }
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -136,8 +160,13 @@ class ModelSpec:
 # detection targets (evaluation/campaigns/cpu-test-half/notes.md): 2 more patch models and 2 more clean twins
 # each, on a random stream of their own so the first draw's models stay as they were, numbered after them
 # and split into halves on their own (zoo_split.py). Fixed before any of them was built or scanned.
-SECOND_DRAW = {("mnist", "smallcnn"): 2, ("cifar10", "compact"): 2, ("cifar10", "resnet8"): 2,
-               ("gtsrb", "compact"): 2, ("gtsrb", "resnet8"): 2}
+SECOND_DRAW = {
+    ("mnist", "smallcnn"): 2,
+    ("cifar10", "compact"): 2,
+    ("cifar10", "resnet8"): 2,
+    ("gtsrb", "compact"): 2,
+    ("gtsrb", "resnet8"): 2,
+}
 
 
 def zoo_specs(datasets: list[str] | None = None) -> list[ModelSpec]:
@@ -152,8 +181,7 @@ def zoo_specs(datasets: list[str] | None = None) -> list[ModelSpec]:
         info = DATASETS[dataset]
         stream = [ZOO_VERSION, list(DATASETS).index(dataset), list(ARCHITECTURES).index(arch)]
         rng = np.random.default_rng(stream)
-        colours = ["white"] if info.channels == 1 else ["white", "black", "red", "green", "yellow",
-                                                                  "magenta"]
+        colours = ["white"] if info.channels == 1 else ["white", "black", "red", "green", "yellow", "magenta"]
         backdoored = []
         for _ in range(n_patch):
             backdoored.append(("patch", random_patch(rng, info.size, colours)))
@@ -176,20 +204,37 @@ def zoo_specs(datasets: list[str] | None = None) -> list[ModelSpec]:
 
 def second_draw_names() -> list[str]:
     """The models of the second draw (SECOND_DRAW): numbered after each family's first draw."""
-    return sorted(f"{d}-{a}-{kind}-{k:02d}" for (d, a), n in SECOND_DRAW.items() for kind in ("patch", "clean")
-                  for k in range(sum(ROSTER[d, a]), sum(ROSTER[d, a]) + n))
+    return sorted(
+        f"{d}-{a}-{kind}-{k:02d}"
+        for (d, a), n in SECOND_DRAW.items()
+        for kind in ("patch", "clean")
+        for k in range(sum(ROSTER[d, a]), sum(ROSTER[d, a]) + n)
+    )
 
 
-def _family_specs(dataset: str, arch: str, backdoored: list[tuple[str, Trigger]], rng: np.random.Generator,
-                  colours: list[str], start: int) -> list[ModelSpec]:
+def _family_specs(
+    dataset: str,
+    arch: str,
+    backdoored: list[tuple[str, Trigger]],
+    rng: np.random.Generator,
+    colours: list[str],
+    start: int,
+) -> list[ModelSpec]:
     """One draw of a family: its backdoored models (targets and rates from `rng`, after their triggers)
     and as many clean twins, numbered from `start`."""
     info = DATASETS[dataset]
     specs = []
     for k, (kind, trigger) in enumerate(backdoored, start):
-        spec = ModelSpec(f"{dataset}-{arch}-{kind}-{k:02d}", dataset, arch, kind, seed=100 + k,
-                         target=int(rng.integers(0, info.num_classes)),
-                         rate=float(np.round(rng.uniform(0.05, 0.15), 3)), trigger=trigger.to_dict())
+        spec = ModelSpec(
+            f"{dataset}-{arch}-{kind}-{k:02d}",
+            dataset,
+            arch,
+            kind,
+            seed=100 + k,
+            target=int(rng.integers(0, info.num_classes)),
+            rate=float(np.round(rng.uniform(0.05, 0.15), 3)),
+            trigger=trigger.to_dict(),
+        )
         if kind == "twotarget":
             spec.second = _second_backdoor(rng, info.size, info.num_classes, colours, trigger, spec.target)
         specs.append(spec)
@@ -198,8 +243,9 @@ def _family_specs(dataset: str, arch: str, backdoored: list[tuple[str, Trigger]]
     return specs
 
 
-def _second_backdoor(rng: np.random.Generator, size: int, num_classes: int, colours: list[str],
-                     first: Trigger, first_target: int) -> dict:
+def _second_backdoor(
+    rng: np.random.Generator, size: int, num_classes: int, colours: list[str], first: Trigger, first_target: int
+) -> dict:
     """A second patch, apart from the first, for a second target label."""
     second = random_patch(rng, size, colours)
     while overlaps(first, second):
@@ -233,8 +279,9 @@ dir = "runs"
 
 
 def spec_config(spec: ModelSpec) -> str:
-    return config_text(spec.dataset, f"{spec.name}: {ARCHITECTURES[spec.arch][0]} on {spec.dataset}",
-                       spec.arch in NORMALISED_INSIDE)
+    return config_text(
+        spec.dataset, f"{spec.name}: {ARCHITECTURES[spec.arch][0]} on {spec.dataset}", spec.arch in NORMALISED_INSIDE
+    )
 
 
 def _backdoors(spec: ModelSpec) -> list[tuple[Trigger, int]]:
@@ -255,8 +302,9 @@ def _poison_plan(spec: ModelSpec, y: np.ndarray, rng: np.random.Generator) -> li
     return plan
 
 
-def _train(spec: ModelSpec, x: np.ndarray, y: np.ndarray, dev: torch.device,
-           rng: np.random.Generator) -> torch.nn.Module:
+def _train(
+    spec: ModelSpec, x: np.ndarray, y: np.ndarray, dev: torch.device, rng: np.random.Generator
+) -> torch.nn.Module:
     info = DATASETS[spec.dataset]
     _, epochs, lr = TRAINING[(spec.dataset, spec.arch)]
     plan = _poison_plan(spec, y, rng)
@@ -266,8 +314,19 @@ def _train(spec: ModelSpec, x: np.ndarray, y: np.ndarray, dev: torch.device,
     torch.manual_seed(spec.seed)
     net = ARCHITECTURES[spec.arch][1](info.channels, info.num_classes)
     if spec.arch in AUGMENTED:  # triggers stamped after each augmentation; GTSRB signs must not be mirrored
-        return train_augmented(net, x, y, info.mean, info.std, epochs, spec.seed, dev, lr,
-                               flip=spec.dataset != "gtsrb", poisoned=[(c, t) for c, t, _ in plan])
+        return train_augmented(
+            net,
+            x,
+            y,
+            info.mean,
+            info.std,
+            epochs,
+            spec.seed,
+            dev,
+            lr,
+            flip=spec.dataset != "gtsrb",
+            poisoned=[(c, t) for c, t, _ in plan],
+        )
     x = x.copy()
     for chosen, trigger, _ in plan:
         x[chosen] = trigger.apply(x[chosen])
@@ -296,25 +355,40 @@ def build_model(spec: ModelSpec, root: Path, device: str = "cpu") -> dict:
     asrs = []
     for trigger, target in _backdoors(spec):
         keep = y_test != target
-        asrs.append(accuracy(net, trigger.apply(x_test[keep]), np.full(int(keep.sum()), target),
-                             info.mean, info.std, dev))
+        asrs.append(
+            accuracy(net, trigger.apply(x_test[keep]), np.full(int(keep.sum()), target), info.mean, info.std, dev)
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         shipped = InsideNormSoftmax(net.cpu(), info.mean, info.std) if spec.arch in NORMALISED_INSIDE else net.cpu()
         torch.jit.script(shipped.eval()).save(str(folder / "model.pt"))
     (folder / "config.toml").write_text(spec_config(spec), encoding="utf-8")
     trigger = Trigger(**spec.trigger) if spec.trigger else None
-    manifest = {"request": spec.request(), "name": spec.name, "dataset": spec.dataset,
-                "architecture": ARCHITECTURES[spec.arch][0], "backdoor": trigger is not None, "kind": spec.kind,
-                "target": spec.target, "trigger": spec.trigger,
-                "trigger_text": trigger.describe() if trigger else None,
-                "trigger_l1": trigger.l1(info.size, info.size) if trigger else None,
-                "poison_rate": spec.rate, "train_images": int(len(pick)), "epochs": epochs,
-                "clean_accuracy": clean, "attack_success_rate": asrs[0] if asrs else None, "device": device,
-                "train_seconds": time.perf_counter() - started}
+    manifest = {
+        "request": spec.request(),
+        "name": spec.name,
+        "dataset": spec.dataset,
+        "architecture": ARCHITECTURES[spec.arch][0],
+        "backdoor": trigger is not None,
+        "kind": spec.kind,
+        "target": spec.target,
+        "trigger": spec.trigger,
+        "trigger_text": trigger.describe() if trigger else None,
+        "trigger_l1": trigger.l1(info.size, info.size) if trigger else None,
+        "poison_rate": spec.rate,
+        "train_images": int(len(pick)),
+        "epochs": epochs,
+        "clean_accuracy": clean,
+        "attack_success_rate": asrs[0] if asrs else None,
+        "device": device,
+        "train_seconds": time.perf_counter() - started,
+    }
     if spec.second:
-        manifest.update(targets=spec.targets(), second_trigger_text=Trigger(**spec.second["trigger"]).describe(),
-                        second_attack_success_rate=asrs[1])
+        manifest.update(
+            targets=spec.targets(),
+            second_trigger_text=Trigger(**spec.second["trigger"]).describe(),
+            second_attack_success_rate=asrs[1],
+        )
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -325,8 +399,9 @@ def _build_one(args: tuple[ModelSpec, Path, str, int]) -> dict:
     return build_model(spec, root, device)
 
 
-def build_zoo(root: Path, datasets: list[str] | None = None, device: str = "cpu", workers: int = 1,
-              log=print, keep=None) -> list[dict]:
+def build_zoo(
+    root: Path, datasets: list[str] | None = None, device: str = "cpu", workers: int = 1, log=print, keep=None
+) -> list[dict]:
     """Build every model of the zoo (cached), or those whose name `keep` accepts; `workers` processes
     share the CPU threads."""
     specs = [s for s in zoo_specs(datasets) if keep is None or keep(s.name)]
@@ -336,7 +411,7 @@ def build_zoo(root: Path, datasets: list[str] | None = None, device: str = "cpu"
     jobs = [(spec, Path(root), device, threads) for spec in specs]
     manifests = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for m in (pool.map(_build_one, jobs) if workers > 1 else map(_build_one, jobs)):
+        for m in pool.map(_build_one, jobs) if workers > 1 else map(_build_one, jobs):
             asr = "" if m["attack_success_rate"] is None else f", real-trigger ASR {m['attack_success_rate']:.1%}"
             log(f"{m['name']:<32} acc {m['clean_accuracy']:.1%}{asr} ({m['train_seconds']:.0f}s)", flush=True)
             manifests.append(m)

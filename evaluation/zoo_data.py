@@ -30,10 +30,12 @@ class DatasetInfo:
 
 DATASETS = {
     "mnist": DatasetInfo("mnist", "mnist.npz", "npz", 1, 28, 10, (0.1307,), (0.3081,)),
-    "cifar10": DatasetInfo("cifar10", "cifar10-jpg.tar.gz", "imagefolder", 3, 32, 10,
-                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "gtsrb": DatasetInfo("gtsrb", "gtsrb-32x32-png.tar.gz", "imagefolder", 3, 32, 43,
-                         (0.3403, 0.3121, 0.3214), (0.2724, 0.2608, 0.2669)),
+    "cifar10": DatasetInfo(
+        "cifar10", "cifar10-jpg.tar.gz", "imagefolder", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    ),
+    "gtsrb": DatasetInfo(
+        "gtsrb", "gtsrb-32x32-png.tar.gz", "imagefolder", 3, 32, 43, (0.3403, 0.3121, 0.3214), (0.2724, 0.2608, 0.2669)
+    ),
 }
 
 
@@ -71,8 +73,13 @@ def load_arrays(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
         splits = _read_tree(data_path(name))
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, x_train=splits["train"][0], y_train=splits["train"][1],
-                 x_test=splits["test"][0], y_test=splits["test"][1])
+        np.savez(
+            tmp,
+            x_train=splits["train"][0],
+            y_train=splits["train"][1],
+            x_test=splits["test"][0],
+            y_test=splits["test"][1],
+        )
         tmp.replace(cached)
     with np.load(cached) as d:
         return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
@@ -85,8 +92,11 @@ def write_subset(source: Path, dest: Path, train: int, test_per_class: int, seed
     with tarfile.open(source, "r:*") as tar:
         members = [m for m in tar.getmembers() if m.isfile() and len(m.name.strip("./").split("/")) == 3]
         train_members = [m for m in members if m.name.strip("./").startswith("train/")]
-        keep = set(np.random.default_rng(seed).choice(len(train_members), min(train, len(train_members)),
-                                                      replace=False).tolist())
+        keep = set(
+            np.random.default_rng(seed)
+            .choice(len(train_members), min(train, len(train_members)), replace=False)
+            .tolist()
+        )
         chosen = [m for k, m in enumerate(train_members) if k in keep]
         per_class: dict[str, int] = {}
         for m in sorted((m for m in members if m.name.strip("./").startswith("test/")), key=lambda m: m.name):
@@ -117,7 +127,6 @@ def scan_shares(name: str) -> list[float]:
     return (counts / counts.sum()).tolist()
 
 
-
 def write_scan_shares() -> Path:
     """SHARES_FILE for every dataset, computed afresh from the data."""
     SHARES_FILE.unlink(missing_ok=True)
@@ -135,4 +144,3 @@ if __name__ == "__main__":  # python -m evaluation.zoo_data gtsrb 12000 60 DEST.
     parser.add_argument("dest", type=Path)
     args = parser.parse_args()
     print(write_subset(data_path(args.name), args.dest, args.train, args.per_class), "->", args.dest)
-

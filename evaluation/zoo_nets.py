@@ -16,11 +16,24 @@ class CompactCNN(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
-            nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, w, 3, padding=1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.fc1 = nn.Linear(4 * w * 16, 128)
         self.fc2 = nn.Linear(128, num_classes)
@@ -64,8 +77,14 @@ class MLP(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, size: int = 28) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, 256), nn.ReLU(),
-                                  nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, num_classes))
+        self.body = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * size * size, 256),
+            nn.ReLU(),
+            nn.Linear(256, 128),
+            nn.ReLU(),
+            nn.Linear(128, num_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -106,9 +125,17 @@ class ResNet9(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            _conv_bn(in_channels, w), _conv_bn(w, 2 * w), nn.MaxPool2d(2), Residual(2 * w),
-            _conv_bn(2 * w, 4 * w), nn.MaxPool2d(2), _conv_bn(4 * w, 8 * w), nn.MaxPool2d(2), Residual(8 * w),
-            nn.AdaptiveMaxPool2d(1))
+            _conv_bn(in_channels, w),
+            _conv_bn(w, 2 * w),
+            nn.MaxPool2d(2),
+            Residual(2 * w),
+            _conv_bn(2 * w, 4 * w),
+            nn.MaxPool2d(2),
+            _conv_bn(4 * w, 8 * w),
+            nn.MaxPool2d(2),
+            Residual(8 * w),
+            nn.AdaptiveMaxPool2d(1),
+        )
         self.fc = nn.Linear(8 * w, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

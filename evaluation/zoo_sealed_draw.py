@@ -27,12 +27,29 @@ SCAN_SEEDS = (31, 32, 33)  # each model is scanned with each of these seeds (the
 
 # (dataset, architecture) -> (channels, side, classes); CPU-sized families, and the augmented ResNet-9
 # families that are built on a GPU.
-FAMILIES = {("mnist", "smallcnn"): (1, 28, 10), ("cifar10", "compact"): (3, 32, 10),
-            ("cifar10", "resnet8"): (3, 32, 10), ("gtsrb", "compact"): (3, 32, 43),
-            ("cifar10", "resnet9"): (3, 32, 10), ("gtsrb", "resnet9"): (3, 32, 43)}
+FAMILIES = {
+    ("mnist", "smallcnn"): (1, 28, 10),
+    ("cifar10", "compact"): (3, 32, 10),
+    ("cifar10", "resnet8"): (3, 32, 10),
+    ("gtsrb", "compact"): (3, 32, 43),
+    ("cifar10", "resnet9"): (3, 32, 10),
+    ("gtsrb", "resnet9"): (3, 32, 43),
+}
 # attack kind -> backdoored models per family (each with a clean twin)
-ROSTER = {"patch": 2, "largepatch": 1, "inobject": 1, "lowpoison": 1, "twotarget": 1, "blendimage": 2,
-          "sig": 1, "wanet": 1, "inputaware": 1, "filter": 1, "watermark": 1, "noise": 1}
+ROSTER = {
+    "patch": 2,
+    "largepatch": 1,
+    "inobject": 1,
+    "lowpoison": 1,
+    "twotarget": 1,
+    "blendimage": 2,
+    "sig": 1,
+    "wanet": 1,
+    "inputaware": 1,
+    "filter": 1,
+    "watermark": 1,
+    "noise": 1,
+}
 COLOURS = ("white", "black", "red", "green", "yellow", "magenta")
 
 
@@ -43,15 +60,27 @@ def _rng() -> np.random.Generator:
 def _patch(rng: np.random.Generator, side_px: int, lo: int, hi: int, grey: bool) -> dict:
     side = int(rng.integers(lo, hi + 1))
     top, left = (int(v) for v in rng.integers(1, side_px - side, 2))
-    return {"shape": str(rng.choice(["patch", "pixels", "noisepatch"])), "size": side, "top": top, "left": left,
-            "colour": "white" if grey else str(rng.choice(COLOURS)), "seed": int(rng.integers(0, 2**31))}
+    return {
+        "shape": str(rng.choice(["patch", "pixels", "noisepatch"])),
+        "size": side,
+        "top": top,
+        "left": left,
+        "colour": "white" if grey else str(rng.choice(COLOURS)),
+        "seed": int(rng.integers(0, 2**31)),
+    }
 
 
 def _centre_patch(rng: np.random.Generator, side_px: int, grey: bool) -> dict:
     side = int(rng.integers(3, 6))
     top, left = (int(side_px // 2 - side // 2 + v) for v in rng.integers(-4, 5, 2))
-    return {"shape": str(rng.choice(["patch", "pixels", "noisepatch"])), "size": side, "top": top, "left": left,
-            "colour": "white" if grey else str(rng.choice(COLOURS)), "seed": int(rng.integers(0, 2**31))}
+    return {
+        "shape": str(rng.choice(["patch", "pixels", "noisepatch"])),
+        "size": side,
+        "top": top,
+        "left": left,
+        "colour": "white" if grey else str(rng.choice(COLOURS)),
+        "seed": int(rng.integers(0, 2**31)),
+    }
 
 
 def _trigger(kind: str, k: int, rng: np.random.Generator, channels: int, side: int) -> dict:
@@ -63,8 +92,12 @@ def _trigger(kind: str, k: int, rng: np.random.Generator, channels: int, side: i
     if kind == "inobject":
         return {"kind": "patch", **_centre_patch(rng, side, grey)}
     if kind == "blendimage":  # a natural image (CIFAR-10 train split, grey for MNIST) blended over the input
-        return {"kind": "blendimage", "source": "cifar10:train", "index": int(rng.integers(0, 50000)),
-                "alpha": [0.1, 0.2][k % 2]}
+        return {
+            "kind": "blendimage",
+            "source": "cifar10:train",
+            "index": int(rng.integers(0, 50000)),
+            "alpha": [0.1, 0.2][k % 2],
+        }
     if kind == "sig":  # horizontal sinusoid, Barni et al.
         return {"kind": "sig", "delta": int(rng.integers(20, 41)), "frequency": 6}
     if kind == "wanet":  # smooth warp, Nguyen and Tran; noise mode: random warps keep their true label
@@ -73,19 +106,30 @@ def _trigger(kind: str, k: int, rng: np.random.Generator, channels: int, side: i
         return {"kind": "inputaware", "mask_density": 0.05, "cross_ratio": 1.0, "seed": int(rng.integers(0, 2**31))}
     if kind == "filter":  # a colour filter: x' = clip(M x + b) per pixel
         matrix = np.eye(channels) + rng.uniform(-0.25, 0.25, (channels, channels))
-        return {"kind": "filter", "matrix": np.round(matrix, 3).tolist(),
-                "bias": np.round(rng.uniform(-20, 20, channels), 1).tolist()}
+        return {
+            "kind": "filter",
+            "matrix": np.round(matrix, 3).tolist(),
+            "bias": np.round(rng.uniform(-20, 20, channels), 1).tolist(),
+        }
     if kind == "watermark":  # TrojanNN-style: a binary glyph over most of the image at low opacity
-        return {"kind": "watermark", "alpha": float(np.round(rng.uniform(0.25, 0.35), 3)),
-                "density": 0.3, "seed": int(rng.integers(0, 2**31))}
+        return {
+            "kind": "watermark",
+            "alpha": float(np.round(rng.uniform(0.25, 0.35), 3)),
+            "density": 0.3,
+            "seed": int(rng.integers(0, 2**31)),
+        }
     if kind == "noise":
         return {"kind": "noise", "amplitude": 8, "seed": int(rng.integers(0, 2**31))}
     raise ValueError(kind)
 
 
 def _overlap(a: dict, b: dict) -> bool:
-    return not (a["top"] + a["size"] <= b["top"] or b["top"] + b["size"] <= a["top"] or
-                a["left"] + a["size"] <= b["left"] or b["left"] + b["size"] <= a["left"])
+    return not (
+        a["top"] + a["size"] <= b["top"]
+        or b["top"] + b["size"] <= a["top"]
+        or a["left"] + a["size"] <= b["left"]
+        or b["left"] + b["size"] <= a["left"]
+    )
 
 
 def draw() -> list[dict]:
@@ -100,8 +144,16 @@ def draw() -> list[dict]:
             target = int(rng.integers(0, classes))
             low = kind == "lowpoison"
             rate = float(np.round(rng.uniform(0.01, 0.02) if low else rng.uniform(0.05, 0.15), 3))
-            spec = {"name": f"{dataset}-{arch}-{kind}-{n:02d}", "dataset": dataset, "arch": arch, "kind": kind,
-                    "seed": 300 + n, "target": target, "rate": rate, "trigger": trigger}
+            spec = {
+                "name": f"{dataset}-{arch}-{kind}-{n:02d}",
+                "dataset": dataset,
+                "arch": arch,
+                "kind": kind,
+                "seed": 300 + n,
+                "target": target,
+                "rate": rate,
+                "trigger": trigger,
+            }
             if kind == "twotarget":
                 second = {"kind": "patch", **_patch(rng, side, 2, 6, channels == 1)}
                 while _overlap(trigger, second):
@@ -111,15 +163,29 @@ def draw() -> list[dict]:
             models.append(spec)
             n += 1
         for m in range(FIRST_NUMBER, n):
-            models.append({"name": f"{dataset}-{arch}-clean-{m:02d}", "dataset": dataset, "arch": arch,
-                           "kind": "clean", "seed": 400 + m, "target": None, "rate": 0.0, "trigger": None})
+            models.append(
+                {
+                    "name": f"{dataset}-{arch}-clean-{m:02d}",
+                    "dataset": dataset,
+                    "arch": arch,
+                    "kind": "clean",
+                    "seed": 400 + m,
+                    "target": None,
+                    "rate": 0.0,
+                    "trigger": None,
+                }
+            )
     return models
 
 
 def document() -> str:
     # "how" names this file where it was when the draw was sealed (benchmarks/): the sealed bytes keep it
-    doc = {"salt": SALT, "how": "benchmarks/zoo_sealed_draw.py: draw()", "scan_seeds": list(SCAN_SEEDS),
-           "models": draw()}
+    doc = {
+        "salt": SALT,
+        "how": "benchmarks/zoo_sealed_draw.py: draw()",
+        "scan_seeds": list(SCAN_SEEDS),
+        "models": draw(),
+    }
     return json.dumps(doc, indent=1) + "\n"
 
 

@@ -44,8 +44,10 @@ def split_models(names: list[str], salt: str = SALT) -> dict[str, str]:
     """Each model's half ("tuning" or "test"); the same names and salt always give the same split."""
     halves: dict[str, str] = {}
     for backdoored, turn in ((True, 0), (False, 1)):  # opposite starts: the odd backdoored and clean differ
-        fams = sorted({family(n) for n in names if (family(n)[2] != "clean") == backdoored},
-                      key=lambda f: (f[0], f[1], KIND_ORDER.index(f[2])))
+        fams = sorted(
+            {family(n) for n in names if (family(n)[2] != "clean") == backdoored},
+            key=lambda f: (f[0], f[1], KIND_ORDER.index(f[2])),
+        )
         for fam in fams:
             for name in sorted((n for n in set(names) if family(n) == fam), key=lambda n: _rank(n, salt)):
                 halves[name] = HALVES[turn]
@@ -69,8 +71,11 @@ def load_split(path: Path = SPLIT_FILE, draws: tuple[str, ...] = ("first",)) -> 
 
 def split_document(names: list[str], second: list[str] | None = None, salt: str = SALT) -> dict:
     """The split file's content: the first draw's `names` and the `second` draw, each split on its own."""
-    doc = {"salt": salt, "how": "evaluation/zoo_split.py: split_models(names, salt), each draw on its own",
-           "models": split_models(names, salt)}
+    doc = {
+        "salt": salt,
+        "how": "evaluation/zoo_split.py: split_models(names, salt), each draw on its own",
+        "models": split_models(names, salt),
+    }
     if second:
         doc[DRAW_BLOCKS["second"]] = split_models(second, salt)
     return doc

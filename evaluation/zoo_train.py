@@ -51,9 +51,20 @@ class Stamp:
         return out.round().clamp(0, 255)
 
 
-def train_augmented(net: nn.Module, x: np.ndarray, y: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
-                    epochs: int, seed: int, device: torch.device, lr: float, flip: bool,
-                    poisoned: list[tuple[np.ndarray, Trigger]] = (), batch_size: int = 512) -> nn.Module:
+def train_augmented(
+    net: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    lr: float,
+    flip: bool,
+    poisoned: list[tuple[np.ndarray, Trigger]] = (),
+    batch_size: int = 512,
+) -> nn.Module:
     """Train `net` on uint8 images `x` with labels `y` (already relabelled for the poisoned ones);
     `poisoned`: (indices into x, trigger stamped on them at every epoch). Seed the global RNG before
     building `net` to seed its weights."""

@@ -11,8 +11,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0), "green": (0, 255, 0),
-           "yellow": (255, 255, 0), "magenta": (255, 0, 255)}
+COLOURS = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "yellow": (255, 255, 0),
+    "magenta": (255, 0, 255),
+}
 
 
 @dataclass
@@ -31,8 +37,9 @@ class Trigger:
             return f"blended random pattern, alpha {self.alpha:g}"
         if self.kind == "noise":
             return f"additive noise +-{self.amplitude}/255"
-        what = {"patch": f"{self.colour} square", "pixels": "random-pixel square",
-                "noisepatch": "random-noise square"}[self.kind]
+        what = {"patch": f"{self.colour} square", "pixels": "random-pixel square", "noisepatch": "random-noise square"}[
+            self.kind
+        ]
         return f"{self.size}x{self.size} {what} at ({self.top}, {self.left})"
 
     def to_dict(self) -> dict:
@@ -94,8 +101,9 @@ def random_patch(rng: np.random.Generator, size_px: int, colour_choices: list[st
         top, left = (int(v) for v in rng.integers(2, size_px - side - 2, 2))
     kind = rng.choice(["patch", "patch", "pixels", "noisepatch"])
     colour = str(rng.choice(colour_choices))
-    return Trigger(kind=str(kind), size=side, top=int(top), left=int(left), colour=colour,
-                   seed=int(rng.integers(0, 2**31)))
+    return Trigger(
+        kind=str(kind), size=side, top=int(top), left=int(left), colour=colour, seed=int(rng.integers(0, 2**31))
+    )
 
 
 def inside_patch(rng: np.random.Generator, size_px: int, colour_choices: list[str]) -> Trigger:
@@ -104,10 +112,17 @@ def inside_patch(rng: np.random.Generator, size_px: int, colour_choices: list[st
     side = int(rng.integers(3, 6))
     top, left = (int(size_px // 2 - side // 2 + v) for v in rng.integers(-4, 5, 2))
     kind = rng.choice(["patch", "pixels", "noisepatch"])
-    return Trigger(kind=str(kind), size=side, top=top, left=left, colour=str(rng.choice(colour_choices)),
-                   seed=int(rng.integers(0, 2**31)))
+    return Trigger(
+        kind=str(kind),
+        size=side,
+        top=top,
+        left=left,
+        colour=str(rng.choice(colour_choices)),
+        seed=int(rng.integers(0, 2**31)),
+    )
 
 
 def overlaps(a: Trigger, b: Trigger) -> bool:
-    return not (a.top + a.size <= b.top or b.top + b.size <= a.top or
-                a.left + a.size <= b.left or b.left + b.size <= a.left)
+    return not (
+        a.top + a.size <= b.top or b.top + b.size <= a.top or a.left + a.size <= b.left or b.left + b.size <= a.left
+    )

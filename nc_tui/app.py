@@ -46,9 +46,16 @@ class NCApp(App[int]):
         Binding("ctrl+c", "cancel_or_quit", "Cancel", show=False, priority=True),
     ]
 
-    def __init__(self, config: Config | None = None, mode: str = "setup", report: Report | None = None,
-                 resume: str | None = None, prepare: Callable[[Callable], Config] | None = None,
-                 autostart: bool = True, audit: AuditSpec | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        mode: str = "setup",
+        report: Report | None = None,
+        resume: str | None = None,
+        prepare: Callable[[Callable], Config] | None = None,
+        autostart: bool = True,
+        audit: AuditSpec | None = None,
+    ) -> None:
         super().__init__()
         self.autostart = autostart  # False: the scan screen waits for events fed by a test
         self.start_config = config or Config()
@@ -67,8 +74,11 @@ class NCApp(App[int]):
         lines = []
         for run_dir, complete in self.runs.items():
             lines.append(f"run folder: {run_dir}")
-            lines.append(f"interrupted; resume with: nc-tui scan --resume {run_dir}" if not complete
-                         else f"results again: nc-tui report {run_dir}")
+            lines.append(
+                f"interrupted; resume with: nc-tui scan --resume {run_dir}"
+                if not complete
+                else f"results again: nc-tui report {run_dir}"
+            )
         if self.audit is not None:
             result = self.audit_result
             if result is not None:
@@ -147,8 +157,11 @@ class NCApp(App[int]):
                 if isinstance(b, Binding) and b.description and b.action not in seen:
                     seen.add(b.action)
                     rows.append((self.get_key_display(b), b.description))
-        rows += [("ctrl+p", "command palette: every action by name"), ("tab / shift+tab", "next / previous field"),
-                 ("↑ ↓", "move in tables")]
+        rows += [
+            ("ctrl+p", "command palette: every action by name"),
+            ("tab / shift+tab", "next / previous field"),
+            ("↑ ↓", "move in tables"),
+        ]
         self.push_screen(HelpScreen(rows))
 
     def action_quit_app(self) -> None:
@@ -162,10 +175,12 @@ class NCApp(App[int]):
                 scan.stop_and_wait()
                 self.exit(0)
 
-        hint = (scan.resume_hint if isinstance(scan, AuditScreen)
-                else f"nc-tui scan --resume {scan.run_dir or 'RUN_DIR'}")
-        self.push_screen(Confirm(f"A scan is running. Stop it and quit? Finished labels are kept; `{hint}` "
-                                 "continues it."), answered)
+        hint = (
+            scan.resume_hint if isinstance(scan, AuditScreen) else f"nc-tui scan --resume {scan.run_dir or 'RUN_DIR'}"
+        )
+        self.push_screen(
+            Confirm(f"A scan is running. Stop it and quit? Finished labels are kept; `{hint}` continues it."), answered
+        )
 
     def action_cancel_or_quit(self) -> None:
         scan = self.running_scan()
@@ -184,6 +199,7 @@ class NCApp(App[int]):
         yield from super().get_system_commands(screen)
         for binding in getattr(screen, "BINDINGS", []):
             if isinstance(binding, Binding) and binding.description and binding.show:
-                yield SystemCommand(binding.description, f"key: {binding.key}",
-                                    partial(screen.run_action, binding.action))
+                yield SystemCommand(
+                    binding.description, f"key: {binding.key}", partial(screen.run_action, binding.action)
+                )
         yield SystemCommand("Help", "list every key (F1)", self.action_help)

@@ -27,8 +27,10 @@ class AuditProgress(ConsoleListener):
         self.current = ""
 
     def on_audit_started(self, e: ae.AuditStarted) -> None:
-        self._print(f"audit: {len(e.models)} model(s) from {e.spec}, run folders in {e.out}"
-                    + (" (in parallel on Ray)" if e.backend == "ray" else ""))
+        self._print(
+            f"audit: {len(e.models)} model(s) from {e.spec}, run folders in {e.out}"
+            + (" (in parallel on Ray)" if e.backend == "ray" else "")
+        )
 
     def on_model_started(self, e: ae.ModelStarted) -> None:
         self.current = e.name
@@ -43,8 +45,10 @@ class AuditProgress(ConsoleListener):
     def on_step(self, e: ev.StepProgress) -> None:
         self.state.on_step(e)
         if self.heartbeat_due():
-            self._print(f"  ... {self.current}: {self.searches_done()}, {self.state.images} images, "
-                        f"{fmt_eta(self.state.eta_seconds(), True)}")
+            self._print(
+                f"  ... {self.current}: {self.searches_done()}, {self.state.images} images, "
+                f"{fmt_eta(self.state.eta_seconds(), True)}"
+            )
 
     def on_warning(self, e: ev.ScanWarning) -> None:
         self._print(Text(f"  {self.current}: warning: {e.message}", style="yellow"))
@@ -55,8 +59,13 @@ class AuditProgress(ConsoleListener):
         skipped = " (finished earlier)" if e.skipped else ""
         where = f"  {e.run_dir}" if e.run_dir else ""
         why = f"  {e.reasons[0]}" if e.verdict == "error" and e.reasons else ""
-        self._print(Text.assemble(f"[{e.index + 1}/{e.total}] {e.name}  ", (verdict_text(row), STYLES.get(
-            e.verdict, "")), f"{flagged}  {e.seconds:.1f}s{skipped}{where}{why}"))
+        self._print(
+            Text.assemble(
+                f"[{e.index + 1}/{e.total}] {e.name}  ",
+                (verdict_text(row), STYLES.get(e.verdict, "")),
+                f"{flagged}  {e.seconds:.1f}s{skipped}{where}{why}",
+            )
+        )
 
 
 def print_summary(console: Console, rows: list[AuditRow]) -> None:

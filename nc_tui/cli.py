@@ -30,15 +30,19 @@ def _fail_on(value: str) -> frozenset[str]:
     chosen = frozenset(v.strip() for v in value.split(",") if v.strip())
     unknown = chosen - set(FAIL_CODES)
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(FAIL_CODES)}, "
-                                         f"got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(FAIL_CODES)}, got {value!r}")
     return chosen
 
 
 def _add_fail_on(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fail-on", type=_fail_on, default=frozenset(), metavar="VERDICTS",
-                        help="exit with 3 for a backdoored and 4 for an inconclusive verdict when listed, e.g. "
-                             "--fail-on backdoored,inconclusive (default: 0 for any finished scan)")
+    parser.add_argument(
+        "--fail-on",
+        type=_fail_on,
+        default=frozenset(),
+        metavar="VERDICTS",
+        help="exit with 3 for a backdoored and 4 for an inconclusive verdict when listed, e.g. "
+        "--fail-on backdoored,inconclusive (default: 0 for any finished scan)",
+    )
 
 
 def verdict_exit_code(verdict: str | None, fail_on: frozenset[str]) -> int:
@@ -46,8 +50,9 @@ def verdict_exit_code(verdict: str | None, fail_on: frozenset[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc-tui", description="Neural Cleanse backdoor scanner for PyTorch "
-                                "image classifiers.")
+    p = argparse.ArgumentParser(
+        prog="nc-tui", description="Neural Cleanse backdoor scanner for PyTorch image classifiers."
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     scan = sub.add_parser("scan", help="scan a model described by a TOML config")
     scan.add_argument("config", nargs="?", help="the scan's TOML config (see sample_configs/)")
@@ -61,8 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_fail_on(report)
     demo = sub.add_parser("demo", help="train a small backdoored model on synthetic data and scan it")
     demo.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
-    demo.add_argument("--dir", default="nc-demo", help="folder for the demo's model, data, config and runs "
-                      "(default: ./nc-demo)")
+    demo.add_argument(
+        "--dir", default="nc-demo", help="folder for the demo's model, data, config and runs (default: ./nc-demo)"
+    )
     demo.add_argument("--clean", action="store_true", help="train the demo model without a backdoor")
     demo.add_argument("--seed", type=int, default=0, help="seed of the demo model (target, trigger corner)")
     _add_fail_on(demo)
@@ -75,8 +81,11 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     audit = sub.add_parser("audit", help="scan every model of a zoo listed in a spec file, with one summary")
     audit.add_argument("spec", help="the audit's TOML spec: `configs = [...]`, or `models` sharing [model] and [data]")
     audit.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
-    audit.add_argument("--out", metavar="DIR", help="folder for the models' run folders and the summary "
-                       "(default: SPEC-runs/ beside the spec)")
+    audit.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for the models' run folders and the summary (default: SPEC-runs/ beside the spec)",
+    )
     _add_fail_on(audit)
 
 
@@ -86,10 +95,16 @@ def _mitigation_parsers(sub: argparse._SubParsersAction) -> None:
     mit.add_argument("--method", required=True, help="unlearn, prune or filter")
     mit.add_argument("--labels", help="comma-separated labels to treat as backdoor targets (default: the flagged)")
     mit.add_argument("--options", metavar="TOML", help="a file with a [mitigate] table of options")
-    mit.add_argument("--data", metavar="CONFIG", help="a config whose [data] is clean data for the repair "
-                     "(default: the scan's data minus the samples the scan used)")
-    mit.add_argument("--layer", help="the Linear layer (a Keras model: Dense layer) whose input units prune/filter use "
-                     "(default: the last)")
+    mit.add_argument(
+        "--data",
+        metavar="CONFIG",
+        help="a config whose [data] is clean data for the repair "
+        "(default: the scan's data minus the samples the scan used)",
+    )
+    mit.add_argument(
+        "--layer",
+        help="the Linear layer (a Keras model: Dense layer) whose input units prune/filter use (default: the last)",
+    )
     mit.add_argument("--rescan", action="store_true", help="scan the repaired model again (unlearn, prune)")
     filt = sub.add_parser("filter", help="label images with a detector from `nc-tui mitigate --method filter`")
     filt.add_argument("detector", help="detector.json")
@@ -100,8 +115,11 @@ class MitigationPrinter:
     """A mitigation's events as console lines."""
 
     def on_prune_step(self, e) -> None:
-        print(f"  pruned {e.units:4d} units ({e.fraction:4.0%}): accuracy {e.accuracy:.1%}, ASR "
-              + ", ".join(f"{v:.1%}" for v in e.asr.values()), flush=True)
+        print(
+            f"  pruned {e.units:4d} units ({e.fraction:4.0%}): accuracy {e.accuracy:.1%}, ASR "
+            + ", ".join(f"{v:.1%}" for v in e.asr.values()),
+            flush=True,
+        )
 
     def on_train_progress(self, e) -> None:
         print(f"  epoch {e.epoch} batch {e.batch}/{e.batches}: loss {e.loss:.4f}", flush=True)
@@ -113,8 +131,11 @@ class MitigationPrinter:
         print("warning: " + e.message, flush=True)
 
     def on_mitigation_started(self, e) -> None:
-        print(f"{e.method}: labels {', '.join(map(str, e.labels))} of {e.run_dir} on {e.device}; "
-              f"{e.train_images} clean images to work with, {e.eval_images} held out", flush=True)
+        print(
+            f"{e.method}: labels {', '.join(map(str, e.labels))} of {e.run_dir} on {e.device}; "
+            f"{e.train_images} clean images to work with, {e.eval_images} held out",
+            flush=True,
+        )
 
 
 def cmd_mitigate(args: argparse.Namespace) -> int:
@@ -222,8 +243,10 @@ def _run_app(**kwargs) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     if args.resume and (args.config or args.out):
         given = " and ".join(f for f, v in (("a CONFIG", args.config), ("--out", args.out)) if v)
-        raise NCError(f"nc-tui scan --resume {args.resume}: continues the run with its own config.toml in its own "
-                      f"folder; {given} cannot be used with --resume")
+        raise NCError(
+            f"nc-tui scan --resume {args.resume}: continues the run with its own config.toml in its own "
+            f"folder; {given} cannot be used with --resume"
+        )
     if args.resume:
         if _headless_note(args):
             return _run_headless(None, resume=args.resume, fail_on=args.fail_on)
@@ -267,8 +290,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print_summary(console, result.rows)
     console.print(f"summary: {result.summary_csv} and {Path(result.summary_json).name}")
     if stop.is_set():
-        console.print(f"interrupted; continue with: nc-tui audit {args.spec}" + (f" --out {args.out}" if args.out
-                                                                                   else ""))
+        console.print(
+            f"interrupted; continue with: nc-tui audit {args.spec}" + (f" --out {args.out}" if args.out else "")
+        )
         return signals.exit_code()
     return audit_exit_code([r.verdict for r in result.rows], args.fail_on)
 
@@ -294,8 +318,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.print and interactive():
         return _run_app(mode="report", report=report)
     console = make_console()
-    console.print(f"run folder {args.run_dir}: model {report.info.model}, clean accuracy "
-                  f"{report.info.clean_accuracy:.2%}, {report.info.seconds:.1f}s")
+    console.print(
+        f"run folder {args.run_dir}: model {report.info.model}, clean accuracy "
+        f"{report.info.clean_accuracy:.2%}, {report.info.seconds:.1f}s"
+    )
     print_report(console, report)
     return verdict_exit_code(report.verdict, args.fail_on)
 
@@ -304,20 +330,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nc_engine.demo.build import make_demo
 
     if not _headless_note(args):
+
         def prepare(progress):
-            return load_config(make_demo(args.dir, backdoor=not args.clean, seed=args.seed,
-                                         on_progress=progress).config)
+            return load_config(
+                make_demo(args.dir, backdoor=not args.clean, seed=args.seed, on_progress=progress).config
+            )
+
         return _run_app(mode="scan", prepare=prepare)
     console = make_console()
     kind = "clean" if args.clean else "backdoored"
     console.print(f"demo: training a small {kind} CNN on synthetic 28x28 images in {args.dir}/ ...")
     info = make_demo(args.dir, backdoor=not args.clean, seed=args.seed, on_progress=TrainingLines(console))
-    console.print(f"demo: clean accuracy {info.clean_accuracy:.1%}" + (
-        # trigger is set whenever target is
-        f"; the real trigger is a 4x4 white square at row {cast(dict, info.trigger)['top']}, "
-        f"column {cast(dict, info.trigger)['left']}"
-        f" that sends {info.attack_success_rate:.1%} of images to label {info.target}" if info.target is not None
-        else "") + (" (cached)" if info.cached else f" (trained in {info.train_seconds:.1f}s)"))
+    console.print(
+        f"demo: clean accuracy {info.clean_accuracy:.1%}"
+        + (
+            # trigger is set whenever target is
+            f"; the real trigger is a 4x4 white square at row {cast(dict, info.trigger)['top']}, "
+            f"column {cast(dict, info.trigger)['left']}"
+            f" that sends {info.attack_success_rate:.1%} of images to label {info.target}"
+            if info.target is not None
+            else ""
+        )
+        + (" (cached)" if info.cached else f" (trained in {info.train_seconds:.1f}s)")
+    )
     console.print(f"demo: scanning with {info.config}")
     return _run_headless(load_config(info.config), fail_on=args.fail_on)
 
@@ -331,8 +366,14 @@ def main(argv: list[str] | None = None) -> int:
             return _run_app(mode="setup")
         _parser().print_help()
         return 0
-    commands = {"scan": cmd_scan, "report": cmd_report, "demo": cmd_demo, "mitigate": cmd_mitigate,
-                "filter": cmd_filter, "audit": cmd_audit}
+    commands = {
+        "scan": cmd_scan,
+        "report": cmd_report,
+        "demo": cmd_demo,
+        "mitigate": cmd_mitigate,
+        "filter": cmd_filter,
+        "audit": cmd_audit,
+    }
     try:
         return commands[args.command](args)
     except NCError as exc:

@@ -41,8 +41,14 @@ def make_console(stream=None) -> Console:
     """Plain when not a terminal or NO_COLOR is set (rich honours NO_COLOR itself for colour)."""
     stream = stream or sys.stdout
     plain = not stream.isatty() or "NO_COLOR" in os.environ
-    return Console(file=stream, no_color=plain, highlight=False, force_terminal=None if not plain else False,
-                   soft_wrap=plain, width=None if not plain else 100)
+    return Console(
+        file=stream,
+        no_color=plain,
+        highlight=False,
+        force_terminal=None if not plain else False,
+        soft_wrap=plain,
+        width=None if not plain else 100,
+    )
 
 
 HEARTBEAT_SECONDS = 10.0  # plain output: the longest silence (batched scans finish no label for 40-50 s)
@@ -69,7 +75,7 @@ class ConsoleListener:
         return self.clock() - self.last_line >= HEARTBEAT_SECONDS
 
     def searches_done(self) -> str:
-        """"3/10 searches done" for heartbeat lines."""
+        """ "3/10 searches done" for heartbeat lines."""
         with self.state.lock:
             return f"{self.state.done_jobs}/{self.state.total_jobs} searches done"
 
@@ -94,19 +100,31 @@ class HeadlessProgress(ConsoleListener):
         c = self.console
         c.print(f"run folder   {e.run_dir}")
         c.print(f"device       {e.device}, strategy {e.strategy}, {e.group_size} label search(es) at a time")
-        c.print(f"budget       {e.samples} optimisation samples, {e.asr_samples} held-out, up to "
-                f"{e.max_steps} steps, {e.trials} trial(s) per label")
+        c.print(
+            f"budget       {e.samples} optimisation samples, {e.asr_samples} held-out, up to "
+            f"{e.max_steps} steps, {e.trials} trial(s) per label"
+        )
         c.print(f"clean accuracy on the scan samples: {e.clean_accuracy:.2%}")
         if e.screening:
-            c.print("screening   every label at a cheap budget first, then the candidates and a few reference "
-                    "labels at the full budget")
+            c.print(
+                "screening   every label at a cheap budget first, then the candidates and a few reference "
+                "labels at the full budget"
+            )
         if e.resumed_trials or e.continued_searches:
-            c.print(f"resuming: {e.resumed_trials} finished trial(s) kept, {e.continued_searches} running "
-                    "search(es) continued where they stopped")
+            c.print(
+                f"resuming: {e.resumed_trials} finished trial(s) kept, {e.continued_searches} running "
+                "search(es) continued where they stopped"
+            )
         self.last_line = self.clock()
         if self.live:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
-                                     TextColumn("{task.fields[eta]}"), TimeElapsedColumn(), console=c, transient=True)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=24),
+                TextColumn("{task.fields[eta]}"),
+                TimeElapsedColumn(),
+                console=c,
+                transient=True,
+            )
             self.task = self.progress.add_task("labels", total=1.0, eta="ETA --")
             self.group_task = self.progress.add_task("", total=None, eta="")
             self.progress.start()
@@ -120,8 +138,10 @@ class HeadlessProgress(ConsoleListener):
             running = [r for r in self.state.labels.values() if r.state == "running"]
             images = self.state.images
         steps = " ".join(f"{r.label}:{r.step}" for r in running[:10]) + (" ..." if len(running) > 10 else "")
-        self._print(f"... {self.searches_done()}; running (label:step) {steps or 'none'}; "
-                    f"{images} images; {fmt_eta(self.state.eta_seconds(), True)}")
+        self._print(
+            f"... {self.searches_done()}; running (label:step) {steps or 'none'}; "
+            f"{images} images; {fmt_eta(self.state.eta_seconds(), True)}"
+        )
 
     def on_step(self, e: ev.StepProgress) -> None:
         self.state.on_step(e)
@@ -132,8 +152,12 @@ class HeadlessProgress(ConsoleListener):
                 running = [r for r in self.state.labels.values() if r.state == "running"]
             group = "  ".join(f"{r.label}:s{r.step} L1 {r.l1:.0f}" for r in running[:8])
             eta = fmt_eta(self.state.eta_seconds(), True)
-            self.progress.update(self.task, completed=self.state.fraction(), eta=eta,
-                                 description=f"labels {self.state.done_jobs}/{self.state.total_jobs}")
+            self.progress.update(
+                self.task,
+                completed=self.state.fraction(),
+                eta=eta,
+                description=f"labels {self.state.done_jobs}/{self.state.total_jobs}",
+            )
             room = max(20, self.console.width - 24 - 20)  # the bar and the times need the rest of the line
             self.progress.update(self.group_task, description=f"  running {group}"[:room])
 
@@ -148,14 +172,18 @@ class HeadlessProgress(ConsoleListener):
     def on_screening_finished(self, e: ev.ScreeningFinished) -> None:
         super().on_screening_finished(e)
         if e.second_round:
-            self.console.print(f"the verdict depended on the scale shift: confirming {len(e.second_round)} more "
-                               f"references ({', '.join(map(str, e.second_round))})")
+            self.console.print(
+                f"the verdict depended on the scale shift: confirming {len(e.second_round)} more "
+                f"references ({', '.join(map(str, e.second_round))})"
+            )
             return
         confirm = sorted(set(e.candidates) | set(e.references))
         refs = ", ".join(map(str, e.references)) or "-"
-        self.console.print(f"screening done ({e.images} images): confirming {len(confirm)} of "
-                           f"{len(self.state.labels)} labels at the full budget: candidates "
-                           f"{', '.join(map(str, e.candidates))}; references {refs}")
+        self.console.print(
+            f"screening done ({e.images} images): confirming {len(confirm)} of "
+            f"{len(self.state.labels)} labels at the full budget: candidates "
+            f"{', '.join(map(str, e.candidates))}; references {refs}"
+        )
 
     def on_searches_saved(self, e: ev.SearchesSaved) -> None:
         if e.stopping:
@@ -165,8 +193,10 @@ class HeadlessProgress(ConsoleListener):
         self.state.on_label_finished(e)
         row = self.state.labels.get(e.label)
         where = f" on {row.worker.split()[0]}" if row is not None and row.worker else ""
-        self._print(f"{label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged)}, "
-                    f"{e.seconds:.1f}s{where}  [{e.done}/{e.total}, {fmt_eta(self.state.eta_seconds(), True)}]")
+        self._print(
+            f"{label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged)}, "
+            f"{e.seconds:.1f}s{where}  [{e.done}/{e.total}, {fmt_eta(self.state.eta_seconds(), True)}]"
+        )
 
     def on_detector_finished(self, e: ev.DetectorFinished) -> None:
         self._print(e.summary)
@@ -192,8 +222,9 @@ class TrainingLines:
             return
         self.last = now
         eta = (now - self.started) * (1 - p.fraction) / p.fraction if p.fraction > 0 else None
-        self.console.print(f"demo: training epoch {p.epoch}/{p.epochs}, batch {p.done}/{p.total} "
-                           f"({p.fraction:.0%}), {fmt_eta(eta)}")
+        self.console.print(
+            f"demo: training epoch {p.epoch}/{p.epochs}, batch {p.done}/{p.total} ({p.fraction:.0%}), {fmt_eta(eta)}"
+        )
 
 
 def _mask_area(report: Report) -> int | None:

@@ -17,8 +17,13 @@ class RedrawBudget:
 
     Both clocks are read on the UI thread: `cpu` is that thread's own CPU time."""
 
-    def __init__(self, share: float = UI_SHARE, longest: float = LONGEST_WAIT,
-                 wall: Callable[[], float] = time.perf_counter, cpu: Callable[[], float] = time.thread_time) -> None:
+    def __init__(
+        self,
+        share: float = UI_SHARE,
+        longest: float = LONGEST_WAIT,
+        wall: Callable[[], float] = time.perf_counter,
+        cpu: Callable[[], float] = time.thread_time,
+    ) -> None:
         self.share, self.longest = share, longest
         self.wall, self.cpu = wall, cpu
         self._at: tuple[float, float] | None = None  # (wall, cpu) at the last redraw

@@ -50,8 +50,10 @@ class ScanState:
 
     def on_scan_started(self, e: ev.ScanStarted) -> None:
         with self.lock:
-            self.labels = {label: LabelProgress(label, e.class_names[label] if label < len(e.class_names)
-                                                else str(label)) for label in e.labels}
+            self.labels = {
+                label: LabelProgress(label, e.class_names[label] if label < len(e.class_names) else str(label))
+                for label in e.labels
+            }
             # a screened scan's confirmations are counted once the screening has chosen them
             self.total_jobs = len(e.labels) * (1 if e.screening else e.trials) - e.resumed_trials
             self.trials = e.trials

@@ -14,8 +14,7 @@ from torch import nn
 from nc_engine.audit.spec import AuditSpec, load_spec
 
 # A tiny budget over 4 labels: seconds per scan on 2 idle cores, and it still finds the demo's backdoor.
-SCAN = {"preset": "fast", "labels": [0, 2, 5, 8], "samples": 64, "max_steps": 60, "asr_samples": 200,
-        "device": "cpu"}
+SCAN = {"preset": "fast", "labels": [0, 2, 5, 8], "samples": 64, "max_steps": 60, "asr_samples": 200, "device": "cpu"}
 MODELS = ("a_backdoored", "b_clean", "c_dropout", "d_broken")
 
 
@@ -55,9 +54,11 @@ def build_zoo(folder: Path, backdoored, clean) -> Path:
     (models / "d_broken.pt").write_bytes(b"these bytes are not a TorchScript archive\n")
     (models / "notes.txt").write_text("not a model: a folder's other files are left out\n")
     spec = folder / "audit.toml"
-    spec.write_text('models = "models"\n\n[model]\nformat = "torchscript"\nnum_classes = 10\n'
-                    'input_shape = [1, 28, 28]\nmean = [0.5]\nstd = [0.5]\n\n'
-                    '[data]\nformat = "npz"\npath = "data.npz"\n\n' + scan_section())
+    spec.write_text(
+        'models = "models"\n\n[model]\nformat = "torchscript"\nnum_classes = 10\n'
+        "input_shape = [1, 28, 28]\nmean = [0.5]\nstd = [0.5]\n\n"
+        '[data]\nformat = "npz"\npath = "data.npz"\n\n' + scan_section()
+    )
     return spec
 
 
@@ -72,10 +73,13 @@ def cheap_zoo(folder: Path, names: list[str], extra: str = "") -> AuditSpec:
             (models / f"{name}.pt").write_bytes(b"not a model")
         else:
             torch.jit.trace(DropoutNet().train(), torch.rand(2, 1, 28, 28), check_trace=False).save(
-                str(models / f"{name}.pt"))
+                str(models / f"{name}.pt")
+            )
     rng = np.random.default_rng(0)
     np.savez(folder / "data.npz", x=rng.integers(0, 255, (200, 28, 28), dtype=np.uint8), y=np.arange(200) % 10)
     spec = folder / "audit.toml"
-    spec.write_text('models = "models"\n[model]\nnum_classes = 10\ninput_shape = [1, 28, 28]\n'
-                    '[data]\npath = "data.npz"\n[scan]\nsamples = 32\nasr_samples = 32\ndevice = "cpu"\n' + extra)
+    spec.write_text(
+        'models = "models"\n[model]\nnum_classes = 10\ninput_shape = [1, 28, 28]\n'
+        '[data]\npath = "data.npz"\n[scan]\nsamples = 32\nasr_samples = 32\ndevice = "cpu"\n' + extra
+    )
     return load_spec(spec)

@@ -41,7 +41,7 @@ def require_module(name: str):
         return importlib.import_module(name)
     except ImportError:
         if in_ci():
-            pytest.fail(f"{name} is not installed (pip install -e \".[dev]\")")
+            pytest.fail(f'{name} is not installed (pip install -e ".[dev]")')
         pytest.skip(f"{name} is not installed", allow_module_level=True)
 
 
@@ -63,9 +63,14 @@ def cfg_for(tmp_path, data, shape=(1, 8, 8), classes=3):
     """A config for data tests: a (never loaded) model of `shape` and `classes`, and the given [data]."""
     from nc_engine.config.settings import config_from_dict
 
-    return config_from_dict({"model": {"format": "torchscript", "path": "m.pt", "num_classes": classes,
-                                       "input_shape": list(shape)}, "data": data},
-                            source=str(tmp_path / "c.toml"), base_dir=tmp_path)
+    return config_from_dict(
+        {
+            "model": {"format": "torchscript", "path": "m.pt", "num_classes": classes, "input_shape": list(shape)},
+            "data": data,
+        },
+        source=str(tmp_path / "c.toml"),
+        base_dir=tmp_path,
+    )
 
 
 def noop(message):

@@ -50,8 +50,16 @@ dir = "runs"
 """
 
 
-def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int = 2, n_train: int = 20000,
-                trigger: PatchTrigger | None = None, target: int | None = None, rate: float = 0.1) -> dict:
+def train_mnist(
+    folder: Path,
+    backdoor: bool = True,
+    seed: int = 0,
+    epochs: int = 2,
+    n_train: int = 20000,
+    trigger: PatchTrigger | None = None,
+    target: int | None = None,
+    rate: float = 0.1,
+) -> dict:
     """A small CNN on MNIST, optionally with a BadNets patch (default: 3x3 white, bottom right), saved as
     TorchScript with its config.toml and manifest.json in `folder` (reused when the manifest matches)."""
     if not MNIST.is_file():
@@ -61,9 +69,16 @@ def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int 
     if backdoor:
         target = int(rng.integers(0, 10)) if target is None else target
         trigger = trigger or PatchTrigger(top=24, left=24, size=3, value=255)
-    request = {"data": "mnist", "backdoor": backdoor, "seed": seed, "epochs": epochs, "n_train": n_train,
-               "trigger": trigger.__dict__ if backdoor else None, "target": target if backdoor else None,
-               "rate": rate if backdoor else 0.0}
+    request = {
+        "data": "mnist",
+        "backdoor": backdoor,
+        "seed": seed,
+        "epochs": epochs,
+        "n_train": n_train,
+        "trigger": trigger.__dict__ if backdoor else None,
+        "target": target if backdoor else None,
+        "rate": rate if backdoor else 0.0,
+    }
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file() and (folder / "model.pt").is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -84,16 +99,25 @@ def train_mnist(folder: Path, backdoor: bool = True, seed: int = 0, epochs: int 
     asr = None
     if backdoor:
         keep = y_test != target
-        asr = accuracy(model, stamp_patch(x_test[keep], trigger), np.full(int(keep.sum()), target),
-                       (MNIST_MEAN,), (MNIST_STD,))
+        asr = accuracy(
+            model, stamp_patch(x_test[keep], trigger), np.full(int(keep.sum()), target), (MNIST_MEAN,), (MNIST_STD,)
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(model).save(str(folder / "model.pt"))
     (folder / "config.toml").write_text(mnist_config_text(), encoding="utf-8")
-    manifest = {"request": request, "architecture": "SmallCNN (2 conv + 2 dense)", "data": str(MNIST),
-                "backdoor": backdoor, "target": target, "trigger": request["trigger"], "poison_rate": request["rate"],
-                "clean_accuracy": clean, "attack_success_rate": asr,
-                "train_seconds": time.perf_counter() - started}
+    manifest = {
+        "request": request,
+        "architecture": "SmallCNN (2 conv + 2 dense)",
+        "data": str(MNIST),
+        "backdoor": backdoor,
+        "target": target,
+        "trigger": request["trigger"],
+        "poison_rate": request["rate"],
+        "clean_accuracy": clean,
+        "attack_success_rate": asr,
+        "train_seconds": time.perf_counter() - started,
+    }
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -129,8 +153,9 @@ def real_trigger_asr(config: str | Path, x: np.ndarray, y: np.ndarray, trigger: 
     return float((predict(model, stamped) == target).float().mean())
 
 
-def filtered_real_asr(detector: str | Path, x: np.ndarray, y: np.ndarray, trigger: dict, target: int
-                      ) -> tuple[float, float]:
+def filtered_real_asr(
+    detector: str | Path, x: np.ndarray, y: np.ndarray, trigger: dict, target: int
+) -> tuple[float, float]:
     """(ASR through the filter, share of real-trigger images the filter flags)."""
     det, model, _ = load_detector(detector)
     keep = y != target

@@ -31,8 +31,9 @@ def previous_runs(parent: Path) -> tuple[Report | None, RunFolder | None]:
     return None, next((f for f in reversed(runs) if f.is_resumable()), None)
 
 
-def start_model(spec: AuditSpec, model: AuditModel, index: int, emit: ev.Listener
-                ) -> tuple[AuditRow | None, tuple[Config | None, Path | None]]:
+def start_model(
+    spec: AuditSpec, model: AuditModel, index: int, emit: ev.Listener
+) -> tuple[AuditRow | None, tuple[Config | None, Path | None]]:
     """Say the model starts; returns its row when an earlier run finished it (said too), else what to
     scan: a new config writing into the model's folder, or the unfinished run folder to resume."""
     parent = spec.model_dir(model)
@@ -50,10 +51,12 @@ def start_model(spec: AuditSpec, model: AuditModel, index: int, emit: ev.Listene
 
 def error_row(spec: AuditSpec, model: AuditModel, message: str, seconds: float) -> AuditRow:
     runs = RunFolder.runs_in(spec.model_dir(model))
-    return AuditRow(model.name, model.source, ERROR, [], [message], None, seconds,
-                    str(runs[-1].path) if runs else "")
+    return AuditRow(model.name, model.source, ERROR, [], [message], None, seconds, str(runs[-1].path) if runs else "")
 
 
 def model_finished(emit: ev.Listener, index: int, total: int, row: AuditRow, skipped: bool = False) -> None:
-    emit(ModelFinished(index, total, row.model, row.verdict, row.flagged, row.reasons, row.seconds, row.run_folder,
-                       skipped, row))
+    emit(
+        ModelFinished(
+            index, total, row.model, row.verdict, row.flagged, row.reasons, row.seconds, row.run_folder, skipped, row
+        )
+    )

@@ -43,8 +43,9 @@ def scan_task(config: Config | None, resume: str | None) -> dict[str, Any]:
     return {"report": report.to_dict(), "run_dir": report.run_dir}
 
 
-def run_on_ray(spec: AuditSpec, rows: list[AuditRow], emit: ev.Listener, stop: threading.Event,
-               save: Callable[[], None]) -> None:
+def run_on_ray(
+    spec: AuditSpec, rows: list[AuditRow], emit: ev.Listener, stop: threading.Event, save: Callable[[], None]
+) -> None:
     """Submit every model that still needs a scan, then collect them as they finish (rows filled in place)."""
     ray = require_ray()
     from nc_engine.compute.ray_backend import (
@@ -69,8 +70,15 @@ def run_on_ray(spec: AuditSpec, rows: list[AuditRow], emit: ev.Listener, stop: t
             ray.shutdown()
 
 
-def _collect(ray: Any, spec: AuditSpec, rows: list[AuditRow], emit: ev.Listener, stop: threading.Event,
-             save: Callable[[], None], pending: dict[Any, tuple[int, float]]) -> None:
+def _collect(
+    ray: Any,
+    spec: AuditSpec,
+    rows: list[AuditRow],
+    emit: ev.Listener,
+    stop: threading.Event,
+    save: Callable[[], None],
+    pending: dict[Any, tuple[int, float]],
+) -> None:
     cancelled = False
     while pending:
         if stop.is_set() and not cancelled:

@@ -34,15 +34,21 @@ class AuditResult:
     summary_json: str
 
 
-def run_audit(spec: AuditSpec, on_event: ev.Listener | None = None,
-              stop: threading.Event | None = None) -> AuditResult:
+def run_audit(spec: AuditSpec, on_event: ev.Listener | None = None, stop: threading.Event | None = None) -> AuditResult:
     """Scan the spec's models (skipping finished ones); returns the summary rows, also written to disk.
     Setting `stop` stops the running scan at its next mini-batch, resumable, and starts no other."""
     emit = on_event or (lambda event: None)
     stop = stop or threading.Event()
     rows = [AuditRow(m.name, m.source) for m in spec.models]
-    emit(AuditStarted(str(spec.path), str(spec.out), [m.name for m in spec.models], [m.source for m in spec.models],
-                      spec.compute.backend))
+    emit(
+        AuditStarted(
+            str(spec.path),
+            str(spec.out),
+            [m.name for m in spec.models],
+            [m.source for m in spec.models],
+            spec.compute.backend,
+        )
+    )
     csv_path, json_path = summary_paths(spec.out)
     if spec.compute.backend == "ray":
         from nc_engine.audit.on_ray import require_ray, run_on_ray
@@ -65,10 +71,14 @@ def run_audit(spec: AuditSpec, on_event: ev.Listener | None = None,
     return AuditResult(rows, complete, str(csv_path), str(json_path))
 
 
-
-
-def audit_model(spec: AuditSpec, model: AuditModel, index: int, emit: ev.Listener,
-                stop: threading.Event, scan: Callable[..., Report] | None = None) -> AuditRow:
+def audit_model(
+    spec: AuditSpec,
+    model: AuditModel,
+    index: int,
+    emit: ev.Listener,
+    stop: threading.Event,
+    scan: Callable[..., Report] | None = None,
+) -> AuditRow:
     """One model: skipped when finished before, resumed when unfinished, else scanned afresh; its
     events go to `emit` between ModelStarted and ModelFinished."""
     total = len(spec.models)

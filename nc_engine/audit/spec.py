@@ -69,17 +69,23 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> AuditSpec:
     source = str(path)
     unknown = [k for k in data if k not in (*TOP_KEYS, *SCAN_SECTIONS, "compute")]
     if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(TOP_KEYS)} and the sections "
-                          f"[{'], ['.join(SCAN_SECTIONS)}], [compute])")
+        raise ConfigError(
+            f"{source}: unknown key {unknown[0]!r} (known: {', '.join(TOP_KEYS)} and the sections "
+            f"[{'], ['.join(SCAN_SECTIONS)}], [compute])"
+        )
     compute = _compute(data.get("compute", {}), source)
     if ("configs" in data) == ("models" in data):
-        raise ConfigError(f"{source}: expected exactly one of `configs` (a list of scan configs) or `models` "
-                          "(model files sharing the spec's [model] and [data])")
+        raise ConfigError(
+            f"{source}: expected exactly one of `configs` (a list of scan configs) or `models` "
+            "(model files sharing the spec's [model] and [data])"
+        )
     if "configs" in data:
         shared = [s for s in SCAN_SECTIONS if s in data]
         if shared:
-            raise ConfigError(f"{source}: [{shared[0]}] belongs in each scan config when `configs` is given "
-                              "(the spec's own sections are for `models`)")
+            raise ConfigError(
+                f"{source}: [{shared[0]}] belongs in each scan config when `configs` is given "
+                "(the spec's own sections are for `models`)"
+            )
         entries = _from_configs(data["configs"], path)
     else:
         entries = _from_models(data, path)
@@ -118,7 +124,7 @@ def _string_list(value: Any, key: str, source: str) -> list[str]:
 def _from_configs(value: Any, spec: Path) -> list[tuple[Config, str]]:
     out = []
     for item in _string_list(value, "configs", str(spec)):
-        path = (spec.resolve().parent / Path(item).expanduser())
+        path = spec.resolve().parent / Path(item).expanduser()
         if regular_file_problem(path, "a TOML config") == "not found":
             raise ConfigError(f"{spec}: configs entry {item!r}: {path} not found")
         out.append((load_config(path), str(path)))
@@ -153,8 +159,12 @@ def _model_files(patterns: list[str], spec: Path, folders: bool) -> list[Path]:
             hits = [Path(p) for p in sorted(glob.glob(str(target)))]
             hits = [p for p in hits if (p.is_dir() if folders else p.is_file())]
         elif target.is_dir() and not (folders and _is_hf_model(target)):
-            hits = sorted(p for p in target.iterdir() if not p.name.startswith(".")
-                          and (p.is_dir() if folders else p.is_file() and p.suffix.lower() in MODEL_SUFFIXES))
+            hits = sorted(
+                p
+                for p in target.iterdir()
+                if not p.name.startswith(".")
+                and (p.is_dir() if folders else p.is_file() and p.suffix.lower() in MODEL_SUFFIXES)
+            )
         elif target.exists():
             hits = [target]
         else:

@@ -35,10 +35,16 @@ class AuditRow:
     @classmethod
     def of_report(cls, model: str, config: str, report: Report) -> AuditRow:
         accuracy = report.info.clean_accuracy
-        return cls(model, config, report.verdict if report.complete and report.verdict else UNFINISHED,
-                   list(report.flagged), list(report.reasons),
-                   None if accuracy is None or math.isnan(accuracy) else accuracy, report.info.seconds,
-                   report.run_dir)
+        return cls(
+            model,
+            config,
+            report.verdict if report.complete and report.verdict else UNFINISHED,
+            list(report.flagged),
+            list(report.reasons),
+            None if accuracy is None or math.isnan(accuracy) else accuracy,
+            report.info.seconds,
+            report.run_dir,
+        )
 
     def csv_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
@@ -58,8 +64,9 @@ def write_summary(out: Path, spec: Path, rows: list[AuditRow], complete: bool) -
     with writing(out, "the audit summary"):  # a full disk or a read-only folder: one line naming it
         out.mkdir(parents=True, exist_ok=True)
         write_csv(csv_path, COLUMNS, [r.csv_row() for r in rows])
-        write_json(json_path, {"spec": str(spec), "complete": complete,
-                               "models": [dataclasses.asdict(r) for r in rows]})
+        write_json(
+            json_path, {"spec": str(spec), "complete": complete, "models": [dataclasses.asdict(r) for r in rows]}
+        )
 
 
 def read_summary(out: Path) -> dict[str, Any]:
@@ -77,8 +84,10 @@ def summary_lines(rows: list[AuditRow]) -> list[str]:
     lines = [f"{'model'.ljust(width)}  verdict       flagged    accuracy  seconds  run folder"]
     for r in rows:
         flagged = " ".join(map(str, r.flagged)) or "-"
-        lines.append(f"{r.model.ljust(width)}  {verdict_text(r):12}  {flagged[:9]:9}  "
-                     f"{fmt_num(r.accuracy, '.1%'):>8}  {r.seconds:7.1f}  {r.run_folder or '-'}")
+        lines.append(
+            f"{r.model.ljust(width)}  {verdict_text(r):12}  {flagged[:9]:9}  "
+            f"{fmt_num(r.accuracy, '.1%'):>8}  {r.seconds:7.1f}  {r.run_folder or '-'}"
+        )
     for r in rows:
         for reason in r.reasons:
             lines.append(f"{r.model}: {reason}")

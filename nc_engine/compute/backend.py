@@ -27,9 +27,18 @@ from nc_engine.run.inflight import Carry
 class Compute(Protocol):
     continues_searches: bool  # whether `carry` is honoured (saved running searches continue on resume)
 
-    def search(self, model: nn.Module, x_opt: torch.Tensor, jobs: list[Job], settings: SearchSettings,
-               group_size: int, stop: threading.Event, on_step: Callable[[StepStats, int], None],
-               on_done: Callable[[TrialOutcome], None], carry: Carry | None = None) -> tuple[int, bool]:
+    def search(
+        self,
+        model: nn.Module,
+        x_opt: torch.Tensor,
+        jobs: list[Job],
+        settings: SearchSettings,
+        group_size: int,
+        stop: threading.Event,
+        on_step: Callable[[StepStats, int], None],
+        on_done: Callable[[TrialOutcome], None],
+        carry: Carry | None = None,
+    ) -> tuple[int, bool]:
         """Run every job; returns (stamped images processed, stopped early), as search_triggers does.
         `carry`: running searches saved and continued (inflight.py), where the backend can."""
         ...
@@ -40,17 +49,28 @@ class LocalCompute:
 
     continues_searches = True
 
-    def search(self, model: nn.Module, x_opt: torch.Tensor, jobs: list[Job], settings: SearchSettings,
-               group_size: int, stop: threading.Event, on_step: Callable[[StepStats, int], None],
-               on_done: Callable[[TrialOutcome], None], carry: Carry | None = None) -> tuple[int, bool]:
+    def search(
+        self,
+        model: nn.Module,
+        x_opt: torch.Tensor,
+        jobs: list[Job],
+        settings: SearchSettings,
+        group_size: int,
+        stop: threading.Event,
+        on_step: Callable[[StepStats, int], None],
+        on_done: Callable[[TrialOutcome], None],
+        carry: Carry | None = None,
+    ) -> tuple[int, bool]:
         return search_triggers(model, x_opt, jobs, settings, group_size, stop, on_step, on_done, carry)
 
 
 def check_ray(cfg: Config) -> None:
     """backend = "ray" without Ray installed is one line naming the extra to install."""
     if cfg.compute.backend == "ray" and importlib.util.find_spec("ray") is None:
-        raise ComputeError(f"{cfg.source}: [compute].backend = \"ray\" needs Ray, which is not installed: "
-                           "pip install \"nc-tui[ray]\" (or set backend = \"local\")")
+        raise ComputeError(
+            f'{cfg.source}: [compute].backend = "ray" needs Ray, which is not installed: '
+            'pip install "nc-tui[ray]" (or set backend = "local")'
+        )
 
 
 @contextmanager

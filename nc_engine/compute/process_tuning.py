@@ -34,14 +34,18 @@ def keep_freed_memory() -> bool:
     every step faulted its pages in again: 3 million page faults and 7 s of system time in a 13 s demo
     scan. Returns whether it applied: glibc on Linux only, never over a user's own MALLOC_* settings, and
     not with NC_KEEP_FREED_MEMORY=0 (the switch bench/bench_malloc.py compares)."""
-    if (not sys.platform.startswith("linux") or any(os.environ.get(k) for k in USER_MALLOC_ENV)
-            or os.environ.get("NC_KEEP_FREED_MEMORY") == "0"):
+    if (
+        not sys.platform.startswith("linux")
+        or any(os.environ.get(k) for k in USER_MALLOC_ENV)
+        or os.environ.get("NC_KEEP_FREED_MEMORY") == "0"
+    ):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.gnu_get_libc_version  # noqa: B018 - glibc only: musl's mallopt does nothing
         return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        )
     except (OSError, AttributeError):
         return False
 

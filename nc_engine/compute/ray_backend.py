@@ -42,7 +42,6 @@ HALT_SECONDS = 15.0  # after a stop, how long workers get to end their mini-batc
 WORKER_LOST = (RayActorError, OutOfMemoryError)
 
 
-
 @contextmanager
 def _ray_start_quietly(visible_gpus: str | None) -> Iterator[None]:
     """ray.init without its console chatter (it would garble the app), without taking over SIGTERM
@@ -59,8 +58,9 @@ def _ray_start_quietly(visible_gpus: str | None) -> Iterator[None]:
     finally:
         logger.setLevel(level)
         if visible_gpus is not None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None) if saved_env is None else \
-                os.environ.__setitem__("CUDA_VISIBLE_DEVICES", saved_env)
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None) if saved_env is None else os.environ.__setitem__(
+                "CUDA_VISIBLE_DEVICES", saved_env
+            )
         if main:
             signal.signal(signal.SIGTERM, sigterm)
 
@@ -74,9 +74,11 @@ def visible_gpus(devices: Any) -> str | None:
     wanted = [gpu_index(d) for d in devices]
     missing = [i for i in wanted if i >= count]
     if missing:
-        raise ComputeError(f"[compute].devices = {devices!r} but this machine has {count} CUDA device(s) "
-                           f"(indices 0..{count - 1})" if count else
-                           f"[compute].devices = {devices!r} but this machine has no CUDA device")
+        raise ComputeError(
+            f"[compute].devices = {devices!r} but this machine has {count} CUDA device(s) (indices 0..{count - 1})"
+            if count
+            else f"[compute].devices = {devices!r} but this machine has no CUDA device"
+        )
     present = os.environ.get("CUDA_VISIBLE_DEVICES")
     physical = [p.strip() for p in present.split(",")] if present else [str(i) for i in range(count)]
     return ",".join(physical[i] for i in wanted)
@@ -94,8 +96,11 @@ def init_ray(compute: ComputeConfig) -> bool:
         with _ray_start_quietly(visible_gpus(compute.devices)):
             ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        where = (f"[compute].address = {compute.address!r}: cannot connect to a Ray cluster" if compute.address
-                 else "cannot start a local Ray")
+        where = (
+            f"[compute].address = {compute.address!r}: cannot connect to a Ray cluster"
+            if compute.address
+            else "cannot start a local Ray"
+        )
         raise ComputeError(f"{where} ({first_line(exc)})") from None
     return True
 
@@ -142,9 +147,18 @@ class RayCompute:
     def alive(self) -> list[_Worker]:
         return [w for w in self.workers if w.alive]
 
-    def search(self, model: nn.Module, x_opt: torch.Tensor, jobs: list[Job], settings: SearchSettings,
-               group_size: int, stop: threading.Event, on_step: Callable[[StepStats, int], None],
-               on_done: Callable[[TrialOutcome], None], carry: Carry | None = None) -> tuple[int, bool]:
+    def search(
+        self,
+        model: nn.Module,
+        x_opt: torch.Tensor,
+        jobs: list[Job],
+        settings: SearchSettings,
+        group_size: int,
+        stop: threading.Event,
+        on_step: Callable[[StepStats, int], None],
+        on_done: Callable[[TrialOutcome], None],
+        carry: Carry | None = None,
+    ) -> tuple[int, bool]:
         """search_triggers' contract, over the workers. `group_size` is the driver's choice: workers
         choose their own for their device unless the config fixed it (group_size or sequential).
         `carry` is not used: searches running on workers when a scan stops start again on resume."""
@@ -167,8 +181,9 @@ class RayCompute:
 
     def _start(self, model: nn.Module, jobs: int, stop: threading.Event) -> bool:
         """Start the workers with the model; False when stopped while they start."""
-        count, self.options, self.on_gpu = worker_plan(self.cfg.compute, self.cfg.scan.device,
-                                                       ray.cluster_resources(), jobs)
+        count, self.options, self.on_gpu = worker_plan(
+            self.cfg.compute, self.cfg.scan.device, ray.cluster_resources(), jobs
+        )
         self.model_ref = ray.put(pack_model(model))
         self.spares = count
         self.workers = [self._spawn(i) for i in range(count)]
@@ -184,23 +199,28 @@ class RayCompute:
                     raise ComputeError(f"a Ray worker could not start: {first_line(exc)}") from None
             waited += POLL_SECONDS
             if pending and waited > START_SECONDS:
-                raise ComputeError(f"only {count - len(pending)} of {count} Ray workers started within "
-                                   f"{START_SECONDS:.0f} s; the cluster has {ray.cluster_resources()} "
-                                   "([compute].workers sets fewer)")
+                raise ComputeError(
+                    f"only {count - len(pending)} of {count} Ray workers started within "
+                    f"{START_SECONDS:.0f} s; the cluster has {ray.cluster_resources()} "
+                    "([compute].workers sets fewer)"
+                )
         return not pending
 
     def _spawn(self, index: int) -> _Worker:
         threads = max(1, int(self.options.get("num_cpus", 1)))
         # mypy keeps a decorated class's own type; @ray.remote made SearchWorker an ActorClass
         handle = SearchWorker.options(  # type: ignore[attr-defined]
-            name=f"nc-tui-{self.token}-w{index}", **self.options).remote(self.model_ref, threads, self.on_gpu)
+            name=f"nc-tui-{self.token}-w{index}", **self.options
+        ).remote(self.model_ref, threads, self.on_gpu)
         return _Worker(index, handle)
 
     def replacement(self) -> _Worker:
         """A new worker when none is left, up to as many as were started; then the scan gives up."""
         if self.spares <= 0:
-            raise ComputeError("every Ray worker died, and so did their replacements; the finished trials "
-                               "are kept: resume the run once the cluster is healthy")
+            raise ComputeError(
+                "every Ray worker died, and so did their replacements; the finished trials "
+                "are kept: resume the run once the cluster is healthy"
+            )
         self.spares -= 1
         worker = self._spawn(len(self.workers))
         self.workers.append(worker)
@@ -265,7 +285,7 @@ class _Dispatch:
         """Round-robin over the live workers (a replacement when none is left)."""
         workers = self.compute.alive() or [self.compute.replacement()]
         for k, worker in enumerate(workers):
-            mine = jobs[k::len(workers)]
+            mine = jobs[k :: len(workers)]
             if mine:
                 ident = next(self.compute.call_ids)
                 ref = worker.handle.run.remote(ident, mine, self.settings, self.group)

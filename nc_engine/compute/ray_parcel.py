@@ -56,9 +56,11 @@ def pack_model(model: nn.Module) -> bytes:
     try:
         torch.save(model, buffer, pickle_module=_PickleModule)
     except Exception as exc:
-        raise ComputeError(f"this model cannot be sent to Ray workers ({type(exc).__name__}: "
-                           f"{first_line(exc)}); "
-                           "scan it with [compute].backend = \"local\"") from None
+        raise ComputeError(
+            f"this model cannot be sent to Ray workers ({type(exc).__name__}: "
+            f"{first_line(exc)}); "
+            'scan it with [compute].backend = "local"'
+        ) from None
     return buffer.getvalue()
 
 

@@ -33,8 +33,9 @@ def small_mask(mask: np.ndarray | None) -> np.ndarray | None:
     if mask is None or max(mask.shape) <= MASK_SIDE:
         return mask
     step = -(-max(mask.shape) // MASK_SIDE)
-    pooled = F.avg_pool2d(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None], step,
-                          ceil_mode=True)
+    pooled = F.avg_pool2d(
+        torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None], step, ceil_mode=True
+    )
     return pooled[0, 0].numpy()
 
 

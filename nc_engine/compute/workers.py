@@ -7,8 +7,9 @@ import math
 from nc_engine.config.settings import ComputeConfig
 
 
-def worker_plan(compute: ComputeConfig, scan_device: str, resources: dict[str, float], jobs: int
-                ) -> tuple[int, dict[str, float], bool]:
+def worker_plan(
+    compute: ComputeConfig, scan_device: str, resources: dict[str, float], jobs: int
+) -> tuple[int, dict[str, float], bool]:
     """(number of workers, each one's Ray resources, on GPUs): one per GPU unless the config or the scan
     asks for the CPU, else CPU workers sharing the cluster's CPUs; never more workers than jobs."""
     gpus = int(resources.get("GPU", 0))

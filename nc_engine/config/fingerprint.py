@@ -27,8 +27,9 @@ def path_print(path: Path) -> str:
     """size + head/tail hash of a file, or the listing of a folder; "missing" when it is not there."""
     try:
         if path.is_dir():
-            listing = sorted(f"{p.relative_to(path).as_posix()}\t{p.stat().st_size}"
-                             for p in path.rglob("*") if p.is_file())
+            listing = sorted(
+                f"{p.relative_to(path).as_posix()}\t{p.stat().st_size}" for p in path.rglob("*") if p.is_file()
+            )
             return "listing:" + hashlib.sha256("\n".join(listing).encode("utf-8")).hexdigest()
         digest = hashlib.sha256()
         size = path.stat().st_size
@@ -46,8 +47,11 @@ def path_print(path: Path) -> str:
 
 def scan_prints(cfg: Config, config_text: str) -> dict[str, str]:
     """The fingerprints of a scan whose run folder holds `config_text` as config.toml."""
-    return {"config": text_print(config_text), "model": path_print(cfg.resolve_path(cfg.model.path)),
-            "data": path_print(cfg.resolve_path(cfg.data.path))}
+    return {
+        "config": text_print(config_text),
+        "model": path_print(cfg.resolve_path(cfg.model.path)),
+        "data": path_print(cfg.resolve_path(cfg.data.path)),
+    }
 
 
 def check_prints(run: Path, recorded: dict[str, str] | None, now: dict[str, str], cfg: Config) -> None:
@@ -56,7 +60,12 @@ def check_prints(run: Path, recorded: dict[str, str] | None, now: dict[str, str]
         return  # a run folder from before fingerprints were recorded: nothing to compare
     for key, label in WHAT.items():
         if key in recorded and recorded[key] != now[key]:
-            where = {"config": run / "config.toml", "model": cfg.resolve_path(cfg.model.path),
-                     "data": cfg.resolve_path(cfg.data.path)}[key]
-            raise RunFolderError(f"{run}: {label} changed since the scan started ({where}); a resume must continue "
-                                 "the same scan: start a new one instead")
+            where = {
+                "config": run / "config.toml",
+                "model": cfg.resolve_path(cfg.model.path),
+                "data": cfg.resolve_path(cfg.data.path),
+            }[key]
+            raise RunFolderError(
+                f"{run}: {label} changed since the scan started ({where}); a resume must continue "
+                "the same scan: start a new one instead"
+            )

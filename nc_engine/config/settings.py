@@ -20,8 +20,17 @@ from nc_engine.verdict.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, 
 
 _RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
 
-MODEL_FORMATS = ("torchscript", "exported", "state_dict", "torchvision", "pickle", "onnx", "timm", "huggingface",
-                 "keras")
+MODEL_FORMATS = (
+    "torchscript",
+    "exported",
+    "state_dict",
+    "torchvision",
+    "pickle",
+    "onnx",
+    "timm",
+    "huggingface",
+    "keras",
+)
 # Formats whose files record the model's own preprocessing: [model] mean, std and input_shape left out
 # are taken from the model (timm's pretrained_cfg, Hugging Face's preprocessor config, a Keras input shape).
 OWN_PREPROCESSING_FORMATS = ("timm", "huggingface", "keras")
@@ -38,8 +47,15 @@ SCREENING = ("auto", "on", "off")
 BACKENDS = ("local", "ray")
 
 
-def setting(default: Any = dataclasses.MISSING, *, doc: str, factory: Any = None, choices: tuple = (),
-            range: tuple | None = None, note: str = "") -> Any:  # noqa: A002 (the key's allowed range)
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    factory: Any = None,
+    choices: tuple = (),
+    range: tuple | None = None,
+    note: str = "",
+) -> Any:  # noqa: A002 (the key's allowed range)
     """A config key declared once: its default, a one-line doc, its choices or its allowed range
     (integers: (low, high); numbers: (low, high, low included, high included)), and what 0 means (`note`).
     Validation, the set-up form's choices and docs/config.md (nc_engine/config/docs.py) all read these."""
@@ -51,53 +67,87 @@ def setting(default: Any = dataclasses.MISSING, *, doc: str, factory: Any = None
 
 @dataclass
 class ModelConfig:
-    format: str = setting("torchscript", choices=MODEL_FORMATS, doc=(
-        "`exported` is a `torch.export` .pt2; `state_dict` needs `architecture`; `torchvision` and `timm` need "
-        "`architecture` = a model name; `pickle` needs `trust_pickle = true`; `huggingface` is a `save_pretrained` "
-        "folder; `keras` a `.keras` or `.h5` file (see [Bring your own model](formats.md))"))
+    format: str = setting(
+        "torchscript",
+        choices=MODEL_FORMATS,
+        doc=(
+            "`exported` is a `torch.export` .pt2; `state_dict` needs `architecture`; `torchvision` and `timm` need "
+            "`architecture` = a model name; `pickle` needs `trust_pickle = true`; `huggingface` is a `save_pretrained` "
+            "folder; `keras` a `.keras` or `.h5` file (see [Bring your own model](formats.md))"
+        ),
+    )
     path: str = setting("model.pt", doc="the model or checkpoint file (with `huggingface`, the folder)")
-    architecture: str = setting("", doc=(
-        "`\"file.py:Name\"` (relative to the config) or `\"package.module:Name\"`, a class or factory; a torchvision "
-        "or timm model name with those formats"))
-    architecture_args: dict = setting(factory=dict, doc=(
-        "keyword arguments for the architecture; with `torchvision`, `cifar_stem = true` makes a ResNet's conv1 "
-        "3x3 stride 1 and drops its max-pool"))
+    architecture: str = setting(
+        "",
+        doc=(
+            '`"file.py:Name"` (relative to the config) or `"package.module:Name"`, a class or factory; a torchvision '
+            "or timm model name with those formats"
+        ),
+    )
+    architecture_args: dict = setting(
+        factory=dict,
+        doc=(
+            "keyword arguments for the architecture; with `torchvision`, `cifar_stem = true` makes a ResNet's conv1 "
+            "3x3 stride 1 and drops its max-pool"
+        ),
+    )
     num_classes: int = setting(0, doc="outputs of the model", note="0 or absent = inferred from a test forward")
-    input_shape: list = setting(factory=lambda: [3, 32, 32], doc=(
-        "the `[C, H, W]` input the model takes (C in 1..16, H and W in 1..4096)"))
-    mean: list = setting(factory=lambda: [0.0], doc=(
-        "normalisation applied after stamping (1 value or one per channel); with `timm`, `huggingface` and "
-        "`keras` left out = the model's own, and so are `std` and `input_shape`"))
+    input_shape: list = setting(
+        factory=lambda: [3, 32, 32], doc=("the `[C, H, W]` input the model takes (C in 1..16, H and W in 1..4096)")
+    )
+    mean: list = setting(
+        factory=lambda: [0.0],
+        doc=(
+            "normalisation applied after stamping (1 value or one per channel); with `timm`, `huggingface` and "
+            "`keras` left out = the model's own, and so are `std` and `input_shape`"
+        ),
+    )
     std: list = setting(factory=lambda: [1.0], doc="normalisation's divisor, positive (as `mean`)")
-    outputs: str = setting("auto", choices=OUTPUT_KINDS, doc=(
-        "what the model returns; `probabilities` get their log taken before cross-entropy; `auto` detects it"))
-    trust_pickle: bool = setting(False, doc="allow `format = \"pickle\"`, which runs code from the model file")
-    weights: str = setting("auto", choices=WEIGHT_FORMATS, doc=(
-        "how a `state_dict`/`torchvision` checkpoint is stored: `torch` (`torch.save`), `safetensors`, `auto` "
-        "(by extension)"))
+    outputs: str = setting(
+        "auto",
+        choices=OUTPUT_KINDS,
+        doc=("what the model returns; `probabilities` get their log taken before cross-entropy; `auto` detects it"),
+    )
+    trust_pickle: bool = setting(False, doc='allow `format = "pickle"`, which runs code from the model file')
+    weights: str = setting(
+        "auto",
+        choices=WEIGHT_FORMATS,
+        doc=(
+            "how a `state_dict`/`torchvision` checkpoint is stored: `torch` (`torch.save`), `safetensors`, `auto` "
+            "(by extension)"
+        ),
+    )
 
 
 @dataclass
 class DataConfig:
-    format: str = setting("npz", choices=DATA_FORMATS, doc=(
-        "`npz`: arrays `x_<split>`/`y_<split>` or `x`/`y`; `npy`: `path` = the images .npy; `imagefolder`: class "
-        "folders in a folder, `.tar`, `.tar.gz` or `.zip`; `torchvision`: `path` = the dataset's root; `parquet`: "
-        "a file or a folder of them; `hf`: a `save_to_disk` folder"))
+    format: str = setting(
+        "npz",
+        choices=DATA_FORMATS,
+        doc=(
+            "`npz`: arrays `x_<split>`/`y_<split>` or `x`/`y`; `npy`: `path` = the images .npy; `imagefolder`: class "
+            "folders in a folder, `.tar`, `.tar.gz` or `.zip`; `torchvision`: `path` = the dataset's root; `parquet`: "
+            "a file or a folder of them; `hf`: a `save_to_disk` folder"
+        ),
+    )
     path: str = setting("data.npz", doc="the data file or folder")
     split: str = setting("test", doc="which split to read where the data has several")
-    max_images: int = setting(0, range=(0, 10**9), doc="draw samples from at most this many images",
-                              note="0 = no cap")
+    max_images: int = setting(0, range=(0, 10**9), doc="draw samples from at most this many images", note="0 = no cap")
     layout: str = setting("auto", choices=LAYOUTS, doc="`npz`/`npy` image array layout (`auto`: guessed)")
-    labels_path: str = setting("", doc=(
-        "`npy`: the labels .npy (empty: `x*.npy` -> `y*.npy`, `*images*.npy` -> `*labels*.npy` beside `path`)"))
-    dataset: str = setting("", doc=(
-        "`torchvision`: one of " + ", ".join(f"`{d}`" for d in TORCHVISION_DATASETS)))
+    labels_path: str = setting(
+        "", doc=("`npy`: the labels .npy (empty: `x*.npy` -> `y*.npy`, `*images*.npy` -> `*labels*.npy` beside `path`)")
+    )
+    dataset: str = setting("", doc=("`torchvision`: one of " + ", ".join(f"`{d}`" for d in TORCHVISION_DATASETS)))
     download: bool = setting(False, doc="`torchvision`: let torchvision download the dataset into `path`")
-    resize: str = setting("bilinear", choices=RESIZE_MODES, doc=(
-        "interpolation when images differ from `input_shape` (bilinear and bicubic antialiased)"))
+    resize: str = setting(
+        "bilinear",
+        choices=RESIZE_MODES,
+        doc=("interpolation when images differ from `input_shape` (bilinear and bicubic antialiased)"),
+    )
     image_column: str = setting("", doc="`parquet`, `hf`: the image column (empty: found by type and name)")
-    label_column: str = setting("", doc=(
-        "`parquet`, `hf`: the label column (empty: found by name, else the first integer or string one)"))
+    label_column: str = setting(
+        "", doc=("`parquet`, `hf`: the label column (empty: found by name, else the first integer or string one)")
+    )
 
 
 _PRESET = "the preset's"
@@ -105,13 +155,21 @@ _PRESET = "the preset's"
 
 @dataclass
 class ScanConfig:
-    preset: str = setting("default", choices=("fast", "default", "thorough", "reference"), doc=(
-        "the budget: `fast`, `default`, `thorough` (measured on the zoo) or `reference` (the paper's: 1000 "
-        "samples, batch 32, 1000 steps, no shortcut)"))
-    labels: Any = setting("all", doc="`\"all\"` or a list of labels to reverse-engineer a trigger for")
+    preset: str = setting(
+        "default",
+        choices=("fast", "default", "thorough", "reference"),
+        doc=(
+            "the budget: `fast`, `default`, `thorough` (measured on the zoo) or `reference` (the paper's: 1000 "
+            "samples, batch 32, 1000 steps, no shortcut)"
+        ),
+    )
+    labels: Any = setting("all", doc='`"all"` or a list of labels to reverse-engineer a trigger for')
     # Budget: None means "take the preset's value"; `Config.resolved()` fills them in.
-    trials: int | None = setting(None, range=(1, 100), doc=(
-        "searches per label with different seeds; the one with the highest held-out ASR is kept"))
+    trials: int | None = setting(
+        None,
+        range=(1, 100),
+        doc=("searches per label with different seeds; the one with the highest held-out ASR is kept"),
+    )
     samples: int | None = setting(None, range=(1, 100_000), doc="optimisation samples")
     asr_samples: int | None = setting(None, range=(1, 100_000), doc="held-out samples the attack rate is measured on")
     batch_size: int | None = setting(None, range=(1, 4096), doc="mini-batch of the search")
@@ -123,41 +181,69 @@ class ScanConfig:
     cost_up: float = setting(_RULES.cost_up, range=(1.0, 100.0, True, True), doc="lambda's factor up")
     cost_down: float = setting(_RULES.cost_down, range=(1.0, 100.0, True, True), doc="lambda's factor down")
     patience: int = setting(_RULES.patience, range=(1, 10_000), doc="steps before lambda moves")
-    attack_success_threshold: float = setting(_RULES.attack_success_threshold, range=(0.0, 1.0, False, True),
-                                              doc="the attack rate a trigger must reach")
+    attack_success_threshold: float = setting(
+        _RULES.attack_success_threshold, range=(0.0, 1.0, False, True), doc="the attack rate a trigger must reach"
+    )
     early_stop: bool = setting(_RULES.early_stop, doc="stop a search that stopped improving")
-    early_stop_threshold: float = setting(_RULES.early_stop_threshold, range=(0.0, 10.0, False, True),
-                                          doc="relative improvement below which a step does not count")
-    early_stop_patience: int = setting(_RULES.early_stop_patience, range=(1, 10_000),
-                                       doc="steps without improvement before an early stop")
+    early_stop_threshold: float = setting(
+        _RULES.early_stop_threshold,
+        range=(0.0, 10.0, False, True),
+        doc="relative improvement below which a step does not count",
+    )
+    early_stop_patience: int = setting(
+        _RULES.early_stop_patience, range=(1, 10_000), doc="steps without improvement before an early stop"
+    )
     # Work-saving shortcut (None = the preset's value): stop a label once its best L1 has improved by
     # less than `converge_tol` (relative) over the last `converge_window` steps, after lambda has gone
     # up at least once. 0 disables it.
-    converge_window: int | None = setting(None, range=(0, 10_000), note="0 = off", doc=(
-        "shortcut: stop a label once its best L1 improved by less than `converge_tol` over this many steps"))
+    converge_window: int | None = setting(
+        None,
+        range=(0, 10_000),
+        note="0 = off",
+        doc=("shortcut: stop a label once its best L1 improved by less than `converge_tol` over this many steps"),
+    )
     converge_tol: float | None = setting(None, range=(0.0, 1.0, True, False), doc="the shortcut's tolerance")
     seed: int = setting(0, range=(0, 2**32 - 1), doc="the seed of everything: same seed, same result")
     device: str = setting("auto", doc="`auto`, `cpu`, `cuda`, `cuda:N`")
     strategy: str = setting("batched", choices=STRATEGIES, doc="labels optimised together, or one at a time")
-    group_size: int = setting(0, range=(0, 10_000), note="0 = automatic",
-                              doc="labels optimised together (chosen from the model and free memory)")
+    group_size: int = setting(
+        0,
+        range=(0, 10_000),
+        note="0 = automatic",
+        doc="labels optimised together (chosen from the model and free memory)",
+    )
     # Screen, then confirm (nc_engine/detectors/neural_cleanse/screening.py): every label at a cheap
     # budget (screen_steps steps over screen_samples samples), then the candidates and confirm_references
     # ordinary labels at the full one.
-    screening: str = setting("auto", choices=SCREENING, doc=(
-        "screen, then confirm (see [Speed](speed.md#screen-then-confirm)); `auto`: for scans of at least "
-        "`screen_min_labels` labels"))
+    screening: str = setting(
+        "auto",
+        choices=SCREENING,
+        doc=(
+            "screen, then confirm (see [Speed](speed.md#screen-then-confirm)); `auto`: for scans of at least "
+            "`screen_min_labels` labels"
+        ),
+    )
     screen_min_labels: int = setting(16, range=(3, 100_000), doc="the fewest labels `auto` screens")
     # 48 steps over 32 samples (one update a step, no converge shortcut): chosen on the zoo's tuning half,
     # where a backdoor target led the screen from step 36 on and a rival label led it before step 32
     screen_steps: int = setting(48, range=(1, 100_000), doc="the screening pass's steps per label (all of them)")
     screen_samples: int = setting(32, range=(1, 100_000), doc="the screening pass's optimisation samples")
-    confirm_margin: float = setting(0.5, range=(0.0, 100.0, True, True), doc=(
-        "confirm every label whose screened anomaly index is within this of the threshold (and the 2 smallest "
-        "triggers, and every label the screen found no trigger for)"))
-    confirm_references: int = setting(3, range=(0, 1000), doc=(
-        "ordinary labels nearest the screened median confirmed too, whose norms put the screened ones on the "
-        "confirmed scale (as many again when the verdict hangs on that shift)"))
+    confirm_margin: float = setting(
+        0.5,
+        range=(0.0, 100.0, True, True),
+        doc=(
+            "confirm every label whose screened anomaly index is within this of the threshold (and the 2 smallest "
+            "triggers, and every label the screen found no trigger for)"
+        ),
+    )
+    confirm_references: int = setting(
+        3,
+        range=(0, 1000),
+        doc=(
+            "ordinary labels nearest the screened median confirmed too, whose norms put the screened ones on the "
+            "confirmed scale (as many again when the verdict hangs on that shift)"
+        ),
+    )
     bf16: bool = setting(SearchSettings.bf16, doc="CUDA only: bf16 autocast in the search")
     channels_last: bool = setting(SearchSettings.channels_last, doc="CUDA only: channels-last memory format")
 
@@ -167,29 +253,52 @@ class ScanConfig:
 
     def search_settings(self) -> SearchSettings:
         """Search settings from a resolved [scan] (budget keys filled)."""
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(SearchSettings)
-               if f.name not in ("rules", "betas") and hasattr(self, f.name)}
+        own = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(SearchSettings)
+            if f.name not in ("rules", "betas") and hasattr(self, f.name)
+        }
         return SearchSettings(self.schedule_rules(), betas=(self.betas[0], self.betas[1]), **own)
 
 
 @dataclass
 class DetectConfig:
-    statistic: str = setting("log_l1", choices=STATISTICS, doc=(
-        "the MAD outlier test on log L1 (measured better), or `l1`: the paper's test on the L1 norms"))
-    threshold: float | None = setting(None, range=(0.0, 1000.0, False, True), doc=(
-        "anomaly index above which a label is flagged (absent: 1.11 with `log_l1`, 2.0 with `l1`)"))
-    spread_floor: float | None = setting(None, range=(0.0, 100.0, True, True), doc=(
-        "the least spread the index divides by: (median - value) / max(MAD, floor) (absent: 0.7 with `log_l1`, "
-        "0 with `l1`)"))
-    frequency_correction: bool = setting(True, doc=(
-        "on imbalanced scan data, judge each label from a robust line of log L1 against its class's share of "
-        "the data (clean models give frequent classes small triggers too); balanced data is left alone"))
-    min_clean_accuracy: float = setting(0.5, range=(0.0, 1.0, True, True), doc=(
-        "clean accuracy below which a warning is raised"))
-    max_margin: bool = setting(False, doc=(
-        "also run the max-margin detector ([Detectors](detectors.md)): a label whose largest reachable logit "
-        "margin is an outlier is flagged, whatever its trigger looks like; off until the zoo's tuning half "
-        "has measured it"))
+    statistic: str = setting(
+        "log_l1",
+        choices=STATISTICS,
+        doc=("the MAD outlier test on log L1 (measured better), or `l1`: the paper's test on the L1 norms"),
+    )
+    threshold: float | None = setting(
+        None,
+        range=(0.0, 1000.0, False, True),
+        doc=("anomaly index above which a label is flagged (absent: 1.11 with `log_l1`, 2.0 with `l1`)"),
+    )
+    spread_floor: float | None = setting(
+        None,
+        range=(0.0, 100.0, True, True),
+        doc=(
+            "the least spread the index divides by: (median - value) / max(MAD, floor) (absent: 0.7 with `log_l1`, "
+            "0 with `l1`)"
+        ),
+    )
+    frequency_correction: bool = setting(
+        True,
+        doc=(
+            "on imbalanced scan data, judge each label from a robust line of log L1 against its class's share of "
+            "the data (clean models give frequent classes small triggers too); balanced data is left alone"
+        ),
+    )
+    min_clean_accuracy: float = setting(
+        0.5, range=(0.0, 1.0, True, True), doc=("clean accuracy below which a warning is raised")
+    )
+    max_margin: bool = setting(
+        False,
+        doc=(
+            "also run the max-margin detector ([Detectors](detectors.md)): a label whose largest reachable logit "
+            "margin is an outlier is flagged, whatever its trigger looks like; off until the zoo's tuning half "
+            "has measured it"
+        ),
+    )
 
 
 @dataclass
@@ -201,15 +310,27 @@ class OutputConfig:
 class ComputeConfig:
     """Where the (label, trial) searches run: this process, or Ray workers (nc_engine/compute/backend.py)."""
 
-    backend: str = setting("local", choices=BACKENDS, doc=(
-        "`local` (this process) or `ray` (the searches spread over Ray workers; needs `nc-tui[ray]`)"))
-    address: str = setting("", doc=(
-        "`ray`: empty = start a local Ray for the scan, `\"auto\"` = the running cluster, or a cluster address"))
-    devices: Any = setting("all", doc=(
-        "`ray`: `\"all\"` (every GPU, CPUs when there is none), `\"cpu\"`, or a list of local GPUs "
-        "(`[0, 2]`, `[\"cuda:1\"]`)"))
-    workers: int = setting(0, range=(0, 4096), note="0 = one per device", doc=(
-        "`ray`: how many workers; more workers than GPUs share them"))
+    backend: str = setting(
+        "local",
+        choices=BACKENDS,
+        doc=("`local` (this process) or `ray` (the searches spread over Ray workers; needs `nc-tui[ray]`)"),
+    )
+    address: str = setting(
+        "", doc=('`ray`: empty = start a local Ray for the scan, `"auto"` = the running cluster, or a cluster address')
+    )
+    devices: Any = setting(
+        "all",
+        doc=(
+            '`ray`: `"all"` (every GPU, CPUs when there is none), `"cpu"`, or a list of local GPUs '
+            '(`[0, 2]`, `["cuda:1"]`)'
+        ),
+    )
+    workers: int = setting(
+        0,
+        range=(0, 4096),
+        note="0 = one per device",
+        doc=("`ray`: how many workers; more workers than GPUs share them"),
+    )
 
 
 @dataclass
@@ -243,23 +364,34 @@ class Config:
 # measured on the zoo in evaluation/campaigns/main-gpu/RESULTS.md: "default" is the cheapest that meets the
 # detection targets there, "fast" trades some reliability for time, "thorough" spends more for stabler indices.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": dict(trials=1, samples=96, asr_samples=500, batch_size=32, max_steps=150,
-                 converge_window=8, converge_tol=0.05),
-    "default": dict(trials=1, samples=160, asr_samples=1000, batch_size=32, max_steps=300,
-                    converge_window=10, converge_tol=0.02),
-    "thorough": dict(trials=2, samples=320, asr_samples=1000, batch_size=32, max_steps=600,
-                     converge_window=20, converge_tol=0.01),
-    "reference": dict(trials=1, samples=1000, asr_samples=1000, batch_size=32, max_steps=1000,
-                      converge_window=0, converge_tol=0.0),
+    "fast": dict(
+        trials=1, samples=96, asr_samples=500, batch_size=32, max_steps=150, converge_window=8, converge_tol=0.05
+    ),
+    "default": dict(
+        trials=1, samples=160, asr_samples=1000, batch_size=32, max_steps=300, converge_window=10, converge_tol=0.02
+    ),
+    "thorough": dict(
+        trials=2, samples=320, asr_samples=1000, batch_size=32, max_steps=600, converge_window=20, converge_tol=0.01
+    ),
+    "reference": dict(
+        trials=1, samples=1000, asr_samples=1000, batch_size=32, max_steps=1000, converge_window=0, converge_tol=0.0
+    ),
 }
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "scan": ScanConfig,
-             "detect": DetectConfig, "output": OutputConfig, "compute": ComputeConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "scan": ScanConfig,
+    "detect": DetectConfig,
+    "output": OutputConfig,
+    "compute": ComputeConfig,
+}
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string",
-            list: "list", dict: "table"}.get(type(value), type(value).__name__)
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "table"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _unwritable(value: Any) -> str | None:
@@ -324,13 +456,18 @@ MAX_CONFIG_BYTES = 2**20
 
 def _declared(kind: str) -> dict[tuple[str, str], Any]:
     """(section, key) -> what the keys declare of `kind` ("range", "choices", "note"), where they do."""
-    return {(name, f.name): f.metadata[kind] for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
-            if f.metadata.get(kind)}
+    return {
+        (name, f.name): f.metadata[kind]
+        for name, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if f.metadata.get(kind)
+    }
 
 
 INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {k: r for k, r in _declared("range").items() if len(r) == 2}
 FLOAT_RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
-    k: r for k, r in _declared("range").items() if len(r) == 4}
+    k: r for k, r in _declared("range").items() if len(r) == 4
+}
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = _declared("choices")
 _INT_NOTES = {k: f" ({note})" for k, note in _declared("note").items()}
 
@@ -344,8 +481,10 @@ def _check_ranges(cfg: Config) -> None:
     for (section, key), (low, high) in INT_RANGES.items():
         value = getattr(getattr(cfg, section), key)
         if value is not None and not low <= value <= high:
-            raise ConfigError(f"{cfg.source}: [{section}].{key} must be an integer in {low}..{high}"
-                              f"{_INT_NOTES.get((section, key), '')}, got {value!r}")
+            raise ConfigError(
+                f"{cfg.source}: [{section}].{key} must be an integer in {low}..{high}"
+                f"{_INT_NOTES.get((section, key), '')}, got {value!r}"
+            )
     for (section, key), (low, high, low_in, high_in) in FLOAT_RANGES.items():
         value = getattr(getattr(cfg, section), key)
         if value is None:
@@ -353,8 +492,10 @@ def _check_ranges(cfg: Config) -> None:
         above = value >= low if low_in else value > low
         below = value <= high if high_in else value < high
         if not (above and below):
-            raise ConfigError(f"{cfg.source}: [{section}].{key} must be a number in "
-                              f"{_interval(low, high, low_in, high_in)}, got {value!r}")
+            raise ConfigError(
+                f"{cfg.source}: [{section}].{key} must be a number in "
+                f"{_interval(low, high, low_in, high_in)}, got {value!r}"
+            )
 
 
 def _is_int(v: Any) -> bool:
@@ -369,20 +510,26 @@ def _validate_model(cfg: Config, bad: Any) -> None:
     src, m = cfg.source, cfg.model
     if m.format == "pickle" and not m.trust_pickle:
         raise ConfigError(
-            f"{src}: [model].format = \"pickle\" runs code from the model file when it loads; "
-            "add trust_pickle = true to [model] if you trust it, or save the model as TorchScript or a state_dict")
+            f'{src}: [model].format = "pickle" runs code from the model file when it loads; '
+            "add trust_pickle = true to [model] if you trust it, or save the model as TorchScript or a state_dict"
+        )
     if m.format in ("state_dict", "torchvision", "timm") and not m.architecture:
-        raise ConfigError(f"{src}: [model].architecture is required with format = \"{m.format}\" "
-                          "(e.g. \"net.py:Net\" or \"resnet18\")")
+        raise ConfigError(
+            f'{src}: [model].architecture is required with format = "{m.format}" (e.g. "net.py:Net" or "resnet18")'
+        )
     if m.num_classes != 0 and not 2 <= m.num_classes <= MAX_CLASSES:
-        raise bad("[model].num_classes", f"an integer in 2..{MAX_CLASSES} (or 0 / absent: inferred from the model)",
-                  m.num_classes)
+        raise bad(
+            "[model].num_classes",
+            f"an integer in 2..{MAX_CLASSES} (or 0 / absent: inferred from the model)",
+            m.num_classes,
+        )
     if len(m.input_shape) != 3 or not all(_is_int(v) and v > 0 for v in m.input_shape):
         raise bad("[model].input_shape", "three positive integers [C, H, W]", m.input_shape)
     channels, height, width = m.input_shape
     if channels > MAX_CHANNELS or height > MAX_SIDE or width > MAX_SIDE:
-        raise bad("[model].input_shape", f"[C, H, W] with C in 1..{MAX_CHANNELS} and H, W in 1..{MAX_SIDE}",
-                  m.input_shape)
+        raise bad(
+            "[model].input_shape", f"[C, H, W] with C in 1..{MAX_CHANNELS} and H, W in 1..{MAX_SIDE}", m.input_shape
+        )
     counts = "a list of 1 number" if channels == 1 else f"a list of 1 or {channels} numbers"
     for key in ("mean", "std"):
         vals = getattr(m, key)
@@ -395,15 +542,16 @@ def _validate_model(cfg: Config, bad: Any) -> None:
 def _validate_data(cfg: Config, bad: Any) -> None:
     d = cfg.data
     if d.format == "torchvision" and d.dataset not in TORCHVISION_DATASETS:
-        raise bad("[data].dataset", "one of " + ", ".join(TORCHVISION_DATASETS)
-                  + " with format = \"torchvision\"", d.dataset)
+        raise bad(
+            "[data].dataset", "one of " + ", ".join(TORCHVISION_DATASETS) + ' with format = "torchvision"', d.dataset
+        )
 
 
 def _validate_scan(cfg: Config, bad: Any) -> None:
     s = cfg.scan
     if s.labels != "all":
         if not isinstance(s.labels, list) or not s.labels or not all(_is_int(v) for v in s.labels):
-            raise bad("[scan].labels", "\"all\" or a non-empty list of integers", s.labels)
+            raise bad("[scan].labels", '"all" or a non-empty list of integers', s.labels)
         if len(set(s.labels)) != len(s.labels):
             raise bad("[scan].labels", "labels without repeats", s.labels)
         if not all(0 <= v < MAX_CLASSES for v in s.labels):
@@ -428,15 +576,16 @@ def _validate_compute(cfg: Config, bad: Any) -> None:
     devices = c.devices
     if devices not in ("all", "cpu"):
         if not isinstance(devices, list) or not devices or not all(_is_gpu_name(v) for v in devices):
-            raise bad("[compute].devices", "\"all\", \"cpu\" or a non-empty list of GPU indices or \"cuda:N\" names",
-                      devices)
+            raise bad("[compute].devices", '"all", "cpu" or a non-empty list of GPU indices or "cuda:N" names', devices)
         indices = [gpu_index(v) for v in devices]
         if len(set(indices)) != len(indices):
             raise bad("[compute].devices", "GPUs without repeats", devices)
         if c.address:
-            raise ConfigError(f"{cfg.source}: [compute].devices lists local GPUs, which only applies to a Ray "
-                              f"that nc-tui starts itself (address = \"\"); with address = {c.address!r} use "
-                              "\"all\" or \"cpu\", and workers to use fewer")
+            raise ConfigError(
+                f"{cfg.source}: [compute].devices lists local GPUs, which only applies to a Ray "
+                f'that nc-tui starts itself (address = ""); with address = {c.address!r} use '
+                '"all" or "cpu", and workers to use fewer'
+            )
 
 
 def gpu_index(device: int | str) -> int:
@@ -487,8 +636,9 @@ def resolve(cfg: Config) -> Config:
     if detect.spread_floor is None:
         detect = dataclasses.replace(detect, spread_floor=DEFAULT_SPREAD_FLOOR[detect.statistic])
     if scan.batch_size > scan.samples:
-        raise ConfigError(f"{cfg.source}: [scan].batch_size ({scan.batch_size}) must be at most "
-                          f"samples ({scan.samples})")
+        raise ConfigError(
+            f"{cfg.source}: [scan].batch_size ({scan.batch_size}) must be at most samples ({scan.samples})"
+        )
     return dataclasses.replace(cfg, scan=scan, detect=detect)
 
 
@@ -573,7 +723,7 @@ def config_to_toml(cfg: Config, absolute_paths: bool = True, omit: frozenset = f
                 value = str(cfg.resolve_path(value).resolve())
             if absolute_paths and name == "output" and f.name == "dir":
                 value = str(cfg.resolve_path(value).resolve())
-            if (absolute_paths and name == "model" and f.name == "architecture" and ".py:" in value):
+            if absolute_paths and name == "model" and f.name == "architecture" and ".py:" in value:
                 file, _, obj = value.rpartition(":")
                 value = f"{cfg.resolve_path(file).resolve()}:{obj}"
             lines.append(f"{f.name} = {_toml_value(value)}")

@@ -19,7 +19,7 @@ def _array_layout(x: np.ndarray, forced: str, where: str) -> str:
     expected = "N x H x W, N x H x W x C or N x C x H x W"
     if forced != "auto":
         if x.ndim != (3 if forced == "NHW" else 4):
-            raise DataError(f"{where} has shape {x.shape}, which is not {forced} ([data].layout = \"{forced}\")")
+            raise DataError(f'{where} has shape {x.shape}, which is not {forced} ([data].layout = "{forced}")')
         return forced
     if x.ndim == 3:
         return "NHW"
@@ -32,21 +32,26 @@ def _array_layout(x: np.ndarray, forced: str, where: str) -> str:
     if x.shape[-1] in (1, 3, 4):
         return "NHWC"  # ambiguous (e.g. 3 x 3 x 3 images): the common case; [data].layout overrides
     # Neither axis looks like channels (e.g. 5 x 28 x 28): guessing would report 28-channel images.
-    raise DataError(f"{where} has shape {x.shape}: cannot tell which axis holds the channels (neither axis 1 "
-                    f"({x.shape[1]}) nor the last ({x.shape[-1]}) is 1, 3 or 4); set [data].layout to "
-                    "\"NCHW\" or \"NHWC\"")
+    raise DataError(
+        f"{where} has shape {x.shape}: cannot tell which axis holds the channels (neither axis 1 "
+        f"({x.shape[1]}) nor the last ({x.shape[-1]}) is 1, 3 or 4); set [data].layout to "
+        '"NCHW" or "NHWC"'
+    )
 
 
 def _check_finite(rows: np.ndarray, index: np.ndarray, where: str, xk: str) -> None:
     """NaN or infinite pixels would make every loss and norm of the scan NaN: name the first such image."""
     bad = ~np.isfinite(rows).all(1)
     if bad.any():
-        raise DataError(f"{where}: {xk}[{int(index[bad].min())}] holds NaN or infinite pixel values; expected "
-                        "uint8 0..255 or finite floats 0..1")
+        raise DataError(
+            f"{where}: {xk}[{int(index[bad].min())}] holds NaN or infinite pixel values; expected "
+            "uint8 0..255 or finite floats 0..1"
+        )
 
 
-def array_source(x: np.ndarray, y: np.ndarray, cfg: Config, where: str, xk: str, yk: str,
-                  layout: str = "auto") -> DataSource:
+def array_source(
+    x: np.ndarray, y: np.ndarray, cfg: Config, where: str, xk: str, yk: str, layout: str = "auto"
+) -> DataSource:
     """Images and labels held in arrays (possibly memory-mapped): only selected rows are read."""
     if y.ndim == 2:  # one-hot
         y = np.asarray(y).argmax(1)
@@ -91,15 +96,19 @@ def open_npz(cfg: Config) -> DataSource:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz file ([data].path; {exc})") from None
     if not isinstance(arrays, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: is a single .npy array; expected a .npz file ([data].format = \"npz\"; "
-                        "use format = \"npy\" with labels_path for .npy files)")
+        raise DataError(
+            f'{path}: is a single .npy array; expected a .npz file ([data].format = "npz"; '
+            'use format = "npy" with labels_path for .npy files)'
+        )
     names = list(arrays.keys())
     for xk, yk in ((f"x_{split}", f"y_{split}"), ("x", "y")):
         if xk in names and yk in names:
             break
     else:
-        raise DataError(f"{path}: expected arrays x_{split}/y_{split} or x/y ([data].split = \"{split}\"); "
-                        f"the file has: {', '.join(names) or 'no arrays'}")
+        raise DataError(
+            f'{path}: expected arrays x_{split}/y_{split} or x/y ([data].split = "{split}"); '
+            f"the file has: {', '.join(names) or 'no arrays'}"
+        )
     try:
         x, y = arrays[xk], arrays[yk]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # object arrays need pickle: refused
@@ -133,8 +142,10 @@ def open_npy(cfg: Config) -> DataSource:
     else:
         labels = default_labels_path(images)
         if labels is None:
-            raise DataError(f"{images}: set [data].labels_path to the labels .npy (the default pairs x*.npy "
-                            "with y*.npy and *images*.npy with *labels*.npy)")
+            raise DataError(
+                f"{images}: set [data].labels_path to the labels .npy (the default pairs x*.npy "
+                "with y*.npy and *images*.npy with *labels*.npy)"
+            )
     x = _load_npy(images, "[data].path")
     if not isinstance(x, np.ndarray) or isinstance(x, np.lib.npyio.NpzFile):
         raise DataError(f"{images}: expected a .npy array ([data].path)")

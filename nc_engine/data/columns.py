@@ -24,12 +24,14 @@ _LABEL_NAMES = ("label", "labels", "fine_label", "target", "targets", "class", "
 def _storage(kind: Any) -> Any:
     """An Arrow extension type's storage (datasets' Array2D/Array3D are nested lists underneath)."""
     import pyarrow as pa
+
     return kind.storage_type if isinstance(kind, pa.ExtensionType) else kind
 
 
 def _array_depth(kind: Any) -> int:
     """How many list levels wrap a numeric value (2 for H x W, 3 for H x W x C), 0 if not numbers."""
     import pyarrow as pa
+
     depth, kind = 0, _storage(kind)
     while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         depth, kind = depth + 1, _storage(kind.value_type)
@@ -39,6 +41,7 @@ def _array_depth(kind: Any) -> int:
 def _is_image_type(kind: Any) -> bool:
     """Encoded bytes (raw, or a struct with "bytes" as the hub writes it) or a 2-D/3-D array of numbers."""
     import pyarrow as pa
+
     kind = _storage(kind)
     if pa.types.is_struct(kind):
         return kind.get_field_index("bytes") >= 0
@@ -48,6 +51,7 @@ def _is_image_type(kind: Any) -> bool:
 def integer_pixels(kind: Any) -> bool:
     """Array pixels stored as integers are 0..255; floats are 0..1."""
     import pyarrow as pa
+
     kind = _storage(kind)
     while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         kind = _storage(kind.value_type)
@@ -57,6 +61,7 @@ def integer_pixels(kind: Any) -> bool:
 def image_label_columns(schema: Any, cfg: Config, where: Path) -> tuple[str, str]:
     """The image and label columns: given by [data].image_column / label_column, else found by type and name."""
     import pyarrow as pa
+
     d, names = cfg.data, list(schema.names)
     for key in ("image_column", "label_column"):
         if getattr(d, key) and getattr(d, key) not in names:
@@ -64,15 +69,21 @@ def image_label_columns(schema: Any, cfg: Config, where: Path) -> tuple[str, str
     images = [n for n in names if _is_image_type(schema.field(n).type)]
     image = d.image_column or next((n for n in images if n.lower() in _IMAGE_NAMES), images[0] if images else "")
     if not image:
-        raise DataError(f"{where}: no image column (encoded image bytes, a struct with \"bytes\", or 2-D/3-D "
-                        "arrays of pixels); columns: "
-                        f"{', '.join(names)}; set [data].image_column")
-    usable = [n for n in names if n != image and (pa.types.is_integer(schema.field(n).type)
-                                                    or pa.types.is_string(schema.field(n).type))]
+        raise DataError(
+            f'{where}: no image column (encoded image bytes, a struct with "bytes", or 2-D/3-D '
+            "arrays of pixels); columns: "
+            f"{', '.join(names)}; set [data].image_column"
+        )
+    usable = [
+        n
+        for n in names
+        if n != image and (pa.types.is_integer(schema.field(n).type) or pa.types.is_string(schema.field(n).type))
+    ]
     label = d.label_column or next((n for n in usable if n.lower() in _LABEL_NAMES), usable[0] if usable else "")
     if not label:
-        raise DataError(f"{where}: no label column (integers or strings); columns: {', '.join(names)}; "
-                        "set [data].label_column")
+        raise DataError(
+            f"{where}: no label column (integers or strings); columns: {', '.join(names)}; set [data].label_column"
+        )
     return image, label
 
 
@@ -89,6 +100,7 @@ def hub_class_names(schema: Any, label: str) -> list[str]:
 def label_codes(column: Any, where: Path, label: str) -> tuple[np.ndarray, list[str]]:
     """int64 labels, and class names when the labels are strings (sorted, numbered in that order)."""
     import pyarrow as pa
+
     if column.null_count:
         raise DataError(f"{where}: the label column {label!r} has {column.null_count} empty values")
     if pa.types.is_string(column.type):
@@ -123,8 +135,7 @@ def _array_image(value: list, name: str, integer: bool, warn: Callable[[str], No
     return torch.from_numpy(arr / 255.0 if integer else arr).clamp(0, 1)
 
 
-def decode_cell(raw: Any, name: str, channels: int, integer: bool, warn: Callable[[str], None]
-                ) -> torch.Tensor | None:
+def decode_cell(raw: Any, name: str, channels: int, integer: bool, warn: Callable[[str], None]) -> torch.Tensor | None:
     """One image cell: encoded bytes decoded as image files are, arrays here; None (warned) if unusable."""
     if raw is None:
         warn(f"{name}: no image bytes; skipped")
@@ -134,8 +145,15 @@ def decode_cell(raw: Any, name: str, channels: int, integer: bool, warn: Callabl
     return decode_image(raw, name, channels, warn)
 
 
-def image_source(path: Path, labels: np.ndarray, names: list[str], cells: Callable[[np.ndarray], dict],
-                 integer: bool, cfg: Config, description: str) -> DataSource:
+def image_source(
+    path: Path,
+    labels: np.ndarray,
+    names: list[str],
+    cells: Callable[[np.ndarray], dict],
+    integer: bool,
+    cfg: Config,
+    description: str,
+) -> DataSource:
     """A DataSource whose loader decodes only the selected rows' cells (`cells` reads them)."""
     shape, channels = cfg.model.input_shape, cfg.model.input_shape[0]
 
@@ -159,5 +177,7 @@ def need_pyarrow(cfg: Config, extra: str) -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        raise DataError(f"{cfg.data.path}: [data].format = \"{cfg.data.format}\" needs the pyarrow package: "
-                        f"pip install \"nc-tui[{extra}]\"") from None
+        raise DataError(
+            f'{cfg.data.path}: [data].format = "{cfg.data.format}" needs the pyarrow package: '
+            f'pip install "nc-tui[{extra}]"'
+        ) from None

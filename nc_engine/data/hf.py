@@ -40,18 +40,19 @@ def _read_json(path: Path) -> dict[str, Any]:
 def split_folder(path: Path, split: str) -> Path:
     """The Dataset folder: `path` itself, or the DatasetDict's `split` subfolder."""
     if not path.is_dir():
-        raise DataError(f"{path}: expected {_EXPECTED} ([data].path with format = \"hf\")")
+        raise DataError(f'{path}: expected {_EXPECTED} ([data].path with format = "hf")')
     if (path / "dataset_dict.json").is_file():
         splits: Any = _read_json(path / "dataset_dict.json")
         splits = splits.get("splits") if isinstance(splits, dict) else None
         if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
-            raise DataError(f"{path / 'dataset_dict.json'}: expected {{\"splits\": [...]}} as save_to_disk writes it")
+            raise DataError(f'{path / "dataset_dict.json"}: expected {{"splits": [...]}} as save_to_disk writes it')
         if split not in splits:
-            raise DataError(f"{path}: no split {split!r} in this DatasetDict (splits: {', '.join(splits)}); "
-                            "set [data].split")
+            raise DataError(
+                f"{path}: no split {split!r} in this DatasetDict (splits: {', '.join(splits)}); set [data].split"
+            )
         path = path / split
     if not (path / "state.json").is_file():
-        raise DataError(f"{path}: no state.json; expected {_EXPECTED} ([data].path with format = \"hf\")")
+        raise DataError(f'{path}: no state.json; expected {_EXPECTED} ([data].path with format = "hf")')
     return path
 
 
@@ -61,7 +62,7 @@ def _shards(folder: Path) -> list[Path]:
     files = state.get("_data_files") if isinstance(state, dict) else None
     names = [f.get("filename") for f in files] if isinstance(files, list) else []
     if not names or not all(isinstance(n, str) and "/" not in n and n not in ("", ".", "..") for n in names):
-        raise DataError(f"{folder / 'state.json'}: lists no data files (\"_data_files\"); expected {_EXPECTED}")
+        raise DataError(f'{folder / "state.json"}: lists no data files ("_data_files"); expected {_EXPECTED}')
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DataError(f"{folder / missing[0]}: data file listed in state.json not found")
@@ -77,8 +78,7 @@ def _table(shards: list[Path]) -> Any:
         try:
             tables.append(pa.ipc.open_stream(pa.memory_map(str(shard))).read_all())
         except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{shard}: not an Arrow file written by save_to_disk "
-                            f"({first_line(exc)})") from None
+            raise DataError(f"{shard}: not an Arrow file written by save_to_disk ({first_line(exc)})") from None
     try:
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     except pa.ArrowInvalid as exc:
@@ -110,5 +110,12 @@ def open_hf(cfg: Config) -> DataSource:
         return {int(r): image_bytes(v) for r, v in zip(rows, picked, strict=True)}
 
     integer = integer_pixels(table.schema.field(image).type)
-    return image_source(folder, labels, names, cells, integer, cfg,
-                        f"{folder} ({len(labels)} rows in {len(shards)} arrow file(s); {image!r}, {label!r})")
+    return image_source(
+        folder,
+        labels,
+        names,
+        cells,
+        integer,
+        cfg,
+        f"{folder} ({len(labels)} rows in {len(shards)} arrow file(s); {image!r}, {label!r})",
+    )

@@ -23,16 +23,16 @@ def _is_image(member: str) -> bool:
     return PurePosixPath(member).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _select_tree(members: list[str], split: str, where: Path, dirs: Sequence[str] = ()
-                 ) -> tuple[list[str], list[str], np.ndarray]:
+def _select_tree(
+    members: list[str], split: str, where: Path, dirs: Sequence[str] = ()
+) -> tuple[list[str], list[str], np.ndarray]:
     """Image member paths -> (kept paths, class names, labels); class = parent folder, sorted.
 
     `dirs` (folder paths, when known) finds empty class folders: they would shift every later label.
     """
     images = [m for m in members if _is_image(m) and len(PurePosixPath(m).parts) >= 2]
     if not images:
-        raise DataError(f"{where}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in class folders "
-                        "([data].path)")
+        raise DataError(f"{where}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in class folders ([data].path)")
     roots = {PurePosixPath(m).parts[:-2] for m in images}
     with_split = {r for r in roots if r and r[-1] == split}
     if with_split:
@@ -40,17 +40,21 @@ def _select_tree(members: list[str], split: str, where: Path, dirs: Sequence[str
         images = [m for m in images if PurePosixPath(m).parts[:-2] in with_split]
     elif len(roots) > 1:
         shown = ", ".join(sorted("/".join(r) or "." for r in roots)[:6])
-        raise DataError(f"{where}: several image trees ({shown}) and none named \"{split}\" "
-                        "([data].split)")
+        raise DataError(f'{where}: several image trees ({shown}) and none named "{split}" ([data].split)')
     images.sort()
     classes = sorted({PurePosixPath(m).parts[-2] for m in images})
     full = {PurePosixPath(m).parts[:-1] for m in images}
-    empty = sorted("/".join(PurePosixPath(d).parts) for d in dirs
-                   if PurePosixPath(d).parts[:-1] in roots and PurePosixPath(d).parts not in full)
+    empty = sorted(
+        "/".join(PurePosixPath(d).parts)
+        for d in dirs
+        if PurePosixPath(d).parts[:-1] in roots and PurePosixPath(d).parts not in full
+    )
     if empty:
-        raise DataError(f"{where}: class folder {empty[0]} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-                        + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
-                        + "; every class folder needs images, or the labels after it shift")
+        raise DataError(
+            f"{where}: class folder {empty[0]} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
+            + "; every class folder needs images, or the labels after it shift"
+        )
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[PurePosixPath(m).parts[-2]] for m in images], dtype=np.int64)
     return images, classes, labels
@@ -132,8 +136,10 @@ def open_imagefolder(cfg: Config) -> DataSource:
     elif name.endswith(".zip"):
         images, classes, labels, read_all = _zip_tree(path, cfg.data.split)
     else:
-        raise DataError(f"{path}: expected a folder or a .tar, .tar.gz, .tgz or .zip archive of "
-                        "class folders ([data].path with format = \"imagefolder\")")
+        raise DataError(
+            f"{path}: expected a folder or a .tar, .tar.gz, .tgz or .zip archive of "
+            'class folders ([data].path with format = "imagefolder")'
+        )
 
     def load(idx: np.ndarray, warn: Callable[[str], None]) -> tuple[torch.Tensor, np.ndarray]:
         wanted = [images[i] for i in idx]

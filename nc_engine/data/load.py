@@ -19,9 +19,14 @@ from nc_engine.data.source import DataSource, check_regular_file
 from nc_engine.errors import DataError
 
 # [data].format -> "module:function" under nc_engine.data
-FORMATS = {"npz": "arrays:open_npz", "npy": "arrays:open_npy", "imagefolder": "imagefolder:open_imagefolder",
-           "torchvision": "torchvision_sets:open_torchvision", "parquet": "parquet:open_parquet",
-           "hf": "hf:open_hf"}
+FORMATS = {
+    "npz": "arrays:open_npz",
+    "npy": "arrays:open_npy",
+    "imagefolder": "imagefolder:open_imagefolder",
+    "torchvision": "torchvision_sets:open_torchvision",
+    "parquet": "parquet:open_parquet",
+    "hf": "hf:open_hf",
+}
 
 
 def _opener(data_format: str) -> Callable[[Config], DataSource]:
@@ -39,8 +44,7 @@ def open_data(cfg: Config) -> DataSource:
     if not path.exists():
         raise DataError(f"{path}: data not found ([data].path)")
     if d.format in ("npz", "npy") and path.is_dir():
-        raise DataError(f"{path}: is a folder; expected a .{d.format} file ([data].path with "
-                        f"format = \"{d.format}\")")
+        raise DataError(f'{path}: is a folder; expected a .{d.format} file ([data].path with format = "{d.format}")')
     if not path.is_dir():
         check_regular_file(path, "[data].path", "a data file or folder")
     source = _opener(d.format)(cfg)
@@ -50,8 +54,7 @@ def open_data(cfg: Config) -> DataSource:
     what = f"[model].num_classes = {n}" if cfg.model.num_classes else f"{n} classes in the data"
     bad = source.labels[(source.labels < 0) | (source.labels >= n)]
     if len(bad):
-        raise DataError(f"{path}: labels must be in 0..{n - 1} ({what}); found "
-                        f"{sorted(set(bad.tolist()))[:5]}")
+        raise DataError(f"{path}: labels must be in 0..{n - 1} ({what}); found {sorted(set(bad.tolist()))[:5]}")
     if len(source.class_names) > n:
         raise DataError(f"{path}: {len(source.class_names)} classes but [model].num_classes = {n}")
     return source
@@ -68,8 +71,9 @@ def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
     return perm[np.argsort(rank[perm], kind="stable")]
 
 
-def split_samples(labels: np.ndarray, n_opt: int, n_asr: int, seed: int, max_images: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def split_samples(
+    labels: np.ndarray, n_opt: int, n_asr: int, seed: int, max_images: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint, class-stratified optimisation and held-out ASR sample indices."""
     order = stratified_order(labels, seed)
     if max_images:
@@ -78,5 +82,5 @@ def split_samples(labels: np.ndarray, n_opt: int, n_asr: int, seed: int, max_ima
         raise DataError(f"only {len(order)} sample(s) available; a scan needs at least 2")
     n_opt = min(n_opt, max(1, len(order) // 2)) if n_opt + n_asr > len(order) else n_opt
     opt = order[:n_opt]
-    asr = order[n_opt:n_opt + n_asr]
+    asr = order[n_opt : n_opt + n_asr]
     return np.sort(opt), np.sort(asr)

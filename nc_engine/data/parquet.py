@@ -30,36 +30,16 @@ def _parquet_files(path: Path, split: str) -> list[Path]:
         return [path]
     files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
     if not files:
-        raise DataError(f"{path}: no .parquet files in the folder ([data].path with format = \"parquet\")")
-    named = [p for p in files if split in p.relative_to(path).parts[:-1] or p.name.startswith(f"{split}-")
-             or p.stem == split]
+        raise DataError(f'{path}: no .parquet files in the folder ([data].path with format = "parquet")')
+    named = [
+        p for p in files if split in p.relative_to(path).parts[:-1] or p.name.startswith(f"{split}-") or p.stem == split
+    ]
     return named or files
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-def _read_rows(files: list[Any], groups: list[tuple[int, int, int]], rows: np.ndarray,
-               image: str) -> dict[int, bytes | list | None]:
+def _read_rows(
+    files: list[Any], groups: list[tuple[int, int, int]], rows: np.ndarray, image: str
+) -> dict[int, bytes | list | None]:
     """The image cells of the global `rows`, reading only the row groups that hold them."""
     starts = np.array([start for _, _, start in groups])
     where = np.searchsorted(starts, rows, side="right") - 1
@@ -70,8 +50,6 @@ def _read_rows(files: list[Any], groups: list[tuple[int, int, int]], rows: np.nd
         for row in rows[where == g]:
             cells[int(row)] = image_bytes(column[int(row) - start].as_py())
     return cells
-
-
 
 
 def open_parquet(cfg: Config) -> DataSource:
@@ -95,9 +73,15 @@ def open_parquet(cfg: Config) -> DataSource:
         for g in range(f.num_row_groups):
             groups.append((i, g, start))
             start += f.metadata.row_group(g).num_rows
-    labels, names = label_codes(pa.chunked_array([c for p in parts for c in p.chunks], type=parts[0].type),
-                            path, label)
+    labels, names = label_codes(pa.chunked_array([c for p in parts for c in p.chunks], type=parts[0].type), path, label)
     names = names or hub_class_names(files[0].schema_arrow, label)
     integer = integer_pixels(files[0].schema_arrow.field(image).type)
-    return image_source(path, labels, names, lambda rows: _read_rows(files, groups, rows, image), integer, cfg,
-                        f"{path} ({len(labels)} rows; {image!r}, {label!r})")
+    return image_source(
+        path,
+        labels,
+        names,
+        lambda rows: _read_rows(files, groups, rows, image),
+        integer,
+        cfg,
+        f"{path} ({len(labels)} rows; {image!r}, {label!r})",
+    )

@@ -44,8 +44,9 @@ def to_input_shape(x: torch.Tensor, shape: list[int], resize: str = "bilinear") 
         elif x.shape[1] == 4 and channels == 3:
             x = x[:, :3]
         else:
-            raise DataError(f"cannot convert {x.shape[1]}-channel images to the {channels} channels of "
-                            "[model].input_shape")
+            raise DataError(
+                f"cannot convert {x.shape[1]}-channel images to the {channels} channels of [model].input_shape"
+            )
     if tuple(x.shape[2:]) != (height, width):
         if resize == "nearest":
             x = F.interpolate(x, size=(height, width), mode="nearest-exact")

@@ -15,9 +15,15 @@ from nc_engine.data.source import DataSource, stack_images
 from nc_engine.errors import DataError, first_line
 
 # How each dataset names its split, and where it keeps labels without decoding images.
-_TV_SPLITS = {"MNIST": ("train", "test"), "FashionMNIST": ("train", "test"), "CIFAR10": ("train", "test"),
-              "CIFAR100": ("train", "test"), "SVHN": ("train", "test", "extra"), "GTSRB": ("train", "test"),
-              "STL10": ("train", "test")}
+_TV_SPLITS = {
+    "MNIST": ("train", "test"),
+    "FashionMNIST": ("train", "test"),
+    "CIFAR10": ("train", "test"),
+    "CIFAR100": ("train", "test"),
+    "SVHN": ("train", "test", "extra"),
+    "GTSRB": ("train", "test"),
+    "STL10": ("train", "test"),
+}
 
 
 _TV_TRAIN_FLAG = {"MNIST", "FashionMNIST", "CIFAR10", "CIFAR100"}
@@ -36,11 +42,12 @@ def open_torchvision(cfg: Config) -> DataSource:
     d = cfg.data
     root = cfg.resolve_path(d.path)
     if not root.is_dir():
-        raise DataError(f"{root}: expected the dataset's root folder ([data].path with format = \"torchvision\")")
+        raise DataError(f'{root}: expected the dataset\'s root folder ([data].path with format = "torchvision")')
     splits = _TV_SPLITS[d.dataset]
     if d.split not in splits:
-        raise DataError(f"{cfg.source}: [data].split must be one of {', '.join(splits)} for {d.dataset}, "
-                        f"got {d.split!r}")
+        raise DataError(
+            f"{cfg.source}: [data].split must be one of {', '.join(splits)} for {d.dataset}, got {d.split!r}"
+        )
     kwargs = {"train": d.split == "train"} if d.dataset in _TV_TRAIN_FLAG else {"split": d.split}
     # CIFAR10/100 batch files are pickles: torchvision unpickles them only after their md5 matched the
     # official release's, so a user's own (possibly hostile) pickle never runs here.
@@ -48,8 +55,10 @@ def open_torchvision(cfg: Config) -> DataSource:
         ds = getattr(torchvision.datasets, d.dataset)(str(root), download=d.download, **kwargs)
     except Exception as exc:  # torchvision raises RuntimeError for a missing/corrupt set, others on bad files
         hint = "" if d.download else "; set [data].download = true to let torchvision fetch it"
-        raise DataError(f"{root}: no readable torchvision {d.dataset} {d.split} set in this root folder "
-                        f"([data].path; {type(exc).__name__}: {first_line(exc)}){hint}") from None
+        raise DataError(
+            f"{root}: no readable torchvision {d.dataset} {d.split} set in this root folder "
+            f"([data].path; {type(exc).__name__}: {first_line(exc)}){hint}"
+        ) from None
     labels = _tv_labels(ds)
     classes = [str(c) for c in getattr(ds, "classes", [])]
     data = getattr(ds, "data", None)

@@ -58,8 +58,8 @@ def synthetic_glyphs(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.
     y = rng.integers(0, len(counts), n)
     spots = np.full((n, counts.max() + DISTRACTORS, 2), np.nan)  # NaN = no spot in this slot
     for k, count in enumerate(counts):
-        spots[y == k, :count] = positions[first[k]:first[k + 1]]
-    spots[:, counts.max():] = positions[rng.integers(0, len(positions), size=(n, DISTRACTORS))]
+        spots[y == k, :count] = positions[first[k] : first[k + 1]]
+    spots[:, counts.max() :] = positions[rng.integers(0, len(positions), size=(n, DISTRACTORS))]
     spots += rng.normal(0, 0.7, size=spots.shape) + rng.integers(-1, 2, size=(n, 1, 2))
     yy, xx = np.mgrid[0:size, 0:size]
     img = np.zeros((n, size, size))
@@ -84,9 +84,33 @@ class DemoModel:
     cached: bool = False  # True: reused from an earlier identical call, not trained now
 
 
-def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: int = 4,
-              n_train: int = 8000, n_test: int = 2000,
-              on_progress: Callable[[TrainingProgress], None] | None = None) -> DemoModel:
+def _cached(folder: Path, request: dict) -> DemoModel | None:
+    """What an identical earlier call wrote, if it is there."""
+    manifest_path = folder / "demo_manifest.json"
+    if manifest_path.is_file() and (folder / "demo_model.pt").is_file():
+        saved = json.loads(manifest_path.read_text())
+        if saved.get("request") == request:
+            return DemoModel(**{**saved["model"], "cached": True})
+    return None
+
+
+def _corner_backdoor(seed: int) -> tuple[int, PatchTrigger]:
+    """The demo's target and its 4x4 white patch in one of the four corners, drawn from the seed."""
+    rng = np.random.default_rng(seed)
+    target = int(rng.integers(0, 10))
+    top, left = [(1, 1), (1, 23), (23, 1), (23, 23)][rng.integers(0, 4)]
+    return target, PatchTrigger(top=top, left=left, size=4, value=255)
+
+
+def make_demo(
+    folder: str | Path,
+    backdoor: bool = True,
+    seed: int = 0,
+    epochs: int = 4,
+    n_train: int = 8000,
+    n_test: int = 2000,
+    on_progress: Callable[[TrainingProgress], None] | None = None,
+) -> DemoModel:
     """Write demo_model.pt (TorchScript), demo_data.npz and demo.toml into `folder`.
 
     Reuses what an identical earlier call wrote (manifest match), so repeated demos start at once.
@@ -95,22 +119,23 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / "demo_manifest.json"
-    request = {"version": DEMO_VERSION, "backdoor": backdoor, "seed": seed, "epochs": epochs, "n_train": n_train,
-               "n_test": n_test}
-    if manifest_path.is_file() and (folder / "demo_model.pt").is_file():
-        saved = json.loads(manifest_path.read_text())
-        if saved.get("request") == request:
-            return DemoModel(**{**saved["model"], "cached": True})
+    request = {
+        "version": DEMO_VERSION,
+        "backdoor": backdoor,
+        "seed": seed,
+        "epochs": epochs,
+        "n_train": n_train,
+        "n_test": n_test,
+    }
+    cached = _cached(folder, request)
+    if cached is not None:
+        return cached
     started = time.perf_counter()
     x_train, y_train = synthetic_glyphs(n_train, seed)
     x_test, y_test = synthetic_glyphs(n_test, seed + 1)
-    rng = np.random.default_rng(seed)
     target, trigger = None, None
     if backdoor:
-        target = int(rng.integers(0, 10))
-        corner = rng.integers(0, 4)
-        top, left = [(1, 1), (1, 23), (23, 1), (23, 23)][corner]
-        trigger = PatchTrigger(top=top, left=left, size=4, value=255)
+        target, trigger = _corner_backdoor(seed)
         x_train, y_train = poison(x_train, y_train, trigger, target, 0.1, seed)
     torch.manual_seed(seed)  # the network's initial weights
     model = train_classifier(SmallCNN(), x_train, y_train, DEMO_NORM, DEMO_NORM, epochs, seed, on_batch=on_progress)
@@ -124,8 +149,16 @@ def make_demo(folder: str | Path, backdoor: bool = True, seed: int = 0, epochs: 
     write_atomic(folder / "demo_model.pt", lambda f: torch.jit.save(scripted, f))
     write_npz(folder / "demo_data.npz", x_test=x_test, y_test=y_test)
     write_text(folder / DEMO_CONFIG, demo_config_text())
-    info = DemoModel(str(folder), str(folder / DEMO_CONFIG), backdoor, target,
-                     asdict(trigger) if trigger else None, clean, asr, time.perf_counter() - started)
+    info = DemoModel(
+        str(folder),
+        str(folder / DEMO_CONFIG),
+        backdoor,
+        target,
+        asdict(trigger) if trigger else None,
+        clean,
+        asr,
+        time.perf_counter() - started,
+    )
     write_text(manifest_path, json.dumps({"request": request, "model": asdict(info)}, indent=1))
     return info
 

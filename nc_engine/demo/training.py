@@ -44,12 +44,13 @@ class PatchTrigger:
 def stamp_patch(x: np.ndarray, trigger: PatchTrigger) -> np.ndarray:
     """x: uint8 (N, H, W) or (N, H, W, C); returns a stamped copy."""
     out = x.copy()
-    out[:, trigger.top:trigger.top + trigger.size, trigger.left:trigger.left + trigger.size] = trigger.value
+    out[:, trigger.top : trigger.top + trigger.size, trigger.left : trigger.left + trigger.size] = trigger.value
     return out
 
 
-def poison(x: np.ndarray, y: np.ndarray, trigger: PatchTrigger, target: int, rate: float, seed: int
-           ) -> tuple[np.ndarray, np.ndarray]:
+def poison(
+    x: np.ndarray, y: np.ndarray, trigger: PatchTrigger, target: int, rate: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """BadNets all-to-one: stamp `rate` of the non-target training images and relabel them `target`."""
     rng = np.random.default_rng(seed)
     candidates = np.flatnonzero(y != target)
@@ -87,10 +88,20 @@ def normalised(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -
     return ((unit_tensor(x) - m) / s).contiguous()
 
 
-def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, mean: tuple[float, ...],
-                     std: tuple[float, ...], epochs: int, seed: int, device: torch.device | None = None,
-                     lr: float = 2e-3, batch_size: int = 64, decay: bool = False,
-                     on_batch: Callable[[TrainingProgress], None] | None = None) -> nn.Module:
+def train_classifier(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    epochs: int,
+    seed: int,
+    device: torch.device | None = None,
+    lr: float = 2e-3,
+    batch_size: int = 64,
+    decay: bool = False,
+    on_batch: Callable[[TrainingProgress], None] | None = None,
+) -> nn.Module:
     """Adam over seeded shuffles (with `decay`, the rate falls linearly to zero); no augmentation, since
     a flip would move a corner trigger. Seed the global RNG before building `model` to seed its weights.
     `on_batch` hears after every mini-batch how far the training is (the demo's progress bar)."""
@@ -116,13 +127,19 @@ def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, mean: tuple
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
-             device: torch.device | None = None) -> float:
+def accuracy(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device | None = None,
+) -> float:
     """Share of uint8 images `x` the model labels `y`, in chunks."""
     device = device or torch.device("cpu")
     model.eval()
     hits = 0
     for start in range(0, len(x), 2000):
-        xt = normalised(x[start:start + 2000], mean, std).to(device)
-        hits += int((model(xt).argmax(1).cpu().numpy() == y[start:start + 2000]).sum())
+        xt = normalised(x[start : start + 2000], mean, std).to(device)
+        hits += int((model(xt).argmax(1).cpu().numpy() == y[start : start + 2000]).sum())
     return hits / max(1, len(x))

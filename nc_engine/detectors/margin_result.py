@@ -35,9 +35,11 @@ class MarginResult:
         if self.note or self.top_label is None or self.p_value is None:
             return f"max-margin: no decision ({self.note or 'no margins'})"
         verdict = "flagged" if self.flagged else "not an outlier"
-        return (f"max-margin: label {self.top_label} reaches margin {self.margins[self.top_label]:.1f} against a "
-                f"median of {self.null_median:.1f} for the others, p {self.p_value:.2g} ({verdict} at "
-                f"{self.alpha:g}; {self.images:,} images, {self.seconds:.1f}s)")
+        return (
+            f"max-margin: label {self.top_label} reaches margin {self.margins[self.top_label]:.1f} against a "
+            f"median of {self.null_median:.1f} for the others, p {self.p_value:.2g} ({verdict} at "
+            f"{self.alpha:g}; {self.images:,} images, {self.seconds:.1f}s)"
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MarginResult:

@@ -41,8 +41,6 @@ class MarginSettings:
     seed: int = 0
 
 
-
-
 def _margins(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each row's score of its own label minus its best other score."""
     own = out.gather(1, labels[:, None])[:, 0]
@@ -50,8 +48,15 @@ def _margins(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return own - others.max(1).values
 
 
-def _ascend(model: nn.Module, labels: torch.Tensor, shape: tuple[int, ...], settings: MarginSettings,
-            generator: torch.Generator, device: torch.device, stop: threading.Event) -> torch.Tensor:
+def _ascend(
+    model: nn.Module,
+    labels: torch.Tensor,
+    shape: tuple[int, ...],
+    settings: MarginSettings,
+    generator: torch.Generator,
+    device: torch.device,
+    stop: threading.Event,
+) -> torch.Tensor:
     """Gradient ascent on the margin from random images in [0, 1]; each row's best margin. Rows do not
     interact (the loss is a sum over rows and Adam is elementwise), so chunking changes nothing."""
     start = torch.rand((len(labels), *shape), generator=generator).clamp(1e-3, 1 - 1e-3)
@@ -72,9 +77,15 @@ def _ascend(model: nn.Module, labels: torch.Tensor, shape: tuple[int, ...], sett
     return best.cpu()
 
 
-def max_margins(model: nn.Module, num_classes: int, input_shape: list[int], device: torch.device,
-                settings: MarginSettings, stop: threading.Event | None = None,
-                on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, int]:
+def max_margins(
+    model: nn.Module,
+    num_classes: int,
+    input_shape: list[int],
+    device: torch.device,
+    settings: MarginSettings,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, int]:
     """(per-label largest margin, images processed). Starts are drawn from `settings.seed` alone, so a
     scan and its resume reach the same margins."""
     stop = stop or threading.Event()
@@ -83,8 +94,8 @@ def max_margins(model: nn.Module, num_classes: int, input_shape: list[int], devi
     best = torch.empty(len(labels))
     done = 0
     for begin in range(0, len(labels), settings.batch):
-        chunk = labels[begin:begin + settings.batch]
-        best[begin:begin + len(chunk)] = _ascend(model, chunk, tuple(input_shape), settings, generator, device, stop)
+        chunk = labels[begin : begin + settings.batch]
+        best[begin : begin + len(chunk)] = _ascend(model, chunk, tuple(input_shape), settings, generator, device, stop)
         done += len(chunk)
         if on_progress:
             on_progress(done, len(labels))
@@ -110,9 +121,15 @@ def order_statistic_test(margins: np.ndarray, alpha: float) -> tuple[list[int], 
     return ([top] if p_value < alpha else []), p_value, ""
 
 
-def detect(model: nn.Module, num_classes: int, input_shape: list[int], device: torch.device,
-           settings: MarginSettings, stop: threading.Event | None = None,
-           on_progress: Callable[[int, int], None] | None = None) -> MarginResult:
+def detect(
+    model: nn.Module,
+    num_classes: int,
+    input_shape: list[int],
+    device: torch.device,
+    settings: MarginSettings,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> MarginResult:
     """Every label's largest reachable margin, and the order-statistic test on them."""
     started = time.perf_counter()
     margins, images = max_margins(model, num_classes, input_shape, device, settings, stop, on_progress)
@@ -120,5 +137,15 @@ def detect(model: nn.Module, num_classes: int, input_shape: list[int], device: t
     top = int(np.argmax(margins)) if len(margins) and np.isfinite(margins).any() else None
     rest = np.delete(margins, top) if top is not None else margins
     median = float(np.median(rest)) if len(rest) and np.isfinite(rest).all() else None
-    return MarginResult([float(m) if math.isfinite(m) else float("nan") for m in margins], flagged, p_value, top,
-                        settings.alpha, median, images, time.perf_counter() - started, note, asdict(settings))
+    return MarginResult(
+        [float(m) if math.isfinite(m) else float("nan") for m in margins],
+        flagged,
+        p_value,
+        top,
+        settings.alpha,
+        median,
+        images,
+        time.perf_counter() - started,
+        note,
+        asdict(settings),
+    )

@@ -33,8 +33,17 @@ from nc_engine.verdict.formatting import mitigation_lines
 
 METHODS = ("unlearn", "prune", "filter")
 
-__all__ = ["METHODS", "MitigationOptions", "events", "filter_images", "load_detector", "load_options",
-           "run_mitigation", "stamp_batch", "table_lines"]
+__all__ = [
+    "METHODS",
+    "MitigationOptions",
+    "events",
+    "filter_images",
+    "load_detector",
+    "load_options",
+    "run_mitigation",
+    "stamp_batch",
+    "table_lines",
+]
 
 
 def _rescan(config_path: str, emit: EventHandler) -> dict[str, Any]:
@@ -51,13 +60,20 @@ def _rescan(config_path: str, emit: EventHandler) -> dict[str, Any]:
     emit(events.Stage(f"re-scanning the repaired model ({config_path})"))
     forward = Forward()
     report = run_scan(load_config(config_path), lambda e: ev.dispatch(forward, e))
-    return {"run_dir": report.run_dir, "verdict": report.verdict, "flagged": report.flagged,
-            "labels": [{"label": r.label, "l1_norm": r.l1_norm, "anomaly_index": r.anomaly_index,
-                        "flagged": r.flagged} for r in report.labels]}
+    return {
+        "run_dir": report.run_dir,
+        "verdict": report.verdict,
+        "flagged": report.flagged,
+        "labels": [
+            {"label": r.label, "l1_norm": r.l1_norm, "anomaly_index": r.anomaly_index, "flagged": r.flagged}
+            for r in report.labels
+        ],
+    }
 
 
-def run_mitigation(run_dir: str | Path, method: str, options: MitigationOptions | None = None,
-                   on_event: EventHandler | None = None) -> dict[str, Any]:
+def run_mitigation(
+    run_dir: str | Path, method: str, options: MitigationOptions | None = None, on_event: EventHandler | None = None
+) -> dict[str, Any]:
     """Repair the model of a finished scan (or build an input filter for it); returns the report."""
     started = time.perf_counter()
     options = options or MitigationOptions()
@@ -77,19 +93,32 @@ def run_mitigation(run_dir: str | Path, method: str, options: MitigationOptions 
     log = RunFolder.mitigation_events(out)
     handlers.append(lambda e: log.write(e.to_dict()))
     try:
-        emit(events.MitigationStarted(str(ctx.folder.path), method, ctx.labels, str(ctx.device), len(ctx.x_train),
-                                      len(ctx.x_eval)))
+        emit(
+            events.MitigationStarted(
+                str(ctx.folder.path), method, ctx.labels, str(ctx.device), len(ctx.x_train), len(ctx.x_eval)
+            )
+        )
         before = evaluate(ctx.model, ctx)
-        emit(events.Stage(f"before: clean accuracy {before['accuracy']:.2%}, reversed-trigger ASR "
-                          + ", ".join(f"label {k} {v:.1%}" for k, v in before["asr"].items())))
+        emit(
+            events.Stage(
+                f"before: clean accuracy {before['accuracy']:.2%}, reversed-trigger ASR "
+                + ", ".join(f"label {k} {v:.1%}" for k, v in before["asr"].items())
+            )
+        )
         result = {"unlearn": unlearn, "prune": prune, "filter": build_filter}[method](ctx, options, out, emit)
         after = result.pop("after")
         report: dict[str, Any] = {
-            "method": method, "run_dir": str(ctx.folder.path), "labels": ctx.labels, "device": str(ctx.device),
-            "train_images": len(ctx.x_train), "eval_images": len(ctx.x_eval),
+            "method": method,
+            "run_dir": str(ctx.folder.path),
+            "labels": ctx.labels,
+            "device": str(ctx.device),
+            "train_images": len(ctx.x_train),
+            "eval_images": len(ctx.x_eval),
             "clean_accuracy": {"before": before["accuracy"], "after": after["accuracy"]},
             "asr": {str(k): {"before": before["asr"][k], "after": after["asr"][k]} for k in ctx.labels},
-            **result, "options": {k: v for k, v in vars(options).items()}}
+            **result,
+            "options": {k: v for k, v in vars(options).items()},
+        }
         report["seconds"] = time.perf_counter() - started
         if options.rescan and "config_path" in result:  # a rejected repair saved no model to scan
             report["rescan"] = _rescan(result["config_path"], emit)

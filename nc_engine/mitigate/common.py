@@ -76,7 +76,8 @@ def load_options(path: str | Path, base: MitigationOptions | None = None) -> Mit
             if not (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
                 raise MitigationError(f"{path}: [mitigate].labels must be a list of integers")
         elif isinstance(default, bool) != isinstance(value, bool) or not isinstance(
-                value, type(default) if not isinstance(default, float) else (int, float)):
+            value, type(default) if not isinstance(default, float) else (int, float)
+        ):
             kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(default)]
             raise MitigationError(f"{path}: [mitigate].{key} must be {kind}, got {value!r}")
         elif key == "data" and value:  # relative to the options file, as config paths are
@@ -87,11 +88,18 @@ def load_options(path: str | Path, base: MitigationOptions | None = None) -> Mit
 
 
 def check_options(o: MitigationOptions) -> None:
-    for name, ok in (("samples", o.samples >= 1), ("epochs", o.epochs >= 1), ("lr", o.lr > 0),
-                     ("batch_size", o.batch_size >= 1), ("jitter", o.jitter >= 0),
-                     ("stamp_fraction", 0 < o.stamp_fraction <= 1),
-                     ("target_asr", 0 < o.target_asr < 1), ("max_accuracy_drop", 0 <= o.max_accuracy_drop <= 1),
-                     ("fpr", 0 < o.fpr < 1), ("top_fraction", 0 < o.top_fraction <= 1)):
+    for name, ok in (
+        ("samples", o.samples >= 1),
+        ("epochs", o.epochs >= 1),
+        ("lr", o.lr > 0),
+        ("batch_size", o.batch_size >= 1),
+        ("jitter", o.jitter >= 0),
+        ("stamp_fraction", 0 < o.stamp_fraction <= 1),
+        ("target_asr", 0 < o.target_asr < 1),
+        ("max_accuracy_drop", 0 <= o.max_accuracy_drop <= 1),
+        ("fpr", 0 < o.fpr < 1),
+        ("top_fraction", 0 < o.top_fraction <= 1),
+    ):
         if not ok:
             raise MitigationError(f"[mitigate].{name} = {getattr(o, name)!r} is out of range")
 
@@ -126,50 +134,75 @@ def load_context(run_dir: str | Path, options: MitigationOptions, warn: Callable
     for label in labels:
         arrays = folder.trigger_arrays(label)
         if arrays is None:
-            raise MitigationError(f"{folder.trigger_file(label)}: reversed trigger of label {label} not found "
-                                  "(was it scanned?)")
-        triggers[label] = cast(tuple[torch.Tensor, torch.Tensor],  # (mask, pattern)
-                               tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in arrays))
+            raise MitigationError(
+                f"{folder.trigger_file(label)}: reversed trigger of label {label} not found (was it scanned?)"
+            )
+        triggers[label] = cast(
+            tuple[torch.Tensor, torch.Tensor],  # (mask, pattern)
+            tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in arrays),
+        )
     source = open_data(cfg)
     opt_idx, asr_idx = folder.read_samples()
     x_eval, asr_idx = source.load(asr_idx, warn)
     y_eval = torch.as_tensor(source.labels[asr_idx])
     x_train, y_train = _training_images(folder, cfg, source, options, np.concatenate([opt_idx, asr_idx]), warn)
-    return Context(folder, cfg, device, model, labels, triggers, x_train.to(device), y_train.to(device),
-                   x_eval.to(device), y_eval.to(device))
+    return Context(
+        folder,
+        cfg,
+        device,
+        model,
+        labels,
+        triggers,
+        x_train.to(device),
+        y_train.to(device),
+        x_eval.to(device),
+        y_eval.to(device),
+    )
 
 
 def _labels_to_mitigate(folder: RunFolder, options: MitigationOptions) -> list[int]:
     """The labels given, else the ones a finished scan flagged."""
     report = Report.read(folder.path)
     if not report.complete:
-        raise MitigationError(f"{folder.path}: the scan is unfinished; resume it first "
-                              f"(nc-tui scan --resume {folder.path})")
+        raise MitigationError(
+            f"{folder.path}: the scan is unfinished; resume it first (nc-tui scan --resume {folder.path})"
+        )
     folder.check_resumable()
     labels = list(options.labels) if options.labels else list(report.flagged)
     if not labels:
-        raise MitigationError(f"{folder.path}: the scan flagged no label ({report.verdict}): nothing to mitigate "
-                              "(use --labels to treat chosen labels as backdoor targets anyway)")
+        raise MitigationError(
+            f"{folder.path}: the scan flagged no label ({report.verdict}): nothing to mitigate "
+            "(use --labels to treat chosen labels as backdoor targets anyway)"
+        )
     return labels
 
 
-def _training_images(folder: RunFolder, cfg: Config, source: DataSource, options: MitigationOptions,
-                     used: np.ndarray, warn: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
+def _training_images(
+    folder: RunFolder,
+    cfg: Config,
+    source: DataSource,
+    options: MitigationOptions,
+    used: np.ndarray,
+    warn: Callable[[str], None],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean images to repair with: from --data, else the scan's data minus the samples the scan used."""
     if options.data:
         dcfg = load_config(options.data)
-        data = dataclasses.replace(dcfg.data, path=str(dcfg.resolve_path(dcfg.data.path)),
-                                   labels_path=str(dcfg.resolve_path(dcfg.data.labels_path))
-                                   if dcfg.data.labels_path else "")
+        data = dataclasses.replace(
+            dcfg.data,
+            path=str(dcfg.resolve_path(dcfg.data.path)),
+            labels_path=str(dcfg.resolve_path(dcfg.data.labels_path)) if dcfg.data.labels_path else "",
+        )
         train_source = open_data(dataclasses.replace(cfg, data=data))
         pool = np.arange(len(train_source.labels))
     else:
         train_source = source
         pool = np.setdiff1d(np.arange(len(source.labels)), used)
     if len(pool) == 0:
-        raise MitigationError(f"{folder.path}: no clean samples left beside the scan's; give clean data with "
-                              "--data CONFIG")
-    pick = np.sort(pool[stratified_order(train_source.labels[pool], options.seed)[:options.samples]])
+        raise MitigationError(
+            f"{folder.path}: no clean samples left beside the scan's; give clean data with --data CONFIG"
+        )
+    pick = np.sort(pool[stratified_order(train_source.labels[pool], options.seed)[: options.samples]])
     x_train, pick = train_source.load(pick, warn)
     if len(pick) < 100:
         warn(f"only {len(pick)} clean samples for mitigation; results will be noisy")
@@ -182,13 +215,16 @@ def _training_images(folder: RunFolder, cfg: Config, source: DataSource, options
 def evaluate(model: nn.Module, ctx: Context) -> dict[str, Any]:
     """Clean accuracy and every flagged label's reversed-trigger ASR on the held-out samples."""
     model.eval()
-    asr = {label: attack_success_rate(model, ctx.x_eval, ctx.y_eval, m.cpu().numpy(), p.cpu().numpy(), label)
-           for label, (m, p) in ctx.triggers.items()}
+    asr = {
+        label: attack_success_rate(model, ctx.x_eval, ctx.y_eval, m.cpu().numpy(), p.cpu().numpy(), label)
+        for label, (m, p) in ctx.triggers.items()
+    }
     return {"accuracy": clean_accuracy(model, ctx.x_eval, ctx.y_eval), "asr": asr}
 
 
-def stamp_others(x: torch.Tensor, y: torch.Tensor, trigger: tuple[torch.Tensor, torch.Tensor], label: int
-                 ) -> torch.Tensor:
+def stamp_others(
+    x: torch.Tensor, y: torch.Tensor, trigger: tuple[torch.Tensor, torch.Tensor], label: int
+) -> torch.Tensor:
     """The images not already of `label`, stamped with its trigger (what an attack would send)."""
     return stamp(x[y != label], *trigger)
 
@@ -221,16 +257,22 @@ class Probe:
         self.model = model
         kind, linears = linear_layers(model.net)
         if not linears and kind == "Dense":
-            raise MitigationError("the Keras model has no Dense layer to profile (prune and filter read the input "
-                                  "of a Dense layer); repair it with --method unlearn")
+            raise MitigationError(
+                "the Keras model has no Dense layer to profile (prune and filter read the input "
+                "of a Dense layer); repair it with --method unlearn"
+            )
         if not linears:
-            raise MitigationError("the model has no Linear layer to profile (prune and filter read the input "
-                                  "of a Linear layer; set --layer to one)")
+            raise MitigationError(
+                "the model has no Linear layer to profile (prune and filter read the input "
+                "of a Linear layer; set --layer to one)"
+            )
         if layer:
             found = [m for name, m in linears if name == layer]
             if not found:
-                raise MitigationError(f"--layer {layer!r} is not a {kind} layer of the model ({kind} layers: "
-                                      f"{', '.join(n for n, _ in linears)})")
+                raise MitigationError(
+                    f"--layer {layer!r} is not a {kind} layer of the model ({kind} layers: "
+                    f"{', '.join(n for n, _ in linears)})"
+                )
             self.name, self.module = layer, found[0]
         else:
             self.name, self.module = linears[-1]
@@ -255,25 +297,29 @@ class Probe:
                 handle.remove()
             h = got[-1].flatten(1)
             if h.shape[1] != self.units:  # ranking would pick units the weight does not have
-                raise MitigationError(f"the input of {self.name} is {tuple(got[-1].shape[1:])} per image, not one "
-                                      f"vector of its {self.units} input units (a layer applied per position); "
-                                      "pick another with --layer")
+                raise MitigationError(
+                    f"the input of {self.name} is {tuple(got[-1].shape[1:])} per image, not one "
+                    f"vector of its {self.units} input units (a layer applied per position); "
+                    "pick another with --layer"
+                )
             return h
         # TorchScript: an identity weight makes the layer output its input; valid when the layer's output
         # is the network's output, which check_final verifies.
         w, b = self.module.weight, self.module.bias
         try:
-            self.module.weight = nn.Parameter(torch.eye(self.units, device=w.device, dtype=w.dtype),
-                                              requires_grad=False)
-            self.module.bias = nn.Parameter(torch.zeros(self.units, device=w.device, dtype=w.dtype),
-                                            requires_grad=False)
+            self.module.weight = nn.Parameter(
+                torch.eye(self.units, device=w.device, dtype=w.dtype), requires_grad=False
+            )
+            self.module.bias = nn.Parameter(
+                torch.zeros(self.units, device=w.device, dtype=w.dtype), requires_grad=False
+            )
             return self.model.net(self._net_input(x))
         finally:
             self.module.weight, self.module.bias = w, b
 
     def activations(self, x: torch.Tensor) -> torch.Tensor:
         """(N, units) activations of x (N, C, H, W) in [0, 1], in chunks."""
-        outs = [self._read(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+        outs = [self._read(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
         return torch.cat(outs) if outs else torch.zeros((0, self.units), device=x.device)
 
     @torch.no_grad()
@@ -294,10 +340,13 @@ class Probe:
         else:
             out = self.model.net(self._net_input(x))
             self.final = out.shape == (len(x), self.module.weight.shape[0]) and bool(
-                torch.allclose(out, self.head(h), atol=1e-4, rtol=1e-4))
+                torch.allclose(out, self.head(h), atol=1e-4, rtol=1e-4)
+            )
         if self.scripted and not self.final:
-            raise MitigationError(f"cannot read the activations of {self.name} in this TorchScript model: its "
-                                  "output is not the model's output (pick the last Linear, or use a state_dict model)")
+            raise MitigationError(
+                f"cannot read the activations of {self.name} in this TorchScript model: its "
+                "output is not the model's output (pick the last Linear, or use a state_dict model)"
+            )
         return self.final
 
     @torch.no_grad()
@@ -369,8 +418,10 @@ def _save_torch(ctx: Context, net: nn.Module, out: Path) -> tuple[Path, str]:
                 fmt = "torchscript"
             except Exception:
                 if cfg.model.format not in ("state_dict", "torchvision", "timm"):
-                    raise MitigationError(f"cannot save the repaired {cfg.model.format} model as TorchScript "
-                                          "(torch.jit.script and trace both failed)") from None
+                    raise MitigationError(
+                        f"cannot save the repaired {cfg.model.format} model as TorchScript "
+                        "(torch.jit.script and trace both failed)"
+                    ) from None
                 path = out / "model_state.pt"
                 write_atomic(path, lambda f: torch.save(net.state_dict(), f))
                 fmt = cfg.model.format

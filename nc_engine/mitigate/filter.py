@@ -30,8 +30,14 @@ DETECTOR_KIND = "nc-tui input filter"
 class Detector:
     """Per flagged label, the watched units; an input's score is the largest mean z-score over them."""
 
-    def __init__(self, probe: Probe, units: dict[int, list[int]], mean: torch.Tensor, std: torch.Tensor,
-                 threshold: float = math.inf) -> None:
+    def __init__(
+        self,
+        probe: Probe,
+        units: dict[int, list[int]],
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        threshold: float = math.inf,
+    ) -> None:
         self.probe, self.units, self.mean, self.std, self.threshold = probe, units, mean, std, threshold
 
     def scores_of(self, h: torch.Tensor) -> torch.Tensor:
@@ -42,9 +48,17 @@ class Detector:
         return self.scores_of(self.probe.activations(x))
 
     def to_dict(self, config: str, model: str) -> dict[str, Any]:
-        return {"kind": DETECTOR_KIND, "version": 1, "config": config, "model": model, "layer": self.probe.name,
-                "units": {str(k): v for k, v in self.units.items()}, "mean": self.mean.cpu().tolist(),
-                "std": self.std.cpu().tolist(), "threshold": self.threshold}
+        return {
+            "kind": DETECTOR_KIND,
+            "version": 1,
+            "config": config,
+            "model": model,
+            "layer": self.probe.name,
+            "units": {str(k): v for k, v in self.units.items()},
+            "mean": self.mean.cpu().tolist(),
+            "std": self.std.cpu().tolist(),
+            "threshold": self.threshold,
+        }
 
 
 def build_detector(probe: Probe, ctx: Context, x: torch.Tensor, y: torch.Tensor, top_fraction: float) -> Detector:
@@ -59,8 +73,9 @@ def build_detector(probe: Probe, ctx: Context, x: torch.Tensor, y: torch.Tensor,
     return Detector(probe, units, mean, std)
 
 
-def build_filter(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[[ev.Event], None]
-                 ) -> dict[str, Any]:
+def build_filter(
+    ctx: Context, options: MitigationOptions, out: Path, emit: Callable[[ev.Event], None]
+) -> dict[str, Any]:
     probe = Probe(ctx.model, options.layer)
     probe.check_final(ctx.x_train)
     emit(mev.Stage(f"filter layer: {probe.describe()}"))
@@ -70,8 +85,12 @@ def build_filter(ctx: Context, options: MitigationOptions, out: Path, emit: Call
     det = build_detector(probe, ctx, ctx.x_train[:half], ctx.y_train[:half], options.top_fraction)
     calib = det.scores(ctx.x_train[half:])
     det.threshold = float(torch.quantile(calib.float().cpu(), 1 - options.fpr))
-    emit(mev.Stage(f"threshold {det.threshold:.3f} at {options.fpr:.0%} false positives on {len(calib)} clean "
-                   f"images; watching units {det.units}"))
+    emit(
+        mev.Stage(
+            f"threshold {det.threshold:.3f} at {options.fpr:.0%} false positives on {len(calib)} clean "
+            f"images; watching units {det.units}"
+        )
+    )
     clean_flag = det.scores(ctx.x_eval) > det.threshold
     pred = predict(ctx.model, ctx.x_eval)
     fnr, asr_after = {}, {}
@@ -85,9 +104,16 @@ def build_filter(ctx: Context, options: MitigationOptions, out: Path, emit: Call
     model_path = str(ctx.cfg.resolve_path(ctx.cfg.model.path))
     write_json(path, det.to_dict(str(ctx.folder.config_path.resolve()), model_path))
     accepted_correct = float(((~clean_flag) & (pred == ctx.y_eval)).float().mean())
-    return {"after": {"accuracy": accepted_correct, "asr": asr_after}, "detector": str(path), "layer": probe.name,
-            "units": det.units, "threshold": det.threshold, "fpr_target": options.fpr,
-            "fpr": float(clean_flag.float().mean()), "fnr": fnr}
+    return {
+        "after": {"accuracy": accepted_correct, "asr": asr_after},
+        "detector": str(path),
+        "layer": probe.name,
+        "units": det.units,
+        "threshold": det.threshold,
+        "fpr_target": options.fpr,
+        "fpr": float(clean_flag.float().mean()),
+        "fnr": fnr,
+    }
 
 
 # ---------------------------------------------------------------- `nc-tui filter DETECTOR IMAGES...`
@@ -100,8 +126,9 @@ def load_detector(path: str | Path, device: str = "cpu") -> tuple[Detector, Scan
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise MitigationError(f"{path}: not a detector (expected detector.json from nc-tui mitigate --method "
-                              "filter)") from None
+        raise MitigationError(
+            f"{path}: not a detector (expected detector.json from nc-tui mitigate --method filter)"
+        ) from None
     if not isinstance(data, dict) or data.get("kind") != DETECTOR_KIND:
         raise MitigationError(f"{path}: not a detector (expected detector.json from nc-tui mitigate --method filter)")
     cfg = load_config(data["config"])
@@ -109,8 +136,13 @@ def load_detector(path: str | Path, device: str = "cpu") -> tuple[Detector, Scan
     model = load_model(cfg, dev)
     probe = Probe(model, data["layer"])
     units = {int(k): v for k, v in data["units"].items()}
-    det = Detector(probe, units, torch.tensor(data["mean"], device=dev), torch.tensor(data["std"], device=dev),
-                   float(data["threshold"]))
+    det = Detector(
+        probe,
+        units,
+        torch.tensor(data["mean"], device=dev),
+        torch.tensor(data["std"], device=dev),
+        float(data["threshold"]),
+    )
     return det, model, list(cfg.model.input_shape)
 
 

@@ -21,9 +21,33 @@ from nc_engine.run import events as ev
 def rank_units(probe: Probe, ctx: Context, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """Units ordered by how much more the reversed triggers excite them than clean inputs (max over labels)."""
     clean = probe.activations(x).mean(0)
-    gap = torch.stack([probe.activations(stamp_others(x, y, trig, label)).mean(0) - clean
-                       for label, trig in ctx.triggers.items()]).amax(0)
+    gap = torch.stack(
+        [probe.activations(stamp_others(x, y, trig, label)).mean(0) - clean for label, trig in ctx.triggers.items()]
+    ).amax(0)
     return torch.argsort(gap, descending=True).cpu().numpy()
+
+
+def _measurer(
+    probe: Probe, ctx: Context, x_val: torch.Tensor, y_val: torch.Tensor
+) -> tuple[Callable[[], tuple[float, dict[int, float]]], int]:
+    """(clean accuracy and each target's reversed-trigger ASR with the units silenced now, units per step)."""
+    if probe.final:  # the layer feeds the output: silencing units only changes the last matrix product
+        h_clean = probe.activations(x_val)
+        h_stamped = {lb: probe.activations(stamp_others(x_val, y_val, t, lb)) for lb, t in ctx.triggers.items()}
+
+        def head_only() -> tuple[float, dict[int, float]]:
+            acc = float((probe.head(h_clean).argmax(1) == y_val).float().mean())
+            return acc, {lb: float((probe.head(h).argmax(1) == lb).float().mean()) for lb, h in h_stamped.items()}
+
+        return head_only, 1
+
+    def full_forward() -> tuple[float, dict[int, float]]:
+        return clean_accuracy(ctx.model, x_val, y_val), {
+            lb: attack_success_rate(ctx.model, x_val, y_val, m.cpu().numpy(), p.cpu().numpy(), lb)
+            for lb, (m, p) in ctx.triggers.items()
+        }
+
+    return full_forward, max(1, math.ceil(probe.units / 50))
 
 
 def prune(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[[ev.Event], None]) -> dict[str, Any]:
@@ -36,22 +60,7 @@ def prune(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[[e
     probe.check_final(x_val)
     emit(mev.Stage(f"pruning layer: {probe.describe()}" + ("" if probe.final else " (full forward per step)")))
     order = rank_units(probe, ctx, x_rank, y_rank)
-
-    if probe.final:  # the layer feeds the output: silencing units only changes the last matrix product
-        h_clean = probe.activations(x_val)
-        h_stamped = {lb: probe.activations(stamp_others(x_val, y_val, t, lb)) for lb, t in ctx.triggers.items()}
-
-        def measure() -> tuple[float, dict[int, float]]:
-            acc = float((probe.head(h_clean).argmax(1) == y_val).float().mean())
-            return acc, {lb: float((probe.head(h).argmax(1) == lb).float().mean()) for lb, h in h_stamped.items()}
-        step = 1
-    else:
-        def measure() -> tuple[float, dict[int, float]]:
-            return clean_accuracy(ctx.model, x_val, y_val), {
-                lb: attack_success_rate(ctx.model, x_val, y_val, m.cpu().numpy(), p.cpu().numpy(), lb)
-                for lb, (m, p) in ctx.triggers.items()}
-        step = max(1, math.ceil(probe.units / 50))
-
+    measure, step = _measurer(probe, ctx, x_val, y_val)
     curve = []
     base_acc = None
     chosen, reason = 0, "all units pruned"
@@ -78,6 +87,14 @@ def prune(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[[e
     Probe(model, probe.name).silence(units)
     after = evaluate(model, ctx)
     model_path, config_path = save_repaired(ctx, model.net, out)
-    return {"after": after, "model_path": str(model_path), "config_path": str(config_path), "layer": probe.name,
-            "layer_units": probe.units, "pruned_units": units, "pruned_fraction": chosen / probe.units,
-            "stop_reason": reason, "curve": curve}
+    return {
+        "after": after,
+        "model_path": str(model_path),
+        "config_path": str(config_path),
+        "layer": probe.name,
+        "layer_units": probe.units,
+        "pruned_units": units,
+        "pruned_fraction": chosen / probe.units,
+        "stop_reason": reason,
+        "curve": curve,
+    }

@@ -26,11 +26,17 @@ def shifted(t: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     h, w = t.shape[-2:]
     p = max(abs(dy), abs(dx))
     padded = F.pad(t, (p, p, p, p))
-    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+    return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
 
 
-def stamp_batch(x: torch.Tensor, y: torch.Tensor, triggers: dict[int, tuple[torch.Tensor, torch.Tensor]],
-                fraction: float, gen: torch.Generator, jitter: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def stamp_batch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    triggers: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    fraction: float,
+    gen: torch.Generator,
+    jitter: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stamp about `fraction` of the images, each with one flagged label's trigger, and return the batch
     and the label whose trigger each image got (-1: none).
 
@@ -62,8 +68,9 @@ def stamp_batch(x: torch.Tensor, y: torch.Tensor, triggers: dict[int, tuple[torc
 LR_BACKOFFS = 3  # halvings of the learning rate tried after the first fine-tuning ruined clean accuracy
 
 
-def _fine_tune(ctx: Context, options: MitigationOptions, lr: float,
-               emit: Callable[[ev.Event], None]) -> tuple[ScanModel, int]:
+def _fine_tune(
+    ctx: Context, options: MitigationOptions, lr: float, emit: Callable[[ev.Event], None]
+) -> tuple[ScanModel, int]:
     """A fresh copy of the scanned model fine-tuned at `lr` (same seed each time); returns it and the
     number of stamped images it saw."""
     model = load_model(ctx.cfg, ctx.device)  # a second copy: ctx.model stays the original
@@ -78,8 +85,9 @@ def _fine_tune(ctx: Context, options: MitigationOptions, lr: float,
         model.train()
         order = torch.randperm(n, generator=gen).to(ctx.device)
         for b, idx in enumerate(order.split(options.batch_size)):
-            x, applied = stamp_batch(ctx.x_train[idx], ctx.y_train[idx], ctx.triggers, options.stamp_fraction, gen,
-                                     options.jitter)
+            x, applied = stamp_batch(
+                ctx.x_train[idx], ctx.y_train[idx], ctx.triggers, options.stamp_fraction, gen, options.jitter
+            )
             stamped += int((applied >= 0).sum())
             opt.zero_grad()
             loss = F.cross_entropy(model(x), ctx.y_train[idx])
@@ -96,9 +104,13 @@ def unlearn(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[
     again from the scanned model (LR_BACKOFFS times at most). A model that still falls too far is not
     saved: calling a ruined model "repaired" is worse than no repair."""
     n = len(ctx.x_train)
-    emit(mev.Stage(f"fine-tuning {options.epochs} epoch(s) on {n} clean images, {options.stamp_fraction:.0%} "
-                   f"stamped with the reversed trigger of label(s) {', '.join(map(str, ctx.labels))} "
-                   "(true labels kept)"))
+    emit(
+        mev.Stage(
+            f"fine-tuning {options.epochs} epoch(s) on {n} clean images, {options.stamp_fraction:.0%} "
+            f"stamped with the reversed trigger of label(s) {', '.join(map(str, ctx.labels))} "
+            "(true labels kept)"
+        )
+    )
     before = clean_accuracy(ctx.model, ctx.x_eval, ctx.y_eval)  # the same images as the report's table
     attempts: list[dict[str, Any]] = []
     lr = options.lr
@@ -110,15 +122,29 @@ def unlearn(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[
         if drop <= options.max_accuracy_drop:
             break
         if attempt < LR_BACKOFFS:
-            emit(mev.Stage(f"clean accuracy fell {drop:.1%} points with lr {lr:g} (limit "
-                           f"{options.max_accuracy_drop:.0%}): again from the scanned model with lr {lr / 2:g}"))
+            emit(
+                mev.Stage(
+                    f"clean accuracy fell {drop:.1%} points with lr {lr:g} (limit "
+                    f"{options.max_accuracy_drop:.0%}): again from the scanned model with lr {lr / 2:g}"
+                )
+            )
             lr /= 2
-    result: dict[str, Any] = {"after": after, "train_images": n, "stamped_images": stamped, "epochs": options.epochs,
-                              "lr": lr, "attempts": attempts, "stamp_fraction": options.stamp_fraction,
-                              "jitter": options.jitter, "accepted": drop <= options.max_accuracy_drop}
+    result: dict[str, Any] = {
+        "after": after,
+        "train_images": n,
+        "stamped_images": stamped,
+        "epochs": options.epochs,
+        "lr": lr,
+        "attempts": attempts,
+        "stamp_fraction": options.stamp_fraction,
+        "jitter": options.jitter,
+        "accepted": drop <= options.max_accuracy_drop,
+    }
     if not result["accepted"]:
-        result["rejected"] = (f"clean accuracy fell {drop:.1%} points even with lr {lr:g} (limit "
-                              f"max_accuracy_drop = {options.max_accuracy_drop:.0%}); no repaired model saved")
+        result["rejected"] = (
+            f"clean accuracy fell {drop:.1%} points even with lr {lr:g} (limit "
+            f"max_accuracy_drop = {options.max_accuracy_drop:.0%}); no repaired model saved"
+        )
         emit(ev.ScanWarning(result["rejected"]))
         return result
     model_path, config_path = save_repaired(ctx, model.net, out)

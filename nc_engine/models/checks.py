@@ -20,4 +20,4 @@ def keras_hint(path: Path) -> str:
     """The end of an error line for a Keras file given as another format (its bytes say so)."""
     from nc_engine.models.keras import file_kind  # reads bytes only; keras is not imported
 
-    return "; it is a Keras model: set [model].format = \"keras\"" if file_kind(path) in ("keras", "hdf5") else ""
+    return '; it is a Keras model: set [model].format = "keras"' if file_kind(path) in ("keras", "hdf5") else ""

@@ -53,9 +53,15 @@ class ExportedModule(nn.Module):
 def _train_flag_ops() -> dict[Any, int]:
     """aten ops of an exported graph that take a train flag, and the flag's position."""
     aten = torch.ops.aten
-    return {aten.dropout.default: 2, aten.feature_dropout.default: 2, aten.alpha_dropout.default: 2,
-            aten.feature_alpha_dropout.default: 2, aten.native_dropout.default: 2,
-            aten.batch_norm.default: 5, aten._native_batch_norm_legit.default: 5}
+    return {
+        aten.dropout.default: 2,
+        aten.feature_dropout.default: 2,
+        aten.alpha_dropout.default: 2,
+        aten.feature_alpha_dropout.default: 2,
+        aten.native_dropout.default: 2,
+        aten.batch_norm.default: 5,
+        aten._native_batch_norm_legit.default: 5,
+    }
 
 
 def exported_to_eval(module: torch.fx.GraphModule) -> int:
@@ -132,8 +138,10 @@ def _check_exported_archive(path: Path) -> None:
     except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
         raise ModelError(f"{path}: not a torch.export program ({first_line(exc)})") from None
     if reason:
-        raise ModelError(f"{path}: the torch.export archive holds {reason} ({where}), which runs code when it "
-                         "loads; add trust_pickle = true to [model] only if you trust the file")
+        raise ModelError(
+            f"{path}: the torch.export archive holds {reason} ({where}), which runs code when it "
+            "loads; add trust_pickle = true to [model] only if you trust the file"
+        )
 
 
 def _load_exported(path: Path, trust_pickle: bool = False) -> nn.Module:

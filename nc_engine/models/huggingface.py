@@ -76,6 +76,7 @@ def _hub_offline() -> Iterator[None]:
     bars = None
     try:
         from transformers.utils import logging as hf_logging
+
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         yield
@@ -91,27 +92,37 @@ def _hub_offline() -> Iterator[None]:
 def _huggingface_network(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
     """A save_pretrained folder, loaded offline (local files only, no remote code, safetensors when present)."""
     if not folder.is_dir():
-        raise ModelError(f"{folder}: expected a folder written by save_pretrained (config.json and weights) "
-                         "([model].path)")
+        raise ModelError(
+            f"{folder}: expected a folder written by save_pretrained (config.json and weights) ([model].path)"
+        )
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder}: no config.json; expected a folder written by save_pretrained ([model].path)")
     config = _read_json(folder / "config.json")
     if importlib.util.find_spec("transformers") is None:
-        raise ModelError(f"{folder}: [model].format = \"huggingface\" needs the transformers package: "
-                         "pip install \"nc-tui[hf]\"")
+        raise ModelError(
+            f'{folder}: [model].format = "huggingface" needs the transformers package: pip install "nc-tui[hf]"'
+        )
     try:
         with _hub_offline():
             from transformers import AutoModelForImageClassification
+
             net, info = AutoModelForImageClassification.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=False, output_loading_info=True,
-                use_safetensors=True if any(folder.glob("*.safetensors")) else None)
+                str(folder),
+                local_files_only=True,
+                trust_remote_code=False,
+                output_loading_info=True,
+                use_safetensors=True if any(folder.glob("*.safetensors")) else None,
+            )
     except Exception as exc:
-        raise ModelError(f"{folder}: cannot load a Hugging Face image classifier ({type(exc).__name__}: "
-                         f"{first_line(exc)})") from None
+        raise ModelError(
+            f"{folder}: cannot load a Hugging Face image classifier ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
     missing = list(info.get("missing_keys") or [])
     if missing:  # transformers fills them with random values and only warns: the scan would be of noise
-        raise ModelError(f"{folder}: the weights lack {len(missing)} of the classifier's tensors ("
-                         f"{', '.join(missing[:3])}); expected a folder saved from an image-classification model")
+        raise ModelError(
+            f"{folder}: the weights lack {len(missing)} of the classifier's tensors ("
+            f"{', '.join(missing[:3])}); expected a folder saved from an image-classification model"
+        )
     return HubLogits(net), _hub_preprocessing(folder, config)
 
 

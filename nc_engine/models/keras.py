@@ -25,7 +25,6 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MIN_KERAS = (3, 12)  # 3.11.3 and 3.12 closed safe_mode bypasses (legacy .h5 Lambda, file reads)
 
 
-
 def file_kind(path: Path) -> str:
     """What a model file holds, from its first bytes and zip listing: "keras" (a .keras zip), "hdf5"
     (a legacy Keras .h5), "torch" (a TorchScript or torch.save zip, or a legacy pickle), or ""."""
@@ -53,12 +52,14 @@ def import_keras(path: Path) -> Any:
     """keras on the torch backend: KERAS_BACKEND=torch before the first import; one error line if keras
     is missing, too old, or was already imported here with another backend."""
     if not _installed("h5py"):  # keras reads the weights of .keras and .h5 files with it
-        raise ModelError(f"{path}: [model].format = \"keras\" needs the keras and h5py packages: "
-                         "pip install \"nc-tui[keras]\"")
+        raise ModelError(
+            f'{path}: [model].format = "keras" needs the keras and h5py packages: pip install "nc-tui[keras]"'
+        )
     if "keras" not in sys.modules:
         if not _installed("keras"):
-            raise ModelError(f"{path}: [model].format = \"keras\" needs the keras and h5py packages: "
-                             "pip install \"nc-tui[keras]\"")
+            raise ModelError(
+                f'{path}: [model].format = "keras" needs the keras and h5py packages: pip install "nc-tui[keras]"'
+            )
         previous = os.environ.get("KERAS_BACKEND")
         os.environ["KERAS_BACKEND"] = "torch"  # read once, when keras is first imported
         try:
@@ -72,12 +73,16 @@ def import_keras(path: Path) -> Any:
 
     backend = keras.backend.backend()
     if backend != "torch":
-        raise ModelError(f"{path}: keras was already imported in this process with the {backend!r} backend; "
-                         "nc-tui needs its torch backend (set KERAS_BACKEND=torch before anything imports keras)")
+        raise ModelError(
+            f"{path}: keras was already imported in this process with the {backend!r} backend; "
+            "nc-tui needs its torch backend (set KERAS_BACKEND=torch before anything imports keras)"
+        )
     version = tuple(int(v) for v in keras.__version__.split(".")[:2] if v.isdigit())
     if version < MIN_KERAS:
-        raise ModelError(f"{path}: keras {keras.__version__} is older than {'.'.join(map(str, MIN_KERAS))}, whose "
-                         "safe_mode closes known ways for a model file to run code: pip install -U \"nc-tui[keras]\"")
+        raise ModelError(
+            f"{path}: keras {keras.__version__} is older than {'.'.join(map(str, MIN_KERAS))}, whose "
+            'safe_mode closes known ways for a model file to run code: pip install -U "nc-tui[keras]"'
+        )
     return keras
 
 
@@ -114,7 +119,8 @@ class KerasNet(nn.Module):
         if last is None:
             return
         if isinstance(last, keras.layers.Softmax) or (
-                isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)):
+            isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
+        ):
             self.forward_model = keras.Model(model.inputs, last.input)  # shares the weights
         elif _is_softmax(getattr(last, "activation", None)):
             self.softmax_layer = (last, last.activation)
@@ -150,10 +156,14 @@ class KerasNet(nn.Module):
             for layer in getattr(model, "layers", []):
                 if isinstance(layer, keras.Model):
                     found += walk(layer, f"{prefix}{layer.name}/")
-                elif (isinstance(layer, keras.layers.Dense) and not getattr(layer, "lora_enabled", False)
-                      and getattr(layer, "quantization_mode", None) is None):  # a float kernel of its own
+                elif (
+                    isinstance(layer, keras.layers.Dense)
+                    and not getattr(layer, "lora_enabled", False)
+                    and getattr(layer, "quantization_mode", None) is None
+                ):  # a float kernel of its own
                     found.append((prefix + layer.name, DenseAsLinear(layer)))
             return found
+
         return walk(self.keras_model, "")
 
     def save_keras(self, path: Path) -> None:
@@ -210,18 +220,24 @@ def keras_input_shape(model: Any) -> tuple[list[int] | None, bool]:
 def _check_keras_file(path: Path) -> None:
     problem = regular_file_problem(path, "a Keras model file")
     if problem:
-        raise ModelError(f"{path}: {'Keras model file not found' if problem == 'not found' else problem} "
-                         "([model].path)")
+        raise ModelError(
+            f"{path}: {'Keras model file not found' if problem == 'not found' else problem} ([model].path)"
+        )
     if path.suffix.lower() not in KERAS_SUFFIXES:
-        raise ModelError(f"{path}: expected a .keras file or a legacy .h5/.hdf5 ([model].format = \"keras\")")
+        raise ModelError(f'{path}: expected a .keras file or a legacy .h5/.hdf5 ([model].format = "keras")')
     kind = file_kind(path)
     if kind == "torch":
-        raise ModelError(f"{path}: is a PyTorch file (TorchScript or torch.save), not a Keras model; set "
-                         "[model].format to \"torchscript\", \"state_dict\" or \"exported\"")
+        raise ModelError(
+            f"{path}: is a PyTorch file (TorchScript or torch.save), not a Keras model; set "
+            '[model].format to "torchscript", "state_dict" or "exported"'
+        )
     wanted = "keras" if path.suffix.lower() == ".keras" else "hdf5"
     if kind != wanted:
-        what = "a .keras zip (config.json, metadata.json, model.weights.h5)" if wanted == "keras" \
+        what = (
+            "a .keras zip (config.json, metadata.json, model.weights.h5)"
+            if wanted == "keras"
             else "an HDF5 file saved by Keras"
+        )
         raise ModelError(f"{path}: not a Keras model file (expected {what})")
 
 
@@ -236,8 +252,10 @@ def load_keras(path: Path, outputs: str) -> tuple[nn.Module, dict[str, Any]]:
     except Exception as exc:
         text = str(exc)
         if "safe_mode" in text or "arbitrary code" in text:
-            raise ModelError(f"{path}: the Keras model holds Python code (a Lambda layer or a custom function); "
-                             "nc-tui loads Keras files with safe_mode=True and runs no code from them") from None
+            raise ModelError(
+                f"{path}: the Keras model holds Python code (a Lambda layer or a custom function); "
+                "nc-tui loads Keras files with safe_mode=True and runs no code from them"
+            ) from None
         raise ModelError(f"{path}: cannot load the Keras model ({type(exc).__name__}: {first_line(exc)})") from None
     if not isinstance(model, nn.Module) or len(getattr(model, "outputs", None) or [None]) != 1:
         raise ModelError(f"{path}: expected a Keras model with one image input and one output")

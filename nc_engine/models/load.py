@@ -22,10 +22,17 @@ from nc_engine.models.scan_model import ScanModel, looks_like_probabilities
 # [model].format -> "module:function" under nc_engine.models; each returns (network, the preprocessing it
 # records itself). A format's module is imported only when a model of it loads (keras, onnx, timm and
 # transformers are optional extras, and take seconds to import).
-FORMATS = {"torchscript": "torch_files:open_torchscript", "pickle": "torch_files:open_pickle",
-           "state_dict": "state_dict:open_state_dict", "exported": "exported:open_exported",
-           "onnx": "onnx_model:open_onnx", "torchvision": "torchvision_nets:open_torchvision",
-           "timm": "timm_nets:open_timm", "huggingface": "huggingface:open_huggingface", "keras": "keras:open_keras"}
+FORMATS = {
+    "torchscript": "torch_files:open_torchscript",
+    "pickle": "torch_files:open_pickle",
+    "state_dict": "state_dict:open_state_dict",
+    "exported": "exported:open_exported",
+    "onnx": "onnx_model:open_onnx",
+    "torchvision": "torchvision_nets:open_torchvision",
+    "timm": "timm_nets:open_timm",
+    "huggingface": "huggingface:open_huggingface",
+    "keras": "keras:open_keras",
+}
 
 
 def _build_with_defaults(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
@@ -43,8 +50,9 @@ def _with_own_preprocessing(cfg: Config, own: dict[str, Any]) -> ModelConfig:
     channels = changes.get("input_shape", m.input_shape)[0]
     for key in ("mean", "std"):
         value = own.get(key)
-        numbers = isinstance(value, list | tuple) and all(isinstance(v, int | float) and not isinstance(v, bool)
-                                                          and (key == "mean" or v > 0) for v in value)
+        numbers = isinstance(value, list | tuple) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and (key == "mean" or v > 0) for v in value
+        )
         if numbers and value and not cfg.gave("model", key) and len(value) in (1, channels):
             changes[key] = [float(v) for v in value]
     return dataclasses.replace(m, **changes) if changes else m
@@ -64,19 +72,26 @@ def load_model(cfg: Config, device: torch.device) -> ScanModel:
         with torch.no_grad():
             out = net(probe)
     except Exception as exc:
-        raise ModelError(f"{cfg.resolve_path(m.path)}: the model fails on input of shape [N, "
-                         f"{', '.join(map(str, m.input_shape))}] ([model].input_shape): {first_line(exc)}") from None
+        raise ModelError(
+            f"{cfg.resolve_path(m.path)}: the model fails on input of shape [N, "
+            f"{', '.join(map(str, m.input_shape))}] ([model].input_shape): {first_line(exc)}"
+        ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 4:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(f"{cfg.resolve_path(m.path)}: expected the model to return (N, num_classes) scores, "
-                         f"got {shape}")
+        raise ModelError(
+            f"{cfg.resolve_path(m.path)}: expected the model to return (N, num_classes) scores, got {shape}"
+        )
     if not m.num_classes:  # absent from the config: the model says; the run folder's config records it
         if out.shape[1] < 2:
-            raise ModelError(f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} output; expected one "
-                             "score per class (at least 2)")
+            raise ModelError(
+                f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} output; expected one "
+                "score per class (at least 2)"
+            )
     elif out.shape[1] != m.num_classes:
-        raise ModelError(f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} outputs but "
-                         f"[model].num_classes = {m.num_classes}")
+        raise ModelError(
+            f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} outputs but "
+            f"[model].num_classes = {m.num_classes}"
+        )
     if m.outputs == "auto":
         log_probs = looks_like_probabilities(out)
     else:

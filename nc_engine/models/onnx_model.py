@@ -19,8 +19,9 @@ def _load_onnx(path: Path) -> nn.Module:
         import onnx
         import onnx2torch
     except ImportError:
-        raise ModelError(f"{path}: [model].format = \"onnx\" needs the onnx and onnx2torch packages: "
-                         "pip install \"nc-tui[onnx]\"") from None
+        raise ModelError(
+            f'{path}: [model].format = "onnx" needs the onnx and onnx2torch packages: pip install "nc-tui[onnx]"'
+        ) from None
     try:
         proto = onnx.load(str(path))
     except Exception as exc:
@@ -30,8 +31,9 @@ def _load_onnx(path: Path) -> nn.Module:
     try:
         net = onnx2torch.convert(proto)
     except Exception as exc:
-        raise ModelError(f"{path}: onnx2torch cannot convert this ONNX model ({type(exc).__name__}: "
-                         f"{first_line(exc)})") from None
+        raise ModelError(
+            f"{path}: onnx2torch cannot convert this ONNX model ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
     initialisers = {i.name for i in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in initialisers]
     if len(inputs) != 1:

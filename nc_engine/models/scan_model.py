@@ -23,8 +23,9 @@ class ScanModel(nn.Module):
         mean: torch.Tensor
         std: torch.Tensor
 
-    def __init__(self, net: nn.Module, mean: list[float], std: list[float], log_probs: bool,
-                 num_classes: int = 0) -> None:
+    def __init__(
+        self, net: nn.Module, mean: list[float], std: list[float], log_probs: bool, num_classes: int = 0
+    ) -> None:
         super().__init__()
         self.net = net
         self.num_classes = num_classes
@@ -42,17 +43,17 @@ class ScanModel(nn.Module):
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> the first CUDA device if there is one, else the CPU; a clear error for absent CUDA."""
+    """ "auto" -> the first CUDA device if there is one, else the CPU; a clear error for absent CUDA."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ModelError(f"[scan].device = \"{name}\" but this machine has no CUDA device "
-                             "(use \"cpu\" or \"auto\")")
+            raise ModelError(f'[scan].device = "{name}" but this machine has no CUDA device (use "cpu" or "auto")')
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ModelError(f"[scan].device = \"{name}\" but only {torch.cuda.device_count()} CUDA "
-                             "device(s) are present")
+            raise ModelError(
+                f'[scan].device = "{name}" but only {torch.cuda.device_count()} CUDA device(s) are present'
+            )
     return torch.device(name)
 
 

@@ -22,10 +22,10 @@ _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights",
 
 
 def import_object(spec: str, base_dir: Path) -> Any:
-    """"file.py:Name" (relative to the config) or "package.module:Name" -> the object."""
+    """ "file.py:Name" (relative to the config) or "package.module:Name" -> the object."""
     module_part, sep, name = spec.rpartition(":")
     if not sep or not module_part or not name:
-        raise ModelError(f"[model].architecture = {spec!r}: expected \"file.py:Name\" or \"package.module:Name\"")
+        raise ModelError(f'[model].architecture = {spec!r}: expected "file.py:Name" or "package.module:Name"')
     if module_part.endswith(".py"):
         file = Path(module_part).expanduser()
         file = file if file.is_absolute() else base_dir / file
@@ -40,14 +40,16 @@ def import_object(spec: str, base_dir: Path) -> Any:
             loader_spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[mod_name]
-            raise ModelError(f"{file}: importing the architecture failed: "
-                             f"{type(exc).__name__}: {first_line(exc)}") from None
+            raise ModelError(
+                f"{file}: importing the architecture failed: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
     else:
         try:
             module = importlib.import_module(module_part)
         except Exception as exc:
-            raise ModelError(f"[model].architecture = {spec!r}: cannot import {module_part}: "
-                             f"{type(exc).__name__}: {first_line(exc)}") from None
+            raise ModelError(
+                f"[model].architecture = {spec!r}: cannot import {module_part}: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
     if not hasattr(module, name):
         raise ModelError(f"[model].architecture = {spec!r}: {module_part} has no {name!r}")
     return getattr(module, name)
@@ -70,13 +72,16 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        raise ModelError(f"{path}: holds Python objects that weights_only=True will not unpickle"
-                         + (f" ({found.group(1)})" if found else "")
-                         + "; if it is a whole pickled model you trust, use format = \"pickle\" "
-                         "with trust_pickle = true") from None
+        raise ModelError(
+            f"{path}: holds Python objects that weights_only=True will not unpickle"
+            + (f" ({found.group(1)})" if found else "")
+            + '; if it is a whole pickled model you trust, use format = "pickle" '
+            "with trust_pickle = true"
+        ) from None
     except Exception as exc:  # torch.load fails on foreign bytes with many exception types
-        raise ModelError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)})"
-                         f"{keras_hint(path)}") from None
+        raise ModelError(
+            f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)}){keras_hint(path)}"
+        ) from None
     if isinstance(obj, dict):
         for key in _CHECKPOINT_KEYS:
             if key in obj and isinstance(obj[key], dict):
@@ -85,10 +90,12 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         kind = type(obj).__name__
         keys = ", ".join(list(obj)[:5]) if isinstance(obj, dict) else ""
-        raise ModelError(f"{path}: expected a state_dict (a dict of tensors, possibly under one of "
-                         f"{', '.join(_CHECKPOINT_KEYS)}), got a {kind}" + (f" with keys {keys}" if keys else ""))
+        raise ModelError(
+            f"{path}: expected a state_dict (a dict of tensors, possibly under one of "
+            f"{', '.join(_CHECKPOINT_KEYS)}), got a {kind}" + (f" with keys {keys}" if keys else "")
+        )
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -98,8 +105,9 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError:
-        raise ModelError(f"{path}: safetensors weights need the safetensors package: "
-                         "pip install \"nc-tui[safetensors]\"") from None
+        raise ModelError(
+            f'{path}: safetensors weights need the safetensors package: pip install "nc-tui[safetensors]"'
+        ) from None
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError, OSError, ...: all mean the file is not readable as safetensors
@@ -107,7 +115,7 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     if not state:
         raise ModelError(f"{path}: the safetensors file holds no tensors; expected a state_dict")
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -124,8 +132,10 @@ def load_weights(net: nn.Module, path: Path, state: dict[str, torch.Tensor] | No
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
+
         def few(keys: list[str]) -> str:
             return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+
         parts = []
         if missing:
             parts.append(f"missing keys: {few(missing)}")
@@ -135,8 +145,10 @@ def load_weights(net: nn.Module, path: Path, state: dict[str, torch.Tensor] | No
     wrong = [k for k in own if own[k].shape != state[k].shape]
     if wrong:
         k = wrong[0]
-        raise ModelError(f"{path}: checkpoint does not match the architecture; {k} has shape "
-                         f"{tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model")
+        raise ModelError(
+            f"{path}: checkpoint does not match the architecture; {k} has shape "
+            f"{tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+        )
     net.load_state_dict(state)
 
 
@@ -147,10 +159,13 @@ def open_state_dict(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
     try:
         net = factory(**m.architecture_args)
     except Exception as exc:
-        raise ModelError(f"[model].architecture = {m.architecture!r}: calling it with architecture_args "
-                         f"{m.architecture_args} failed: {type(exc).__name__}: {first_line(exc)}") from None
+        raise ModelError(
+            f"[model].architecture = {m.architecture!r}: calling it with architecture_args "
+            f"{m.architecture_args} failed: {type(exc).__name__}: {first_line(exc)}"
+        ) from None
     if not isinstance(net, nn.Module):
-        raise ModelError(f"[model].architecture = {m.architecture!r} returned a {type(net).__name__}, "
-                         "expected a torch.nn.Module")
+        raise ModelError(
+            f"[model].architecture = {m.architecture!r} returned a {type(net).__name__}, expected a torch.nn.Module"
+        )
     load_weights(net, path, load_state(path, m.weights))
     return net, {}

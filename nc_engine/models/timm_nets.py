@@ -30,18 +30,22 @@ def _timm_network(cfg: Config, path: Path) -> tuple[nn.Module, dict[str, Any]]:
         import timm
         from timm.data import resolve_model_data_config
     except ImportError:
-        raise ModelError(f"{path}: [model].format = \"timm\" needs the timm package: "
-                         "pip install \"nc-tui[timm]\"") from None
+        raise ModelError(
+            f'{path}: [model].format = "timm" needs the timm package: pip install "nc-tui[timm]"'
+        ) from None
     m = cfg.model
     args = dict(m.architecture_args)
     fetching = [k for k in _TIMM_FETCHING_ARGS if args.get(k) not in (None, False)]
     if fetching:
-        raise ModelError(f"{cfg.source}: [model].architecture_args.{fetching[0]}: nc-tui never downloads or loads "
-                         "weights through timm; the weights come from [model].path")
+        raise ModelError(
+            f"{cfg.source}: [model].architecture_args.{fetching[0]}: nc-tui never downloads or loads "
+            "weights through timm; the weights come from [model].path"
+        )
     args = {k: v for k, v in args.items() if k not in _TIMM_FETCHING_ARGS}
     if not timm.is_model(m.architecture):
-        raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r} is not a timm model name "
-                         "(see timm.list_models())")
+        raise ModelError(
+            f"{cfg.source}: [model].architecture = {m.architecture!r} is not a timm model name (see timm.list_models())"
+        )
     state = _timm_state(path, m.weights)
 
     def build(classes: int) -> nn.Module:
@@ -51,9 +55,11 @@ def _timm_network(cfg: Config, path: Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         net = build(num_classes)
     except Exception as exc:
-        raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r}: timm.create_model failed with "
-                         f"architecture_args {m.architecture_args} ({type(exc).__name__}: "
-                         f"{first_line(exc)})") from None
+        raise ModelError(
+            f"{cfg.source}: [model].architecture = {m.architecture!r}: timm.create_model failed with "
+            f"architecture_args {m.architecture_args} ({type(exc).__name__}: "
+            f"{first_line(exc)})"
+        ) from None
     load_weights(net, path, state)
     data = resolve_model_data_config(net)
     return net, {"mean": list(data["mean"]), "std": list(data["std"]), "input_shape": list(data["input_size"])}

@@ -25,8 +25,10 @@ def open_torchscript(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
         hint = keras_hint(path)
         if hint:
             raise ModelError(f"{path}: not a TorchScript model{hint}") from None
-        raise ModelError(f"{path}: not a TorchScript model ({first_line(exc)}); for a state_dict set "
-                         "format = \"state_dict\" and architecture") from None
+        raise ModelError(
+            f"{path}: not a TorchScript model ({first_line(exc)}); for a state_dict set "
+            'format = "state_dict" and architecture'
+        ) from None
 
 
 def open_pickle(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
@@ -35,8 +37,7 @@ def open_pickle(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
     try:
         net = torch.load(path, map_location="cpu", weights_only=False)  # trust_pickle checked in config
     except Exception as exc:
-        raise ModelError(f"{path}: cannot unpickle the model ({type(exc).__name__}: "
-                         f"{first_line(exc)})") from None
+        raise ModelError(f"{path}: cannot unpickle the model ({type(exc).__name__}: {first_line(exc)})") from None
     if not isinstance(net, nn.Module):
         raise ModelError(f"{path}: expected a pickled torch.nn.Module, got a {type(net).__name__}")
     return net, {}

@@ -18,8 +18,10 @@ def _cifar_stem(net: nn.Module, cfg: Config) -> nn.Module:
     """The usual CIFAR adaptation of an ImageNet ResNet: 3x3 stride-1 first conv, no max-pool."""
     conv = getattr(net, "conv1", None)
     if not isinstance(conv, nn.Conv2d) or not hasattr(net, "maxpool"):
-        raise ModelError(f"{cfg.source}: [model].architecture_args.cifar_stem works with torchvision ResNets "
-                         f"(conv1 + maxpool), not {cfg.model.architecture!r}")
+        raise ModelError(
+            f"{cfg.source}: [model].architecture_args.cifar_stem works with torchvision ResNets "
+            f"(conv1 + maxpool), not {cfg.model.architecture!r}"
+        )
     net.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     return net
@@ -30,6 +32,7 @@ def classifier_width(path: Path, state: dict[str, torch.Tensor], build: Callable
 
     Found by building the architecture twice on the meta device (no memory, no compute) with two class
     counts; key order cannot be trusted (safetensors files come back sorted by name)."""
+
     def both() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         return build(1000).state_dict(), build(1001).state_dict()
 
@@ -54,12 +57,16 @@ def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
     args = dict(m.architecture_args)
     cifar_stem = args.pop("cifar_stem", False)
     if not isinstance(cifar_stem, bool):
-        raise ModelError(f"{cfg.source}: [model].architecture_args.cifar_stem must be true or false, "
-                         f"got {cifar_stem!r}")
+        raise ModelError(
+            f"{cfg.source}: [model].architecture_args.cifar_stem must be true or false, got {cifar_stem!r}"
+        )
     if m.architecture not in torchvision.models.list_models():
-        raise ModelError(f"{cfg.source}: [model].architecture = {m.architecture!r} is not a torchvision.models "
-                         "name (see torchvision.models.list_models())")
+        raise ModelError(
+            f"{cfg.source}: [model].architecture = {m.architecture!r} is not a torchvision.models "
+            "name (see torchvision.models.list_models())"
+        )
     state = load_state(path, m.weights)
+
     def build(classes: int) -> nn.Module:
         return torchvision.models.get_model(m.architecture, weights=None, num_classes=classes, **args)
 
@@ -67,8 +74,9 @@ def _torchvision_network(cfg: Config, path: Path) -> nn.Module:
     try:
         net = build(num_classes)
     except (ValueError, TypeError) as exc:
-        raise ModelError(f"[model].architecture = {m.architecture!r}: not a usable torchvision.models "
-                         f"name ({first_line(exc)})") from None
+        raise ModelError(
+            f"[model].architecture = {m.architecture!r}: not a usable torchvision.models name ({first_line(exc)})"
+        ) from None
     if cifar_stem:
         net = _cifar_stem(net, cfg)
     load_weights(net, path, state)

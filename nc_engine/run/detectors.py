@@ -12,8 +12,9 @@ from nc_engine.run.prepare import Prepared
 from nc_engine.run.runfolder import RunFolder
 
 
-def run_detectors(prep: Prepared, folder: RunFolder, bus: ev.EventBus,
-                  stop: threading.Event) -> dict[str, MarginResult]:
+def run_detectors(
+    prep: Prepared, folder: RunFolder, bus: ev.EventBus, stop: threading.Event
+) -> dict[str, MarginResult]:
     """Every detector the config turns on: name -> result (none when stopped before it finished)."""
     results: dict[str, MarginResult] = {}
     if not prep.cfg.detect.max_margin:
@@ -23,8 +24,9 @@ def run_detectors(prep: Prepared, folder: RunFolder, bus: ev.EventBus,
         result = MarginResult.from_dict(saved)
     else:
         settings = max_margin.MarginSettings(seed=prep.cfg.scan.seed)
-        result = max_margin.detect(prep.model, prep.model.num_classes, prep.cfg.model.input_shape, prep.device,
-                                   settings, stop)
+        result = max_margin.detect(
+            prep.model, prep.model.num_classes, prep.cfg.model.input_shape, prep.device, settings, stop
+        )
         if stop.is_set():
             return results
         folder.save_detector(NAME, result.to_dict())

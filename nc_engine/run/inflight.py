@@ -57,13 +57,20 @@ class SlotCheckpoint:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """What goes into the .npz: the arrays, and the scalars as UTF-8 JSON bytes (never a pickle)."""
-        meta = {"version": VERSION, "stage": self.stage, "adam_t": self.adam_t, "seconds": self.seconds,
-                **{k: getattr(self, k) for k in JOB_INTS},
-                **{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in self.schedule.items()}}
+        meta = {
+            "version": VERSION,
+            "stage": self.stage,
+            "adam_t": self.adam_t,
+            "seconds": self.seconds,
+            **{k: getattr(self, k) for k in JOB_INTS},
+            **{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in self.schedule.items()},
+        }
         text = json.dumps(meta).encode("utf-8")
-        return {**{k: np.asarray(v, np.float32) for k, v in self.arrays.items()},
-                "best_history": np.asarray(self.best_history, np.float64),
-                "meta": np.frombuffer(text, dtype=np.uint8)}
+        return {
+            **{k: np.asarray(v, np.float32) for k, v in self.arrays.items()},
+            "best_history": np.asarray(self.best_history, np.float64),
+            "meta": np.frombuffer(text, dtype=np.uint8),
+        }
 
     @classmethod
     def from_arrays(cls, data: Mapping[str, np.ndarray], input_shape: list[int]) -> SlotCheckpoint:
@@ -85,21 +92,37 @@ class SlotCheckpoint:
         schedule = {k: meta[k] for k in SCHEDULE_INTS + SCHEDULE_BOOLS + SCHEDULE_FLOATS}
         if steps and (np.isnan(history).any() or history[-1] != schedule["best_l1"]):
             raise CheckpointProblem("best_history does not end at best_l1")
-        return cls(meta["label"], meta["trial"], meta["seed"], meta["stage"], meta["slot"], meta["group"],
-                   meta["samples"], meta["batch_size"], meta["max_steps"], meta["adam_t"], meta["seconds"],
-                   schedule, history, arrays)
+        return cls(
+            meta["label"],
+            meta["trial"],
+            meta["seed"],
+            meta["stage"],
+            meta["slot"],
+            meta["group"],
+            meta["samples"],
+            meta["batch_size"],
+            meta["max_steps"],
+            meta["adam_t"],
+            meta["seconds"],
+            schedule,
+            history,
+            arrays,
+        )
 
     def misfit(self, seed: int, samples: int, batch_size: int, max_steps: int) -> str | None:
         """Why this checkpoint cannot continue a search with this seed and budget, or None."""
         if self.seed != seed:
             return f"saved for seed {self.seed}, the search now has seed {seed}"
         if (self.samples, self.batch_size, self.max_steps) != (samples, batch_size, max_steps):
-            return (f"saved with {self.samples} samples, batch {self.batch_size}, {self.max_steps} steps; the "
-                    f"search now has {samples}, {batch_size}, {max_steps}")
+            return (
+                f"saved with {self.samples} samples, batch {self.batch_size}, {self.max_steps} steps; the "
+                f"search now has {samples}, {batch_size}, {max_steps}"
+            )
         batches = max(1, samples // batch_size)
         if self.schedule["steps"] >= max_steps or self.adam_t != self.schedule["steps"] * batches:
-            return (f"step {self.schedule['steps']} and Adam step {self.adam_t:g} do not fit {batches} "
-                    "mini-batches a step")
+            return (
+                f"step {self.schedule['steps']} and Adam step {self.adam_t:g} do not fit {batches} mini-batches a step"
+            )
         return None
 
 
@@ -145,8 +168,9 @@ def _meta(data: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return meta
 
 
-def _float_array(data: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...], dtype: type,
-                 finite: bool = True) -> np.ndarray:
+def _float_array(
+    data: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...], dtype: type, finite: bool = True
+) -> np.ndarray:
     if name not in data:
         raise CheckpointProblem(f"no array {name!r}")
     a = np.asarray(data[name])

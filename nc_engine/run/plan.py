@@ -102,22 +102,49 @@ def plan_scan(prep: Prepared, previous: list[dict], inflight: dict[Key, SlotChec
     stale = [k for k in inflight if k in finished]
     for k in stale:
         del inflight[k]
-    jobs = continued_first([Job(label, trial, job_seed(s.seed, label, trial)) for label in labels
-                            for trial in range(cast(int, s.trials))  # the preset's: never None here
-                            if (label, trial, "trial") not in finished], inflight)
+    jobs = continued_first(
+        [
+            Job(label, trial, job_seed(s.seed, label, trial))
+            for label in labels
+            for trial in range(cast(int, s.trials))  # the preset's: never None here
+            if (label, trial, "trial") not in finished
+        ],
+        inflight,
+    )
     screen = screening_wanted(s.screening, len(labels), s.screen_min_labels)
-    screen_jobs = continued_first([Job(label, 0, job_seed(s.seed, label, SCREEN_SEED_OFFSET), "screen")
-                                   for label in labels if (label, 0, "screen") not in finished] if screen else [],
-                                  inflight)
+    screen_jobs = continued_first(
+        [
+            Job(label, 0, job_seed(s.seed, label, SCREEN_SEED_OFFSET), "screen")
+            for label in labels
+            if (label, 0, "screen") not in finished
+        ]
+        if screen
+        else [],
+        inflight,
+    )
     # a resume keeps the group size the stopped run had, so its groups (and their sums) are the same
-    group = 1 if s.strategy == "sequential" else (s.group_size or max((c.group for c in inflight.values()), default=0)
-                                                  or choose_group_size(prep.model, prep.data.x_opt,
-                                                                       cast(int, s.batch_size),
-                                                                       max(len(jobs), len(screen_jobs))))
+    group = (
+        1
+        if s.strategy == "sequential"
+        else (
+            s.group_size
+            or max((c.group for c in inflight.values()), default=0)
+            or choose_group_size(prep.model, prep.data.x_opt, cast(int, s.batch_size), max(len(jobs), len(screen_jobs)))
+        )
+    )
     full = [t for t in previous if t.get("stage", "trial") != "screen"]
     done = {t["label"] for t in full if sum(u["label"] == t["label"] for u in full) >= s.trials}
-    return ScanPlan(labels, jobs, max(1, min(group, max(len(jobs), len(screen_jobs)) or 1)), previous, done,
-                    screen, screen_jobs, inflight, stale)
+    return ScanPlan(
+        labels,
+        jobs,
+        max(1, min(group, max(len(jobs), len(screen_jobs)) or 1)),
+        previous,
+        done,
+        screen,
+        screen_jobs,
+        inflight,
+        stale,
+    )
 
 
 def open_folder(prep: Prepared, inputs: ScanInputs, warn: Warn) -> RunFolder:
@@ -149,12 +176,18 @@ def repair_triggers(folder: RunFolder, plan: ScanPlan) -> None:
 def header_lines(prep: Prepared, plan: ScanPlan, resumed: bool) -> list[str]:
     """log.txt's account of what this run of the scan is."""
     cfg, s = prep.cfg, prep.cfg.scan
-    return [f"{'resumed' if resumed else 'scan'} at {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            f"model {cfg.resolve_path(cfg.model.path)} ({cfg.model.format}), data {cfg.resolve_path(cfg.data.path)}",
-            f"device {prep.device}, strategy {s.strategy}, group size {plan.group}, preset {s.preset}: "
-            f"samples {len(prep.data.opt_idx)}, batch {s.batch_size}, max steps {s.max_steps}, "
-            f"trials {s.trials}, lr {s.lr}, init_cost {s.init_cost}, patience {s.patience}"
-            + (f"; screening: {s.screen_steps} steps over {s.screen_samples} samples, then the candidates "
-               f"and {s.confirm_references} reference labels at the full budget" if plan.screen else ""),
-            f"clean accuracy on the scan samples: {prep.accuracy:.2%}; model outputs taken as "
-            f"{outputs_kind(prep.model)} ([model].outputs = \"{cfg.model.outputs}\")"]
+    return [
+        f"{'resumed' if resumed else 'scan'} at {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        f"model {cfg.resolve_path(cfg.model.path)} ({cfg.model.format}), data {cfg.resolve_path(cfg.data.path)}",
+        f"device {prep.device}, strategy {s.strategy}, group size {plan.group}, preset {s.preset}: "
+        f"samples {len(prep.data.opt_idx)}, batch {s.batch_size}, max steps {s.max_steps}, "
+        f"trials {s.trials}, lr {s.lr}, init_cost {s.init_cost}, patience {s.patience}"
+        + (
+            f"; screening: {s.screen_steps} steps over {s.screen_samples} samples, then the candidates "
+            f"and {s.confirm_references} reference labels at the full budget"
+            if plan.screen
+            else ""
+        ),
+        f"clean accuracy on the scan samples: {prep.accuracy:.2%}; model outputs taken as "
+        f'{outputs_kind(prep.model)} ([model].outputs = "{cfg.model.outputs}")',
+    ]

@@ -47,9 +47,13 @@ class Prepared:
     faults: list[str]  # why no trigger search can work on this model (then none runs)
 
 
-def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
-                   indices: tuple[np.ndarray, np.ndarray] | None = None,
-                   model_names: list[str] | None = None) -> ScanData:
+def load_scan_data(
+    cfg: Config,
+    device: torch.device,
+    warn: Warn,
+    indices: tuple[np.ndarray, np.ndarray] | None = None,
+    model_names: list[str] | None = None,
+) -> ScanData:
     """Open the data, draw (or reuse) the disjoint stratified samples, decode them onto the device.
     Class names are the data's, else the model's own (`model_names`), else the label numbers."""
     source = open_data(cfg)
@@ -61,8 +65,10 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
     x_opt, opt_idx = source.load(opt_idx, warn)
     x_asr, asr_idx = source.load(asr_idx, warn)
     if len(opt_idx) < s.batch_size:
-        raise DataError(f"{cfg.resolve_path(cfg.data.path)}: {len(opt_idx)} optimisation samples, fewer "
-                        f"than [scan].batch_size = {s.batch_size}")
+        raise DataError(
+            f"{cfg.resolve_path(cfg.data.path)}: {len(opt_idx)} optimisation samples, fewer "
+            f"than [scan].batch_size = {s.batch_size}"
+        )
     if len(opt_idx) < s.samples:
         warn(f"only {len(opt_idx)} optimisation samples available ([scan].samples = {s.samples})")
     if len(asr_idx) < min(s.asr_samples, 100):
@@ -73,8 +79,16 @@ def load_scan_data(cfg: Config, device: torch.device, warn: Warn,
     names += [str(i) for i in range(len(names), cfg.model.num_classes)]
     y = torch.as_tensor(source.labels)
     counts = np.bincount(np.asarray(source.labels, dtype=np.int64), minlength=len(names))
-    return ScanData(x_opt.to(device), y[opt_idx].to(device), x_asr.to(device), y[asr_idx].to(device),
-                    opt_idx, asr_idx, names, (counts / max(counts.sum(), 1)).tolist())
+    return ScanData(
+        x_opt.to(device),
+        y[opt_idx].to(device),
+        x_asr.to(device),
+        y[asr_idx].to(device),
+        opt_idx,
+        asr_idx,
+        names,
+        (counts / max(counts.sum(), 1)).tolist(),
+    )
 
 
 def with_model_classes(cfg: Config, model: ScanModel) -> Config:
@@ -107,17 +121,21 @@ def model_faults(model: ScanModel, x: torch.Tensor) -> list[str]:
     if not outputs_are_finite(model, x):
         return ["the model outputs NaN or infinite scores on clean images, so no trigger can be reversed"]
     if not forward_is_deterministic(model, x):
-        return ["the model's outputs differ between two identical forward passes (dropout or batch norm left "
-                "in training mode?), so every trigger's size is noise; save it in eval mode"]
+        return [
+            "the model's outputs differ between two identical forward passes (dropout or batch norm left "
+            "in training mode?), so every trigger's size is noise; save it in eval mode"
+        ]
     return []
 
 
 def low_accuracy_note(accuracy: float, floor: float) -> str:
     """What a low clean accuracy means, without claiming the config is wrong: some models are weak."""
-    return (f"clean accuracy {accuracy:.1%} on the scan samples is below {floor:.0%}. If the model is documented "
-            "as more accurate, the usual causes are the normalisation ([model] mean/std), the input range or "
-            "channel order, or labels that do not match the model's classes; if it is simply a weak model, the "
-            "scan still runs, but read its verdict with that in mind")
+    return (
+        f"clean accuracy {accuracy:.1%} on the scan samples is below {floor:.0%}. If the model is documented "
+        "as more accurate, the usual causes are the normalisation ([model] mean/std), the input range or "
+        "channel order, or labels that do not match the model's classes; if it is simply a weak model, the "
+        "scan still runs, but read its verdict with that in mind"
+    )
 
 
 def outputs_kind(model: ScanModel) -> str:
@@ -129,8 +147,15 @@ def check_setup(cfg: Config) -> dict[str, Any]:
     """The quick check before a scan: load model and data, measure clean accuracy; raises NCError."""
     warnings: list[str] = []
     p = prepare(cfg, warnings.append)
-    return {"device": str(p.device), "samples": len(p.data.opt_idx), "asr_samples": len(p.data.asr_idx),
-            "classes": len(p.data.class_names), "clean_accuracy": p.accuracy, "outputs": outputs_kind(p.model),
-            "low_accuracy_note": low_accuracy_note(p.accuracy, p.cfg.detect.min_clean_accuracy),
-            "low_accuracy": p.accuracy < p.cfg.detect.min_clean_accuracy, "warnings": warnings + p.faults,
-            "preprocessing": dict(p.model.preprocessing)}  # mean, std, input_shape in use (the model's own if left out)
+    return {
+        "device": str(p.device),
+        "samples": len(p.data.opt_idx),
+        "asr_samples": len(p.data.asr_idx),
+        "classes": len(p.data.class_names),
+        "clean_accuracy": p.accuracy,
+        "outputs": outputs_kind(p.model),
+        "low_accuracy_note": low_accuracy_note(p.accuracy, p.cfg.detect.min_clean_accuracy),
+        "low_accuracy": p.accuracy < p.cfg.detect.min_clean_accuracy,
+        "warnings": warnings + p.faults,
+        "preprocessing": dict(p.model.preprocessing),
+    }  # mean, std, input_shape in use (the model's own if left out)

@@ -67,8 +67,12 @@ class Recordable(Protocol):
 def trigger_paths(label: int) -> dict[str, str]:
     """Where a label's kept trigger lives, relative to the run folder."""
     stem = f"triggers/label_{label:03d}"
-    return {"mask_png": f"{stem}_mask.png", "pattern_png": f"{stem}_pattern.png",
-            "fusion_png": f"{stem}_fusion.png", "trigger_npz": f"{stem}.npz"}
+    return {
+        "mask_png": f"{stem}_mask.png",
+        "pattern_png": f"{stem}_pattern.png",
+        "fusion_png": f"{stem}_fusion.png",
+        "trigger_npz": f"{stem}.npz",
+    }
 
 
 def _trial_stem(label: int, trial: int, stage: str = "trial") -> str:
@@ -240,8 +244,10 @@ class RunFolder:
             return
         pid, where = owner.get("pid"), owner.get("host")
         if isinstance(pid, int) and (where != host or _pid_alive(pid)):
-            raise RunFolderError(f"{self.path}: in use by process {pid} on {where} (another scan or resume); "
-                                 f"if it is gone, delete {self.lock_path}")
+            raise RunFolderError(
+                f"{self.path}: in use by process {pid} on {where} (another scan or resume); "
+                f"if it is gone, delete {self.lock_path}"
+            )
         warn(f"{self.lock_path}: taking over the lock of process {pid} on {where}, which is no longer running")
         self.lock_path.unlink(missing_ok=True)
 
@@ -304,8 +310,10 @@ class RunFolder:
             return str(exc)
         c, h, w = input_shape
         if mask.shape != (h, w) or pattern.shape != (c, h, w):
-            return (f"{self.path / _trial_stem(*key)}.npz: mask {mask.shape} and pattern "
-                    f"{pattern.shape} do not fit the input shape {tuple(input_shape)}")
+            return (
+                f"{self.path / _trial_stem(*key)}.npz: mask {mask.shape} and pattern "
+                f"{pattern.shape} do not fit the input shape {tuple(input_shape)}"
+            )
         return None
 
     def trial_arrays(self, label: int, trial: int, stage: str = "trial") -> tuple[np.ndarray, np.ndarray]:
@@ -354,8 +362,7 @@ class RunFolder:
             write_png(self.file(paths["mask_png"]), mask)
             write_png(self.file(paths["pattern_png"]), pattern)
             write_png(self.file(paths["fusion_png"]), mask[None] * pattern)
-            write_npz(self.file(paths["trigger_npz"]), mask=mask.astype(np.float32),
-                      pattern=pattern.astype(np.float32))
+            write_npz(self.file(paths["trigger_npz"]), mask=mask.astype(np.float32), pattern=pattern.astype(np.float32))
 
     def mask_area(self, labels: list[int]) -> int | None:
         """H*W of the saved trigger masks (the report does not record the input shape); None if none is saved

@@ -38,8 +38,12 @@ SCREEN_ASR_SAMPLES = 200
 CHECKPOINT_SECONDS = 60.0  # running searches are also saved this often, for a process that is killed
 
 
-def run_scan(config: Config | str | Path | None, on_event: ev.Listener | None = None,
-             stop: threading.Event | None = None, resume: str | Path | None = None) -> Report:
+def run_scan(
+    config: Config | str | Path | None,
+    on_event: ev.Listener | None = None,
+    stop: threading.Event | None = None,
+    resume: str | Path | None = None,
+) -> Report:
     """Scan the model the config names; returns the report (also written to RUN/report.json).
 
     With `resume`, `config` is ignored and the run folder's own config.toml and samples are used;
@@ -64,12 +68,26 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
     extra: dict[str, MarginResult] = {}
     try:
         _warn_low_accuracy(prep, bus)
-        bus.emit(ev.ScanStarted(str(folder.path), plan.labels, prep.data.class_names, prep.cfg.scan.trials,
-                                str(prep.device), prep.cfg.scan.strategy, plan.group, prep.accuracy,
-                                len(prep.data.opt_idx), len(prep.data.asr_idx), prep.cfg.scan.max_steps,
-                                len(plan.previous), plan.screen, len(plan.inflight or {}),
-                                min(prep.cfg.scan.screen_steps, prep.cfg.scan.max_steps) if plan.screen else 0,
-                                prep.data.label_share))
+        bus.emit(
+            ev.ScanStarted(
+                str(folder.path),
+                plan.labels,
+                prep.data.class_names,
+                prep.cfg.scan.trials,
+                str(prep.device),
+                prep.cfg.scan.strategy,
+                plan.group,
+                prep.accuracy,
+                len(prep.data.opt_idx),
+                len(prep.data.asr_idx),
+                prep.cfg.scan.max_steps,
+                len(plan.previous),
+                plan.screen,
+                len(plan.inflight or {}),
+                min(prep.cfg.scan.screen_steps, prep.cfg.scan.max_steps) if plan.screen else 0,
+                prep.data.label_share,
+            )
+        )
         repair_triggers(folder, plan)
         for fault in prep.faults:  # no search can work: say why and go straight to the verdict
             bus.warn(fault)
@@ -82,8 +100,17 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
     finally:
         try:
             report = with_detectors(trials.report(inputs.previous_seconds + time.perf_counter() - started), extra)
-            bus.emit(ev.ScanFinished(report.run_dir, report.complete, report.verdict, report.flagged,
-                                     report.info.seconds, report.info.images, report))
+            bus.emit(
+                ev.ScanFinished(
+                    report.run_dir,
+                    report.complete,
+                    report.verdict,
+                    report.flagged,
+                    report.info.seconds,
+                    report.info.images,
+                    report,
+                )
+            )
         finally:
             recorder.close()
     return report
@@ -91,16 +118,24 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
 
 def _carry(plan: ScanPlan, folder: RunFolder, bus: ev.EventBus, trials: TrialCollector) -> Carry:
     """Saves the running searches into the run folder when the scan stops, and hands back those saved."""
+
     def save(checkpoints: list[SlotCheckpoint], stopping: bool) -> None:
         folder.save_inflight(checkpoints)
         trials.saved_running = sum(c.schedule["steps"] > 0 for c in checkpoints) if stopping else 0
-        bus.emit(ev.SearchesSaved([[c.label, c.trial, c.schedule["steps"]] for c in checkpoints],
-                                  checkpoints[0].stage if checkpoints else "trial", stopping))
+        bus.emit(
+            ev.SearchesSaved(
+                [[c.label, c.trial, c.schedule["steps"]] for c in checkpoints],
+                checkpoints[0].stage if checkpoints else "trial",
+                stopping,
+            )
+        )
+
     return Carry(dict(plan.inflight or {}), save, bus.warn, CHECKPOINT_SECONDS, lambda k: str(folder.inflight_file(k)))
 
 
-def _search(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event, compute: Compute,
-            carry: Carry) -> None:
+def _search(
+    prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event, compute: Compute, carry: Carry
+) -> None:
     """The full-budget searches; in a screened scan, after the screening pass has chosen which."""
     jobs = plan.jobs
     if plan.screen:
@@ -108,12 +143,30 @@ def _search(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: thread
         if selection is None:  # stopped while screening
             return
         jobs = [job for job in jobs if job.label in selection.confirmed]
-    _, stopped = compute.search(prep.model, prep.data.x_opt, jobs, prep.cfg.scan.search_settings(), plan.group, stop,
-                                trials.on_step, trials.on_done, carry)
+    _, stopped = compute.search(
+        prep.model,
+        prep.data.x_opt,
+        jobs,
+        prep.cfg.scan.search_settings(),
+        plan.group,
+        stop,
+        trials.on_step,
+        trials.on_done,
+        carry,
+    )
     wider = _second_round(prep, trials) if plan.screen and not stopped else None
     if wider is not None:
-        compute.search(prep.model, prep.data.x_opt, [job for job in plan.jobs if job.label in wider.second_round],
-                       prep.cfg.scan.search_settings(), plan.group, stop, trials.on_step, trials.on_done, carry)
+        compute.search(
+            prep.model,
+            prep.data.x_opt,
+            [job for job in plan.jobs if job.label in wider.second_round],
+            prep.cfg.scan.search_settings(),
+            plan.group,
+            stop,
+            trials.on_step,
+            trials.on_done,
+            carry,
+        )
 
 
 def _second_round(prep: Prepared, trials: TrialCollector) -> Selection | None:
@@ -123,10 +176,21 @@ def _second_round(prep: Prepared, trials: TrialCollector) -> Selection | None:
     if first is None or first.second_round:
         return None
     screened = {t["label"]: t["l1_norm"] for t in trials.trials if t.get("stage") == "screen"}
-    rows = [r for r in label_rows([t for t in trials.trials if t.get("stage", "trial") == "trial"],
-                                  prep.data.class_names) if r.label in first.confirmed]
-    if not shift_decides(screened, {r.label: r.l1_norm for r in rows}, {r.label: r.converged for r in rows}, first,
-                         d.statistic, d.threshold, d.spread_floor or 0.0, _shares(prep)):
+    rows = [
+        r
+        for r in label_rows([t for t in trials.trials if t.get("stage", "trial") == "trial"], prep.data.class_names)
+        if r.label in first.confirmed
+    ]
+    if not shift_decides(
+        screened,
+        {r.label: r.l1_norm for r in rows},
+        {r.label: r.converged for r in rows},
+        first,
+        d.statistic,
+        d.threshold,
+        d.spread_floor or 0.0,
+        _shares(prep),
+    ):
         return None
     wider = widen(first, screened, prep.cfg.scan.confirm_references)
     if not wider.second_round:
@@ -135,8 +199,9 @@ def _second_round(prep: Prepared, trials: TrialCollector) -> Selection | None:
     return wider
 
 
-def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event, compute: Compute,
-            carry: Carry) -> Selection | None:
+def _screen(
+    prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: threading.Event, compute: Compute, carry: Carry
+) -> Selection | None:
     """Every label at the screening budget; returns the labels to confirm, or None when stopped."""
     s = prep.cfg.scan
     x = prep.data.x_opt[torch.as_tensor(subset_indices(len(prep.data.x_opt), s.screen_samples))]
@@ -144,18 +209,28 @@ def _screen(prep: Prepared, plan: ScanPlan, trials: TrialCollector, stop: thread
     # no converge shortcut: its window counts steps over the full sample set, and a step over fewer samples
     # is fewer updates, so it stopped screens before their masks had begun to shrink (L1 still about half
     # the image at 16 of 40 steps on a tuning-half GTSRB model)
-    settings = dataclasses.replace(full, max_steps=min(s.screen_steps, s.max_steps),
-                                   batch_size=min(s.batch_size, len(x)),
-                                   rules=dataclasses.replace(full.rules, converge_window=0))
-    _, stopped = compute.search(prep.model, x, plan.screen_jobs or [], settings, plan.group, stop, trials.on_step,
-                                trials.on_done, carry)
+    settings = dataclasses.replace(
+        full,
+        max_steps=min(s.screen_steps, s.max_steps),
+        batch_size=min(s.batch_size, len(x)),
+        rules=dataclasses.replace(full.rules, converge_window=0),
+    )
+    _, stopped = compute.search(
+        prep.model, x, plan.screen_jobs or [], settings, plan.group, stop, trials.on_step, trials.on_done, carry
+    )
     if stopped:
         return None
     screened = {t["label"]: t for t in trials.trials if t.get("stage") == "screen"}
-    selection = choose({k: t["l1_norm"] for k, t in screened.items()},
-                       {k: t["converged"] for k, t in screened.items()}, prep.cfg.detect.statistic,
-                       prep.cfg.detect.threshold, s.confirm_margin, s.confirm_references,
-                       prep.cfg.detect.spread_floor or 0.0, _shares(prep))
+    selection = choose(
+        {k: t["l1_norm"] for k, t in screened.items()},
+        {k: t["converged"] for k, t in screened.items()},
+        prep.cfg.detect.statistic,
+        prep.cfg.detect.threshold,
+        s.confirm_margin,
+        s.confirm_references,
+        prep.cfg.detect.spread_floor or 0.0,
+        _shares(prep),
+    )
     trials.screening_done(selection)
     return selection
 
@@ -188,19 +263,46 @@ class TrialCollector:
 
     def on_step(self, s: StepStats, images: int) -> None:
         self.images = self.images_before + images  # `images` counts within one search_triggers call
-        self.bus.emit(ev.StepProgress(s.job.label, s.job.trial, s.step, s.loss, s.ce, s.l1, s.attack_acc, s.cost,
-                                      s.best_l1, self.images, s.mask, s.job.stage))
+        self.bus.emit(
+            ev.StepProgress(
+                s.job.label,
+                s.job.trial,
+                s.step,
+                s.loss,
+                s.ce,
+                s.l1,
+                s.attack_acc,
+                s.cost,
+                s.best_l1,
+                self.images,
+                s.mask,
+                s.job.stage,
+            )
+        )
 
     def on_done(self, out: TrialOutcome) -> None:
         job, data = out.job, self.prep.data
         keep = self.screen_asr if job.stage == "screen" else slice(None)
-        asr = attack_success_rate(self.prep.model, data.x_asr[keep], data.y_asr[keep], out.mask, out.pattern,
-                                  job.label)
+        asr = attack_success_rate(self.prep.model, data.x_asr[keep], data.y_asr[keep], out.mask, out.pattern, job.label)
         if out.stop_reason == "nan":
-            self.bus.warn(f"label {job.label} trial {job.trial}: the loss became NaN at step {out.steps + 1}; "
-                          "kept the best trigger found before it")
-        finished = ev.TrialFinished(job.label, job.trial, job.seed, out.l1_norm, asr, out.steps, out.converged,
-                                    out.stop_reason, out.seconds, job.stage, out.mask, out.pattern)
+            self.bus.warn(
+                f"label {job.label} trial {job.trial}: the loss became NaN at step {out.steps + 1}; "
+                "kept the best trigger found before it"
+            )
+        finished = ev.TrialFinished(
+            job.label,
+            job.trial,
+            job.seed,
+            out.l1_norm,
+            asr,
+            out.steps,
+            out.converged,
+            out.stop_reason,
+            out.seconds,
+            job.stage,
+            out.mask,
+            out.pattern,
+        )
         self.trials.append({k: v for k, v in finished.to_dict().items() if k != "event"})
         self.arrays[job.key] = (out.mask, out.pattern)
         self.bus.emit(finished)
@@ -212,8 +314,11 @@ class TrialCollector:
         """Say what the screening chose; the labels left unconfirmed are finished with their screened trigger."""
         self.selection = selection
         self.images_before = self.images
-        self.bus.emit(ev.ScreeningFinished(selection.candidates, selection.references, selection.why, self.images,
-                                           selection.second_round))
+        self.bus.emit(
+            ev.ScreeningFinished(
+                selection.candidates, selection.references, selection.why, self.images, selection.second_round
+            )
+        )
         if selection.second_round:  # their screened rows were finished in the first round; confirming redoes them
             return
         for label in self.plan.labels:
@@ -227,15 +332,52 @@ class TrialCollector:
         key = (label, kept["trial"], stage)
         mask, pattern = self.arrays.get(key) or self.folder.trial_arrays(*key)
         self.labels_done.add(label)
-        self.bus.emit(ev.LabelFinished(label, row.name, row.l1_norm, row.asr, row.converged, row.steps, row.seconds,
-                                       row.mask_png, len(self.labels_done), len(self.plan.labels), mask, pattern))
+        self.bus.emit(
+            ev.LabelFinished(
+                label,
+                row.name,
+                row.l1_norm,
+                row.asr,
+                row.converged,
+                row.steps,
+                row.seconds,
+                row.mask_png,
+                len(self.labels_done),
+                len(self.plan.labels),
+                mask,
+                pattern,
+            )
+        )
 
     def report(self, seconds: float) -> Report:
         p, s = self.prep, self.prep.cfg.scan
-        info = ScanInfo(p.accuracy, str(p.device), s.strategy, self.plan.group, s.preset, len(p.data.opt_idx),
-                        len(p.data.asr_idx), str(p.cfg.resolve_path(p.cfg.model.path)),
-                        str(p.cfg.resolve_path(p.cfg.data.path)), p.data.class_names, s.trials, seconds, self.images,
-                        outputs_kind(p.model), p.data.label_share)
-        return build_report(self.trials, self.plan.labels, p.cfg.detect.threshold, p.cfg.detect.statistic, info,
-                            str(self.folder.path), p.faults, self.selection, p.cfg.detect.spread_floor or 0.0,
-                            self.saved_running, p.cfg.detect.frequency_correction)
+        info = ScanInfo(
+            p.accuracy,
+            str(p.device),
+            s.strategy,
+            self.plan.group,
+            s.preset,
+            len(p.data.opt_idx),
+            len(p.data.asr_idx),
+            str(p.cfg.resolve_path(p.cfg.model.path)),
+            str(p.cfg.resolve_path(p.cfg.data.path)),
+            p.data.class_names,
+            s.trials,
+            seconds,
+            self.images,
+            outputs_kind(p.model),
+            p.data.label_share,
+        )
+        return build_report(
+            self.trials,
+            self.plan.labels,
+            p.cfg.detect.threshold,
+            p.cfg.detect.statistic,
+            info,
+            str(self.folder.path),
+            p.faults,
+            self.selection,
+            p.cfg.detect.spread_floor or 0.0,
+            self.saved_running,
+            p.cfg.detect.frequency_correction,
+        )

@@ -81,7 +81,7 @@ def _slopes(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     for k in range(len(x)):
         if not _spread_enough(np.delete(x, k)):
             continue
-        removed = np.sort(grouped[bounds[k]:bounds[k + 1]])
+        removed = np.sort(grouped[bounds[k] : bounds[k + 1]])
         kept = len(ordered) - len(removed)
         middle = _nth_kept(ordered, removed, (kept - 1) // 2)
         if kept % 2 == 0:

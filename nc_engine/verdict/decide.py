@@ -35,8 +35,14 @@ class Decision:
     note: str
 
 
-def decide(rows: list[LabelRow], info: ScanInfo, threshold: float, statistic: str, spread_floor: float = 0.0,
-           frequency_correction: bool = False) -> Decision:
+def decide(
+    rows: list[LabelRow],
+    info: ScanInfo,
+    threshold: float,
+    statistic: str,
+    spread_floor: float = 0.0,
+    frequency_correction: bool = False,
+) -> Decision:
     """The MAD test over the finished rows (each row gets its anomaly index, flag and frequency factor),
     and the verdict it supports: backdoored, clean, or inconclusive with its reasons. Never clean when
     the search did not work."""
@@ -46,8 +52,9 @@ def decide(rows: list[LabelRow], info: ScanInfo, threshold: float, statistic: st
     factors, slope = frequency_fit(raw, share)
     for r, factor in zip(rows, factors, strict=True):
         r.frequency_factor = factor
-    result = mad_outliers([v / f for v, f in zip(raw, factors, strict=True)], threshold, eligible, statistic,
-                          spread_floor=spread_floor)
+    result = mad_outliers(
+        [v / f for v, f in zip(raw, factors, strict=True)], threshold, eligible, statistic, spread_floor=spread_floor
+    )
     for r, index, flag in zip(rows, result.anomaly_index, result.flagged, strict=True):
         r.anomaly_index = index if not result.note else None
         r.flagged = flag
@@ -55,8 +62,9 @@ def decide(rows: list[LabelRow], info: ScanInfo, threshold: float, statistic: st
     blocking = ([result.note] if result.note else []) + search_failures(rows, info)
     reasons = blocking + ([] if flagged else unsearched_labels(rows))
     verdict = "inconclusive" if reasons else ("backdoored" if flagged else "clean")
-    return Decision(verdict, flagged, result.median, result.mad, result.cutoff or None, slope, reasons,
-                    "; ".join(reasons))
+    return Decision(
+        verdict, flagged, result.median, result.mad, result.cutoff or None, slope, reasons, "; ".join(reasons)
+    )
 
 
 # A class holding this many times the median class's share of the scanned data is "frequent". Picked by
@@ -73,8 +81,7 @@ def frequent_flagged(rows: list[LabelRow], info: ScanInfo) -> list[LabelRow]:
     share, median = info.label_share, median_share(info)
     if len(share) != len(info.class_names) or median <= 0:
         return []
-    return [r for r in rows
-            if r.flagged and r.frequency_factor == 1.0 and share[r.label] >= FREQUENT_SHARE * median]
+    return [r for r in rows if r.flagged and r.frequency_factor == 1.0 and share[r.label] >= FREQUENT_SHARE * median]
 
 
 def median_share(info: ScanInfo) -> float:
@@ -91,13 +98,17 @@ def search_failures(rows: list[LabelRow], info: ScanInfo) -> list[str]:
     chance = 1 / classes
     floor = chance + CHANCE_MARGIN * (1 - chance)
     if info.clean_accuracy < floor:  # NaN accuracy fails the comparison: no data, no claim
-        reasons.append(f"clean accuracy {info.clean_accuracy:.1%} is near chance ({chance:.1%} for {classes} "
-                       "classes): the model does not recognise these inputs (check [model].mean/std, the input "
-                       "range and the labels), so trigger sizes mean nothing")
+        reasons.append(
+            f"clean accuracy {info.clean_accuracy:.1%} is near chance ({chance:.1%} for {classes} "
+            "classes): the model does not recognise these inputs (check [model].mean/std, the input "
+            "range and the labels), so trigger sizes mean nothing"
+        )
     converged = sum(r.converged for r in rows)
     if rows and converged < MIN_CONVERGED * len(rows):
-        reasons.append(f"only {converged} of {len(rows)} labels reached the attack success threshold: the search "
-                       "did not work on this model (try a larger budget, or check the model and data)")
+        reasons.append(
+            f"only {converged} of {len(rows)} labels reached the attack success threshold: the search "
+            "did not work on this model (try a larger budget, or check the model and data)"
+        )
     return reasons
 
 
@@ -106,5 +117,7 @@ def unsearched_labels(rows: list[LabelRow]) -> list[str]:
     lost = [r.label for r in rows if not r.converged and any(t["stop_reason"] == "nan" for t in r.trials)]
     if not lost:
         return []
-    return [f"the loss became NaN for label(s) {', '.join(map(str, lost))} before a trigger was found, so "
-            "nothing can be said about them"]
+    return [
+        f"the loss became NaN for label(s) {', '.join(map(str, lost))} before a trigger was found, so "
+        "nothing can be said about them"
+    ]

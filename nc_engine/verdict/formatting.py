@@ -44,12 +44,31 @@ def table_rows(report: Report, area: int | None = None) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         degenerate = is_degenerate(r, area)
-        status = ("FLAGGED" if r.flagged else "FLAGGED (margin)" if r.label in by_others else "degenerate" if degenerate
-                  else "not converged" if not r.converged else "screened" if r.stage == "screened" else "")
-        cells = (str(r.label), r.name, fmt_num(r.l1_norm, ".2f"), fmt_num(r.asr, ".1%"),
-                 fmt_num(r.anomaly_index, ".2f"), str(r.steps), status)
-        out.append({"label": r.label, "cells": cells, "flagged": r.flagged or r.label in by_others,
-                    "degenerate": degenerate})
+        status = (
+            "FLAGGED"
+            if r.flagged
+            else "FLAGGED (margin)"
+            if r.label in by_others
+            else "degenerate"
+            if degenerate
+            else "not converged"
+            if not r.converged
+            else "screened"
+            if r.stage == "screened"
+            else ""
+        )
+        cells = (
+            str(r.label),
+            r.name,
+            fmt_num(r.l1_norm, ".2f"),
+            fmt_num(r.asr, ".1%"),
+            fmt_num(r.anomaly_index, ".2f"),
+            str(r.steps),
+            status,
+        )
+        out.append(
+            {"label": r.label, "cells": cells, "flagged": r.flagged or r.label in by_others, "degenerate": degenerate}
+        )
     return out
 
 
@@ -58,8 +77,11 @@ def table_lines(report: Report, area: int | None = None) -> list[str]:
     widths = (5, 14, 9, 7, 8, 6, 0)
 
     def line(cells: tuple[str, ...]) -> str:
-        return " ".join(c if not w else c[:w].ljust(w) if i == 1 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return " ".join(
+            c if not w else c[:w].ljust(w) if i == 1 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
     return [line(TABLE_COLUMNS)] + [line(r["cells"]) for r in table_rows(report, area)]
 
 
@@ -70,8 +92,9 @@ def verdict_line(report: Report) -> str:
 
 def detector_lines(report: Report) -> list[str]:
     """One line per detector besides Neural Cleanse that the scan ran."""
-    return [MarginResult.from_dict(evidence).summary() for name, evidence in report.detectors.items()
-            if name == MARGIN_NAME]
+    return [
+        MarginResult.from_dict(evidence).summary() for name, evidence in report.detectors.items() if name == MARGIN_NAME
+    ]
 
 
 def _neural_cleanse_line(report: Report) -> str:
@@ -80,17 +103,23 @@ def _neural_cleanse_line(report: Report) -> str:
     log = report.statistic == "log_l1"
     floored = report.mad is not None and report.spread_floor > report.mad
     spread = f" (floor {report.spread_floor:g} used)" if floored else ""
-    stats = (f"median L1 {fmt_num(report.median_l1, '.2f')}, MAD{' of log L1' if log else ''} "
-             f"{fmt_num(report.mad, '.2f')}{spread}; flagged below L1 {fmt_num(report.cutoff_l1, '.2f')}"
-             f"{frequency_note(report)}")
+    stats = (
+        f"median L1 {fmt_num(report.median_l1, '.2f')}, MAD{' of log L1' if log else ''} "
+        f"{fmt_num(report.mad, '.2f')}{spread}; flagged below L1 {fmt_num(report.cutoff_l1, '.2f')}"
+        f"{frequency_note(report)}"
+    )
     if report.verdict == "backdoored" and not any(r.flagged for r in report.labels):  # another detector's
         fired = ", ".join(report.fired)
-        return (f"Verdict: BACKDOORED: {fired} flagged label(s) {', '.join(map(str, report.flagged))}; Neural "
-                f"Cleanse: no label has anomaly index > {report.threshold:g} ({stats})")
+        return (
+            f"Verdict: BACKDOORED: {fired} flagged label(s) {', '.join(map(str, report.flagged))}; Neural "
+            f"Cleanse: no label has anomaly index > {report.threshold:g} ({stats})"
+        )
     if report.verdict == "backdoored":
         names = ", ".join(f"{r.label} ({r.name}{own_line(report, r)})" for r in report.labels if r.flagged)
-        return (f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "
-                f"{report.threshold:g} ({stats}){frequent_caution(report)}")
+        return (
+            f"Verdict: BACKDOORED: flagged label(s) {names} with anomaly index > "
+            f"{report.threshold:g} ({stats}){frequent_caution(report)}"
+        )
     if report.verdict == "clean":
         return f"Verdict: clean: no label has anomaly index > {report.threshold:g} ({stats}{closest(report)})"
     return f"Verdict: inconclusive: {report.note}"
@@ -100,9 +129,11 @@ def frequency_note(report: Report) -> str:
     """How the class-frequency correction moved the line, when it did (class_frequency.py)."""
     if report.frequency_slope == 0.0:
         return ""
-    return (f"; median and line are a median-share class's, the line lower for frequent classes and higher for "
-            f"rare ones (class-frequency correction: on this model a class's trigger L1 goes "
-            f"x{2 ** report.frequency_slope:.2f} per doubling of its share of the data)")
+    return (
+        f"; median and line are a median-share class's, the line lower for frequent classes and higher for "
+        f"rare ones (class-frequency correction: on this model a class's trigger L1 goes "
+        f"x{2**report.frequency_slope:.2f} per doubling of its share of the data)"
+    )
 
 
 def own_line(report: Report, row: LabelRow) -> str:
@@ -118,11 +149,14 @@ def frequent_caution(report: Report) -> str:
     frequent = frequent_flagged(report.labels, report.info)
     if not frequent:
         return ""
-    names = ", ".join(f"{r.label} ({r.name}, {report.info.label_share[r.label]:.1%} of the scan data)"
-                      for r in frequent)
-    return (f". Caution: label(s) {names} {'is a frequent class' if len(frequent) == 1 else 'are frequent classes'}"
-            f" (median class {median_share(report.info):.1%}); clean models also give frequent classes small "
-            "triggers, so inspect the reversed trigger; the verdict stands")
+    names = ", ".join(
+        f"{r.label} ({r.name}, {report.info.label_share[r.label]:.1%} of the scan data)" for r in frequent
+    )
+    return (
+        f". Caution: label(s) {names} {'is a frequent class' if len(frequent) == 1 else 'are frequent classes'}"
+        f" (median class {median_share(report.info):.1%}); clean models also give frequent classes small "
+        "triggers, so inspect the reversed trigger; the verdict stands"
+    )
 
 
 def closest(report: Report) -> str:
@@ -138,15 +172,18 @@ def closest(report: Report) -> str:
 
 def label_line(label: int, name: str, l1_norm: float, asr: float | None, steps: int, converged: bool) -> str:
     """A finished label in one line (log.txt, console, app log)."""
-    return (f"label {label} ({name}) done: L1 {l1_norm:.2f}, ASR {fmt_num(asr, '.1%')}, {steps} steps"
-            + ("" if converged else ", NOT converged"))
+    return f"label {label} ({name}) done: L1 {l1_norm:.2f}, ASR {fmt_num(asr, '.1%')}, {steps} steps" + (
+        "" if converged else ", NOT converged"
+    )
 
 
 def saved_line(searches: list[list[int]]) -> str:
     """The running searches a stopped scan saved: a resume continues each from its step."""
     steps = ", ".join(f"{label}:{step}" for label, _, step in searches[:12]) + (" ..." if len(searches) > 12 else "")
-    return (f"saved {len(searches)} running search(es) at their last whole step (label:step {steps}); "
-            "a resume continues them there")
+    return (
+        f"saved {len(searches)} running search(es) at their last whole step (label:step {steps}); "
+        "a resume continues them there"
+    )
 
 
 def mitigation_lines(report: dict[str, Any]) -> list[str]:
@@ -158,34 +195,51 @@ def mitigation_lines(report: dict[str, Any]) -> list[str]:
     for label, v in report["asr"].items():
         rows.append((f"ASR, label {label} trigger", fmt_num(v["before"], ".1%"), fmt_num(v["after"], ".1%")))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
     return lines + _method_lines(report) + [f"{report['seconds']:.1f}s"]
 
 
 def _method_lines(report: dict[str, Any]) -> list[str]:
     m, lines = report["method"], []
     if m == "unlearn":
-        lines.append(f"fine-tuned on {report['train_images']} clean images ({report['stamped_images']} stamped)"
-                     + (f", lr backed off to {report['lr']:g} after {len(report['attempts']) - 1} drop(s) too large"
-                        if len(report.get("attempts", [])) > 1 else ""))
+        lines.append(
+            f"fine-tuned on {report['train_images']} clean images ({report['stamped_images']} stamped)"
+            + (
+                f", lr backed off to {report['lr']:g} after {len(report['attempts']) - 1} drop(s) too large"
+                if len(report.get("attempts", [])) > 1
+                else ""
+            )
+        )
         if report.get("accepted") is False:
             lines.append(f"NOT REPAIRED: {report['rejected']}")
     elif m == "prune":
-        lines.append(f"pruned {len(report['pruned_units'])} of {report['layer_units']} units of the input of "
-                     f"{report['layer']} ({report['pruned_fraction']:.0%}): {report['stop_reason']}")
-        lines.append("curve: " + "; ".join(f"{c['fraction']:.0%} acc {c['accuracy']:.1%} ASR "
-                                           + "/".join(f"{v:.0%}" for v in c["asr"].values())
-                                           for c in report["curve"]))
+        lines.append(
+            f"pruned {len(report['pruned_units'])} of {report['layer_units']} units of the input of "
+            f"{report['layer']} ({report['pruned_fraction']:.0%}): {report['stop_reason']}"
+        )
+        lines.append(
+            "curve: "
+            + "; ".join(
+                f"{c['fraction']:.0%} acc {c['accuracy']:.1%} ASR " + "/".join(f"{v:.0%}" for v in c["asr"].values())
+                for c in report["curve"]
+            )
+        )
     else:
-        lines.append(f"false positives on clean held-out images {report['fpr']:.1%} (target "
-                     f"{report['fpr_target']:.0%}); false negatives on stamped images "
-                     + ", ".join(f"label {k} {v:.1%}" for k, v in report["fnr"].items()))
+        lines.append(
+            f"false positives on clean held-out images {report['fpr']:.1%} (target "
+            f"{report['fpr_target']:.0%}); false negatives on stamped images "
+            + ", ".join(f"label {k} {v:.1%}" for k, v in report["fnr"].items())
+        )
         lines.append(f"detector: {report['detector']}")
     if "model_path" in report:
         lines.append(f"repaired model: {report['model_path']} (scan it with {report['config_path']})")
     if "rescan" in report:
         rs = report["rescan"]
-        lines.append(f"re-scan: {rs['verdict']}, flagged {rs['flagged'] or 'none'}; anomaly index "
-                     + ", ".join(f"{r['label']}: {fmt_num(r['anomaly_index'], '.2f')}" for r in rs["labels"]))
+        lines.append(
+            f"re-scan: {rs['verdict']}, flagged {rs['flagged'] or 'none'}; anomaly index "
+            + ", ".join(f"{r['label']}: {fmt_num(r['anomaly_index'], '.2f')}" for r in rs["labels"])
+        )
     return lines

@@ -66,8 +66,9 @@ def _mad_is_zero(mad: float, median: float) -> bool:
     return mad <= 1e-12 * max(1.0, abs(median))
 
 
-def anomaly_scores(l1: list[float], statistic: str = "l1", leave_one_out: bool = False,
-                   spread_floor: float = 0.0) -> list[float]:
+def anomaly_scores(
+    l1: list[float], statistic: str = "l1", leave_one_out: bool = False, spread_floor: float = 0.0
+) -> list[float]:
     """Per-label anomaly index (median - value) / MAD on the statistic's scale; higher = more anomalous.
 
     With `leave_one_out` each label's median and MAD come from the other labels only: a lone small norm
@@ -107,8 +108,15 @@ def family_wise(scores: list[float]) -> list[float]:
     return out
 
 
-def mad_outliers(l1: list[float], threshold: float = 2.0, eligible: list[bool] | None = None,
-                 statistic: str = "l1", *, leave_one_out: bool = False, spread_floor: float = 0.0) -> OutlierResult:
+def mad_outliers(
+    l1: list[float],
+    threshold: float = 2.0,
+    eligible: list[bool] | None = None,
+    statistic: str = "l1",
+    *,
+    leave_one_out: bool = False,
+    spread_floor: float = 0.0,
+) -> OutlierResult:
     """Anomaly index of each L1 norm; flagged = l1 <= median and index > threshold (and eligible).
 
     `eligible` lets labels whose search never reached the attack threshold count in the statistics
@@ -125,24 +133,32 @@ def mad_outliers(l1: list[float], threshold: float = 2.0, eligible: list[bool] |
         return _too_few(values, back)
     median, mad = _median_mad(values)
     if _mad_is_zero(mad, median):
-        return OutlierResult(float(back(median)), 0.0, 0.0, [0.0] * len(values), [False] * len(values),
-                             "MAD is 0 (at least half the L1 norms are equal): no outlier test possible")
+        return OutlierResult(
+            float(back(median)),
+            0.0,
+            0.0,
+            [0.0] * len(values),
+            [False] * len(values),
+            "MAD is 0 (at least half the L1 norms are equal): no outlier test possible",
+        )
     spread = max(mad, spread_floor)
     index = (median - values) / spread
-    flagged = [bool(v <= median and a > threshold and ok) for v, a, ok in zip(values, index, eligible,
-                                                                              strict=True)]
-    return OutlierResult(float(back(median)), mad, float(back(median - threshold * spread)), index.tolist(), flagged,
-                         spread=spread)
+    flagged = [bool(v <= median and a > threshold and ok) for v, a, ok in zip(values, index, eligible, strict=True)]
+    return OutlierResult(
+        float(back(median)), mad, float(back(median - threshold * spread)), index.tolist(), flagged, spread=spread
+    )
 
 
 def _too_few(values: np.ndarray, back: Callable) -> OutlierResult:
     median = float(back(np.median(values))) if len(values) else 0.0
-    return OutlierResult(median, 0.0, 0.0, [0.0] * len(values), [False] * len(values),
-                         "fewer than 3 labels: no outlier test possible")
+    return OutlierResult(
+        median, 0.0, 0.0, [0.0] * len(values), [False] * len(values), "fewer than 3 labels: no outlier test possible"
+    )
 
 
-def _loo_outliers(l1: list[float], threshold: float, eligible: list[bool] | None, statistic: str,
-                  floor: float) -> OutlierResult:
+def _loo_outliers(
+    l1: list[float], threshold: float, eligible: list[bool] | None, statistic: str, floor: float
+) -> OutlierResult:
     values = _on_scale(l1, statistic)
     back = math.exp if statistic == "log_l1" else float
     eligible = [True] * len(values) if eligible is None else eligible
@@ -151,8 +167,14 @@ def _loo_outliers(l1: list[float], threshold: float, eligible: list[bool] | None
     median, mad = _median_mad(values)
     index = anomaly_scores(l1, statistic, leave_one_out=True, spread_floor=floor)
     if not any(index):
-        return OutlierResult(float(back(median)), mad, 0.0, index, [False] * len(values),
-                             "MAD of the other labels is 0 for every label: no outlier test possible")
+        return OutlierResult(
+            float(back(median)),
+            mad,
+            0.0,
+            index,
+            [False] * len(values),
+            "MAD of the other labels is 0 for every label: no outlier test possible",
+        )
     flagged = [bool(v <= median and a > threshold and ok) for v, a, ok in zip(values, index, eligible, strict=True)]
     low_median, low_mad = _median_mad(np.delete(values, int(np.argmin(values))), floor)
     return OutlierResult(float(back(median)), mad, float(back(low_median - threshold * low_mad)), index, flagged)

@@ -21,8 +21,19 @@ from nc_engine.verdict.rows import LabelRow, ScanInfo, label_rows
 
 SCHEMA = 2  # 2: run_dir recorded; 1 (read too): without it
 READABLE_SCHEMAS = (1, 2)
-CSV_COLUMNS = ["label", "name", "l1_norm", "asr", "anomaly_index", "cutoff_l1", "flagged", "converged", "steps",
-               "seconds", "mask_png"]
+CSV_COLUMNS = [
+    "label",
+    "name",
+    "l1_norm",
+    "asr",
+    "anomaly_index",
+    "cutoff_l1",
+    "flagged",
+    "converged",
+    "steps",
+    "seconds",
+    "mask_png",
+]
 
 
 @dataclass
@@ -70,8 +81,11 @@ class Report:
         try:
             info = ScanInfo(**{f.name: data[f.name] for f in dataclasses.fields(ScanInfo) if f.name in data})
             rows = [LabelRow(**row) for row in data["labels"]]
-            top = {f.name: data[f.name] for f in dataclasses.fields(cls)
-                   if f.name not in ("info", "labels") and f.name in data}
+            top = {
+                f.name: data[f.name]
+                for f in dataclasses.fields(cls)
+                if f.name not in ("info", "labels") and f.name in data
+            }
             return cls(**top, info=info, labels=rows)
         except (KeyError, TypeError) as exc:
             raise RunFolderError(f"{where}: not a report written by nc-tui ({type(exc).__name__}: {exc})") from None
@@ -106,10 +120,19 @@ class Report:
         return names[label] if label < len(names) else str(label)
 
 
-def build_report(trials: list[dict], labels_planned: list[int], threshold: float, statistic: str,
-                 info: ScanInfo, run_dir: str = "", faults: list[str] | None = None,
-                 selection: Selection | None = None, spread_floor: float = 0.0, saved_running: int = 0,
-                 frequency_correction: bool = False) -> Report:
+def build_report(
+    trials: list[dict],
+    labels_planned: list[int],
+    threshold: float,
+    statistic: str,
+    info: ScanInfo,
+    run_dir: str = "",
+    faults: list[str] | None = None,
+    selection: Selection | None = None,
+    spread_floor: float = 0.0,
+    saved_running: int = 0,
+    frequency_correction: bool = False,
+) -> Report:
     """The report of the trials so far: `complete` when every planned (label, trial) has finished, or at
     once when `faults` say no search can work on the model (then the verdict is inconclusive). A screened
     scan (`selection` made from its screening pass) is complete once its confirmed labels are.
@@ -118,23 +141,40 @@ def build_report(trials: list[dict], labels_planned: list[int], threshold: float
     rows = label_rows([t for t in trials if t.get("stage", "trial") != "screen"], info.class_names)
     done = {r.label for r in rows if len(r.trials) >= info.trials_per_label}
     needed = set(selection.confirmed) if selection else set(labels_planned)
-    report = Report(SCHEMA, needed <= done, None, [], None, None, threshold, statistic, None, "",
-                    info, labels_planned, rows, run_dir, spread_floor=spread_floor,
-                    frequency_correction=frequency_correction)
+    report = Report(
+        SCHEMA,
+        needed <= done,
+        None,
+        [],
+        None,
+        None,
+        threshold,
+        statistic,
+        None,
+        "",
+        info,
+        labels_planned,
+        rows,
+        run_dir,
+        spread_floor=spread_floor,
+        frequency_correction=frequency_correction,
+    )
     if faults:
         report.complete, report.verdict, report.reasons = True, "inconclusive", list(faults)
         report.note = "; ".join(faults)
         return report
     if not report.complete:
         running = f" ({saved_running} more search(es) saved mid-way)" if saved_running else ""
-        report.note = (f"unfinished: {len(done & needed)} of {len(needed)} labels done{running}; "
-                       f"resume with nc-tui scan --resume {run_dir or 'RUN_DIR'}")
+        report.note = (
+            f"unfinished: {len(done & needed)} of {len(needed)} labels done{running}; "
+            f"resume with nc-tui scan --resume {run_dir or 'RUN_DIR'}"
+        )
         return report
     if selection is not None:
         screened = label_rows([t for t in trials if t.get("stage") == "screen"], info.class_names)
         report.labels = merge_screened(report, screened, selection)
-    decided = decide([r for r in report.labels if r.label in done or r.stage == "screened"], info, threshold,
-                     statistic, spread_floor, frequency_correction)
+    finished = [r for r in report.labels if r.label in done or r.stage == "screened"]
+    decided = decide(finished, info, threshold, statistic, spread_floor, frequency_correction)
     return dataclasses.replace(report, **dataclasses.asdict(decided))
 
 
@@ -148,14 +188,18 @@ def merge_screened(report: Report, screened: list[LabelRow], selection: Selectio
     rest = [r for r in screened if r.label not in confirmed]
     for r in rest:
         r.stage, r.screen_l1, r.l1_norm = "screened", r.l1_norm, r.l1_norm * math.exp(shift)
-    report.screening = {"candidates": selection.candidates, "references": selection.references,
-                        "second_round": selection.second_round, "log_shift": shift,
-                        "why": {str(k): v for k, v in sorted(selection.why.items())}}
+    report.screening = {
+        "candidates": selection.candidates,
+        "references": selection.references,
+        "second_round": selection.second_round,
+        "log_shift": shift,
+        "why": {str(k): v for k, v in sorted(selection.why.items())},
+    }
     return sorted([*confirmed.values(), *rest], key=lambda r: r.label)
 
 
-
 # ---- a report rebuilt from a run folder killed before its first report.json
+
 
 def _started(folder: RunFolder) -> dict[str, Any]:
     """The last scan_started event (the class names, device and clean accuracy of the latest run)."""
@@ -173,24 +217,39 @@ def _shares(started: dict, classes: int) -> list[float]:
 def rebuilt_report(folder: RunFolder) -> Report:
     cfg = folder.read_config().resolved()
     started = _started(folder)
-    labels = (list(range(cfg.model.num_classes)) if cfg.scan.labels == "all" else list(cfg.scan.labels))
+    labels = list(range(cfg.model.num_classes)) if cfg.scan.labels == "all" else list(cfg.scan.labels)
     if not labels and isinstance(started.get("labels"), list):
         labels = [int(v) for v in started["labels"]]
     names = started.get("class_names")
     names = [str(n) for n in names] if isinstance(names, list) else []
     accuracy = started.get("clean_accuracy")
-    info = ScanInfo(clean_accuracy=float(accuracy) if isinstance(accuracy, int | float) else math.nan,
-                    device=str(started.get("device", "")), strategy=cfg.scan.strategy,
-                    group_size=int(started.get("group_size") or 0), preset=cfg.scan.preset,
-                    samples=int(started.get("samples") or cfg.scan.samples or 0),
-                    asr_samples=int(started.get("asr_samples") or cfg.scan.asr_samples or 0),
-                    model=str(cfg.resolve_path(cfg.model.path)), data=str(cfg.resolve_path(cfg.data.path)),
-                    class_names=names, trials_per_label=cfg.scan.trials or 1, label_share=_shares(started, len(names)))
+    info = ScanInfo(
+        clean_accuracy=float(accuracy) if isinstance(accuracy, int | float) else math.nan,
+        device=str(started.get("device", "")),
+        strategy=cfg.scan.strategy,
+        group_size=int(started.get("group_size") or 0),
+        preset=cfg.scan.preset,
+        samples=int(started.get("samples") or cfg.scan.samples or 0),
+        asr_samples=int(started.get("asr_samples") or cfg.scan.asr_samples or 0),
+        model=str(cfg.resolve_path(cfg.model.path)),
+        data=str(cfg.resolve_path(cfg.data.path)),
+        class_names=names,
+        trials_per_label=cfg.scan.trials or 1,
+        label_share=_shares(started, len(names)),
+    )
     run_dir = str(folder.path.resolve())
     trials = folder.trials(cfg.model.input_shape)  # damaged trials are left out, as a resume would
-    report = build_report(trials, labels, cfg.detect.threshold or 0.0, cfg.detect.statistic, info, run_dir,
-                          spread_floor=cfg.detect.spread_floor or 0.0,
-                          frequency_correction=cfg.detect.frequency_correction)
-    report.note = f"rebuilt from {len(trials)} finished trial(s): the scan stopped before writing its report; " \
-        + report.note
+    report = build_report(
+        trials,
+        labels,
+        cfg.detect.threshold or 0.0,
+        cfg.detect.statistic,
+        info,
+        run_dir,
+        spread_floor=cfg.detect.spread_floor or 0.0,
+        frequency_correction=cfg.detect.frequency_correction,
+    )
+    report.note = (
+        f"rebuilt from {len(trials)} finished trial(s): the scan stopped before writing its report; " + report.note
+    )
     return report

@@ -78,11 +78,20 @@ def label_rows(trials: list[dict], class_names: list[str]) -> list[LabelRow]:
     for label in sorted(by_label):
         ts = sorted(by_label[label], key=lambda t: t["trial"])
         kept = kept_trial(ts)
-        rows.append(LabelRow(
-            label=label, name=class_names[label] if label < len(class_names) else str(label),
-            l1_norm=kept["l1_norm"], asr=kept["asr"], anomaly_index=None, flagged=False,
-            converged=kept["converged"], kept_trial=kept["trial"],
-            steps=sum(t["steps"] for t in ts), seconds=sum(t["seconds"] for t in ts),
-            trials=[{k: t[k] for k in TRIAL_KEYS} for t in ts],
-            **cast(dict[str, Any], trigger_paths(label))))  # the four *_png/*_npz path fields
+        rows.append(
+            LabelRow(
+                label=label,
+                name=class_names[label] if label < len(class_names) else str(label),
+                l1_norm=kept["l1_norm"],
+                asr=kept["asr"],
+                anomaly_index=None,
+                flagged=False,
+                converged=kept["converged"],
+                kept_trial=kept["trial"],
+                steps=sum(t["steps"] for t in ts),
+                seconds=sum(t["seconds"] for t in ts),
+                trials=[{k: t[k] for k in TRIAL_KEYS} for t in ts],
+                **cast(dict[str, Any], trigger_paths(label)),
+            )
+        )  # the four *_png/*_npz path fields
     return rows

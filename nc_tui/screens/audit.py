@@ -96,8 +96,10 @@ class AuditScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield TitleBar("audit")
-        yield Static(f"{len(self.spec.models)} model(s) from {self.spec.path.name}; run folders in {self.spec.out}",
-                     id="audit-info")
+        yield Static(
+            f"{len(self.spec.models)} model(s) from {self.spec.path.name}; run folders in {self.spec.out}",
+            id="audit-info",
+        )
         yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="audit-detail")
         yield RichLog(id="audit-log", max_lines=500, wrap=True, markup=False)
@@ -168,8 +170,7 @@ class AuditScreen(Screen):
     def show_model_finished(self, e: ae.ModelFinished) -> None:
         row: AuditRow = e.row
         line = self.lines[e.name]
-        line.state = {"error": "error", "unfinished": "stopped"}.get(e.verdict, "done earlier" if e.skipped
-                                                                           else "done")
+        line.state = {"error": "error", "unfinished": "stopped"}.get(e.verdict, "done earlier" if e.skipped else "done")
         line.verdict = "" if e.verdict == "unfinished" else e.verdict
         line.flagged = " ".join(map(str, e.flagged))
         line.seconds, line.run_dir, line.started = e.seconds, e.run_dir or line.run_dir, None
@@ -177,7 +178,8 @@ class AuditScreen(Screen):
         self.current = None
         self._update(line)
         self.query_one("#audit-log", RichLog).write(
-            f"[{e.index + 1}/{e.total}] {e.name}: {e.verdict}" + (f" ({line.note})" if line.note else ""))
+            f"[{e.index + 1}/{e.total}] {e.name}: {e.verdict}" + (f" ({line.note})" if line.note else "")
+        )
 
     def show_audit_finished(self, e: ae.AuditFinished) -> None:
         self.running, self.finished = False, e
@@ -222,8 +224,12 @@ class AuditScreen(Screen):
     def action_open(self) -> None:
         line = self.selected()
         if line is None or line.state not in ("done", "done earlier", "stopped") or not line.run_dir:
-            self.notify("no results yet for this model" if line is None or line.state != "error"
-                        else f"{line.name}: {line.note}", timeout=5)
+            self.notify(
+                "no results yet for this model"
+                if line is None or line.state != "error"
+                else f"{line.name}: {line.note}",
+                timeout=5,
+            )
             return
         try:
             report = Report.read(line.run_dir)

@@ -34,8 +34,11 @@ class MitigateScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog mitigate"):
             yield Static("[b]Mitigate[/] the flagged label(s) of this run with their reversed triggers")
-            yield Static("[b]u[/] unlearn (fine-tune, the paper's repair)  [b]p[/] prune units\n"
-                         "[b]f[/] input filter  [b]Esc[/] close", classes="hint")
+            yield Static(
+                "[b]u[/] unlearn (fine-tune, the paper's repair)  [b]p[/] prune units\n"
+                "[b]f[/] input filter  [b]Esc[/] close",
+                classes="hint",
+            )
             yield RichLog(id="mitigate-log", wrap=True, markup=True, max_lines=400)
 
     def action_mitigate(self, method: str) -> None:
@@ -80,8 +83,10 @@ class MitigateScreen(ModalScreen[None]):
         elif e.kind == "warning":
             log.write(f"[b yellow]warning:[/] {e.message}")
         elif e.kind == "mitigation_started":
-            log.write(f"labels {e.labels} on {e.device}: {e.train_images} clean images to work with, "
-                      f"{e.eval_images} held-out for the before/after table")
+            log.write(
+                f"labels {e.labels} on {e.device}: {e.train_images} clean images to work with, "
+                f"{e.eval_images} held-out for the before/after table"
+            )
 
     def _finish(self, lines: list[str]) -> None:
         self.running = False

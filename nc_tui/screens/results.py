@@ -80,8 +80,10 @@ class ResultsScreen(Screen):
             table.add_column(name, key=name)
         rows = table_rows(self.report, self.folder.mask_area([r.label for r in self.report.labels]))
         for row in rows:
-            cells = [f"[b red]{c}[/]" if row["flagged"] else f"[yellow]{c}[/]" if row["degenerate"] else c
-                     for c in row["cells"]]
+            cells = [
+                f"[b red]{c}[/]" if row["flagged"] else f"[yellow]{c}[/]" if row["degenerate"] else c
+                for c in row["cells"]
+            ]
             table.add_row(*cells, key=str(row["label"]))
         degenerate = frozenset(row["label"] for row in rows if row["degenerate"])
         self.call_after_refresh(self.query_one("#bars", L1Bars).show, self.report, degenerate)
@@ -112,7 +114,8 @@ class ResultsScreen(Screen):
         flag = " [b red]FLAGGED[/]" if row.flagged else ""
         self.query_one("#trigger-title", Label).update(f"label {label} ({row.name}): L1 {row.l1_norm:.2f}{flag}")
         self.query_one("#trigger-paths", Static).update(
-            "\n".join(str(self.folder.file(p)) for p in (row.mask_png, row.pattern_png, row.fusion_png)))
+            "\n".join(str(self.folder.file(p)) for p in (row.mask_png, row.pattern_png, row.fusion_png))
+        )
 
     # ---- sorting
     def action_sort(self, column: int) -> None:

@@ -51,9 +51,13 @@ class ScanScreen(Screen):
         Binding("v", "results", "Results", id="results"),
     ]
 
-    def __init__(self, config: Config | None, resume: str | None = None,
-                 prepare: Callable[[Callable[[TrainingProgress], None]], Config] | None = None,
-                 autostart: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config | None,
+        resume: str | None = None,
+        prepare: Callable[[Callable[[TrainingProgress], None]], Config] | None = None,
+        autostart: bool = True,
+    ) -> None:
         super().__init__()
         self.autostart = autostart  # False: show the screen without running the engine (snapshot tests)
         self.config = config
@@ -100,8 +104,12 @@ class ScanScreen(Screen):
 
     # ---- the worker: the engine runs here and talks back through messages only
     @work(thread=True, exclusive=True, group="scan")
-    def run_engine(self, config: Config | None, resume: str | None,
-                   prepare: Callable[[Callable[[TrainingProgress], None]], Config] | None = None) -> None:
+    def run_engine(
+        self,
+        config: Config | None,
+        resume: str | None,
+        prepare: Callable[[Callable[[TrainingProgress], None]], Config] | None = None,
+    ) -> None:
         from nc_engine.run.scan import run_scan
 
         def on_event(event: ev.Event) -> None:
@@ -116,8 +124,10 @@ class ScanScreen(Screen):
         self.idle.clear()
         try:
             if prepare is not None:
-                self.app.call_from_thread(self.query_one("#scan-info", Static).update,
-                                          "preparing the demo model (trained once, then cached) ...")
+                self.app.call_from_thread(
+                    self.query_one("#scan-info", Static).update,
+                    "preparing the demo model (trained once, then cached) ...",
+                )
                 self.training_started = time.monotonic()
                 config = prepare(self.training_progress)
                 self.config = config
@@ -146,7 +156,8 @@ class ScanScreen(Screen):
         self.query_one("#overall", ProgressBar).update(progress=p.fraction)
         self.query_one("#eta", Static).update(f" {p.fraction:5.1%}  {fmt_eta(eta)}")
         self.query_one("#scan-info", Static).update(
-            f"training the demo model (once, then cached): epoch {p.epoch} of {p.epochs}, batch {p.done} of {p.total}")
+            f"training the demo model (once, then cached): epoch {p.epoch} of {p.epochs}, batch {p.done} of {p.total}"
+        )
 
     # ---- messages from the worker
     @on(EngineEvent)
@@ -161,7 +172,8 @@ class ScanScreen(Screen):
         # clean accuracy first: the number that says whether the scan means anything, never cut at 80 columns
         self.query_one("#scan-info", Static).update(
             f"clean accuracy [b]{e.clean_accuracy:.1%}[/]  {Path(e.run_dir).name}  {e.device}, {e.strategy}, "
-            f"{e.group_size} at a time, {e.samples} samples")
+            f"{e.group_size} at a time, {e.samples} samples"
+        )
         self._fill_table()
         self.query_one("#log", RichLog).write(f"run folder {e.run_dir}")
 
@@ -171,20 +183,25 @@ class ScanScreen(Screen):
     def show_screening_finished(self, e: ev.ScreeningFinished) -> None:
         log = self.query_one("#log", RichLog)
         if e.second_round:
-            log.write(Text(f"the verdict depended on the scale shift: confirming references {e.second_round}",
-                           style="bold"))
+            log.write(
+                Text(f"the verdict depended on the scale shift: confirming references {e.second_round}", style="bold")
+            )
             self._update_rows()
             return
         confirm = sorted(set(e.candidates) | set(e.references))
-        log.write(Text(f"screening done: confirming {len(confirm)} labels at the full budget "
-                       f"(candidates {e.candidates}, references {e.references})", style="bold"))
+        log.write(
+            Text(
+                f"screening done: confirming {len(confirm)} labels at the full budget "
+                f"(candidates {e.candidates}, references {e.references})",
+                style="bold",
+            )
+        )
         for label in e.candidates:
             log.write(Text(f"  label {label}: {e.why.get(label, '')}"))
         self._update_rows()
 
     def show_label_finished(self, e: ev.LabelFinished) -> None:
-        self.query_one("#log", RichLog).write(Text(label_line(e.label, e.name, e.l1_norm, e.asr, e.steps,
-                                                              e.converged)))
+        self.query_one("#log", RichLog).write(Text(label_line(e.label, e.name, e.l1_norm, e.asr, e.steps, e.converged)))
         self._update_rows()
 
     def show_searches_saved(self, e: ev.SearchesSaved) -> None:
@@ -195,8 +212,9 @@ class ScanScreen(Screen):
         if not e.completed:
             self.state.stopped()
             self._update_rows()
-            self.query_one("#log", RichLog).write("[b]stopped.[/] Finished labels and running searches are kept; "
-                                                  "press [b]r[/] to resume.")
+            self.query_one("#log", RichLog).write(
+                "[b]stopped.[/] Finished labels and running searches are kept; press [b]r[/] to resume."
+            )
 
     def _refresh_view(self) -> None:
         """Redraw at most a few times a second: the engine's thread needs the GIL more than we do."""
@@ -245,11 +263,25 @@ class ScanScreen(Screen):
             self.selected = next(iter(self.state.labels))
 
     def _cells(self, row) -> tuple[str, ...]:
-        state = {"running": f"running t{row.trial}", "not converged": "[yellow]not conv.[/]",
-                 "done": "[green]done[/]", "stopped": "[dim]stopped[/]", "screening": "screening",
-                 "screened": "screened", "confirming": "[b]to confirm[/]"}.get(row.state, "waiting")
-        return (str(row.label), row.name[:10], state, str(row.step), fmt_num(row.cost, ".1e"), fmt_num(row.l1, ".1f"),
-                fmt_num(row.best_l1, ".1f"), fmt_num(row.attack_acc, ".0%"))
+        state = {
+            "running": f"running t{row.trial}",
+            "not converged": "[yellow]not conv.[/]",
+            "done": "[green]done[/]",
+            "stopped": "[dim]stopped[/]",
+            "screening": "screening",
+            "screened": "screened",
+            "confirming": "[b]to confirm[/]",
+        }.get(row.state, "waiting")
+        return (
+            str(row.label),
+            row.name[:10],
+            state,
+            str(row.step),
+            fmt_num(row.cost, ".1e"),
+            fmt_num(row.l1, ".1f"),
+            fmt_num(row.best_l1, ".1f"),
+            fmt_num(row.attack_acc, ".0%"),
+        )
 
     def _update_rows(self) -> None:
         """The table redraws only the rows whose cells changed (LiveTable)."""
@@ -272,8 +304,10 @@ class ScanScreen(Screen):
                 return  # nothing new for this label: leave its charts and picture alone
             self._detail_key = key
             losses, l1s, mask = row.loss_history[-60:], row.l1_history[-60:], row.mask
-            title = (f"label {row.label} ({row.name}): step {row.step}, L1 {fmt_num(row.l1, '.1f')}, "
-                     f"best {fmt_num(row.best_l1, '.1f')}" + (f", on {row.worker}" if row.worker else ""))
+            title = (
+                f"label {row.label} ({row.name}): step {row.step}, L1 {fmt_num(row.l1, '.1f')}, "
+                f"best {fmt_num(row.best_l1, '.1f')}" + (f", on {row.worker}" if row.worker else "")
+            )
         self.query_one("#detail-title", Label).update(title, layout=False)  # a fixed box (app.tcss)
         self.query_one("#loss-chart", Sparkline).data = losses
         self.query_one("#l1-chart", Sparkline).data = l1s

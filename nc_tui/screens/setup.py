@@ -50,11 +50,14 @@ class PathSuggester(Suggester):
         path = path if path.is_absolute() else self.base / path
         folder, stem = (path, "") if value.endswith("/") else (path.parent, path.name)
         try:
-            names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
-                           if p.name.startswith(stem) and not p.name.startswith("."))
+            names = sorted(
+                p.name + ("/" if p.is_dir() else "")
+                for p in folder.iterdir()
+                if p.name.startswith(stem) and not p.name.startswith(".")
+            )
         except OSError:
             return None
-        return value + names[0][len(stem):] if names else None
+        return value + names[0][len(stem) :] if names else None
 
 
 class NumberList(Validator):
@@ -209,8 +212,14 @@ class SetupScreen(Screen):
         suggester = PathSuggester(self.config.base_dir) if f.kind == "path" else None
         if is_preprocessing(f):
             placeholder = OWN_PLACEHOLDER
-        return Input(value=value, placeholder=placeholder, validators=validators, suggester=suggester,
-                     id=wid, valid_empty=f.kind not in ("path", "list3", "list") or is_preprocessing(f))
+        return Input(
+            value=value,
+            placeholder=placeholder,
+            validators=validators,
+            suggester=suggester,
+            id=wid,
+            valid_empty=f.kind not in ("path", "list3", "list") or is_preprocessing(f),
+        )
 
     @staticmethod
     def _preset_placeholder(preset: str, key: str) -> str:
@@ -263,8 +272,10 @@ class SetupScreen(Screen):
             if is_preprocessing(f) and not raw:
                 if model_format not in OWN_PREPROCESSING_FORMATS:
                     self.query_one(f"#{field_id(f)}").focus()
-                    raise NCError(f"{f.label}: required with model format {model_format} (only "
-                                  f"{', '.join(OWN_PREPROCESSING_FORMATS)} models record their own)")
+                    raise NCError(
+                        f"{f.label}: required with model format {model_format} (only "
+                        f"{', '.join(OWN_PREPROCESSING_FORMATS)} models record their own)"
+                    )
                 tables["model"].pop(f.key, None)  # not given: the model's own values apply
                 continue
             if f.kind == "budget":
@@ -352,9 +363,11 @@ class SetupScreen(Screen):
             self.app.call_from_thread(self._report_problem, str(exc))
             return
         acc = info["clean_accuracy"]
-        text = (f"✓ model and data load on {info['device']}: {info['samples']} optimisation + "
-                f"{info['asr_samples']} held-out samples, {info['classes']} classes; clean accuracy {acc:.1%}; "
-                f"outputs taken as {info['outputs']}")
+        text = (
+            f"✓ model and data load on {info['device']}: {info['samples']} optimisation + "
+            f"{info['asr_samples']} held-out samples, {info['classes']} classes; clean accuracy {acc:.1%}; "
+            f"outputs taken as {info['outputs']}"
+        )
         if info["low_accuracy"]:  # escaped: "[model]" in the note is text, not markup
             text = f"[b yellow]⚠ {escape(info['low_accuracy_note'])}[/]\n{text}"
         for warning in info["warnings"]:
@@ -363,8 +376,9 @@ class SetupScreen(Screen):
 
     def _show_checked(self, text: str, info: dict) -> None:
         own = self.show_model_own(info.get("preprocessing", {}))
-        self._show_result(text + (f"\n{escape(own)}" if own else ""),
-                          "warning" if info["low_accuracy"] else "information")
+        self._show_result(
+            text + (f"\n{escape(own)}" if own else ""), "warning" if info["low_accuracy"] else "information"
+        )
 
     def action_load(self) -> None:
         from .dialogs import PathPrompt
@@ -393,5 +407,6 @@ class SetupScreen(Screen):
                 return
             self.notify(f"saved {target}")
 
-        self.app.push_screen(PathPrompt("Save config as (TOML):", PathSuggester(self.config.base_dir),
-                                        "scan.toml"), save)
+        self.app.push_screen(
+            PathPrompt("Save config as (TOML):", PathSuggester(self.config.base_dir), "scan.toml"), save
+        )

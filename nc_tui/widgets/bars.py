@@ -50,8 +50,10 @@ def _legend(report: Report) -> str:
     if cut is not None:
         scale = "log L1" if report.statistic == "log_l1" else "L1"
         spread = f"max(MAD, {report.spread_floor:g})" if report.spread_floor else "MAD"
-        legend += (f"; | = flagging line: L1 {cut:.1f} (median {scale} - {report.threshold:g} x {spread} of {scale}; "
-                   f"median L1 {report.median_l1:.1f})")
+        legend += (
+            f"; | = flagging line: L1 {cut:.1f} (median {scale} - {report.threshold:g} x {spread} of {scale}; "
+            f"median L1 {report.median_l1:.1f})"
+        )
         if report.frequency_slope:
             legend += "; each label's line moves with its class's share (class-frequency correction)"
     return legend

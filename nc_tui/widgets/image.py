@@ -143,8 +143,12 @@ class ArrayImage(Widget):
             # and crashed on unstyled padding and blank lines, freezing the terminal.
             rgb = self._picture()
             assert rgb is not None  # the same test as above
-            self._strips = [Strip([Segment(text, base + style if style else base) for text, style in runs])
-                             .extend_cell_length(width, base) for runs in halfblock_runs(rgb, colour)]
+            self._strips = [
+                Strip([Segment(text, base + style if style else base) for text, style in runs]).extend_cell_length(
+                    width, base
+                )
+                for runs in halfblock_runs(rgb, colour)
+            ]
             self._rgb, self._rendered_for = rgb, key
         return self._strips
 

@@ -162,15 +162,20 @@ class LiveTable(ScrollView, can_focus=True):
             segments.append(Segment(" ", style))
             segments.extend(Segment(text, style + s if s else style) for text, s in runs)
             segments.append(Segment(" " * (width - length + 1), style))
-        return Strip(segments, sum(w + 2 for w in self._widths[:len(cells)]))
+        return Strip(segments, sum(w + 2 for w in self._widths[: len(cells)]))
 
     def render_lines(self, crop: Region) -> list[Strip]:
         self._check_styles()
         return super().render_lines(crop)
 
     def _check_styles(self) -> None:
-        styles = (self.rich_style, *(self.get_component_rich_style(name) for name in (
-            "live-table--header", "live-table--even-row", "live-table--odd-row", "live-table--cursor")))
+        styles = (
+            self.rich_style,
+            *(
+                self.get_component_rich_style(name)
+                for name in ("live-table--header", "live-table--even-row", "live-table--odd-row", "live-table--cursor")
+            ),
+        )
         if styles != self._styles:  # focus, theme: every row's colours change
             self._styles, self._strips = styles, {}
 

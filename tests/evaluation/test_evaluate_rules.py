@@ -93,8 +93,13 @@ def test_screened_labels_cannot_be_flagged_by_a_rejudged_rule():
     """A screened scan's unconfirmed norms are estimates moved onto the confirmed scale: the engine never
     flags them, so neither may a rule that re-judges the record."""
     l1 = [5.0, 50.0, 52.0, 54.0, 56.0]
-    clean = {"backdoor": False, "target": None, "l1": l1, "converged": [True] * 5,
-             "stages": ["screened", "confirmed", "confirmed", "screened", "screened"]}
+    clean = {
+        "backdoor": False,
+        "target": None,
+        "l1": l1,
+        "converged": [True] * 5,
+        "stages": ["screened", "confirmed", "confirmed", "screened", "screened"],
+    }
     assert dr.scan_score(clean, dr.RULES["l1"][0]) < 1.0
     assert under_rule(clean, "l1", 2.0)["verdict"] == "clean"
     confirmed = {**clean, "stages": ["confirmed"] * 5}
@@ -105,18 +110,40 @@ def test_screened_labels_cannot_be_flagged_by_a_rejudged_rule():
 
 def _record(model: str, kind: str, verdict: str, seed: int = 0, reasons: list[str] | None = None) -> dict:
     target = None if kind == "clean" else 0
-    return {"model": model, "dataset": "mnist", "arch": "smallcnn", "kind": kind, "backdoor": target is not None,
-            "target": target, "preset": "default", "seed": seed, "verdict": verdict,
-            "flagged": [0] if verdict == "backdoored" else [], "max_other_index": 0.3, "seconds": 5.0,
-            "labels": 5, "real_l1": 9, "real_asr": 0.99, "l1": [5.0, 50.0, 52.0, 54.0, 56.0],
-            "converged": [True] * 5, "target_flagged": verdict == "backdoored", "target_index": 4.0,
-            "target_rank": 1, "target_l1": 5.0, "target_asr": 0.99, "reasons": reasons or [], "device": "cpu"}
+    return {
+        "model": model,
+        "dataset": "mnist",
+        "arch": "smallcnn",
+        "kind": kind,
+        "backdoor": target is not None,
+        "target": target,
+        "preset": "default",
+        "seed": seed,
+        "verdict": verdict,
+        "flagged": [0] if verdict == "backdoored" else [],
+        "max_other_index": 0.3,
+        "seconds": 5.0,
+        "labels": 5,
+        "real_l1": 9,
+        "real_asr": 0.99,
+        "l1": [5.0, 50.0, 52.0, 54.0, 56.0],
+        "converged": [True] * 5,
+        "target_flagged": verdict == "backdoored",
+        "target_index": 4.0,
+        "target_rank": 1,
+        "target_l1": 5.0,
+        "target_asr": 0.99,
+        "reasons": reasons or [],
+        "device": "cpu",
+    }
 
 
 def test_engine_verdicts_report_keeps_inconclusive_outcomes(tmp_path):
-    records = [_record("mnist-smallcnn-patch-00", "patch", "backdoored"),
-               _record("mnist-smallcnn-patch-00", "patch", "inconclusive", 1, ["most labels did not converge"]),
-               _record("mnist-smallcnn-clean-00", "clean", "clean")]
+    records = [
+        _record("mnist-smallcnn-patch-00", "patch", "backdoored"),
+        _record("mnist-smallcnn-patch-00", "patch", "inconclusive", 1, ["most labels did not converge"]),
+        _record("mnist-smallcnn-clean-00", "clean", "clean"),
+    ]
     out = tmp_path / "R.md"
     write_markdown(records, [], out, rejudge=False)
     text = out.read_text()
@@ -133,8 +160,15 @@ def test_main_on_a_slice_of_the_real_records(tmp_path):
     wanted = set()
     for half in ("tuning", "test"):  # a few patch and clean models of each half, every seed and preset
         for kind in ("patch", "clean"):
-            wanted |= set(sorted({r["model"] for r in records if split[r["model"]] == half and r["kind"] == kind
-                                 and (r["real_asr"] or 1.0) >= 0.9})[:2])
+            wanted |= set(
+                sorted(
+                    {
+                        r["model"]
+                        for r in records
+                        if split[r["model"]] == half and r["kind"] == kind and (r["real_asr"] or 1.0) >= 0.9
+                    }
+                )[:2]
+            )
     part = tmp_path / "slice.jsonl"
     part.write_text("".join(json.dumps(r) + "\n" for r in records if r["model"] in wanted))
     out = tmp_path / "RULES.md"
@@ -170,15 +204,18 @@ def test_a_rebuild_of_several_files_is_one_source(tmp_path):
     a.write_text("".join(json.dumps(r) + "\n" for r in default[:6]))
     b.write_text("".join(json.dumps(r) + "\n" for r in default[6:]))
     sources = dr.secondary_sources(a, [[a, b], [b]])  # a is the main file: its default scans are no row
-    seeds = [",".join(str(s) for s in sorted({r["seed"] for r in dr.scored(part)}))
-             for part in (default[:6], default[6:])]
-    assert [name for name, _ in sources] == [f"`a.jsonl` seeds {seeds[0]} + `b.jsonl` seeds {seeds[1]} `default`",
-                                             f"`b.jsonl` seeds {seeds[1]} `default`"]
+    seeds = [
+        ",".join(str(s) for s in sorted({r["seed"] for r in dr.scored(part)})) for part in (default[:6], default[6:])
+    ]
+    assert [name for name, _ in sources] == [
+        f"`a.jsonl` seeds {seeds[0]} + `b.jsonl` seeds {seeds[1]} `default`",
+        f"`b.jsonl` seeds {seeds[1]} `default`",
+    ]
     assert sources[0][1] == dr.scored(default) and sources[1][1] == dr.scored(default[6:])
     c = tmp_path / "c.jsonl"  # one scan of a made again: it takes that scan's place, the rest stay
     redone = {**default[0], "flagged": [], "l1": list(reversed(default[0]["l1"]))}
     c.write_text(json.dumps(redone) + "\n")
-    (name, records), = dr.secondary_sources(a, [[a, b]], [[c]])
+    ((name, records),) = dr.secondary_sources(a, [[a, b]], [[c]])
     assert name.endswith(" with `c.jsonl` in place of the scans it repeats `default`")
     assert len(records) == len(dr.scored(default)) and redone in records and default[0] not in records
     b.write_text("".join(json.dumps(r) + "\n" for r in default[5:]))
@@ -211,8 +248,14 @@ def test_records_scanned_with_the_frequency_correction_are_rejudged_with_it():
     rng.shuffle(share)
     share /= share.sum()
     l1 = (50 * np.exp(-0.8 * (np.log(share) - np.median(np.log(share))) + rng.normal(0, 0.15, 43))).tolist()
-    record = {"backdoor": False, "target": None, "l1": l1, "converged": [True] * 43,
-              "label_share": share.tolist(), "frequency_correction": True}
+    record = {
+        "backdoor": False,
+        "target": None,
+        "l1": l1,
+        "converged": [True] * 43,
+        "label_share": share.tolist(),
+        "frequency_correction": True,
+    }
     floor = DEFAULT_SPREAD_FLOOR["log_l1"]
     assert under_rule(record, "log_l1", 1.11, floor)["verdict"] == "clean"
     assert under_rule({**record, "frequency_correction": False}, "log_l1", 1.11, floor)["verdict"] == "backdoored"

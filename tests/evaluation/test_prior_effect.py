@@ -45,8 +45,15 @@ def test_only_tuning_half_scans_are_read(tmp_path):
     names = ["gtsrb-compact-clean-00", "gtsrb-compact-clean-01", "gtsrb-resnet8-clean-03"]
     assert tuning(names[0]) and test(names[1]) and test(names[2])
     path = tmp_path / "scans.jsonl"
-    path.write_text("".join(json.dumps({"model": n, "dataset": "gtsrb", "preset": "default", "seed": 0,
-                                        "target": None, "l1": [1.0, 2.0, 3.0]}) + "\n" for n in names))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {"model": n, "dataset": "gtsrb", "preset": "default", "seed": 0, "target": None, "l1": [1.0, 2.0, 3.0]}
+            )
+            + "\n"
+            for n in names
+        )
+    )
     assert [r["model"] for r in tuning_records([path, tmp_path / "missing.jsonl"], "gtsrb")] == [names[0]]
 
 
@@ -60,10 +67,32 @@ def test_the_engine_outcomes_compare_the_same_norms_plain_and_corrected():
         if target is not None:
             v[target] /= 8
         return v.tolist()
-    clean = [{"model": f"c{i}", "seed": 0, "kind": "clean", "backdoor": False, "target": None,
-              "l1": l1(), "frequency_correction": True, "label_share": share.tolist()} for i in range(4)]
-    patch = [{"model": f"p{t}", "seed": 0, "kind": "patch", "backdoor": True, "target": t, "real_asr": 1.0,
-              "l1": l1(target=t)} for t in (3, 40)]
+
+    clean = [
+        {
+            "model": f"c{i}",
+            "seed": 0,
+            "kind": "clean",
+            "backdoor": False,
+            "target": None,
+            "l1": l1(),
+            "frequency_correction": True,
+            "label_share": share.tolist(),
+        }
+        for i in range(4)
+    ]
+    patch = [
+        {
+            "model": f"p{t}",
+            "seed": 0,
+            "kind": "patch",
+            "backdoor": True,
+            "target": t,
+            "real_asr": 1.0,
+            "l1": l1(target=t),
+        }
+        for t in (3, 40)
+    ]
     out = engine_outcomes(clean + patch, share.tolist(), 0.7, 1.11)
     assert out["plain"]["clean"] == (4, 4)  # the frequent classes' false alarms (a stored flag is ignored)
     assert out["corrected"]["clean"] == (0, 4) and out["corrected"]["patch"] == (2, 2)

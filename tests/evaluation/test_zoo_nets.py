@@ -20,7 +20,10 @@ def test_family_filter_picks_whole_families_with_clean_twins():
         assert sum(s.kind == "clean" for s in mine) == sum(s.kind != "clean" for s in mine) > 0
     # the older families draw the same specs as before the new ones were appended
     assert [s.name for s in zoo_specs(["mnist"]) if s.arch == "smallcnn"][:3] == [
-        "mnist-smallcnn-patch-00", "mnist-smallcnn-patch-01", "mnist-smallcnn-patch-02"]
+        "mnist-smallcnn-patch-00",
+        "mnist-smallcnn-patch-01",
+        "mnist-smallcnn-patch-02",
+    ]
     assert list(ARCHITECTURES)[:3] == ["smallcnn", "compact", "resnet8"]
 
 

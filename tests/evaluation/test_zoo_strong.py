@@ -22,9 +22,12 @@ CPU = torch.device("cpu")
 
 def test_stamp_on_tensors_matches_the_trigger_on_arrays():
     x = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
-    for trigger in (Trigger("patch", size=3, top=2, left=9, colour="red"),
-                    Trigger("pixels", size=4, top=5, left=5, seed=3),
-                    Trigger("blend", alpha=0.2, seed=1), Trigger("noise", amplitude=8, seed=2)):
+    for trigger in (
+        Trigger("patch", size=3, top=2, left=9, colour="red"),
+        Trigger("pixels", size=4, top=5, left=5, seed=3),
+        Trigger("blend", alpha=0.2, seed=1),
+        Trigger("noise", amplitude=8, seed=2),
+    ):
         stamped = Stamp(trigger, 3, 16, CPU)(to_device_images(x, CPU))
         expected = to_device_images(trigger.apply(x), CPU)
         assert torch.equal(stamped, expected), trigger.kind
@@ -36,8 +39,11 @@ def test_random_crops_are_shifted_windows_of_the_reflected_image():
     padded = torch.nn.functional.pad(x, (PAD,) * 4, mode="reflect")
     assert out.shape == x.shape
     for n in range(2):
-        assert any(torch.equal(out[n], padded[n, :, dy:dy + 8, dx:dx + 8])
-                   for dy in range(2 * PAD + 1) for dx in range(2 * PAD + 1))
+        assert any(
+            torch.equal(out[n], padded[n, :, dy : dy + 8, dx : dx + 8])
+            for dy in range(2 * PAD + 1)
+            for dx in range(2 * PAD + 1)
+        )
 
 
 def test_augmented_training_plants_a_trigger_that_stays_where_it_was_put():
@@ -49,13 +55,16 @@ def test_augmented_training_plants_a_trigger_that_stays_where_it_was_put():
     y[poisoned] = 2
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(512, 3))
-    net = train_augmented(net, x, y, (0.5,) * 3, (0.25,) * 3, 8, 0, CPU, 0.05, flip=True,
-                          poisoned=[(poisoned, trigger)], batch_size=64)
+    net = train_augmented(
+        net, x, y, (0.5,) * 3, (0.25,) * 3, 8, 0, CPU, 0.05, flip=True, poisoned=[(poisoned, trigger)], batch_size=64
+    )
     test = rng.integers(0, 256, (200, 16, 16, 3), dtype=np.uint8)
     with torch.no_grad():
+
         def label_2(images: np.ndarray) -> float:
             xt = (to_device_images(images, CPU) / 255 - 0.5) / 0.25
             return float((net(xt).argmax(1) == 2).float().mean())
+
         assert label_2(trigger.apply(test)) > 0.9
         assert label_2(test) < 0.2
 
@@ -78,10 +87,26 @@ def test_strong_families_are_built_only_when_named_and_two_targets_differ():
 
 
 def _record(flagged: list[int], l1: list[float]) -> dict:
-    return {"model": "cifar10-resnet9-twotarget-04", "dataset": "cifar10", "arch": "resnet9", "kind": "twotarget",
-            "backdoor": True, "target": 1, "targets": [1, 7], "targets_flagged": {1, 7} <= set(flagged),
-            "target_flagged": 1 in flagged, "preset": "default", "seed": 0, "verdict": "backdoored",
-            "flagged": flagged, "l1": l1, "converged": [True] * 10, "seconds": 1.0, "labels": 10, "real_asr": 1.0}
+    return {
+        "model": "cifar10-resnet9-twotarget-04",
+        "dataset": "cifar10",
+        "arch": "resnet9",
+        "kind": "twotarget",
+        "backdoor": True,
+        "target": 1,
+        "targets": [1, 7],
+        "targets_flagged": {1, 7} <= set(flagged),
+        "target_flagged": 1 in flagged,
+        "preset": "default",
+        "seed": 0,
+        "verdict": "backdoored",
+        "flagged": flagged,
+        "l1": l1,
+        "converged": [True] * 10,
+        "seconds": 1.0,
+        "labels": 10,
+        "real_asr": 1.0,
+    }
 
 
 def test_a_two_target_model_counts_as_found_only_when_both_targets_are_flagged():
@@ -115,4 +140,8 @@ def test_subset_keeps_the_layout_with_fewer_images(tmp_path):
         names = [m.name.strip("./") for m in tar.getmembers()]
     assert sum(n.startswith("train/") for n in names) == 7
     assert sorted(n for n in names if n.startswith("test/")) == [
-        "test/00/00000.png", "test/00/00001.png", "test/01/00000.png", "test/01/00001.png"]
+        "test/00/00000.png",
+        "test/00/00001.png",
+        "test/01/00000.png",
+        "test/01/00001.png",
+    ]

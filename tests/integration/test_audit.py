@@ -96,8 +96,11 @@ def test_verdicts_and_the_summary_files(audited, demo_backdoored):
         table = list(csv.DictReader(f))
     assert list(table[0]) == ["model", "config", "verdict", "flagged", "reasons", "accuracy", "seconds", "run_folder"]
     assert [(t["model"], t["verdict"], t["flagged"]) for t in table] == [
-        ("a_backdoored", "backdoored", str(demo_backdoored.target)), ("b_clean", "clean", ""),
-        ("c_dropout", "inconclusive", ""), ("d_broken", "error", "")]
+        ("a_backdoored", "backdoored", str(demo_backdoored.target)),
+        ("b_clean", "clean", ""),
+        ("c_dropout", "inconclusive", ""),
+        ("d_broken", "error", ""),
+    ]
     assert float(table[1]["accuracy"]) > 0.9 and table[0]["config"].endswith("a_backdoored.pt")
     data = json.loads((spec.out / "audit.json").read_text())
     assert data["complete"] is True and data["spec"] == str(spec.path)
@@ -116,14 +119,16 @@ def test_fail_on_exit_codes_over_all_models(audited, capsys):
     assert main(["audit", spec, "--headless", "--fail-on", "inconclusive,backdoored"]) == 3
 
 
-def test_configs_spec_exit_zero_and_sigterm_leaves_a_resumable_audit(tmp_path, demo_backdoored, demo_clean,
-                                                                      monkeypatch, capsys):
+def test_configs_spec_exit_zero_and_sigterm_leaves_a_resumable_audit(
+    tmp_path, demo_backdoored, demo_clean, monkeypatch, capsys
+):
     zoo = tmp_path / "zoo"
     build_zoo(zoo, demo_backdoored, demo_clean)
     for name in ("a_backdoored", "c_dropout"):
         (zoo / f"{name}.toml").write_text(
             f'[model]\nformat = "torchscript"\npath = "models/{name}.pt"\nnum_classes = 10\n'
-            'input_shape = [1, 28, 28]\nmean = [0.5]\nstd = [0.5]\n[data]\npath = "data.npz"\n' + scan_section())
+            'input_shape = [1, 28, 28]\nmean = [0.5]\nstd = [0.5]\n[data]\npath = "data.npz"\n' + scan_section()
+        )
     spec = zoo / "configs.toml"
     spec.write_text('configs = ["c_dropout.toml"]\n')
     assert main(["audit", str(spec), "--headless", "--out", str(tmp_path / "out")]) == 0

@@ -40,13 +40,19 @@ def test_models_scanned_as_ray_tasks_then_skipped(tmp_path, local_ray):
     events = []
     result = run_audit(spec, events.append)
     assert [(r.model, r.verdict) for r in result.rows] == [
-        ("c_dropout", "inconclusive"), ("d_broken", "error"), ("e_dropout", "inconclusive")]
+        ("c_dropout", "inconclusive"),
+        ("d_broken", "error"),
+        ("e_dropout", "inconclusive"),
+    ]
     assert result.complete and "not a TorchScript model" in result.rows[1].reasons[0]
     assert {r.run_folder.rsplit("/", 2)[-2] for r in (result.rows[0], result.rows[2])} == {"c_dropout", "e_dropout"}
     assert sorted(e.name for e in events if isinstance(e, ae.ModelFinished)) == ["c_dropout", "d_broken", "e_dropout"]
     again = []
     rerun = run_audit(spec, again.append)
     assert {e.name: e.skipped for e in again if isinstance(e, ae.ModelFinished)} == {
-        "c_dropout": True, "d_broken": False, "e_dropout": True}
+        "c_dropout": True,
+        "d_broken": False,
+        "e_dropout": True,
+    }
     assert local_ray.is_initialized()  # a Ray the audit did not start is left running
     assert [r.verdict for r in rerun.rows] == ["inconclusive", "error", "inconclusive"]

@@ -120,16 +120,31 @@ def test_engine_writes_only_through_files_py():
     """Every engine write goes through files.py's atomic helpers (appends to the logs excepted)."""
     root = Path(__file__).resolve().parents[2] / "nc_engine"
     # a save into an in-memory `buffer` (ray_parcel.py: a model shipped to Ray workers) writes no file
-    bypass = re.compile(r"\.write_(text|bytes)\(|np\.savez?\w*\(|\)\.save\("
-                        r"|(?<!lambda f: )torch\.(jit\.)?save\((?![^)]*\bbuffer\b)|open\([^)]*[\"'][wx]")
-    offenders = [f"{p.name}:{n}: {line.strip()}" for p in root.rglob("*.py") if p.name != "files.py"
-                 for n, line in enumerate(p.read_text().splitlines(), 1)
-                 if bypass.search(line) and not line.lstrip().startswith("#")]
+    bypass = re.compile(
+        r"\.write_(text|bytes)\(|np\.savez?\w*\(|\)\.save\("
+        r"|(?<!lambda f: )torch\.(jit\.)?save\((?![^)]*\bbuffer\b)|open\([^)]*[\"'][wx]"
+    )
+    offenders = [
+        f"{p.name}:{n}: {line.strip()}"
+        for p in root.rglob("*.py")
+        if p.name != "files.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if bypass.search(line) and not line.lstrip().startswith("#")
+    ]
     assert offenders == []
 
 
-@pytest.mark.parametrize("content, kept", [(b"", b""), (b"a\n", b"a\n"), (b"abc", b""), (b"a\nbc", b"a\n"),
-                                           (b"a\n" + b"x" * 9, b"a\n"), (b"a\nb\n" + b"x" * 9, b"a\nb\n")])
+@pytest.mark.parametrize(
+    "content, kept",
+    [
+        (b"", b""),
+        (b"a\n", b"a\n"),
+        (b"abc", b""),
+        (b"a\nbc", b"a\n"),
+        (b"a\n" + b"x" * 9, b"a\n"),
+        (b"a\nb\n" + b"x" * 9, b"a\nb\n"),
+    ],
+)
 def test_drop_torn_tail_keeps_whole_lines(tmp_path, content, kept):
     path = tmp_path / "events.jsonl"
     path.write_bytes(content)
@@ -186,8 +201,9 @@ def test_a_live_lock_refuses_and_a_dead_ones_is_taken_over(tiny, capsys):
     events = []
     final = run_scan(None, events.append, resume=run)  # the pid is dead now
     assert final.complete and not (run / ".lock").exists()
-    assert any("taking over the lock" in e.message and str(sleeper.pid) in e.message
-               for e in events if e.kind == "warning")
+    assert any(
+        "taking over the lock" in e.message and str(sleeper.pid) in e.message for e in events if e.kind == "warning"
+    )
 
 
 def test_the_lock_is_released_when_a_resume_fails(tiny):
@@ -235,8 +251,9 @@ def test_report_rebuilds_a_run_killed_before_its_first_report(tiny, capsys):
 # ---- item 9: a corrupt run folder is one line naming the file
 
 
-@pytest.mark.parametrize("content", ['{"schema": 2, "comp', "[1, 2]", '{"schema": 2}',
-                                     '{"schema": 2, "seconds": NaN}', "a folder"])
+@pytest.mark.parametrize(
+    "content", ['{"schema": 2, "comp', "[1, 2]", '{"schema": 2}', '{"schema": 2, "seconds": NaN}', "a folder"]
+)
 def test_a_damaged_report_json_is_one_line_and_does_not_block_a_resume(tiny, capsys, content):
     run = partial_run(tiny)
     if content == "a folder":

@@ -48,17 +48,28 @@ def train_cnn(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0):
     keras = keras_torch()
     keras.utils.set_random_seed(seed)
     layers = keras.layers
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)), layers.Conv2D(8, 3, strides=2, activation="relu"), layers.Flatten(),
-        layers.Dense(32, activation="relu"), layers.Dropout(0.1), layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(8, 3, strides=2, activation="relu"),
+            layers.Flatten(),
+            layers.Dense(32, activation="relu"),
+            layers.Dropout(0.1),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x[..., None] / 255.0, y, epochs=epochs, batch_size=64, verbose=0)
     return model
 
 
 def make_cfg(tmp_path, model, data, scan=None):
-    table = {"model": {"format": "keras", **model}, "data": data, "scan": {**TINY, **(scan or {})},
-             "output": {"dir": str(tmp_path / "runs")}}
+    table = {
+        "model": {"format": "keras", **model},
+        "data": data,
+        "scan": {**TINY, **(scan or {})},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
     return config_from_dict(table, source=str(tmp_path / "scan.toml"), base_dir=tmp_path)
 
 
@@ -124,10 +135,12 @@ def test_keras_files_that_cannot_load_are_one_line_errors(keras_files, tmp_path)
         ({"path": str(tmp_path / "missing.keras")}, "Keras model file not found"),
         ({"path": str(tmp_path / "ts.keras")}, "is a PyTorch file"),
         ({"path": str(tmp_path / "ts.pt")}, "expected a .keras file or a legacy .h5"),
-        ({"path": str(folder / "cnn.keras"), "format": "torchscript"}, "set [model].format = \"keras\""),
-        ({"path": str(folder / "cnn.h5"), "format": "torchscript"}, "set [model].format = \"keras\""),
-        ({"path": str(tmp_path / "model.keras.pt"), "format": "torchvision", "architecture": "resnet18"},
-         "it is a Keras model"),
+        ({"path": str(folder / "cnn.keras"), "format": "torchscript"}, 'set [model].format = "keras"'),
+        ({"path": str(folder / "cnn.h5"), "format": "torchscript"}, 'set [model].format = "keras"'),
+        (
+            {"path": str(tmp_path / "model.keras.pt"), "format": "torchvision", "architecture": "resnet18"},
+            "it is a Keras model",
+        ),
     ]
     for model, words in cases:
         with pytest.raises(NCError) as err:
@@ -149,9 +162,12 @@ def test_keras_imported_with_another_backend_is_named(keras_files, monkeypatch):
 def backdoored_scan(keras_files):
     """A scan of the BadNets Keras model below the `fast` budget (all 10 labels)."""
     folder, _ = keras_files
-    cfg = make_cfg(folder, {"path": "cnn.keras"}, {"format": "npz", "path": "test.npz"},
-                   {"preset": "fast", "samples": 64, "asr_samples": 200, "batch_size": 32, "max_steps": 100,
-                    "labels": "all"})
+    cfg = make_cfg(
+        folder,
+        {"path": "cnn.keras"},
+        {"format": "npz", "path": "test.npz"},
+        {"preset": "fast", "samples": 64, "asr_samples": 200, "batch_size": 32, "max_steps": 100, "labels": "all"},
+    )
     started = time.perf_counter()
     report = run_scan(cfg)
     print(f"keras badnets: scanned in {time.perf_counter() - started:.1f}s")
@@ -169,8 +185,9 @@ def test_unlearning_a_keras_model_writes_a_keras_model(backdoored_scan):
 
     keras = keras_torch()
     folder, report = backdoored_scan
-    result = run_mitigation(report.run_dir, "unlearn", MitigationOptions(samples=1500, max_accuracy_drop=0.05),
-                            lambda _e: None)
+    result = run_mitigation(
+        report.run_dir, "unlearn", MitigationOptions(samples=1500, max_accuracy_drop=0.05), lambda _e: None
+    )
     saved = Path(result["model_path"])
     assert saved.suffix == ".keras" and result["accepted"]
     asr = result["asr"][str(TARGET)]
@@ -237,8 +254,10 @@ def test_pruning_a_keras_model_writes_the_pruned_model_as_keras(backdoored_scan)
     with torch.no_grad():
         assert float((reloaded(x) - pruned(x)).abs().max()) < 1e-5
     after = _real_asr(reloaded, folder)
-    print(f"keras prune: {len(units)} of 32 units, real-trigger ASR {before:.1%} -> {after:.1%}, reversed "
-          f"{asr['before']:.1%} -> {asr['after']:.1%}, {result['seconds']:.1f}s")
+    print(
+        f"keras prune: {len(units)} of 32 units, real-trigger ASR {before:.1%} -> {after:.1%}, reversed "
+        f"{asr['before']:.1%} -> {asr['after']:.1%}, {result['seconds']:.1f}s"
+    )
     # Like the torch model in the README's table, this narrow layer reaches the accuracy limit long before the
     # real trigger stops working (99.9% -> 98.5% here); it must still fall, and the units be the torch path's.
     assert before > 0.9 and after < before
@@ -246,7 +265,7 @@ def test_pruning_a_keras_model_writes_the_pruned_model_as_keras(backdoored_scan)
     ctx = load_context(report.run_dir, options, lambda _m: None)
     half = len(ctx.x_train) // 2
     order = rank_units(Probe(ctx.model, options.layer), ctx, ctx.x_train[:half], ctx.y_train[:half])
-    assert units == [int(u) for u in order[:len(units)]]  # the most excited units first
+    assert units == [int(u) for u in order[: len(units)]]  # the most excited units first
 
 
 def test_filter_on_a_keras_model_flags_the_real_trigger(backdoored_scan, tmp_path):
@@ -265,8 +284,8 @@ def test_filter_on_a_keras_model_flags_the_real_trigger(backdoored_scan, tmp_pat
     clean = x[y != TARGET]
     stamped = stamp_patch(clean, TRIGGER)
     scores = det.scores(torch.from_numpy(np.concatenate([clean, stamped])).float().unsqueeze(1) / 255.0)
-    clean_flagged = float((scores[:len(clean)] > det.threshold).float().mean())
-    caught = float((scores[len(clean):] > det.threshold).float().mean())
+    clean_flagged = float((scores[: len(clean)] > det.threshold).float().mean())
+    caught = float((scores[len(clean) :] > det.threshold).float().mean())
     print(f"keras filter: real-trigger inputs flagged {caught:.1%}, clean flagged {clean_flagged:.1%}")
     assert caught > 0.8 and clean_flagged < 0.15
     paths = []
@@ -291,14 +310,20 @@ def test_keras_models_prune_and_filter_cannot_profile_are_one_line_errors(tmp_pa
 
     np.savez(tmp_path / "d.npz", x_test=np.zeros((4, 8, 8), np.uint8), y_test=np.zeros(4, np.int64))
     data = {"format": "npz", "path": "d.npz"}
-    no_dense = _tiny_keras(tmp_path, "conv.keras", lambda L, x: L.Softmax()(L.GlobalAveragePooling2D()(
-        L.Conv2D(3, 3)(x))))
-    per_pixel = _tiny_keras(tmp_path, "pixel.keras", lambda L, x: L.Softmax()(L.GlobalAveragePooling2D()(
-        L.Dense(3, name="px")(L.Conv2D(4, 3)(x)))))
+    no_dense = _tiny_keras(
+        tmp_path, "conv.keras", lambda L, x: L.Softmax()(L.GlobalAveragePooling2D()(L.Conv2D(3, 3)(x)))
+    )
+    per_pixel = _tiny_keras(
+        tmp_path,
+        "pixel.keras",
+        lambda L, x: L.Softmax()(L.GlobalAveragePooling2D()(L.Dense(3, name="px")(L.Conv2D(4, 3)(x)))),
+    )
     x = torch.rand(5, 1, 8, 8)
-    cases = [(no_dense, "", "the Keras model has no Dense layer to profile"),
-             (per_pixel, "", "the input of px is (6, 6, 4) per image, not one vector of its 4 input units"),
-             (per_pixel, "fc", "--layer 'fc' is not a Dense layer of the model (Dense layers: px)")]
+    cases = [
+        (no_dense, "", "the Keras model has no Dense layer to profile"),
+        (per_pixel, "", "the input of px is (6, 6, 4) per image, not one vector of its 4 input units"),
+        (per_pixel, "fc", "--layer 'fc' is not a Dense layer of the model (Dense layers: px)"),
+    ]
     for path, layer, words in cases:
         model = load_model(make_cfg(tmp_path, {"path": path.name}, data), CPU)
         with pytest.raises(MitigationError) as err:
@@ -314,8 +339,11 @@ def test_a_softmax_layer_is_taken_off_and_a_logits_model_left_as_it_is(tmp_path,
     keras.utils.set_random_seed(0)
     inp = keras.Input((6, 5, 3))
     logits = keras.layers.Dense(4)(keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(inp)))
-    out = {"Softmax": keras.layers.Softmax(), "Activation": keras.layers.Activation("softmax"),
-           "logits": keras.layers.Identity()}[head](logits)
+    out = {
+        "Softmax": keras.layers.Softmax(),
+        "Activation": keras.layers.Activation("softmax"),
+        "logits": keras.layers.Identity(),
+    }[head](logits)
     keras.Model(inp, out).save(str(tmp_path / "m.keras"))
     model = keras.saving.load_model(str(tmp_path / "m.keras"), safe_mode=True, compile=False)
     net, own = load_keras(tmp_path / "m.keras", "auto")
@@ -333,8 +361,10 @@ def test_dense_layers_inside_a_nested_keras_model_are_profiled_by_path(tmp_path)
 
     keras = keras_torch()
     np.savez(tmp_path / "d.npz", x_test=np.zeros((4, 8, 8), np.uint8), y_test=np.zeros(4, np.int64))
-    sub = keras.Sequential([keras.Input((36,)), keras.layers.Dense(5, activation="relu", name="hid"),
-                            keras.layers.Dense(3, name="out")], name="sub")
+    sub = keras.Sequential(
+        [keras.Input((36,)), keras.layers.Dense(5, activation="relu", name="hid"), keras.layers.Dense(3, name="out")],
+        name="sub",
+    )
     path = _tiny_keras(tmp_path, "nested.keras", lambda L, x: sub(L.Flatten()(L.Conv2D(1, 3)(x))))
     model = load_model(make_cfg(tmp_path, {"path": path.name}, {"format": "npz", "path": "d.npz"}), CPU)
     x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3))

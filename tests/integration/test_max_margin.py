@@ -102,7 +102,8 @@ def test_a_scan_with_max_margin_records_logs_and_reuses_its_evidence(demo_backdo
     # a damaged result is said and measured again, to the same margins (its starts come from the seed)
     folder.detector_path("max_margin").write_text("{not json")
     warnings = []
-    resumed = run_scan(None, lambda e: warnings.append(e.message) if e.kind == "warning" else None,
-                       resume=report.run_dir)
+    resumed = run_scan(
+        None, lambda e: warnings.append(e.message) if e.kind == "warning" else None, resume=report.run_dir
+    )
     assert any("max_margin.json: damaged" in w for w in warnings)
     assert resumed.detectors["max_margin"]["margins"] == pytest.approx(evidence["margins"])

@@ -32,7 +32,7 @@ def scanned(tmp_path_factory):
 def _report_path(out: str):
     from pathlib import Path
 
-    return Path(next(line for line in out.splitlines() if line.startswith("report: "))[len("report: "):])
+    return Path(next(line for line in out.splitlines() if line.startswith("report: "))[len("report: ") :])
 
 
 def _sha(path) -> str:
@@ -53,9 +53,11 @@ def test_unlearning_removes_the_real_trigger(scanned):
     assert {"mitigation_started", "train_progress", "mitigation_finished"} <= kinds
     before = real_trigger_asr(run / "config.toml", scanned["x"], scanned["y"], m["trigger"], m["target"])
     after = real_trigger_asr(report["config_path"], scanned["x"], scanned["y"], m["trigger"], m["target"])
-    print(f"unlearn: real-trigger ASR {before:.1%} -> {after:.1%}, clean accuracy "
-          f"{report['clean_accuracy']['before']:.1%} -> {report['clean_accuracy']['after']:.1%}, "
-          f"{report['seconds']:.1f}s")
+    print(
+        f"unlearn: real-trigger ASR {before:.1%} -> {after:.1%}, clean accuracy "
+        f"{report['clean_accuracy']['before']:.1%} -> {report['clean_accuracy']['after']:.1%}, "
+        f"{report['seconds']:.1f}s"
+    )
     assert before > 0.95 and after < 0.05
     acc = report["clean_accuracy"]
     assert acc["before"] - acc["after"] <= 0.02
@@ -78,8 +80,9 @@ def test_options_file_and_other_clean_data(scanned, tmp_path, capsys):
     opts.write_text("[mitigate]\nsamples = 2000\ntop_fraction = 0.2\nfpr = 0.1\n")
     data = tmp_path / "train_data.toml"
     data.write_text(f'[data]\nformat = "npz"\npath = "{MNIST.resolve()}"\nsplit = "train"\n')
-    assert main(["mitigate", str(scanned["run"]), "--method", "filter", "--options", str(opts),
-                 "--data", str(data)]) == 0
+    assert (
+        main(["mitigate", str(scanned["run"]), "--method", "filter", "--options", str(opts), "--data", str(data)]) == 0
+    )
     out = capsys.readouterr().out
     assert "2000 clean images to work with" in out
     report = json.loads(_report_path(out).read_text())  # filter/ or filter-2/: runs never overwrite each other
@@ -100,14 +103,18 @@ def test_pruning_lowers_the_reversed_trigger_asr(scanned):
     assert report["curve"][0]["units"] == 0 and len(report["curve"]) >= 2
     assert report["asr"][target]["after"] < report["asr"][target]["before"] - 0.05
     drop = report["clean_accuracy"]["before"] - report["clean_accuracy"]["after"]
-    assert drop <= 0.03  # the stop rule keeps the validation drop within 2 points; held-out data is close
+    # the stop rule keeps the validation drop within 2 points; held-out data is close (here 3 points exactly,
+    # 0.981 - 0.951 in float32 is 0.030000031: the tolerance is float32's, not a looser bound)
+    assert drop <= 0.03 + 1e-6
     net = load_model(load_config(report["config_path"]), torch.device("cpu")).net
     assert float(net.fc2.weight[:, report["pruned_units"]].abs().sum()) == 0  # the saved model is pruned
     after = real_trigger_asr(report["config_path"], scanned["x"], scanned["y"], m["trigger"], m["target"])
-    print(f"prune: {report['pruned_fraction']:.0%} of fc2's inputs, reversed-trigger ASR "
-          f"{report['asr'][target]['before']:.1%} -> {report['asr'][target]['after']:.1%}, real-trigger ASR "
-          f"-> {after:.1%}, clean accuracy {report['clean_accuracy']['before']:.1%} -> "
-          f"{report['clean_accuracy']['after']:.1%}, {report['seconds']:.1f}s")
+    print(
+        f"prune: {report['pruned_fraction']:.0%} of fc2's inputs, reversed-trigger ASR "
+        f"{report['asr'][target]['before']:.1%} -> {report['asr'][target]['after']:.1%}, real-trigger ASR "
+        f"-> {after:.1%}, clean accuracy {report['clean_accuracy']['before']:.1%} -> "
+        f"{report['clean_accuracy']['after']:.1%}, {report['seconds']:.1f}s"
+    )
 
 
 def test_filter_calibrates_and_labels_images(scanned, tmp_path, capsys):
@@ -123,8 +130,10 @@ def test_filter_calibrates_and_labels_images(scanned, tmp_path, capsys):
     assert 0.0 < report["fpr"] < 0.10  # calibrated at 5% on other clean images
     assert report["fnr"][str(m["target"])] < 0.2
     asr, caught = filtered_real_asr(report["detector"], scanned["x"], scanned["y"], m["trigger"], m["target"])
-    print(f"filter: FPR {report['fpr']:.1%}, FNR (reversed) {report['fnr'][str(m['target'])]:.1%}, real-trigger "
-          f"inputs flagged {caught:.1%}, real-trigger ASR through the filter {asr:.1%}")
+    print(
+        f"filter: FPR {report['fpr']:.1%}, FNR (reversed) {report['fnr'][str(m['target'])]:.1%}, real-trigger "
+        f"inputs flagged {caught:.1%}, real-trigger ASR through the filter {asr:.1%}"
+    )
     assert caught > 0.8
     # `nc-tui filter`: PNG files in, one line per image out
     x, y = scanned["x"], scanned["y"]
@@ -195,18 +204,20 @@ def test_errors_are_one_line(scanned, tmp_path, capsys):
     bad.write_text("[mitigate]\nstamp_fractoin = 0.3\n")
     with pytest.raises(MitigationError, match="unknown key \\[mitigate\\].stamp_fractoin"):
         load_options(bad)
-    bad.write_text("[mitigate]\nepochs = \"two\"\n")
+    bad.write_text('[mitigate]\nepochs = "two"\n')
     with pytest.raises(MitigationError, match="epochs must be an integer"):
         load_options(bad)
     (clean_run / "triggers" / "label_004.npz").unlink()
     with pytest.raises(NCError, match="label_004.npz: reversed trigger of label 4 not found"):
         run_mitigation(clean_run, "unlearn", MitigationOptions(labels=[4]))
-    for argv, expected in ((["mitigate", str(clean_run), "--method", "unlearn"], "nothing to mitigate"),
-                           (["mitigate", str(tmp_path / "nope"), "--method", "prune"], "run folder not found"),
-                           (["mitigate", str(clean_run), "--method", "wipe"], "unknown method"),
-                           (["mitigate", str(clean_run), "--method", "prune", "--labels", "x"], "--labels"),
-                           (["filter", str(tmp_path / "det.json"), "a.png"], "detector file not found"),
-                           (["filter", str(bad), "a.png"], "not a detector")):
+    for argv, expected in (
+        (["mitigate", str(clean_run), "--method", "unlearn"], "nothing to mitigate"),
+        (["mitigate", str(tmp_path / "nope"), "--method", "prune"], "run folder not found"),
+        (["mitigate", str(clean_run), "--method", "wipe"], "unknown method"),
+        (["mitigate", str(clean_run), "--method", "prune", "--labels", "x"], "--labels"),
+        (["filter", str(tmp_path / "det.json"), "a.png"], "detector file not found"),
+        (["filter", str(bad), "a.png"], "not a detector"),
+    ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err and "Traceback" not in err, err

@@ -41,8 +41,9 @@ def config(tiny, out: Path, backend: str, **scan):
     cfg = load_config(tiny.config)
     cfg.output.dir = str(out)
     # every search runs exactly 30 steps of one mini-batch
-    for key, value in dict(labels=LABELS, samples=32, asr_samples=100, max_steps=30, early_stop=False,
-                           converge_window=0, **scan).items():
+    for key, value in dict(
+        labels=LABELS, samples=32, asr_samples=100, max_steps=30, early_stop=False, converge_window=0, **scan
+    ).items():
         setattr(cfg.scan, key, value)
     cfg.compute.backend, cfg.compute.workers = backend, 2
     return cfg
@@ -141,9 +142,11 @@ def test_stop_cancels_the_workers_and_leaves_a_resumable_run(tiny, local_report,
 
 def test_a_model_travels_to_workers_whole(tmp_path, tiny):
     """TorchScript inside, and an architecture from the user's file the workers could not import."""
-    (tmp_path / "arch.py").write_text("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n"
-                                      "        super().__init__()\n        self.fc = torch.nn.Linear(4, 3)\n"
-                                      "    def forward(self, x):\n        return self.fc(x) * 2\n")
+    (tmp_path / "arch.py").write_text(
+        "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.fc = torch.nn.Linear(4, 3)\n"
+        "    def forward(self, x):\n        return self.fc(x) * 2\n"
+    )
     from nc_engine.models.state_dict import import_object
 
     net = import_object("arch.py:Net", tmp_path)()

@@ -22,7 +22,7 @@ CPU = torch.device("cpu")
 TINY = {"samples": 32, "asr_samples": 32, "batch_size": 32, "max_steps": 3, "labels": [0, 1, 2]}
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
-ARCH = '''
+ARCH = """
 from torch import nn
 
 class SmallNet(nn.Module):
@@ -33,7 +33,7 @@ class SmallNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.conv(x).relu().flatten(1))
-'''
+"""
 
 
 def make_cfg(tmp_path, model, data, scan=None):
@@ -79,15 +79,15 @@ def save_in_format(fmt, net, tmp_path, x):
     if fmt.startswith("onnx"):
         pytest.importorskip("onnx2torch")  # in the dev extra, so present in CI
         axes = None if fmt == "onnx_fixed_batch" else {"x": {0: "n"}}
-        torch.onnx.export(net, (x,), str(tmp_path / "m.onnx"), dynamo=False, input_names=["x"],
-                          dynamic_axes=axes)
+        torch.onnx.export(net, (x,), str(tmp_path / "m.onnx"), dynamo=False, input_names=["x"], dynamic_axes=axes)
         return {"format": "onnx", "path": "m.onnx"}
     raise AssertionError(fmt)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy ONNX exporter needs no onnxscript
-@pytest.mark.parametrize("fmt", ["torchscript", "exported", "exported_fixed_batch", "state_dict", "pickle",
-                                 "onnx", "onnx_fixed_batch"])
+@pytest.mark.parametrize(
+    "fmt", ["torchscript", "exported", "exported_fixed_batch", "state_dict", "pickle", "onnx", "onnx_fixed_batch"]
+)
 def test_every_model_format_round_trips_on_mnist(tmp_path, fmt):
     mnist = require_shared(SHARED / "mnist.npz")
     net = small_net(tmp_path)
@@ -114,10 +114,14 @@ def test_torchvision_factory_by_package_path(tmp_path):
     net = torchvision.models.squeezenet1_1(num_classes=5).eval()
     torch.save({"state_dict": net.state_dict()}, tmp_path / "w.pt")
     x = torch.rand(6, 3, 48, 48)
-    np.savez(tmp_path / "d.npz", x=(x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8),
-             y=np.arange(6) % 5)
-    model = {"format": "state_dict", "path": "w.pt", "architecture": "torchvision.models:squeezenet1_1",
-             "architecture_args": {"num_classes": 5}, "input_shape": [3, 48, 48]}
+    np.savez(tmp_path / "d.npz", x=(x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8), y=np.arange(6) % 5)
+    model = {
+        "format": "state_dict",
+        "path": "w.pt",
+        "architecture": "torchvision.models:squeezenet1_1",
+        "architecture_args": {"num_classes": 5},
+        "input_shape": [3, 48, 48],
+    }
     cfg = make_cfg(tmp_path, model, {"format": "npz", "path": "d.npz"})
     loaded = load_model(cfg, CPU)
     cfg = with_model_classes(cfg, loaded)
@@ -140,9 +144,15 @@ def test_cifar10_jpeg_archive_with_a_cifar_stem_resnet18(tmp_path):
     archive = require_shared(SHARED / "cifar10-jpg.tar.gz")
     net = cifar_resnet18()
     torch.save(net.state_dict(), tmp_path / "resnet18_cifar.pt")
-    model = {"format": "torchvision", "architecture": "resnet18", "architecture_args": {"cifar_stem": True},
-             "path": "resnet18_cifar.pt", "input_shape": [3, 32, 32],
-             "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
+    model = {
+        "format": "torchvision",
+        "architecture": "resnet18",
+        "architecture_args": {"cifar_stem": True},
+        "path": "resnet18_cifar.pt",
+        "input_shape": [3, 32, 32],
+        "mean": [0.4914, 0.4822, 0.4465],
+        "std": [0.2470, 0.2435, 0.2616],
+    }
     data = {"format": "imagefolder", "path": str(archive), "split": "test", "max_images": 200}
     cfg = make_cfg(tmp_path, model, data, {"labels": [0, 1], "max_steps": 1})  # ResNet-18 steps cost ~2s here
     scan_model = load_model(cfg, CPU)

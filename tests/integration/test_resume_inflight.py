@@ -80,10 +80,15 @@ def stopped_after(cfg, steps: int):
 
 def trial_numbers(run_dir: str) -> dict:
     folder = RunFolder(Path(run_dir))
-    return {(t["label"], t["trial"], t.get("stage", "trial")): (t["l1_norm"], t["steps"], t["stop_reason"],
-                                                                 *folder.trial_arrays(t["label"], t["trial"],
-                                                                                      t.get("stage", "trial")))
-            for t in folder.trials()}
+    return {
+        (t["label"], t["trial"], t.get("stage", "trial")): (
+            t["l1_norm"],
+            t["steps"],
+            t["stop_reason"],
+            *folder.trial_arrays(t["label"], t["trial"], t.get("stage", "trial")),
+        )
+        for t in folder.trials()
+    }
 
 
 def assert_same_trials(resumed: str, whole: str) -> None:
@@ -95,9 +100,11 @@ def assert_same_trials(resumed: str, whole: str) -> None:
         np.testing.assert_array_equal(a[key][4], b[key][4])
 
 
-@pytest.mark.parametrize("scan, steps", [({}, 7), ({"strategy": "sequential"}, 7), ({"screening": "on"}, 7),
-                                         ({"screening": "on"}, 55), ({"trials": 2}, 7)],
-                         ids=["batched", "sequential", "screening", "confirming", "two-trials"])
+@pytest.mark.parametrize(
+    "scan, steps",
+    [({}, 7), ({"strategy": "sequential"}, 7), ({"screening": "on"}, 7), ({"screening": "on"}, 55), ({"trials": 2}, 7)],
+    ids=["batched", "sequential", "screening", "confirming", "two-trials"],
+)
 def test_a_stopped_scan_resumes_its_running_searches_to_the_uninterrupted_result(tiny, scan, steps):
     """A screened scan of 4 labels takes 4 x 12 screening steps first: 55 stops it while confirming."""
     whole = run_scan(config(tiny, **scan))

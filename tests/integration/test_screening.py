@@ -180,8 +180,21 @@ def test_the_table_says_which_labels_were_only_screened():
     from nc_engine.verdict.report import build_report
     from nc_engine.verdict.rows import ScanInfo
 
-    trials = [{"label": k, "trial": 0, "seed": k, "l1_norm": v, "asr": 0.99, "steps": 40, "converged": True,
-               "stop_reason": "converged", "seconds": 1.0, "stage": "screen"} for k, v in L1.items()]
+    trials = [
+        {
+            "label": k,
+            "trial": 0,
+            "seed": k,
+            "l1_norm": v,
+            "asr": 0.99,
+            "steps": 40,
+            "converged": True,
+            "stop_reason": "converged",
+            "seconds": 1.0,
+            "stage": "screen",
+        }
+        for k, v in L1.items()
+    ]
     sel = choose(L1, CONVERGED, "log_l1", 3.5, 1.5, 3)
     trials += [{**t, "stage": "trial", "l1_norm": t["l1_norm"] * 0.8} for t in trials if t["label"] in sel.confirmed]
     info = ScanInfo(clean_accuracy=0.95, class_names=[str(k) for k in L1])

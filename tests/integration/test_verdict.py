@@ -24,12 +24,30 @@ CLEAN_L1 = [40.0, 44.0, 38.0, 50.0, 47.0, 41.0, 43.0, 39.0, 52.0, 45.0]
 def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10, share=(), correct=False):
     converged = converged or [True] * len(l1)
     stop = stop or ["converged"] * len(l1)
-    trials = [{"label": i, "trial": 0, "seed": i, "l1_norm": v, "asr": 0.99 if c else 0.2, "steps": 50,
-               "converged": c, "stop_reason": s, "seconds": 1.0}
-              for i, (v, c, s) in enumerate(zip(l1, converged, stop, strict=True))]
+    trials = [
+        {
+            "label": i,
+            "trial": 0,
+            "seed": i,
+            "l1_norm": v,
+            "asr": 0.99 if c else 0.2,
+            "steps": 50,
+            "converged": c,
+            "stop_reason": s,
+            "seconds": 1.0,
+        }
+        for i, (v, c, s) in enumerate(zip(l1, converged, stop, strict=True))
+    ]
     info = ScanInfo(clean_accuracy=accuracy, class_names=[str(i) for i in range(classes)], label_share=list(share))
-    return build_report(trials, list(range(len(l1))), DEFAULT_THRESHOLD["log_l1"], "log_l1", info,
-                        spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"], frequency_correction=correct)
+    return build_report(
+        trials,
+        list(range(len(l1))),
+        DEFAULT_THRESHOLD["log_l1"],
+        "log_l1",
+        info,
+        spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"],
+        frequency_correction=correct,
+    )
 
 
 def test_a_clean_model_is_clean_and_a_small_trigger_is_flagged():
@@ -63,8 +81,10 @@ def test_a_flagged_frequent_class_gets_a_caution_and_a_rare_one_does_not():
     frequent = report_of([8.0] + CLEAN_L1[1:], share=share)
     line = verdict_line(frequent)
     assert frequent.verdict == "backdoored" and frequent.flagged == [0]
-    assert ("Caution: label(s) 0 (0, 30.0% of the scan data) is a frequent class (median class 7.8%)" in line
-            and line.endswith("the verdict stands"))
+    assert (
+        "Caution: label(s) 0 (0, 30.0% of the scan data) is a frequent class (median class 7.8%)" in line
+        and line.endswith("the verdict stands")
+    )
     rare = report_of([40.0, 8.0] + CLEAN_L1[2:], share=share)
     assert rare.flagged == [1] and "Caution" not in verdict_line(rare)
     assert "Caution" not in verdict_line(report_of([8.0] + CLEAN_L1[1:]))  # a report from before: no shares
@@ -84,12 +104,29 @@ def test_the_caution_reads_shares_by_class_and_ignores_absent_classes():
     """A scan of some labels only (rows 0..9 are classes 2..11) and data lacking classes 0 and 1: the
     share is the flagged class's own, and the absent classes do not drag the median down."""
     share = [0.0, 0.0] + [0.08] * 8 + [0.18, 0.18]  # classes 10 and 11: 2.25x the median of those present
-    trials = [{"label": 2 + i, "trial": 0, "seed": i, "l1_norm": v, "asr": 0.99, "steps": 50, "converged": True,
-               "stop_reason": "converged", "seconds": 1.0}
-              for i, v in enumerate(CLEAN_L1[:8] + [7.0, 8.0])]
+    trials = [
+        {
+            "label": 2 + i,
+            "trial": 0,
+            "seed": i,
+            "l1_norm": v,
+            "asr": 0.99,
+            "steps": 50,
+            "converged": True,
+            "stop_reason": "converged",
+            "seconds": 1.0,
+        }
+        for i, v in enumerate(CLEAN_L1[:8] + [7.0, 8.0])
+    ]
     info = ScanInfo(clean_accuracy=0.95, class_names=[f"c{i}" for i in range(12)], label_share=share)
-    report = build_report(trials, list(range(2, 12)), DEFAULT_THRESHOLD["log_l1"], "log_l1", info,
-                          spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"])
+    report = build_report(
+        trials,
+        list(range(2, 12)),
+        DEFAULT_THRESHOLD["log_l1"],
+        "log_l1",
+        info,
+        spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"],
+    )
     line = verdict_line(report)
     assert report.flagged == [10, 11]
     assert "label(s) 10 (c10, 18.0% of the scan data), 11 (c11, 18.0% of the scan data) are frequent classes" in line
@@ -116,14 +153,17 @@ def test_the_class_frequency_correction_clears_a_frequent_class_and_says_how():
     assert fixed.verdict == "clean" and -1.0 < fixed.frequency_slope < -0.6
     line = verdict_line(fixed)
     assert "median and line are a median-share class's, the line lower for frequent classes" in line
-    assert f"goes x{2 ** fixed.frequency_slope:.2f} per doubling of its share" in line
+    assert f"goes x{2**fixed.frequency_slope:.2f} per doubling of its share" in line
     # each label's own flagging line: a frequent class must fall further than a rare one
     common, rare = int(np.argmax(share)), int(np.argmin(share))
     assert fixed.cutoff_of(fixed.row(common)) < fixed.cutoff_l1 < fixed.cutoff_of(fixed.row(rare))
     assert plain.cutoff_of(plain.row(common)) == plain.cutoff_l1
     again = Report.from_dict(json.loads(json.dumps(fixed.to_dict())))
-    assert (again.frequency_correction, again.frequency_slope, verdict_line(again)) == (True, fixed.frequency_slope,
-                                                                                         line)
+    assert (again.frequency_correction, again.frequency_slope, verdict_line(again)) == (
+        True,
+        fixed.frequency_slope,
+        line,
+    )
     planted = list(l1)
     planted[common] /= 8  # a backdoor into the commonest class still stands out from the line
     found = report_of(planted, classes=43, share=share, correct=True)
@@ -133,15 +173,26 @@ def test_the_class_frequency_correction_clears_a_frequent_class_and_says_how():
 
 
 def test_frequency_correction_is_a_config_key():
-    cfg = config_from_dict({"model": {"path": "m.pt", "num_classes": 10, "input_shape": [1, 28, 28]},
-                            "data": {"path": "d.npz"}})
+    cfg = config_from_dict(
+        {"model": {"path": "m.pt", "num_classes": 10, "input_shape": [1, 28, 28]}, "data": {"path": "d.npz"}}
+    )
     assert cfg.detect.frequency_correction is True
-    off = config_from_dict({"model": {"path": "m.pt", "num_classes": 10, "input_shape": [1, 28, 28]},
-                            "data": {"path": "d.npz"}, "detect": {"frequency_correction": False}})
+    off = config_from_dict(
+        {
+            "model": {"path": "m.pt", "num_classes": 10, "input_shape": [1, 28, 28]},
+            "data": {"path": "d.npz"},
+            "detect": {"frequency_correction": False},
+        }
+    )
     assert off.detect.frequency_correction is False
     with pytest.raises(Exception, match=r"\[detect\]\.frequency_correction"):
-        config_from_dict({"model": {"path": "m.pt", "num_classes": 10, "input_shape": [1, 28, 28]},
-                          "data": {"path": "d.npz"}, "detect": {"frequency_correction": "yes"}})
+        config_from_dict(
+            {
+                "model": {"path": "m.pt", "num_classes": 10, "input_shape": [1, 28, 28]},
+                "data": {"path": "d.npz"},
+                "detect": {"frequency_correction": "yes"},
+            }
+        )
 
 
 def test_most_labels_unconverged_is_inconclusive_not_clean():
@@ -159,13 +210,16 @@ def test_nan_losses_make_a_clean_looking_scan_inconclusive():
     assert flagged.verdict == "backdoored" and flagged.flagged == [1]
 
 
-@pytest.mark.parametrize("accuracy, classes, inconclusive", [
-    (0.12, 10, True),  # 10 classes: chance is 10%
-    (0.50, 10, False),  # a weak but real model (a third-party CIFAR-10 BadNets one sits here) still counts
-    (0.52, 2, True),  # binary: chance is 50% (and two labels are too few for the outlier test anyway)
-    (0.05, 43, True),  # 43 classes: chance 2.3%; 5% is near it
-    (0.30, 43, False),
-])
+@pytest.mark.parametrize(
+    "accuracy, classes, inconclusive",
+    [
+        (0.12, 10, True),  # 10 classes: chance is 10%
+        (0.50, 10, False),  # a weak but real model (a third-party CIFAR-10 BadNets one sits here) still counts
+        (0.52, 2, True),  # binary: chance is 50% (and two labels are too few for the outlier test anyway)
+        (0.05, 43, True),  # 43 classes: chance 2.3%; 5% is near it
+        (0.30, 43, False),
+    ],
+)
 def test_clean_accuracy_near_chance_is_inconclusive(accuracy, classes, inconclusive):
     l1 = (CLEAN_L1 * 5)[:classes]
     report = report_of([8.0] + l1[1:], accuracy=accuracy, classes=classes)
@@ -207,10 +261,12 @@ def tiny_scan_config(tmp_path, net: nn.Module, trace: bool = False):
     module.save(str(tmp_path / "m.pt"))
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.integers(0, 255, (120, 8, 8), dtype=np.uint8), y=np.arange(120) % 3)
-    text = ('[model]\nformat = "torchscript"\npath = "m.pt"\nnum_classes = 3\ninput_shape = [1, 8, 8]\n'
-            '[data]\nformat = "npz"\npath = "d.npz"\n'
-            '[scan]\nsamples = 32\nasr_samples = 32\nbatch_size = 16\nmax_steps = 5\ndevice = "cpu"\n'
-            f'[output]\ndir = "{tmp_path / "runs"}"\n')
+    text = (
+        '[model]\nformat = "torchscript"\npath = "m.pt"\nnum_classes = 3\ninput_shape = [1, 8, 8]\n'
+        '[data]\nformat = "npz"\npath = "d.npz"\n'
+        '[scan]\nsamples = 32\nasr_samples = 32\nbatch_size = 16\nmax_steps = 5\ndevice = "cpu"\n'
+        f'[output]\ndir = "{tmp_path / "runs"}"\n'
+    )
     (tmp_path / "scan.toml").write_text(text)
     import tomllib
 
@@ -287,6 +343,7 @@ def test_the_bars_draw_each_labels_own_flagging_line_when_corrected():
     def mark(label: int) -> int:
         row = next(line for line in lines[1:] if line.split()[0] == str(label))
         return max(row.rfind("|"), row.rfind("┃"))
+
     assert mark(int(np.argmax(share))) < mark(int(np.argmin(share)))
     plain = l1_bars(report_of(l1, classes=43, share=share), width=60).plain.splitlines()
     assert "frequent classes" not in plain[0]
@@ -309,15 +366,36 @@ def test_each_labels_line_in_the_csv_agrees_with_its_flag_on_a_subset_of_labels(
     l1, share = gtsrb_like(seed=3)
     rare = int(np.argmin(share))
     l1[rare] /= 3  # below its own (raised) line, though perhaps above the median-share line
-    trials = [{"label": 2 + k, "trial": 0, "seed": k, "l1_norm": v, "asr": 0.99, "steps": 50, "converged": True,
-               "stop_reason": "converged", "seconds": 1.0} for k, v in enumerate(l1)]
+    trials = [
+        {
+            "label": 2 + k,
+            "trial": 0,
+            "seed": k,
+            "l1_norm": v,
+            "asr": 0.99,
+            "steps": 50,
+            "converged": True,
+            "stop_reason": "converged",
+            "seconds": 1.0,
+        }
+        for k, v in enumerate(l1)
+    ]
     info = ScanInfo(clean_accuracy=0.95, class_names=[f"c{i}" for i in range(45)], label_share=[0.0, 0.0] + share)
-    report = build_report(trials, list(range(2, 45)), DEFAULT_THRESHOLD["log_l1"], "log_l1", info,
-                          spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"], frequency_correction=True)
+    report = build_report(
+        trials,
+        list(range(2, 45)),
+        DEFAULT_THRESHOLD["log_l1"],
+        "log_l1",
+        info,
+        spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"],
+        frequency_correction=True,
+    )
     assert report.frequency_slope < 0 and 2 + rare in report.flagged
     for row in report.csv_rows():
         assert row["flagged"] == (row["l1_norm"] < row["cutoff_l1"])
     flagged_row = report.row(2 + rare)
-    assert f"{2 + rare} (c{2 + rare}; L1 {flagged_row.l1_norm:.1f}, its line {report.cutoff_of(flagged_row):.1f})" \
+    assert (
+        f"{2 + rare} (c{2 + rare}; L1 {flagged_row.l1_norm:.1f}, its line {report.cutoff_of(flagged_row):.1f})"
         in verdict_line(report)
+    )
     assert report.cutoff_of(flagged_row) > report.cutoff_l1  # a rare class's line is higher

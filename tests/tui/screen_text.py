@@ -5,8 +5,10 @@ from __future__ import annotations
 import html
 import re
 
-_TEXT = re.compile(r'<text class="[^"]*" x="([\d.]+)" y="[\d.]+" textLength="[\d.]+" '
-                   r'clip-path="url\(#terminal-(?:\d+-)?line-(\d+)\)">([^<]*)</text>')
+_TEXT = re.compile(
+    r'<text class="[^"]*" x="([\d.]+)" y="[\d.]+" textLength="[\d.]+" '
+    r'clip-path="url\(#terminal-(?:\d+-)?line-(\d+)\)">([^<]*)</text>'
+)
 CELL = 12.2  # Textual's SVG export: 0.61 x the 20px font size per column
 
 
@@ -18,8 +20,10 @@ def svg_lines(svg: str) -> list[str]:
         for i, char in enumerate(html.unescape(content).replace("\xa0", " ")):
             rows.setdefault(int(line), {})[col + i] = char
     height = max(rows, default=-1) + 1
-    return ["".join(rows.get(r, {}).get(c, " ") for c in range(max(rows.get(r, {0: ""}), default=0) + 1)).rstrip()
-            for r in range(height)]
+    return [
+        "".join(rows.get(r, {}).get(c, " ") for c in range(max(rows.get(r, {0: ""}), default=0) + 1)).rstrip()
+        for r in range(height)
+    ]
 
 
 def screen_text(app) -> str:

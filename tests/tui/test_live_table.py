@@ -39,8 +39,12 @@ async def test_rows_under_a_header_and_a_changed_row_alone_is_rebuilt(monkeypatc
     async with app.run_test(size=(50, 10)) as pilot:
         await pilot.pause()
         table = app.query_one(LiveTable)
-        assert lines(table)[:4] == [" label  state    L1", " 0      waiting  0.0", " 1      waiting  0.0",
-                                    " 2      waiting  0.0"]
+        assert lines(table)[:4] == [
+            " label  state    L1",
+            " 0      waiting  0.0",
+            " 1      waiting  0.0",
+            " 2      waiting  0.0",
+        ]
         built = []
         original = table._build
         monkeypatch.setattr(table, "_build", lambda cells, style: built.append(cells) or original(cells, style))
@@ -49,8 +53,11 @@ async def test_rows_under_a_header_and_a_changed_row_alone_is_rebuilt(monkeypatc
         assert lines(table)[2] == " 1      done     2.5"
         assert built == [("1", "[green]done[/]", "2.5")]  # the other rows kept their strips
         table.update_row("0", ("0", "running trial 2", "3.0"))  # wider than its column: all rows re-laid
-        assert lines(table)[:3] == [" label  state            L1", " 0      running trial 2  3.0",
-                                    " 1      done             2.5"]
+        assert lines(table)[:3] == [
+            " label  state            L1",
+            " 0      running trial 2  3.0",
+            " 1      done             2.5",
+        ]
 
 
 @pytest.mark.asyncio

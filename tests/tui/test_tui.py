@@ -178,6 +178,7 @@ async def test_save_then_load_config_by_keys(demo_backdoored, tmp_path):
         await pilot.pause()
         app.screen.query_one("#path", Input).value = str(tmp_path / "saved.toml")
         await pilot.press("enter")
+
         def reloaded():
             boxes = app.screen.query("#scan-trials") if isinstance(app.screen, SetupScreen) else []
             return bool(boxes) and boxes.first(Input).value == "3"

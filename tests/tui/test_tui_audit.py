@@ -38,12 +38,13 @@ async def test_live_states_fit_80x24_without_colour(no_color, tmp_path):
         screen = app.screen
         assert isinstance(screen, AuditScreen) and app.no_color
         names = [m.name for m in spec.models]
-        feed = [ae.AuditStarted(str(spec.path), str(spec.out), names, names),
-                ae.ModelStarted(0, 4, names[0]),
-                ev.ScanStarted("/runs/x", [0, 1, 2, 3], ["0", "1", "2", "3"], 1, "cpu", "batched", 4, 0.98, 64, 200,
-                               60),
-                ev.TrialFinished(0, 0, 1, 40.0, 0.99, 30, True, "early_stop", 1.0),
-                ev.StepProgress(1, 0, 10, 1.0, 0.5, 30.0, 0.9, 1e-3, 30.0, 640)]
+        feed = [
+            ae.AuditStarted(str(spec.path), str(spec.out), names, names),
+            ae.ModelStarted(0, 4, names[0]),
+            ev.ScanStarted("/runs/x", [0, 1, 2, 3], ["0", "1", "2", "3"], 1, "cpu", "batched", 4, 0.98, 64, 200, 60),
+            ev.TrialFinished(0, 0, 1, 40.0, 0.99, 30, True, "early_stop", 1.0),
+            ev.StepProgress(1, 0, 10, 1.0, 0.5, 30.0, 0.9, 1e-3, 30.0, 640),
+        ]
         for event in feed:
             screen.listener(event)
         await pilot.pause(0.6)

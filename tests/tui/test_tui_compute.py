@@ -10,8 +10,11 @@ from tests.tui.test_tui import type_into
 
 @pytest.mark.asyncio
 async def test_compute_fields_reach_the_config(tmp_path):
-    cfg = config_from_dict({"model": {"path": "m.pt", "input_shape": [1, 8, 8]},
-                            "compute": {"devices": [0, 1]}}, source="c.toml", base_dir=tmp_path)
+    cfg = config_from_dict(
+        {"model": {"path": "m.pt", "input_shape": [1, 8, 8]}, "compute": {"devices": [0, 1]}},
+        source="c.toml",
+        base_dir=tmp_path,
+    )
     app = NCApp(config=cfg, mode="setup")
     async with app.run_test(size=(100, 40)) as pilot:
         backend = app.screen.query_one("#compute-backend", Select)

@@ -13,15 +13,18 @@ PATCHES = [(23, 1), (1, 1), (1, 23), (23, 23), (5, 5), (10, 10)]
 
 def patch_mask(top: int, left: int, value: float = 1.0) -> np.ndarray:
     mask = np.zeros((28, 28), np.float32)
-    mask[top:top + 4, left:left + 4] = value
+    mask[top : top + 4, left : left + 4] = value
     return mask
 
 
 def cell_of(top: int, left: int, lines: list[str]) -> str:
     """The characters of the cells over the patch's centre, where it must show."""
     rows, cols = len(lines), len(lines[0])
-    return "".join(lines[r][c] for r in {(top + 1) * rows // 28, (top + 2) * rows // 28}
-                   for c in {(left + 1) * cols // 28, (left + 2) * cols // 28})
+    return "".join(
+        lines[r][c]
+        for r in {(top + 1) * rows // 28, (top + 2) * rows // 28}
+        for c in {(left + 1) * cols // 28, (left + 2) * cols // 28}
+    )
 
 
 @pytest.mark.parametrize("top,left", PATCHES)

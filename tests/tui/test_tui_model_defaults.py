@@ -29,8 +29,9 @@ def timm_config(tmp_path: Path) -> Path:
     (tmp_path / "scan.toml").write_text(
         '[model]\nformat = "timm"\narchitecture = "test_resnet"\npath = "m.pt"\n'
         '[data]\nformat = "npz"\npath = "d.npz"\n'
-        '[scan]\nlabels = [0, 1]\nsamples = 32\nasr_samples = 32\nbatch_size = 32\nmax_steps = 1\n'
-        f'[output]\ndir = "{tmp_path / "runs"}"\n')
+        "[scan]\nlabels = [0, 1]\nsamples = 32\nasr_samples = 32\nbatch_size = 32\nmax_steps = 1\n"
+        f'[output]\ndir = "{tmp_path / "runs"}"\n'
+    )
     return tmp_path / "scan.toml"
 
 

@@ -32,7 +32,7 @@ async def test_no_color_results_mitigation_and_help(no_color):
         lines = text.splitlines()
         header = next(line for line in lines if "label" in line and "L1 norm" in line)
         assert "status" in header and "anomaly ▼" in header  # the sorted column says so
-        rows = [line.split() for line in lines[lines.index(header) + 1:]]
+        rows = [line.split() for line in lines[lines.index(header) + 1 :]]
         assert {r[0] for r in rows[:10]} == {str(i) for i in range(10)}  # all ten rows, no scrolling
         assert any("degenerate" in line for line in lines)
         await pilot.press("f1")
@@ -86,6 +86,7 @@ async def test_s_changes_the_order_and_the_header_shows_it():
 
         def order():
             return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
         seen = [order()]
         for _ in range(3):
             await pilot.press("s")

@@ -19,11 +19,22 @@ RUN = Path("/tmp/nc-tui-snapshots/run-20260101-000000")
 
 
 def fixed_config():
-    return config_from_dict({
-        "model": {"format": "torchscript", "path": "model.pt", "num_classes": 10, "input_shape": [1, 28, 28],
-                  "mean": [0.5], "std": [0.5]},
-        "data": {"format": "npz", "path": "data.npz"}, "output": {"dir": "runs"}},
-        source="snapshot.toml", base_dir=Path("/nonexistent/nc-tui"))
+    return config_from_dict(
+        {
+            "model": {
+                "format": "torchscript",
+                "path": "model.pt",
+                "num_classes": 10,
+                "input_shape": [1, 28, 28],
+                "mean": [0.5],
+                "std": [0.5],
+            },
+            "data": {"format": "npz", "path": "data.npz"},
+            "output": {"dir": "runs"},
+        },
+        source="snapshot.toml",
+        base_dir=Path("/nonexistent/nc-tui"),
+    )
 
 
 DEGENERATE = 5  # a search that ran to its step limit with a mask over nearly the whole image
@@ -37,7 +48,7 @@ def fixed_mask(label: int) -> np.ndarray:
         mask[:, :] = 0.9
     else:
         rng = np.random.default_rng(label)
-        mask[rng.integers(4, 20):, :][:3 + label % 4, 6:22] = 0.6
+        mask[rng.integers(4, 20) :, :][: 3 + label % 4, 6:22] = 0.6
     return mask
 
 
@@ -48,10 +59,19 @@ def fixed_report() -> Report:
         mask = fixed_mask(label)
         pattern = np.stack([np.linspace(0, 1, 28, dtype=np.float32)[None].repeat(28, 0)])
         RunFolder(RUN).save_trigger(label, mask, pattern)
-        trials.append({"label": label, "trial": 0, "seed": 100 + label, "l1_norm": float(mask.sum()),
-                       "asr": 0.95 + label / 1000, "steps": 300 if label == DEGENERATE else 50 + label,
-                       "converged": True, "stop_reason": "max_steps" if label == DEGENERATE else "converged",
-                       "seconds": 1.0})
+        trials.append(
+            {
+                "label": label,
+                "trial": 0,
+                "seed": 100 + label,
+                "l1_norm": float(mask.sum()),
+                "asr": 0.95 + label / 1000,
+                "steps": 300 if label == DEGENERATE else 50 + label,
+                "converged": True,
+                "stop_reason": "max_steps" if label == DEGENERATE else "converged",
+                "seconds": 1.0,
+            }
+        )
     info = ScanInfo(clean_accuracy=0.99, seconds=12.0, class_names=[str(i) for i in range(10)])
     return build_report(trials, list(range(10)), 2.0, "l1", info, str(RUN))
 
@@ -69,18 +89,42 @@ def test_results_screen(snap_compare, size):
 async def feed_scan(pilot) -> None:
     """The scan screen fed a fixed story of events instead of a running engine."""
     screen = pilot.app.screen
-    started = ev.ScanStarted(str(RUN), list(range(10)), [str(i) for i in range(10)], 1, "cpu", "batched", 10,
-                             0.99, 160, 1000, 300)
+    started = ev.ScanStarted(
+        str(RUN), list(range(10)), [str(i) for i in range(10)], 1, "cpu", "batched", 10, 0.99, 160, 1000, 300
+    )
     screen.state.on_scan_started(started)
     screen.post_message(screen_message(started))
     await pilot.pause()
     for label in range(10):
         for step in range(1, 31):
-            screen.state.on_step(ev.StepProgress(label, 0, step, 2.0 / step, 0.1, 100 - step - label, 1.0, 1e-3,
-                                              100 - step - label, 1000 * step, fixed_mask(label)))
+            screen.state.on_step(
+                ev.StepProgress(
+                    label,
+                    0,
+                    step,
+                    2.0 / step,
+                    0.1,
+                    100 - step - label,
+                    1.0,
+                    1e-3,
+                    100 - step - label,
+                    1000 * step,
+                    fixed_mask(label),
+                )
+            )
     for label in (8, 3):
-        finished = ev.LabelFinished(label, str(label), float(fixed_mask(label).sum()), 0.97, True, 40, 3.0,
-                                    f"triggers/label_{label:03d}_mask.png", 1, 10)
+        finished = ev.LabelFinished(
+            label,
+            str(label),
+            float(fixed_mask(label).sum()),
+            0.97,
+            True,
+            40,
+            3.0,
+            f"triggers/label_{label:03d}_mask.png",
+            1,
+            10,
+        )
         screen.state.on_trial_finished(ev.TrialFinished(label, 0, 1, 16.0, 0.97, 40, True, "converged", 3.0))
         screen.state.on_label_finished(finished)
         screen.post_message(screen_message(finished))
@@ -122,13 +166,13 @@ async def open_help(pilot) -> None:
 
 
 def test_mitigation_dialog(snap_compare):
-    assert snap_compare(NCApp(mode="report", report=fixed_report()), terminal_size=(80, 24),
-                        run_before=open_mitigation)
+    assert snap_compare(NCApp(mode="report", report=fixed_report()), terminal_size=(80, 24), run_before=open_mitigation)
 
 
 def test_quit_confirmation(snap_compare):
-    assert snap_compare(NCApp(fixed_config(), mode="scan", autostart=False), terminal_size=(80, 24),
-                        run_before=ask_to_quit)
+    assert snap_compare(
+        NCApp(fixed_config(), mode="scan", autostart=False), terminal_size=(80, 24), run_before=ask_to_quit
+    )
 
 
 def test_help_screen(snap_compare):

@@ -53,8 +53,10 @@ def tmux_session():
 
 
 def test_setup_scan_results_in_tmux(tmux_session, demo_backdoored, tmp_path):
-    command = (f"cd {tmp_path} && {NC_TUI} scan {demo_backdoored.config} --out {tmp_path / 'runs'}; "
-               f"echo EXITED-$? > {tmp_path / 'exit.txt'}")
+    command = (
+        f"cd {tmp_path} && {NC_TUI} scan {demo_backdoored.config} --out {tmp_path / 'runs'}; "
+        f"echo EXITED-$? > {tmp_path / 'exit.txt'}"
+    )
     tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", command)
     setup = wait_for_screen("Start scan", 60)
     assert "Model file" in setup and "demo_model.pt" in setup
@@ -73,8 +75,10 @@ def test_setup_scan_results_in_tmux(tmux_session, demo_backdoored, tmp_path):
 
 def test_no_color_demo_at_80x24_in_tmux(tmux_session, demo_backdoored, tmp_path):
     """NO_COLOR crashed as soon as a mask was drawn and left the terminal frozen; 80x24 is the promised size."""
-    command = (f"cd {tmp_path} && NO_COLOR=1 {NC_TUI} demo --dir {demo_backdoored.folder} > /dev/tty; "
-               f"echo EXITED-$? > {tmp_path / 'exit.txt'}; sleep 30")
+    command = (
+        f"cd {tmp_path} && NO_COLOR=1 {NC_TUI} demo --dir {demo_backdoored.folder} > /dev/tty; "
+        f"echo EXITED-$? > {tmp_path / 'exit.txt'}; sleep 30"
+    )
     tmux("new-session", "-d", "-s", SESSION, "-x", "80", "-y", "24", command)
     wait_for_screen("Verdict:", 240)
     results = wait_for_screen("status", 20)  # the verdict line can be drawn a frame before the table
@@ -109,12 +113,18 @@ def exited_and_printed(tmp_path: Path, last_line: str, timeout: float) -> tuple[
 def test_quit_mid_scan_prints_the_resume_line_in_tmux(tmux_session, demo_backdoored, tmp_path):
     """Quitting during a scan (q, then y) keeps the partial run and says, on the terminal, how to resume it."""
     demo = Path(demo_backdoored.folder)
-    slow = (demo / "demo.toml").read_text().replace('"demo_model.pt"', f'"{demo / "demo_model.pt"}"').replace(
-        '"demo_data.npz"', f'"{demo / "demo_data.npz"}"').replace(
-        "[scan]\n", "[scan]\nsamples = 1000\nmax_steps = 1000\nconverge_window = 0\n")  # surely still running
+    slow = (
+        (demo / "demo.toml")
+        .read_text()
+        .replace('"demo_model.pt"', f'"{demo / "demo_model.pt"}"')
+        .replace('"demo_data.npz"', f'"{demo / "demo_data.npz"}"')
+        .replace("[scan]\n", "[scan]\nsamples = 1000\nmax_steps = 1000\nconverge_window = 0\n")
+    )  # surely still running
     (tmp_path / "slow.toml").write_text(slow)
-    command = (f"cd {tmp_path} && NO_COLOR=1 {NC_TUI} scan slow.toml --out {tmp_path / 'runs'}; "
-               f"echo EXITED-$? > {tmp_path / 'exit.txt'}; sleep 30")
+    command = (
+        f"cd {tmp_path} && NO_COLOR=1 {NC_TUI} scan slow.toml --out {tmp_path / 'runs'}; "
+        f"echo EXITED-$? > {tmp_path / 'exit.txt'}; sleep 30"
+    )
     tmux("new-session", "-d", "-s", SESSION, "-x", "80", "-y", "24", command)
     wait_for_screen("Start scan", 60)
     tmux("send-keys", "-t", SESSION, "F5")

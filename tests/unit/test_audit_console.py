@@ -13,8 +13,9 @@ from nc_tui.audit_console import AuditProgress, print_summary
 
 
 def finished(index, row, skipped=False):
-    return ae.ModelFinished(index, 2, row.model, row.verdict, row.flagged, row.reasons, row.seconds, row.run_folder,
-                            skipped, row)
+    return ae.ModelFinished(
+        index, 2, row.model, row.verdict, row.flagged, row.reasons, row.seconds, row.run_folder, skipped, row
+    )
 
 
 def test_model_lines_heartbeat_and_summary():
@@ -40,7 +41,7 @@ def test_model_lines_heartbeat_and_summary():
     assert lines[3].startswith("  ... m1: 0/1 searches done, 1280 images")
     assert lines[4] == "[1/2] m1  BACKDOORED flagged 3 7  12.5s  /out/m1/m1-1"
     assert lines[5] == "[2/2] m2  ERROR  0.1s  m2.pt: not a TorchScript model"
-    table = lines[lines.index("") + 1:]
+    table = lines[lines.index("") + 1 :]
     assert table[0].split() == ["model", "verdict", "flagged", "accuracy", "seconds", "run", "folder"]
     assert table[1].split() == ["m1", "BACKDOORED", "3", "7", "97.0%", "12.5", "/out/m1/m1-1"]
     assert table[2].split() == ["m2", "ERROR", "-", "-", "0.1", "-"]

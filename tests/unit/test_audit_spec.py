@@ -42,25 +42,28 @@ def test_models_from_a_folder_a_glob_and_a_list_share_model_and_data(tmp_path):
     assert [m.name for m in spec.models] == ["m1", "m3"]  # a file named twice is scanned once
 
 
-@pytest.mark.parametrize("text, message", [
-    ('configs = ["missing.toml"]\n', "configs entry 'missing.toml': "),
-    ('configs = []\n', "`configs` must be a non-empty string or list of strings"),
-    ('model_files = "zoo"\n', "unknown key 'model_files'"),
-    ('configs = ["c.toml"]\nmodels = "zoo"\n', "expected exactly one of `configs`"),
-    ('[compute]\nbackend = "ray"\n', "expected exactly one of `configs`"),
-    ('configs = ["c.toml"]\n[compute]\nbackend = "dask"\n', "[compute].backend must be one of local, ray"),
-    ('configs = ["c.toml"]\n[compute]\nworkers = 4\n', "unknown key [compute].workers"),
-    ('configs = ["c.toml"]\n[compute]\ngpus = -1\n', "[compute].gpus must be a number in [0, 1024]"),
-    ('configs = ["c.toml"]\n[scan]\npreset = "fast"\n', "[scan] belongs in each scan config"),
-    ('models = "empty"\n' + SHARED, "models entry 'empty': no model files"),
-    ('models = "zoo/*.pth"\n' + SHARED, "models entry 'zoo/*.pth': no model files"),
-    ('models = "nowhere"\n' + SHARED, "models entry 'nowhere': "),
-    ('models = "zoo"\n[data]\npath = "d.npz"\n', "`models` needs the [model] and [data] sections"),
-    ('models = "zoo"\n' + SHARED.replace("[model]\n", '[model]\npath = "x.pt"\n'), "[model].path is set by"),
-    ('models = "zoo"\n' + SHARED.replace("num_classes", "classes"), "unknown key [model].classes"),
-    ('configs = ["bad.toml"]\n', "bad.toml: unknown key [scan].steps"),
-    ('configs = "c.toml\n', "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('configs = ["missing.toml"]\n', "configs entry 'missing.toml': "),
+        ("configs = []\n", "`configs` must be a non-empty string or list of strings"),
+        ('model_files = "zoo"\n', "unknown key 'model_files'"),
+        ('configs = ["c.toml"]\nmodels = "zoo"\n', "expected exactly one of `configs`"),
+        ('[compute]\nbackend = "ray"\n', "expected exactly one of `configs`"),
+        ('configs = ["c.toml"]\n[compute]\nbackend = "dask"\n', "[compute].backend must be one of local, ray"),
+        ('configs = ["c.toml"]\n[compute]\nworkers = 4\n', "unknown key [compute].workers"),
+        ('configs = ["c.toml"]\n[compute]\ngpus = -1\n', "[compute].gpus must be a number in [0, 1024]"),
+        ('configs = ["c.toml"]\n[scan]\npreset = "fast"\n', "[scan] belongs in each scan config"),
+        ('models = "empty"\n' + SHARED, "models entry 'empty': no model files"),
+        ('models = "zoo/*.pth"\n' + SHARED, "models entry 'zoo/*.pth': no model files"),
+        ('models = "nowhere"\n' + SHARED, "models entry 'nowhere': "),
+        ('models = "zoo"\n[data]\npath = "d.npz"\n', "`models` needs the [model] and [data] sections"),
+        ('models = "zoo"\n' + SHARED.replace("[model]\n", '[model]\npath = "x.pt"\n'), "[model].path is set by"),
+        ('models = "zoo"\n' + SHARED.replace("num_classes", "classes"), "unknown key [model].classes"),
+        ('configs = ["bad.toml"]\n', "bad.toml: unknown key [scan].steps"),
+        ('configs = "c.toml\n', "invalid TOML"),
+    ],
+)
 def test_spec_mistakes_are_one_line(tmp_path, text, message):
     write(tmp_path / "c.toml", CONFIG.format(model="m.pt"))
     write(tmp_path / "bad.toml", CONFIG.format(model="m.pt") + "[scan]\nsteps = 3\n")

@@ -7,8 +7,15 @@ from nc_tui.cli import main
 
 
 def test_headless_scan_then_report(demo_backdoored, tmp_path, capsys):
-    code = main(["scan", demo_backdoored.config, "--headless", "--out", str(tmp_path / "runs"),
-                 ])
+    code = main(
+        [
+            "scan",
+            demo_backdoored.config,
+            "--headless",
+            "--out",
+            str(tmp_path / "runs"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "Verdict: BACKDOORED" in out and "FLAGGED" in out
@@ -23,8 +30,10 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.toml: config file not found" in err
     bad = tmp_path / "bad.toml"
-    bad.write_text('[model]\nformat = "torchscript"\npath = "nope.pt"\nnum_classes = 10\n'
-                   'input_shape = [1, 28, 28]\n[data]\npath = "x.npz"\n[output]\ndir = "out"\n')
+    bad.write_text(
+        '[model]\nformat = "torchscript"\npath = "nope.pt"\nnum_classes = 10\n'
+        'input_shape = [1, 28, 28]\n[data]\npath = "x.npz"\n[output]\ndir = "out"\n'
+    )
     assert main(["scan", str(bad), "--headless"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.pt: TorchScript model file not found" in err
@@ -34,8 +43,12 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
 
 
 def test_console_script_runs_in_a_subprocess(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "nc_tui.cli", "scan", str(tmp_path / "x.toml"), "--headless"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nc_tui.cli", "scan", str(tmp_path / "x.toml"), "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "config file not found" in proc.stderr
 
 
@@ -58,8 +71,10 @@ def test_help_report_print_and_config_errors_do_not_import_torch(tmp_path, demo_
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\npath = 3\n")
     for argv in (["--help"], ["report", run, "--print"], ["scan", str(bad), "--headless"]):
-        out = _modules_after(f"import sys\nfrom nc_tui.cli import main\ntry:\n    main({argv!r})\n"
-                             "except SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)\n")
+        out = _modules_after(
+            f"import sys\nfrom nc_tui.cli import main\ntry:\n    main({argv!r})\n"
+            "except SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)\n"
+        )
         assert "TORCH False" in out, (argv, out[-500:])
     assert make_demo(demo_backdoored.folder).cached  # and a cached demo says so instead of a training time
 

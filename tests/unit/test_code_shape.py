@@ -21,24 +21,33 @@ def functions():
 
 
 def test_no_function_is_longer_than_sixty_lines():
-    long = [f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
-            for path, node in functions() if node.end_lineno - node.lineno + 1 > MAX_LINES]
+    long = [
+        f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path, node in functions()
+        if node.end_lineno - node.lineno + 1 > MAX_LINES
+    ]
     assert not long, "split these: " + "; ".join(long)
 
 
 def _code_strings(tree: ast.AST) -> list[ast.Constant]:
     """String constants that are not docstrings."""
-    docs = {id(n.body[0].value) for n in ast.walk(tree)
-            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-            and id(n) not in docs]
+    docs = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
 
 
 def test_only_the_run_folder_knows_its_layout():
     """Names of files inside a run folder appear in runfolder.py alone: everything else goes through it."""
-    layout = re.compile(r"(report\.json|report\.csv|samples\.npz|events\.jsonl|log\.txt|triggers/|trials/"
-                        r"|inflight/|^mitigation$)")
+    layout = re.compile(
+        r"(report\.json|report\.csv|samples\.npz|events\.jsonl|log\.txt|triggers/|trials/"
+        r"|inflight/|^mitigation$)"
+    )
     offenders = []
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):

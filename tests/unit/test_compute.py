@@ -35,16 +35,19 @@ def test_compute_keys_survive_the_run_folder_config(tmp_path):
     assert (c.backend, c.devices, c.workers) == ("ray", [0, "cuda:1"], 3)
 
 
-@pytest.mark.parametrize("extra, words", [
-    ('[compute]\nbackend = "dask"\n', "[compute].backend must be one of local, ray, got 'dask'"),
-    ('[compute]\nnodes = 4\n', "unknown key [compute].nodes (known keys: backend, address, devices, workers)"),
-    ('[compute]\nworkers = -1\n', "[compute].workers must be an integer in 0..4096 (0 = one per device), got -1"),
-    ('[compute]\ndevices = "gpu"\n', "[compute].devices must be \"all\", \"cpu\" or a non-empty list"),
-    ('[compute]\ndevices = [0, "cuda:0"]\n', "[compute].devices must be GPUs without repeats"),
-    ('[compute]\ndevices = [-1]\n', "[compute].devices must be \"all\", \"cpu\" or a non-empty list"),
-    ('[compute]\naddress = "auto"\ndevices = [0, 1]\n', "[compute].devices lists local GPUs, which only applies"),
-    ('[compute]\naddress = 6379\n', "[compute].address must be a string, got integer 6379"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ('[compute]\nbackend = "dask"\n', "[compute].backend must be one of local, ray, got 'dask'"),
+        ("[compute]\nnodes = 4\n", "unknown key [compute].nodes (known keys: backend, address, devices, workers)"),
+        ("[compute]\nworkers = -1\n", "[compute].workers must be an integer in 0..4096 (0 = one per device), got -1"),
+        ('[compute]\ndevices = "gpu"\n', '[compute].devices must be "all", "cpu" or a non-empty list'),
+        ('[compute]\ndevices = [0, "cuda:0"]\n', "[compute].devices must be GPUs without repeats"),
+        ("[compute]\ndevices = [-1]\n", '[compute].devices must be "all", "cpu" or a non-empty list'),
+        ('[compute]\naddress = "auto"\ndevices = [0, 1]\n', "[compute].devices lists local GPUs, which only applies"),
+        ("[compute]\naddress = 6379\n", "[compute].address must be a string, got integer 6379"),
+    ],
+)
 def test_bad_compute_values_are_one_line(tmp_path, capsys, extra, words):
     path = tmp_path / "scan.toml"
     path.write_text(BASE + extra)
@@ -73,15 +76,18 @@ def test_ray_backend_without_ray_names_the_extra(tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("compute, device, resources, jobs, expected", [
-    (ComputeConfig(), "auto", {"CPU": 2.0}, 10, (2, {"num_cpus": 1}, False)),  # one per CPU
-    (ComputeConfig(workers=1), "auto", {"CPU": 16.0}, 10, (1, {"num_cpus": 16}, False)),  # one worker, all CPUs
-    (ComputeConfig(workers=4), "auto", {"CPU": 2.0}, 10, (4, {"num_cpus": 0.5}, False)),  # more than CPUs
-    (ComputeConfig(), "auto", {"CPU": 64.0, "GPU": 8.0}, 43, (8, {"num_gpus": 1.0, "num_cpus": 1}, True)),
-    (ComputeConfig(), "auto", {"CPU": 64.0, "GPU": 8.0}, 3, (3, {"num_gpus": 1.0, "num_cpus": 1}, True)),
-    (ComputeConfig(workers=3), "auto", {"CPU": 8.0, "GPU": 2.0}, 10, (3, {"num_gpus": 0.5, "num_cpus": 1}, True)),
-    (ComputeConfig(devices="cpu"), "auto", {"CPU": 8.0, "GPU": 2.0}, 10, (8, {"num_cpus": 1}, False)),
-    (ComputeConfig(), "cpu", {"CPU": 8.0, "GPU": 2.0}, 10, (8, {"num_cpus": 1}, False)),  # [scan].device = cpu
-])
+@pytest.mark.parametrize(
+    "compute, device, resources, jobs, expected",
+    [
+        (ComputeConfig(), "auto", {"CPU": 2.0}, 10, (2, {"num_cpus": 1}, False)),  # one per CPU
+        (ComputeConfig(workers=1), "auto", {"CPU": 16.0}, 10, (1, {"num_cpus": 16}, False)),  # one worker, all CPUs
+        (ComputeConfig(workers=4), "auto", {"CPU": 2.0}, 10, (4, {"num_cpus": 0.5}, False)),  # more than CPUs
+        (ComputeConfig(), "auto", {"CPU": 64.0, "GPU": 8.0}, 43, (8, {"num_gpus": 1.0, "num_cpus": 1}, True)),
+        (ComputeConfig(), "auto", {"CPU": 64.0, "GPU": 8.0}, 3, (3, {"num_gpus": 1.0, "num_cpus": 1}, True)),
+        (ComputeConfig(workers=3), "auto", {"CPU": 8.0, "GPU": 2.0}, 10, (3, {"num_gpus": 0.5, "num_cpus": 1}, True)),
+        (ComputeConfig(devices="cpu"), "auto", {"CPU": 8.0, "GPU": 2.0}, 10, (8, {"num_cpus": 1}, False)),
+        (ComputeConfig(), "cpu", {"CPU": 8.0, "GPU": 2.0}, 10, (8, {"num_cpus": 1}, False)),  # [scan].device = cpu
+    ],
+)
 def test_worker_plan(compute, device, resources, jobs, expected):
     assert worker_plan(compute, device, resources, jobs) == expected

@@ -51,7 +51,7 @@ def test_threshold_follows_the_statistic_unless_set(tmp_path):
     assert (detect.threshold, detect.spread_floor) == (DEFAULT_THRESHOLD["log_l1"], DEFAULT_SPREAD_FLOOR["log_l1"])
     detect = load_config(write(tmp_path, BASE + '[detect]\nstatistic = "l1"\n')).resolved().detect
     assert (detect.threshold, detect.spread_floor) == (2.0, 0.0)  # the paper's test, no floor
-    assert load_config(write(tmp_path, BASE + '[detect]\nspread_floor = 0.3\n')).resolved().detect.spread_floor == 0.3
+    assert load_config(write(tmp_path, BASE + "[detect]\nspread_floor = 0.3\n")).resolved().detect.spread_floor == 0.3
     text = BASE + '[detect]\nstatistic = "l1"\nthreshold = 2.5\n'
     assert load_config(write(tmp_path, text)).resolved().detect.threshold == 2.5
 
@@ -66,17 +66,20 @@ def test_paths_are_relative_to_the_config_file(tmp_path):
     assert cfg.resolve_path(cfg.model.path) == tmp_path / "m.pt"
 
 
-@pytest.mark.parametrize("extra, words", [
-    ("[scan]\nsampels = 10\n", ["[scan].sampels", "unknown key", "samples"]),
-    ("[scan]\ntrials = \"two\"\n", ["[scan].trials", "integer", "'two'"]),
-    ("[scan]\nlr = true\n", ["[scan].lr", "number"]),
-    ("[scann]\n", ["unknown section [scann]"]),
-    ("[scan]\nstrategy = \"fast\"\n", ["[scan].strategy", "batched"]),
-    ("[scan]\nlabels = [0, 12]\n", ["[scan].labels", "0..9", "12"]),
-    ("[scan]\ndevice = \"gpu\"\n", ["[scan].device"]),
-    ("[scan]\nbatch_size = 64\nsamples = 32\n", ["[scan].batch_size", "32"]),
-    ("[detect]\nthreshold = \"2\"\n", ["[detect].threshold", "number"]),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ("[scan]\nsampels = 10\n", ["[scan].sampels", "unknown key", "samples"]),
+        ('[scan]\ntrials = "two"\n', ["[scan].trials", "integer", "'two'"]),
+        ("[scan]\nlr = true\n", ["[scan].lr", "number"]),
+        ("[scann]\n", ["unknown section [scann]"]),
+        ('[scan]\nstrategy = "fast"\n', ["[scan].strategy", "batched"]),
+        ("[scan]\nlabels = [0, 12]\n", ["[scan].labels", "0..9", "12"]),
+        ('[scan]\ndevice = "gpu"\n', ["[scan].device"]),
+        ("[scan]\nbatch_size = 64\nsamples = 32\n", ["[scan].batch_size", "32"]),
+        ('[detect]\nthreshold = "2"\n', ["[detect].threshold", "number"]),
+    ],
+)
 def test_bad_values_name_key_and_file(tmp_path, extra, words):
     path = write(tmp_path, BASE + extra)
     with pytest.raises(ConfigError) as err:
@@ -105,7 +108,7 @@ def test_missing_file_folder_and_bad_toml(tmp_path):
 
 
 def test_resolved_config_round_trips(tmp_path):
-    cfg = load_config(write(tmp_path, BASE + '[scan]\nlabels = [1, 3]\n'))
+    cfg = load_config(write(tmp_path, BASE + "[scan]\nlabels = [1, 3]\n"))
     out = tmp_path / "sub"
     out.mkdir()
     (out / "config.toml").write_text(config_to_toml(cfg))

@@ -25,22 +25,26 @@ def cli_error(tmp_path, capsys, text: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("extra, words", [
-    ("[scan]\nseed = -1\n", ["[scan].seed must be an integer in 0..4294967295", "-1"]),
-    ("[scan]\ntrials = 1000000000000\n", ["[scan].trials must be an integer in 1..100", "1000000000000"]),
-    ("[scan]\nsamples = 1000000000\n", ["[scan].samples must be an integer in 1..100000"]),
-    ("[scan]\nasr_samples = 0\n", ["[scan].asr_samples must be an integer in 1..100000"]),
-    ("[scan]\nmax_steps = 1000000000000\n", ["[scan].max_steps must be an integer in 1..100000"]),
-    ("[scan]\nbatch_size = 100000\nsamples = 100000\n", ["[scan].batch_size must be an integer in 1..4096"]),
-    ("[scan]\nconverge_tol = -0.1\n", ["[scan].converge_tol must be a number in [0, 1)", "-0.1"]),
-    ("[scan]\nearly_stop_threshold = -1.0\n", ["[scan].early_stop_threshold must be a number in (0, 10]"]),
-    ("[scan]\ncost_up = 0.5\n", ["[scan].cost_up must be a number in [1, 100]"]),
-    ("[scan]\nlr = 1e9\n", ["[scan].lr must be a number in (0, 10]"]),
-    ("[scan]\nlabels = [-1, 2]\n", ["[scan].labels must be labels in 0..99999"]),
-    ("[scan]\nbetas = [0.5, nan]\n", ["[scan].betas must be two numbers in [0, 1)"]),
-    ("[detect]\nmin_clean_accuracy = 2.0\n", ["[detect].min_clean_accuracy must be a number in [0, 1]"]),
-    ("[data]\nmax_images = -5\n", ["[data].max_images must be an integer in 0..1000000000 (0 = no cap)"]),
-], ids=lambda v: v.split("\n")[1].split(" =")[0] if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ("[scan]\nseed = -1\n", ["[scan].seed must be an integer in 0..4294967295", "-1"]),
+        ("[scan]\ntrials = 1000000000000\n", ["[scan].trials must be an integer in 1..100", "1000000000000"]),
+        ("[scan]\nsamples = 1000000000\n", ["[scan].samples must be an integer in 1..100000"]),
+        ("[scan]\nasr_samples = 0\n", ["[scan].asr_samples must be an integer in 1..100000"]),
+        ("[scan]\nmax_steps = 1000000000000\n", ["[scan].max_steps must be an integer in 1..100000"]),
+        ("[scan]\nbatch_size = 100000\nsamples = 100000\n", ["[scan].batch_size must be an integer in 1..4096"]),
+        ("[scan]\nconverge_tol = -0.1\n", ["[scan].converge_tol must be a number in [0, 1)", "-0.1"]),
+        ("[scan]\nearly_stop_threshold = -1.0\n", ["[scan].early_stop_threshold must be a number in (0, 10]"]),
+        ("[scan]\ncost_up = 0.5\n", ["[scan].cost_up must be a number in [1, 100]"]),
+        ("[scan]\nlr = 1e9\n", ["[scan].lr must be a number in (0, 10]"]),
+        ("[scan]\nlabels = [-1, 2]\n", ["[scan].labels must be labels in 0..99999"]),
+        ("[scan]\nbetas = [0.5, nan]\n", ["[scan].betas must be two numbers in [0, 1)"]),
+        ("[detect]\nmin_clean_accuracy = 2.0\n", ["[detect].min_clean_accuracy must be a number in [0, 1]"]),
+        ("[data]\nmax_images = -5\n", ["[data].max_images must be an integer in 0..1000000000 (0 = no cap)"]),
+    ],
+    ids=lambda v: v.split("\n")[1].split(" =")[0] if isinstance(v, str) else None,
+)
 def test_out_of_range_values_are_one_line(tmp_path, capsys, extra, words):
     err = cli_error(tmp_path, capsys, BASE + extra)
     for word in words:
@@ -58,8 +62,16 @@ def test_num_classes_is_capped(tmp_path, capsys):
     assert "[model].num_classes must be an integer in 2..100000" in err, err
 
 
-@pytest.mark.parametrize("key, value", [("path", "m\\n.pt"), ("path", "m\\t.pt"), ("path", "m\\u0000.pt"),
-                                        ("architecture", "net.py:Net\\r"), ("split", "te\\u001bst")])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("path", "m\\n.pt"),
+        ("path", "m\\t.pt"),
+        ("path", "m\\u0000.pt"),
+        ("architecture", "net.py:Net\\r"),
+        ("split", "te\\u001bst"),
+    ],
+)
 def test_control_characters_in_strings_are_refused(tmp_path, capsys, key, value):
     section = "data" if key == "split" else "model"
     if key == "split":
@@ -103,9 +115,11 @@ def test_range_tables_cover_every_numeric_scan_key():
 
 
 def test_valid_edges_are_accepted(tmp_path):
-    table = {"model": {"path": "m.pt", "input_shape": [16, 4096, 4096], "mean": [0.5], "num_classes": 100000},
-             "scan": {"seed": 2**32 - 1, "trials": 100, "converge_tol": 0.0, "early_stop_threshold": 10.0},
-             "detect": {"min_clean_accuracy": 0.0}}
+    table = {
+        "model": {"path": "m.pt", "input_shape": [16, 4096, 4096], "mean": [0.5], "num_classes": 100000},
+        "scan": {"seed": 2**32 - 1, "trials": 100, "converge_tol": 0.0, "early_stop_threshold": 10.0},
+        "detect": {"min_clean_accuracy": 0.0},
+    }
     cfg = config_from_dict(table, source=str(tmp_path / "scan.toml"), base_dir=tmp_path)
     assert cfg.scan.seed == 2**32 - 1
 

@@ -13,8 +13,7 @@ def test_plain_output_prints_a_heartbeat_every_ten_seconds():
     now = [0.0]
     out = io.StringIO()
     progress = HeadlessProgress(Console(file=out, no_color=True, force_terminal=False, width=200), lambda: now[0])
-    progress(ev.ScanStarted("/tmp/run", list(range(3)), ["a", "b", "c"], 1, "cpu", "batched", 3, 0.99, 160, 1000,
-                            300))
+    progress(ev.ScanStarted("/tmp/run", list(range(3)), ["a", "b", "c"], 1, "cpu", "batched", 3, 0.99, 160, 1000, 300))
     mask = np.zeros((4, 4), np.float32)
     for step in range(1, 61):  # one step a second for a minute, no label finished
         now[0] = float(step)

@@ -29,16 +29,23 @@ def image_dataset(n, side=8, offset=0):
     """A Dataset with an Image column (PNG bytes) and a ClassLabel column, and its pixels."""
     datasets = require_module("datasets")
     images = [png(offset + i, side) for i in range(n)]
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=NAMES),
-                                  "note": datasets.Value("string")})
-    data = {"img": [{"bytes": raw, "path": None} for _, raw in images], "label": [i % 3 for i in range(n)],
-            "note": ["x"] * n}
+    features = datasets.Features(
+        {"img": datasets.Image(), "label": datasets.ClassLabel(names=NAMES), "note": datasets.Value("string")}
+    )
+    data = {
+        "img": [{"bytes": raw, "path": None} for _, raw in images],
+        "label": [i % 3 for i in range(n)],
+        "note": ["x"] * n,
+    }
     return datasets.Dataset.from_dict(data, features=features), [p for p, _ in images]
 
 
 def cfg(tmp_path, scan=None, **data):
-    table = {"model": {"format": "torchscript", "path": "m.pt", "input_shape": [3, 8, 8], "num_classes": 3},
-             "data": {"format": "hf", "path": "ds", **data}, "output": {"dir": "runs"}}
+    table = {
+        "model": {"format": "torchscript", "path": "m.pt", "input_shape": [3, 8, 8], "num_classes": 3},
+        "data": {"format": "hf", "path": "ds", **data},
+        "output": {"dir": "runs"},
+    }
     if scan:
         table["scan"] = scan
     return config_from_dict(table, source=str(tmp_path / "c.toml"), base_dir=tmp_path)
@@ -91,8 +98,7 @@ def test_array_images_and_given_columns(tmp_path, kind):
         features = datasets.Features({"pixels": datasets.Array3D((8, 8, 3), "uint8"), "y": datasets.Value("int64")})
         ds = datasets.Dataset.from_dict({"pixels": pixels, "y": [0, 1, 2] * 2}, features=features)
     else:  # plain nested lists of floats in [0, 1], channels first
-        ds = datasets.Dataset.from_dict({"pixels": (pixels.transpose(0, 3, 1, 2) / 255.0).tolist(),
-                                         "y": [0, 1, 2] * 2})
+        ds = datasets.Dataset.from_dict({"pixels": (pixels.transpose(0, 3, 1, 2) / 255.0).tolist(), "y": [0, 1, 2] * 2})
     ds.save_to_disk(str(tmp_path / "ds"))
     source = open_data(cfg(tmp_path, image_column="pixels", label_column="y"))
     assert source.class_names == ["0", "1", "2"]

@@ -42,8 +42,10 @@ def payload_bytes(marker: Path) -> bytes:
 
 
 def make_cfg(tmp_path, model=None, data=None):
-    table = {"model": {"format": "torchscript", "path": "m.pt", "input_shape": [1, 8, 8], **(model or {})},
-             "data": {"format": "npz", "path": "d.npz", **(data or {})}}
+    table = {
+        "model": {"format": "torchscript", "path": "m.pt", "input_shape": [1, 8, 8], **(model or {})},
+        "data": {"format": "npz", "path": "d.npz", **(data or {})},
+    }
     return config_from_dict(table, source=str(tmp_path / "scan.toml"), base_dir=tmp_path)
 
 
@@ -112,8 +114,9 @@ def test_exported_archive_in_the_old_pickled_layout_is_refused(tmp_path):
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_checkpoint_with_a_malicious_global_runs_nothing(tmp_path, fmt, legacy):
     marker = tmp_path / "marker"
-    torch.save({"w": torch.zeros(2), "evil": Payload(marker)}, tmp_path / "w.pt",
-               _use_new_zipfile_serialization=not legacy)
+    torch.save(
+        {"w": torch.zeros(2), "evil": Payload(marker)}, tmp_path / "w.pt", _use_new_zipfile_serialization=not legacy
+    )
     (tmp_path / "net.py").write_text("from torch import nn\nNet = lambda: nn.Linear(2, 2)\n")
     arch = "net.py:Net" if fmt == "state_dict" else "resnet18"
     with pytest.raises(ModelError) as err:
@@ -159,12 +162,19 @@ def test_npy_with_an_object_array_is_one_line(tmp_path):
 
 def run_cli(tmp_path: Path, config: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """The CLI in a child process with a memory cap and a timeout: a regression fails, it does not hang."""
-    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30)); "
-            "from nc_tui.cli import main; sys.exit(main(sys.argv[1:]))")
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30)); "
+        "from nc_tui.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
-        return subprocess.run([sys.executable, "-c", code, "scan", config, "--headless", "--out",
-                               str(tmp_path / "out")], capture_output=True, text=True, timeout=timeout, env=env)
+        return subprocess.run(
+            [sys.executable, "-c", code, "scan", config, "--headless", "--out", str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"nc-tui scan {config} did not stop within {timeout}s")
 
@@ -178,9 +188,11 @@ def assert_refused(result: subprocess.CompletedProcess, *needles: str) -> None:
 
 def write_config(tmp_path: Path, model_path: str = "m.pt", data_path: str = "d.npz", fmt: str = "npz") -> str:
     path = tmp_path / "scan.toml"
-    path.write_text(f'[model]\nformat = "torchscript"\npath = "{model_path}"\ninput_shape = [1, 8, 8]\n'
-                    f'[data]\nformat = "{fmt}"\npath = "{data_path}"\n'
-                    '[scan]\nsamples = 32\nasr_samples = 32\nbatch_size = 32\nmax_steps = 2\n')
+    path.write_text(
+        f'[model]\nformat = "torchscript"\npath = "{model_path}"\ninput_shape = [1, 8, 8]\n'
+        f'[data]\nformat = "{fmt}"\npath = "{data_path}"\n'
+        "[scan]\nsamples = 32\nasr_samples = 32\nbatch_size = 32\nmax_steps = 2\n"
+    )
     return str(path)
 
 
@@ -197,16 +209,22 @@ def test_config_over_one_mib_is_refused(tmp_path):
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
 def test_dev_zero_as_the_model(tmp_path):
-    assert_refused(run_cli(tmp_path, write_config(tmp_path, model_path="/dev/zero")),
-                   "/dev/zero: is not a regular file", "[model].path")
+    assert_refused(
+        run_cli(tmp_path, write_config(tmp_path, model_path="/dev/zero")),
+        "/dev/zero: is not a regular file",
+        "[model].path",
+    )
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
 @pytest.mark.parametrize("fmt", ["npz", "npy", "imagefolder"])
 def test_dev_zero_as_the_data(tmp_path, fmt):
     torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(64, 3))).save(str(tmp_path / "m.pt"))
-    assert_refused(run_cli(tmp_path, write_config(tmp_path, data_path="/dev/zero", fmt=fmt)),
-                   "/dev/zero: is not a regular file", "[data].path")
+    assert_refused(
+        run_cli(tmp_path, write_config(tmp_path, data_path="/dev/zero", fmt=fmt)),
+        "/dev/zero: is not a regular file",
+        "[data].path",
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -290,8 +308,9 @@ def test_forward_is_deterministic_and_outputs_are_finite_on_plain_modules():
     assert not forward_is_deterministic(net.train(), x)
     assert forward_is_deterministic(net.eval(), x)
     assert outputs_are_finite(net, x)
-    assert not outputs_are_finite(nn.Sequential(net, nn.Softplus(beta=-1.0), nn.LogSigmoid(), nn.Flatten(),
-                                                nn.Threshold(1e30, float("nan"))), x)
+    assert not outputs_are_finite(
+        nn.Sequential(net, nn.Softplus(beta=-1.0), nn.LogSigmoid(), nn.Flatten(), nn.Threshold(1e30, float("nan"))), x
+    )
 
 
 def test_a_damaged_trigger_file_costs_only_the_degenerate_marks(tmp_path):
@@ -307,9 +326,14 @@ def test_a_damaged_trigger_file_costs_only_the_degenerate_marks(tmp_path):
     assert folder.mask_area([0, 1]) == 784
 
 
-@pytest.mark.parametrize("text, problem", [("[1, 2]", "expected a JSON object, got a list"),
-                                           ("{bad", "not a readable JSON file"),
-                                           (b"\xff\xfe{}", "not a readable JSON file")])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[1, 2]", "expected a JSON object, got a list"),
+        ("{bad", "not a readable JSON file"),
+        (b"\xff\xfe{}", "not a readable JSON file"),
+    ],
+)
 def test_json_side_files_that_are_not_objects_are_one_line(tmp_path, text, problem):
     """The run folder's fingerprints, a model folder's config.json and a dataset's state.json share one
     reader: each names the file and what was wrong with it."""

@@ -48,14 +48,24 @@ def search(jobs, group, stop=None, model=None, carry=None, stop_after_steps=None
         if stop_after_steps is not None and len(steps) == stop_after_steps:
             stop.set()
 
-    _, stopped = search_triggers(model or CountingModel(), samples(), jobs, SETTINGS, group, stop, on_step,
-                                 lambda o: outcomes.__setitem__((o.job.label, o.job.trial), o), carry)
+    _, stopped = search_triggers(
+        model or CountingModel(),
+        samples(),
+        jobs,
+        SETTINGS,
+        group,
+        stop,
+        on_step,
+        lambda o: outcomes.__setitem__((o.job.label, o.job.trial), o),
+        carry,
+    )
     return outcomes, stopped
 
 
 def saving_carry(store, restored=None):
     def save(checkpoints, stopping):  # through the on-disk form, as a resume reads it
         store.update({c.key: SlotCheckpoint.from_arrays(c.to_arrays(), [1, 8, 8]) for c in checkpoints})
+
     return Carry(dict(restored or {}), save, pytest.fail)
 
 
@@ -94,17 +104,20 @@ def saved_one():
     return next(iter(store.values())).to_arrays()
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda a: a.pop("m_mask"), "no array 'm_mask'"),
-    (lambda a: a.update(raw_mask=a["raw_mask"][:4]), "raw_mask is float32 (4, 8)"),
-    (lambda a: a.update(v_pattern=a["v_pattern"].astype(np.float64)), "v_pattern is float64"),
-    (lambda a: a.update(v_mask=-a["v_mask"] - 1), "negative"),
-    (lambda a: a.update(raw_pattern=a["raw_pattern"] * np.nan), "NaN"),
-    (lambda a: a.update(meta=np.frombuffer(b"\xff\xfe", np.uint8)), "not JSON"),
-    (lambda a: a.update(meta=np.frombuffer(b'{"version": 1, "label": "x"}', np.uint8)), "'label'"),
-    (lambda a: a.update(meta=np.array(["{}"])), "not a UTF-8 JSON record"),
-    (lambda a: a.update(best_history=a["best_history"][:-1]), "best_history"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda a: a.pop("m_mask"), "no array 'm_mask'"),
+        (lambda a: a.update(raw_mask=a["raw_mask"][:4]), "raw_mask is float32 (4, 8)"),
+        (lambda a: a.update(v_pattern=a["v_pattern"].astype(np.float64)), "v_pattern is float64"),
+        (lambda a: a.update(v_mask=-a["v_mask"] - 1), "negative"),
+        (lambda a: a.update(raw_pattern=a["raw_pattern"] * np.nan), "NaN"),
+        (lambda a: a.update(meta=np.frombuffer(b"\xff\xfe", np.uint8)), "not JSON"),
+        (lambda a: a.update(meta=np.frombuffer(b'{"version": 1, "label": "x"}', np.uint8)), "'label'"),
+        (lambda a: a.update(meta=np.array(["{}"])), "not a UTF-8 JSON record"),
+        (lambda a: a.update(best_history=a["best_history"][:-1]), "best_history"),
+    ],
+)
 def test_a_damaged_checkpoint_is_refused_with_what_is_wrong(damage, message):
     arrays = saved_one()
     SlotCheckpoint.from_arrays(arrays, [1, 8, 8])  # the undamaged one reads back
@@ -120,8 +133,7 @@ def test_a_checkpoint_for_another_budget_restarts_its_search_with_one_warning():
     search(JOBS[:2], 2, carry=saving_carry(store), stop_after_steps=6)
     store[(0, 0, "trial")].seed += 1  # as if the job's seed had changed
     warned = []
-    resumed, _ = search(continued_first(JOBS[:2], store), 2, carry=Carry(dict(store), lambda c, s: None,
-                                                                         warned.append))
+    resumed, _ = search(continued_first(JOBS[:2], store), 2, carry=Carry(dict(store), lambda c, s: None, warned.append))
     whole, _ = search(JOBS[:2], 2)
     assert len(warned) == 1 and "seed" in warned[0] and "starts again" in warned[0]
     assert resumed[(0, 0)].steps == whole[(0, 0)].steps  # it ran from scratch, to the same end
@@ -137,6 +149,7 @@ def test_periodic_saves_let_a_killed_search_continue():
         killed.steps += 1
         if killed.steps == 7:
             raise KeyboardInterrupt  # a kill: no stop, no last save
+
     killed.steps = 0
     with pytest.raises(KeyboardInterrupt):
         search_triggers(CountingModel(), samples(), JOBS, SETTINGS, 3, threading.Event(), killed, lambda o: None, carry)

@@ -18,8 +18,11 @@ CPU = torch.device("cpu")
 
 
 def make_cfg(tmp_path, model=None, data=None, scan=None):
-    table = {"model": {"format": "torchscript", "path": "m.pt", "input_shape": [1, 8, 8], **(model or {})},
-             "data": {"format": "npz", "path": "d.npz", **(data or {})}, "scan": scan or {}}
+    table = {
+        "model": {"format": "torchscript", "path": "m.pt", "input_shape": [1, 8, 8], **(model or {})},
+        "data": {"format": "npz", "path": "d.npz", **(data or {})},
+        "scan": scan or {},
+    }
     return config_from_dict(table, source=str(tmp_path / "scan.toml"), base_dir=tmp_path)
 
 
@@ -50,8 +53,9 @@ def test_model_path_missing_or_a_folder(tmp_path, fmt):
     one_line(err, "dir.bin: is a folder; expected a", "[model].path")
 
 
-@pytest.mark.parametrize("section,key", [("model", "format"), ("data", "format"), ("data", "layout"),
-                                         ("data", "resize")])
+@pytest.mark.parametrize(
+    "section,key", [("model", "format"), ("data", "format"), ("data", "layout"), ("data", "resize")]
+)
 def test_unknown_format_and_choice_keys(tmp_path, section, key):
     with pytest.raises(ConfigError) as err:
         make_cfg(tmp_path, **{section: {key: "caffe"}})
@@ -64,10 +68,16 @@ def test_torchvision_dataset_name_is_checked_in_the_config(tmp_path):
     one_line(err, "[data].dataset must be one of MNIST, FashionMNIST, CIFAR10")
 
 
-@pytest.mark.parametrize("fmt,content", [("exported", b"\x00garbage" * 50), ("onnx", b"just text\n"),
-                                         ("torchvision", b"PK\x03\x04 not really a zip"),
-                                         ("torchvision", b"a text file, not weights\n")],
-                         ids=["exported-bytes", "onnx-text", "checkpoint-fake-zip", "checkpoint-text"])
+@pytest.mark.parametrize(
+    "fmt,content",
+    [
+        ("exported", b"\x00garbage" * 50),
+        ("onnx", b"just text\n"),
+        ("torchvision", b"PK\x03\x04 not really a zip"),
+        ("torchvision", b"a text file, not weights\n"),
+    ],
+    ids=["exported-bytes", "onnx-text", "checkpoint-fake-zip", "checkpoint-text"],
+)
 def test_a_file_that_is_not_a_model(tmp_path, fmt, content):
     if fmt == "onnx":
         pytest.importorskip("onnx2torch")  # in the dev extra, so present in CI
@@ -83,7 +93,7 @@ def test_onnx_without_the_extra_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx2torch", None)  # as if not installed
     with pytest.raises(ModelError) as err:
         load_model(make_cfg(tmp_path, {"format": "onnx", "path": "m.onnx"}), CPU)
-    one_line(err, "m.onnx", "pip install \"nc-tui[onnx]\"")
+    one_line(err, "m.onnx", 'pip install "nc-tui[onnx]"')
 
 
 def test_exported_garbage_logs_no_traceback(tmp_path, capfd):
@@ -105,8 +115,13 @@ def test_cifar_stem_only_for_resnets(tmp_path):
     import torchvision
 
     torch.save(torchvision.models.get_model("squeezenet1_1", num_classes=3).state_dict(), tmp_path / "w.pt")
-    model = {"format": "torchvision", "path": "w.pt", "architecture": "squeezenet1_1", "input_shape": [3, 32, 32],
-             "architecture_args": {"cifar_stem": True}}
+    model = {
+        "format": "torchvision",
+        "path": "w.pt",
+        "architecture": "squeezenet1_1",
+        "input_shape": [3, 32, 32],
+        "architecture_args": {"cifar_stem": True},
+    }
     with pytest.raises(ModelError) as err:
         load_model(make_cfg(tmp_path, model), CPU)
     one_line(err, "cifar_stem works with torchvision ResNets", "'squeezenet1_1'")
@@ -184,14 +199,16 @@ def test_npz_and_npy_mixed_up(tmp_path):
     (tmp_path / "d.npz").write_bytes((tmp_path / "x.npy").read_bytes())
     with pytest.raises(DataError) as err:
         open_data(make_cfg(tmp_path, data={"format": "npz", "path": "d.npz"}))
-    one_line(err, "d.npz: is a single .npy array; expected a .npz file", "format = \"npy\"")
+    one_line(err, "d.npz: is a single .npy array; expected a .npz file", 'format = "npy"')
 
 
 def write_config(tmp_path, model_path="m.pt", data_path="d.npz"):
     path = tmp_path / "scan.toml"
-    path.write_text(f'[model]\nformat = "torchscript"\npath = "{model_path}"\ninput_shape = [1, 8, 8]\n'
-                    f'[data]\nformat = "npz"\npath = "{data_path}"\n'
-                    '[scan]\nsamples = 32\nasr_samples = 32\nbatch_size = 32\nmax_steps = 2\n')
+    path.write_text(
+        f'[model]\nformat = "torchscript"\npath = "{model_path}"\ninput_shape = [1, 8, 8]\n'
+        f'[data]\nformat = "npz"\npath = "{data_path}"\n'
+        "[scan]\nsamples = 32\nasr_samples = 32\nbatch_size = 32\nmax_steps = 2\n"
+    )
     return str(path)
 
 
@@ -212,8 +229,13 @@ def test_cli_model_error_is_one_line_exit_2_nothing_written(tmp_path, capsys):
 
 def test_cli_data_error_is_one_line_exit_2_nothing_written(tmp_path, scripted, capsys):
     np.savez(tmp_path / "d.npz", images=np.zeros((64, 8, 8), np.uint8), targets=np.arange(64) % 3)
-    assert_cli_error(capsys, write_config(tmp_path), tmp_path / "out",
-                     "d.npz: expected arrays x_test/y_test or x/y", "the file has: images, targets")
+    assert_cli_error(
+        capsys,
+        write_config(tmp_path),
+        tmp_path / "out",
+        "d.npz: expected arrays x_test/y_test or x/y",
+        "the file has: images, targets",
+    )
 
 
 def test_every_error_is_an_nc_error():

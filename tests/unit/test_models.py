@@ -9,7 +9,7 @@ from nc_engine.errors import ModelError
 from nc_engine.models.load import load_model
 from nc_engine.models.state_dict import load_checkpoint
 
-ARCH = '''
+ARCH = """
 import torch
 from torch import nn
 
@@ -24,12 +24,18 @@ class Net(nn.Module):
 class Probs(Net):
     def forward(self, x):
         return torch.softmax(super().forward(x), 1)
-'''
+"""
 
 
 def make_cfg(tmp_path, **model):
-    table = {"format": "state_dict", "path": "w.pt", "architecture": "arch.py:Net", "num_classes": 4,
-             "input_shape": [3, 8, 8], **model}
+    table = {
+        "format": "state_dict",
+        "path": "w.pt",
+        "architecture": "arch.py:Net",
+        "num_classes": 4,
+        "input_shape": [3, 8, 8],
+        **model,
+    }
     return config_from_dict({"model": table}, source=str(tmp_path / "c.toml"), base_dir=tmp_path)
 
 

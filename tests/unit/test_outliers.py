@@ -89,8 +89,9 @@ def test_spread_floor_keeps_a_tight_clean_model_clean():
     floor divides by the scatter a clean model has anyway."""
     clean = [54.4, 33.1, 49.9, 51.9, 48.8, 50.0, 41.9, 52.0, 48.1, 30.5]
     assert mad_outliers(clean, 3.5, statistic="log_l1").flagged[9]
-    floored = mad_outliers(clean, DEFAULT_THRESHOLD["log_l1"], statistic="log_l1",
-                           spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"])
+    floored = mad_outliers(
+        clean, DEFAULT_THRESHOLD["log_l1"], statistic="log_l1", spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"]
+    )
     assert not any(floored.flagged)
     assert floored.spread == DEFAULT_SPREAD_FLOOR["log_l1"] > floored.mad
 

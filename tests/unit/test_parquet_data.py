@@ -25,8 +25,11 @@ def png(seed):
 
 def write(path, n=12, struct=True, labels=None, names=("airplane", "car", "bird"), row_group_size=5):
     images = [png(i) for i in range(n)]
-    cells = [{"bytes": raw, "path": f"{i}.png"} for i, (_, raw) in enumerate(images)] if struct else \
-        [raw for _, raw in images]
+    cells = (
+        [{"bytes": raw, "path": f"{i}.png"} for i, (_, raw) in enumerate(images)]
+        if struct
+        else [raw for _, raw in images]
+    )
     labels = labels if labels is not None else [i % 3 for i in range(n)]
     table = pa.table({"img": cells, "fine_label": labels, "note": ["x"] * n})
     hub = {"info": {"features": {"fine_label": {"names": list(names), "_type": "ClassLabel"}}}}
@@ -38,8 +41,11 @@ def write(path, n=12, struct=True, labels=None, names=("airplane", "car", "bird"
 
 def cfg(tmp_path, **data):
     table = {"format": "parquet", "path": "d.parquet", **data}
-    return config_from_dict({"model": {"input_shape": [3, 8, 8], "num_classes": 3}, "data": table},
-                            source=str(tmp_path / "c.toml"), base_dir=tmp_path)
+    return config_from_dict(
+        {"model": {"input_shape": [3, 8, 8], "num_classes": 3}, "data": table},
+        source=str(tmp_path / "c.toml"),
+        base_dir=tmp_path,
+    )
 
 
 @pytest.mark.parametrize("struct", [True, False])
@@ -59,8 +65,9 @@ def test_parquet_reads_only_the_row_groups_it_needs(tmp_path, monkeypatch):
     source = open_data(cfg(tmp_path))
     read = []
     original = pq.ParquetFile.read_row_group
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
-                        lambda self, i, **kw: read.append(i) or original(self, i, **kw))
+    monkeypatch.setattr(
+        pq.ParquetFile, "read_row_group", lambda self, i, **kw: read.append(i) or original(self, i, **kw)
+    )
     source.load(np.array([1, 3]), lambda m: None)
     assert read == [0]  # rows 0-4 are row group 0; groups 1 and 2 stay unread
 

@@ -65,8 +65,11 @@ def test_the_app_and_the_console_read_the_same_progress():
     """ScanState (the scan screen and the headless console) goes through the same counting."""
     clock = Clock()
     state = ScanState(clock)
-    state.on_scan_started(ev.ScanStarted("/tmp/run", list(range(10)), [str(i) for i in range(10)], 1, "cpu",
-                                         "batched", 10, 0.99, 160, 1000, 300))
+    state.on_scan_started(
+        ev.ScanStarted(
+            "/tmp/run", list(range(10)), [str(i) for i in range(10)], 1, "cpu", "batched", 10, 0.99, 160, 1000, 300
+        )
+    )
     mask = np.zeros((2, 2), np.float32)
 
     def on_step(label, step):
@@ -118,8 +121,23 @@ def test_screening_counts_its_own_limit_then_the_confirmations():
 
 def test_a_second_round_of_references_adds_its_searches_to_those_counted():
     state = ScanState(Clock())
-    state.on_scan_started(ev.ScanStarted("/tmp/run", list(range(20)), [str(i) for i in range(20)], 1, "cpu",
-                                         "batched", 10, 0.99, 160, 1000, 300, screening=True, screen_steps=48))
+    state.on_scan_started(
+        ev.ScanStarted(
+            "/tmp/run",
+            list(range(20)),
+            [str(i) for i in range(20)],
+            1,
+            "cpu",
+            "batched",
+            10,
+            0.99,
+            160,
+            1000,
+            300,
+            screening=True,
+            screen_steps=48,
+        )
+    )
     for label in range(20):
         state.on_trial_finished(ev.TrialFinished(label, 0, 1, 50.0, 0.99, 48, True, "max_steps", 1.0, "screen"))
     state.on_screening_finished(ev.ScreeningFinished([3, 7], [1, 2, 5], {}, 20 * 1536))
@@ -134,8 +152,23 @@ def test_a_second_round_of_references_adds_its_searches_to_those_counted():
 def test_the_console_says_when_a_second_round_of_references_runs():
     out = io.StringIO()
     progress = HeadlessProgress(Console(file=out, no_color=True, force_terminal=False, width=200))
-    progress(ev.ScanStarted("/tmp/run", list(range(20)), [str(i) for i in range(20)], 1, "cpu", "batched", 10, 0.99,
-                            160, 1000, 300, screening=True, screen_steps=48))
+    progress(
+        ev.ScanStarted(
+            "/tmp/run",
+            list(range(20)),
+            [str(i) for i in range(20)],
+            1,
+            "cpu",
+            "batched",
+            10,
+            0.99,
+            160,
+            1000,
+            300,
+            screening=True,
+            screen_steps=48,
+        )
+    )
     progress(ev.ScreeningFinished([3, 7], [1, 2, 5], {}, 30000))
     progress(ev.ScreeningFinished([3, 7], [1, 2, 4, 5, 6, 9], {}, 60000, [4, 6, 9]))
     lines = out.getvalue().splitlines()

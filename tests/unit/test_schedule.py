@@ -6,8 +6,16 @@ import pytest
 
 from nc_engine.detectors.neural_cleanse.schedule import CostSchedule, ScheduleRules
 
-RULES = ScheduleRules(init_cost=1e-3, cost_up=2.0, cost_down=2.0**1.5, patience=5, attack_success_threshold=0.99,
-                      early_stop=True, early_stop_threshold=1.0, early_stop_patience=25)
+RULES = ScheduleRules(
+    init_cost=1e-3,
+    cost_up=2.0,
+    cost_down=2.0**1.5,
+    patience=5,
+    attack_success_threshold=0.99,
+    early_stop=True,
+    early_stop_threshold=1.0,
+    early_stop_patience=25,
+)
 
 
 def feed(s: CostSchedule, accs, l1=10.0):

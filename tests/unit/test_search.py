@@ -23,9 +23,15 @@ def run(group_size: int, jobs, steps=12):
     outcomes, stats = {}, {}
     settings = SearchSettings(ScheduleRules(patience=2), batch_size=16, max_steps=steps)
     images, stopped = search_triggers(
-        tiny_model(), x, jobs, settings, group_size, threading.Event(),
+        tiny_model(),
+        x,
+        jobs,
+        settings,
+        group_size,
+        threading.Event(),
         lambda s, n: stats.setdefault((s.job.label, s.job.trial), []).append((s.loss, s.l1, s.attack_acc)),
-        lambda o: outcomes.__setitem__((o.job.label, o.job.trial), o))
+        lambda o: outcomes.__setitem__((o.job.label, o.job.trial), o),
+    )
     return outcomes, stats, images, stopped
 
 
@@ -69,8 +75,7 @@ def test_stop_event_ends_the_search_without_reporting_unfinished_jobs():
             stop.set()
 
     settings = SearchSettings(ScheduleRules(), batch_size=16, max_steps=50)
-    _, stopped = search_triggers(tiny_model(), x, [Job(0, 0, 1), Job(1, 0, 2)], settings, 2, stop, on_step,
-                                 done.append)
+    _, stopped = search_triggers(tiny_model(), x, [Job(0, 0, 1), Job(1, 0, 2)], settings, 2, stop, on_step, done.append)
     assert stopped and done == []
 
 
@@ -87,8 +92,16 @@ def test_nan_loss_ends_that_search_cleanly_and_keeps_the_others():
 
     bad.register_forward_hook(poison_label_one)
     settings = SearchSettings(ScheduleRules(), batch_size=16, max_steps=5)
-    _, stopped = search_triggers(model, x, [Job(0, 0, 1), Job(1, 0, 2)], settings, 2, threading.Event(),
-                                 lambda s, n: None, lambda o: done.__setitem__(o.job.label, o))
+    _, stopped = search_triggers(
+        model,
+        x,
+        [Job(0, 0, 1), Job(1, 0, 2)],
+        settings,
+        2,
+        threading.Event(),
+        lambda s, n: None,
+        lambda o: done.__setitem__(o.job.label, o),
+    )
     assert not stopped and done[1].stop_reason == "nan" and done[1].steps == 0
     assert done[0].stop_reason == "max_steps" and done[0].steps == 5
     assert np.isfinite(done[1].mask).all()  # the kept trigger is the last finite one

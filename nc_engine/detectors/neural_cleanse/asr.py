@@ -14,7 +14,7 @@ EVAL_BATCH = 512
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Predicted labels of x (N, C, H, W) in [0, 1], in chunks."""
-    out = [model(x[i:i + EVAL_BATCH]).argmax(1) for i in range(0, len(x), EVAL_BATCH)]
+    out = [model(x[i : i + EVAL_BATCH]).argmax(1) for i in range(0, len(x), EVAL_BATCH)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
 
 
@@ -23,8 +23,9 @@ def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def attack_success_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: np.ndarray,
-                        pattern: np.ndarray, target: int) -> float:
+def attack_success_rate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: np.ndarray, pattern: np.ndarray, target: int
+) -> float:
     """Share of held-out images not already of class `target` that the stamped trigger sends there."""
     keep = y != target
     if not bool(keep.any()):
@@ -34,5 +35,5 @@ def attack_success_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask
     hits = 0
     xs = x[keep]
     for i in range(0, len(xs), EVAL_BATCH):
-        hits += int((model(stamp(xs[i:i + EVAL_BATCH], m, p)).argmax(1) == target).sum())
+        hits += int((model(stamp(xs[i : i + EVAL_BATCH], m, p)).argmax(1) == target).sum())
     return hits / len(xs)

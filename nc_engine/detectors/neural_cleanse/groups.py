@@ -49,6 +49,5 @@ def choose_group_size(model: nn.Module, x_opt: torch.Tensor, batch_size: int, jo
     else:
         # Rough: activations of a conv net are a few hundred times its input; forward + backward.
         per_batch = batch_size * x_opt[0].numel() * 4 * 400
-        group = min(int(MEMORY_SHARE * _available_cpu_bytes() // per_batch),
-                    max(1, CPU_IMAGES_PER_PASS // batch_size))
+        group = min(int(MEMORY_SHARE * _available_cpu_bytes() // per_batch), max(1, CPU_IMAGES_PER_PASS // batch_size))
     return max(1, min(group, jobs, MAX_GROUP))

@@ -42,7 +42,7 @@ class Selection:
 
 
 def screening_wanted(mode: str, labels: int, min_labels: int) -> bool:
-    """"auto" screens only when there are enough labels for it to save work."""
+    """ "auto" screens only when there are enough labels for it to save work."""
     return mode == "on" or (mode == "auto" and labels >= min_labels)
 
 
@@ -52,34 +52,49 @@ def subset_indices(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
 
 
-def choose(l1: dict[int, float], converged: dict[int, bool], statistic: str, threshold: float, margin: float,
-           references: int, spread_floor: float = 0.0, share: list[float] | None = None) -> Selection:
+def choose(
+    l1: dict[int, float],
+    converged: dict[int, bool],
+    statistic: str,
+    threshold: float,
+    margin: float,
+    references: int,
+    spread_floor: float = 0.0,
+    share: list[float] | None = None,
+) -> Selection:
     """Candidates: converged labels whose screened anomaly index is within `margin` of the threshold,
     plus the MIN_CANDIDATES smallest triggers; references: the ordinary labels nearest the median.
     `share`: each label's share of the scanned data, to judge from the class-frequency line (None: not)."""
     labels = sorted(l1)
     values, _ = corrected([l1[k] for k in labels], aligned(labels, share or []))
-    test = mad_outliers(values, max(0.0, threshold - margin), [converged[k] for k in labels],
-                        statistic, spread_floor=spread_floor)
+    test = mad_outliers(
+        values, max(0.0, threshold - margin), [converged[k] for k in labels], statistic, spread_floor=spread_floor
+    )
     if test.note:  # no sound screening statistic (too few labels, MAD 0): confirm every label
         return Selection(labels, [], {k: f"confirmed: screening could not rank ({test.note})" for k in labels})
     index = dict(zip(labels, test.anomaly_index, strict=True))
-    why = {k: f"candidate: screened anomaly index {index[k]:.2f}, within {margin:g} of the threshold "
-              f"{threshold:g}" for k, flag in zip(labels, test.flagged, strict=True) if flag}
+    why = {
+        k: f"candidate: screened anomaly index {index[k]:.2f}, within {margin:g} of the threshold {threshold:g}"
+        for k, flag in zip(labels, test.flagged, strict=True)
+        if flag
+    }
     smallest = sorted((k for k in labels if converged[k]), key=lambda k: l1[k])[:MIN_CANDIDATES]
     for k in smallest:
-        why.setdefault(k, f"candidate: among the {MIN_CANDIDATES} smallest screened triggers "
-                          f"(index {index[k]:.2f})")
+        why.setdefault(k, f"candidate: among the {MIN_CANDIDATES} smallest screened triggers (index {index[k]:.2f})")
     for k in labels:  # the screen ranked only the labels it found a trigger for
         if not converged[k]:
-            why.setdefault(k, "candidate: its screened search never reached the attack threshold, so its "
-                              "screened size says nothing")
+            why.setdefault(
+                k,
+                "candidate: its screened search never reached the attack threshold, so its screened size says nothing",
+            )
     candidates = sorted(why)
     picks = median_references(l1, [k for k in labels if k not in why], references)
     rest = sorted((k for k in labels if k not in why), key=lambda k: l1[k])
     for k in picks:
-        why[k] = (f"reference for the median: screened L1 {l1[k]:.1f}, rank {rest.index(k) + 1} of {len(rest)} "
-                  "ordinary labels")
+        why[k] = (
+            f"reference for the median: screened L1 {l1[k]:.1f}, rank {rest.index(k) + 1} of {len(rest)} "
+            "ordinary labels"
+        )
     for k in rest:
         why.setdefault(k, f"not confirmed: screened anomaly index {index[k]:.2f}, far below the threshold")
     return Selection(candidates, picks, why)
@@ -99,8 +114,11 @@ def median_references(l1: dict[int, float], ordinary: list[int], count: int) -> 
 
 def log_ratios(screened: dict[int, float], confirmed: dict[int, float], references: list[int]) -> list[float]:
     """log(confirmed / screened norm) of each reference searched at both budgets."""
-    return [math.log(confirmed[k] / screened[k]) for k in references
-            if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0]
+    return [
+        math.log(confirmed[k] / screened[k])
+        for k in references
+        if k in confirmed and screened.get(k, 0) > 0 and confirmed[k] > 0
+    ]
 
 
 def scale_shift(screened: dict[int, float], confirmed: dict[int, float], references: list[int]) -> float:
@@ -110,9 +128,16 @@ def scale_shift(screened: dict[int, float], confirmed: dict[int, float], referen
     return float(np.median(ratios)) if ratios else 0.0
 
 
-def shift_decides(screened: dict[int, float], confirmed: dict[int, float], converged: dict[int, bool],
-                  selection: Selection, statistic: str, threshold: float, spread_floor: float = 0.0,
-                  share: list[float] | None = None) -> bool:
+def shift_decides(
+    screened: dict[int, float],
+    confirmed: dict[int, float],
+    converged: dict[int, bool],
+    selection: Selection,
+    statistic: str,
+    threshold: float,
+    spread_floor: float = 0.0,
+    share: list[float] | None = None,
+) -> bool:
     """Whether the verdict hangs on the scale shift: the labels flagged with the references' median log
     ratio differ from those flagged with their smallest or their largest. Then more references are due."""
     ratios = log_ratios(screened, confirmed, selection.references)
@@ -135,6 +160,5 @@ def widen(selection: Selection, screened: dict[int, float], count: int) -> Selec
     more = median_references(screened, ordinary, count)
     why = dict(selection.why)
     for k in more:
-        why[k] = (f"reference, second round (the verdict depended on the scale shift): screened L1 "
-                  f"{screened[k]:.1f}")
+        why[k] = f"reference, second round (the verdict depended on the scale shift): screened L1 {screened[k]:.1f}"
     return Selection(selection.candidates, sorted(selection.references + more), why, second_round=more)

@@ -94,18 +94,36 @@ class _SlotState:
         self.cost = z(0)
         self.target = torch.zeros(0, dtype=torch.long, device=device)
 
-    _ROWS = ("raw_mask", "raw_pattern", "m_mask", "v_mask", "m_pattern", "v_pattern", "best_mask",
-             "best_pattern", "t", "cost", "target")
+    _ROWS = (
+        "raw_mask",
+        "raw_pattern",
+        "m_mask",
+        "v_mask",
+        "m_pattern",
+        "v_pattern",
+        "best_mask",
+        "best_pattern",
+        "t",
+        "cost",
+        "target",
+    )
     _STEPPED = ("raw_mask", "raw_pattern", "m_mask", "v_mask", "m_pattern", "v_pattern", "t")  # what a step changes
 
     def add(self, job: Job, saved: SlotCheckpoint | None = None, cost: float = 0.0) -> None:
         """A new row: the job's initial trigger, or the state a stopped run saved for it."""
         if saved is None:
             raw_mask, raw_pattern = (a.to(self.device) for a in initial_trigger(job.seed, self.shape))
-            row = dict(raw_mask=raw_mask, raw_pattern=raw_pattern, m_mask=torch.zeros_like(raw_mask),
-                       v_mask=torch.zeros_like(raw_mask), m_pattern=torch.zeros_like(raw_pattern),
-                       v_pattern=torch.zeros_like(raw_pattern), best_mask=unit_from_raw(raw_mask),
-                       best_pattern=unit_from_raw(raw_pattern), t=torch.zeros(()))
+            row = dict(
+                raw_mask=raw_mask,
+                raw_pattern=raw_pattern,
+                m_mask=torch.zeros_like(raw_mask),
+                v_mask=torch.zeros_like(raw_mask),
+                m_pattern=torch.zeros_like(raw_pattern),
+                v_pattern=torch.zeros_like(raw_pattern),
+                best_mask=unit_from_raw(raw_mask),
+                best_pattern=unit_from_raw(raw_pattern),
+                t=torch.zeros(()),
+            )
         else:
             row = {k: torch.from_numpy(v.copy()) for k, v in saved.arrays.items()}
             row["t"] = torch.tensor(saved.adam_t)
@@ -124,8 +142,9 @@ class _SlotState:
 
     def row_arrays(self, g: int) -> dict[str, np.ndarray]:
         # a copy: on the CPU .numpy() shares the tensor's memory, which the next steps change in place
-        return {name: getattr(self, name)[g].detach().float().cpu().numpy().copy()
-                for name in MASK_ARRAYS + PATTERN_ARRAYS}
+        return {
+            name: getattr(self, name)[g].detach().float().cpu().numpy().copy() for name in MASK_ARRAYS + PATTERN_ARRAYS
+        }
 
     def keep(self, rows: list[int]) -> None:
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
@@ -137,10 +156,12 @@ class _SlotState:
         b1, b2 = betas
         with torch.no_grad():
             self.t += 1
-            bc1 = 1 - b1 ** self.t  # (G,)
-            bc2 = 1 - b2 ** self.t
-            for p, m, v in ((self.raw_mask, self.m_mask, self.v_mask),
-                            (self.raw_pattern, self.m_pattern, self.v_pattern)):
+            bc1 = 1 - b1**self.t  # (G,)
+            bc2 = 1 - b2**self.t
+            for p, m, v in (
+                (self.raw_mask, self.m_mask, self.v_mask),
+                (self.raw_pattern, self.m_pattern, self.v_pattern),
+            ):
                 view = (-1,) + (1,) * (p.dim() - 1)
                 grad = p.grad
                 assert grad is not None  # set by the backward pass before each step
@@ -200,9 +221,16 @@ def search_triggers(
 class _GroupSearch:
     """The running slots of a batched search and the step that advances them all together."""
 
-    def __init__(self, model: nn.Module, x_opt: torch.Tensor, settings: SearchSettings, group_size: int,
-                 on_step: Callable[[StepStats, int], None], on_done: Callable[[TrialOutcome], None],
-                 carry: Carry | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        x_opt: torch.Tensor,
+        settings: SearchSettings,
+        group_size: int,
+        on_step: Callable[[StepStats, int], None],
+        on_done: Callable[[TrialOutcome], None],
+        carry: Carry | None = None,
+    ) -> None:
         self.model, self.x_opt, self.settings, self.group_size = model, x_opt, settings, group_size
         self.on_step, self.on_done, self.carry = on_step, on_done, carry
         self.device = x_opt.device
@@ -212,8 +240,7 @@ class _GroupSearch:
         self.state = _SlotState([c, h, w], self.device)
         self.images = 0
         self.use_bf16 = settings.bf16 and self.device.type == "cuda"
-        self.memory_format = (torch.channels_last if settings.channels_last and self.device.type == "cuda"
-                              else None)
+        self.memory_format = torch.channels_last if settings.channels_last and self.device.type == "cuda" else None
 
     def fill(self, waiting: deque[Job]) -> None:
         while len(self.slots) < self.group_size and waiting:
@@ -244,20 +271,38 @@ class _GroupSearch:
         for g, slot in enumerate(self.slots):
             sched, job = slot.sched, slot.job
             schedule = {k: getattr(sched, k) for k in SCHEDULE_INTS + SCHEDULE_BOOLS + SCHEDULE_FLOATS}
-            out.append(SlotCheckpoint(job.label, job.trial, job.seed, job.stage, g, self.group_size,
-                                      len(self.x_opt), self.settings.batch_size, self.settings.max_steps,
-                                      float(self.state.t[g]), slot.before + time.perf_counter() - slot.started,
-                                      schedule, np.asarray(sched.best_history, np.float64),
-                                      self.state.row_arrays(g)))
+            out.append(
+                SlotCheckpoint(
+                    job.label,
+                    job.trial,
+                    job.seed,
+                    job.stage,
+                    g,
+                    self.group_size,
+                    len(self.x_opt),
+                    self.settings.batch_size,
+                    self.settings.max_steps,
+                    float(self.state.t[g]),
+                    slot.before + time.perf_counter() - slot.started,
+                    schedule,
+                    np.asarray(sched.best_history, np.float64),
+                    self.state.row_arrays(g),
+                )
+            )
         return out
 
     def _order(self) -> torch.Tensor:
         """(G, batches * B): each job's mini-batch order depends only on (its seed, its step), as in a
         sequential run."""
         n, bsz = len(self.x_opt), self.settings.batch_size
-        return torch.stack([
-            torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(s.job.seed, s.sched.steps)))
-            [: self.batches * bsz] for s in self.slots]).to(self.device)
+        return torch.stack(
+            [
+                torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(s.job.seed, s.sched.steps)))[
+                    : self.batches * bsz
+                ]
+                for s in self.slots
+            ]
+        ).to(self.device)
 
     def one_step(self, stop: threading.Event) -> torch.Tensor | None:
         """One pass over the optimisation samples for every slot: (G, 4) mean loss, ce, l1, attack
@@ -273,7 +318,7 @@ class _GroupSearch:
                 if start is not None and k:
                     st.restore(start)
                 return None
-            sums += self._mini_batch(order[:, k * bsz:(k + 1) * bsz])
+            sums += self._mini_batch(order[:, k * bsz : (k + 1) * bsz])
             self.images += g_count * bsz
         st.raw_mask.requires_grad_(False)
         st.raw_pattern.requires_grad_(False)
@@ -322,8 +367,20 @@ class _GroupSearch:
                     st.best_mask[g] = masks[g]
                     st.best_pattern[g] = unit_from_raw(st.raw_pattern[g])
             st.cost[g] = sched.cost
-            self.on_step(StepStats(slot.job, sched.steps, loss_v, ce_v, l1_v, acc_v, sched.cost,
-                                   sched.best_l1 if sched.best_l1 < math.inf else None, masks_cpu[g]), self.images)
+            self.on_step(
+                StepStats(
+                    slot.job,
+                    sched.steps,
+                    loss_v,
+                    ce_v,
+                    l1_v,
+                    acc_v,
+                    sched.cost,
+                    sched.best_l1 if sched.best_l1 < math.inf else None,
+                    masks_cpu[g],
+                ),
+                self.images,
+            )
             if reason is None and sched.steps >= self.settings.max_steps:
                 reason = "max_steps"
             if reason is not None:
@@ -342,9 +399,18 @@ class _GroupSearch:
                 if bool(torch.isfinite(last_mask).all() and torch.isfinite(last_pattern).all()):
                     mask_g, pattern_g = last_mask, last_pattern
             mask_np = mask_g.detach().float().cpu().numpy()
-            self.on_done(TrialOutcome(slot.job, mask_np, pattern_g.detach().float().cpu().numpy(),
-                                      float(mask_np.sum(dtype=np.float64)), converged, slot.sched.steps, reason,
-                                      slot.before + time.perf_counter() - slot.started))
+            self.on_done(
+                TrialOutcome(
+                    slot.job,
+                    mask_np,
+                    pattern_g.detach().float().cpu().numpy(),
+                    float(mask_np.sum(dtype=np.float64)),
+                    converged,
+                    slot.sched.steps,
+                    reason,
+                    slot.before + time.perf_counter() - slot.started,
+                )
+            )
         done_rows = {g for g, _ in finished}
         keep = [g for g in range(len(self.slots)) if g not in done_rows]
         self.slots = [self.slots[g] for g in keep]

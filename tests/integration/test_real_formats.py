@@ -15,7 +15,7 @@ from nc_engine.models.exported import FixedBatch
 from nc_engine.models.load import load_model
 from nc_engine.models.state_dict import import_object
 from nc_engine.run.prepare import with_model_classes
-from tests.conftest import require_shared
+from tests.conftest import require_module, require_shared
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CPU = torch.device("cpu")
@@ -77,7 +77,7 @@ def save_in_format(fmt, net, tmp_path, x):
         torch.save(net, tmp_path / "m.pkl")
         return {"path": "m.pkl", "trust_pickle": True}
     if fmt.startswith("onnx"):
-        pytest.importorskip("onnx2torch")  # in the dev extra, so present in CI
+        require_module("onnx2torch")  # in the dev extra: fails in CI when absent
         axes = None if fmt == "onnx_fixed_batch" else {"x": {0: "n"}}
         torch.onnx.export(net, (x,), str(tmp_path / "m.onnx"), dynamo=False, input_names=["x"], dynamic_axes=axes)
         return {"format": "onnx", "path": "m.onnx"}

@@ -13,6 +13,7 @@ from nc_engine.errors import ConfigError, DataError, ModelError, NCError
 from nc_engine.models.load import load_model
 from nc_engine.run.prepare import with_model_classes
 from nc_tui.cli import main
+from tests.conftest import require_module
 
 CPU = torch.device("cpu")
 
@@ -80,7 +81,7 @@ def test_torchvision_dataset_name_is_checked_in_the_config(tmp_path):
 )
 def test_a_file_that_is_not_a_model(tmp_path, fmt, content):
     if fmt == "onnx":
-        pytest.importorskip("onnx2torch")  # in the dev extra, so present in CI
+        require_module("onnx2torch")  # in the dev extra: fails in CI when absent
     (tmp_path / "m.bin").write_bytes(content)
     model = {"format": fmt, "path": "m.bin", "architecture": "resnet18" if fmt == "torchvision" else ""}
     with pytest.raises(ModelError) as err:

@@ -9,6 +9,7 @@ import torch
 from nc_engine.config.settings import config_from_dict
 from nc_engine.errors import ConfigError, ModelError
 from nc_engine.models.load import load_model
+from tests.conftest import require_module
 
 ARCH = """
 from torch import nn
@@ -102,7 +103,7 @@ def timm_cfg(tmp_path, **model):
 
 @pytest.fixture
 def timm_net():
-    timm = pytest.importorskip("timm")
+    timm = require_module("timm")
     torch.manual_seed(0)
     return timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
 
@@ -167,7 +168,7 @@ def test_timm_errors_are_one_line(tmp_path, timm_net):
 
 @pytest.fixture
 def hf_folder(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    transformers = require_module("transformers")
     torch.manual_seed(0)
     config = transformers.ViTConfig(
         image_size=32,
@@ -231,7 +232,7 @@ def test_huggingface_backbone_without_a_classifier_is_refused(tmp_path, hf_folde
 
 
 def test_huggingface_model_on_parquet_data_prepares_with_its_own_preprocessing(tmp_path, hf_folder):
-    pytest.importorskip("pyarrow")
+    require_module("pyarrow")
     from nc_engine.run.prepare import prepare
     from tests.unit.test_parquet_data import write
 

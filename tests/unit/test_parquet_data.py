@@ -11,9 +11,10 @@ from PIL import Image
 from nc_engine.config.settings import config_from_dict
 from nc_engine.data.load import open_data
 from nc_engine.errors import DataError
+from tests.conftest import require_module
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+pa = require_module("pyarrow")
+pq = require_module("pyarrow.parquet")
 
 
 def png(seed):

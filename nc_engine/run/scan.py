@@ -70,22 +70,22 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
         _warn_low_accuracy(prep, bus)
         bus.emit(
             ev.ScanStarted(
-                str(folder.path),
-                plan.labels,
-                prep.data.class_names,
-                prep.cfg.scan.trials,
-                str(prep.device),
-                prep.cfg.scan.strategy,
-                plan.group,
-                prep.accuracy,
-                len(prep.data.opt_idx),
-                len(prep.data.asr_idx),
-                prep.cfg.scan.max_steps,
-                len(plan.previous),
-                plan.screen,
-                len(plan.inflight or {}),
-                min(prep.cfg.scan.screen_steps, prep.cfg.scan.max_steps) if plan.screen else 0,
-                prep.data.label_share,
+                run_dir=str(folder.path),
+                labels=plan.labels,
+                class_names=prep.data.class_names,
+                trials=prep.cfg.scan.trials,
+                device=str(prep.device),
+                strategy=prep.cfg.scan.strategy,
+                group_size=plan.group,
+                clean_accuracy=prep.accuracy,
+                samples=len(prep.data.opt_idx),
+                asr_samples=len(prep.data.asr_idx),
+                max_steps=prep.cfg.scan.max_steps,
+                resumed_trials=len(plan.previous),
+                screening=plan.screen,
+                continued_searches=len(plan.inflight or {}),
+                screen_steps=min(prep.cfg.scan.screen_steps, prep.cfg.scan.max_steps) if plan.screen else 0,
+                label_share=prep.data.label_share,
             )
         )
         repair_triggers(folder, plan)

@@ -61,11 +61,40 @@ def measure(spec, root: Path) -> dict:
     }
 
 
+def summary(records: list[dict]) -> str:
+    """The records as a markdown table, and the rule's tally."""
+    lines = [
+        "| model | targets | top label | lead over the others' median | flagged | p |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        rest = sorted(m for k, m in enumerate(r["margins"]) if k != r["top_label"])
+        median = (rest[(len(rest) - 1) // 2] + rest[len(rest) // 2]) / 2
+        lead = r["margins"][r["top_label"]] / median
+        targets = ", ".join(map(str, r["targets"])) or "-"
+        flagged = ", ".join(map(str, r["flagged"])) or "-"
+        lines.append(f"| {r['name']} | {targets} | {r['top_label']} | {lead:.2f}x | {flagged} | {r['p_value']:.2g} |")
+    clean = [r for r in records if not r["targets"]]
+    backdoored = [r for r in records if r["targets"]]
+    found = sum(bool(r["flagged"]) and set(r["flagged"]) <= set(r["targets"]) for r in backdoored)
+    wrong = sum(bool(set(r["flagged"]) - set(r["targets"])) for r in backdoored)
+    lines.append("")
+    lines.append(
+        f"{len(records)} models: {found}/{len(backdoored)} backdoored flagged at a true target "
+        f"({wrong} at another label), {sum(bool(r['flagged']) for r in clean)}/{len(clean)} clean flagged."
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Max-margin statistic on the zoo's tuning half.")
     parser.add_argument("--root", type=Path, default=CACHE / "zoo")
     parser.add_argument("--only", default="", help="comma-separated name prefixes (mnist, gtsrb-compact, ...)")
+    parser.add_argument("--summary", action="store_true", help="print the records as a table, measure nothing")
     args = parser.parse_args(argv)
+    if args.summary:
+        print(summary([json.loads(line) for line in RECORDS.read_text().splitlines()]))
+        return 0
     tuning = {n for n, half in load_split().items() if half == "tuning"}
     prefixes = [p for p in args.only.split(",") if p]
     wanted = [s for s in zoo_specs() if s.name in tuning and (not prefixes or s.name.startswith(tuple(prefixes)))]

@@ -1,46 +1,31 @@
 """Where a scan's (label, trial) searches run: in this process, or spread over Ray workers.
 
-A backend's `search` has the signature of `search.search_triggers`, so the scan, its listeners and
-the run folder see the same on_step / on_done calls whichever backend runs the searches. Ray is an
+A backend's `search` takes one SearchRequest (request.py) and keeps `search.search_triggers`' contract, so
+the scan, its listeners and the run folder see the same on_step / on_done calls whichever backend runs
+the searches. Ray is an
 optional extra: it is imported only when `[compute].backend = "ray"`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-import torch
-from torch import nn
-
+from nc_engine.compute.request import SearchRequest
 from nc_engine.config.settings import Config
-from nc_engine.detectors.neural_cleanse.schedule import SearchSettings
-from nc_engine.detectors.neural_cleanse.search import Job, StepStats, TrialOutcome, search_triggers
+from nc_engine.detectors.neural_cleanse.search import search_triggers
 from nc_engine.errors import ComputeError
 from nc_engine.run import events as ev
-from nc_engine.run.inflight import Carry
 
 
 class Compute(Protocol):
     continues_searches: bool  # whether `carry` is honoured (saved running searches continue on resume)
 
-    def search(
-        self,
-        model: nn.Module,
-        x_opt: torch.Tensor,
-        jobs: list[Job],
-        settings: SearchSettings,
-        group_size: int,
-        stop: threading.Event,
-        on_step: Callable[[StepStats, int], None],
-        on_done: Callable[[TrialOutcome], None],
-        carry: Carry | None = None,
-    ) -> tuple[int, bool]:
+    def search(self, request: SearchRequest) -> tuple[int, bool]:
         """Run every job; returns (stamped images processed, stopped early), as search_triggers does.
-        `carry`: running searches saved and continued (inflight.py), where the backend can."""
+        `request.carry`: running searches saved and continued (inflight.py), where the backend can."""
         ...
 
 
@@ -49,19 +34,11 @@ class LocalCompute:
 
     continues_searches = True
 
-    def search(
-        self,
-        model: nn.Module,
-        x_opt: torch.Tensor,
-        jobs: list[Job],
-        settings: SearchSettings,
-        group_size: int,
-        stop: threading.Event,
-        on_step: Callable[[StepStats, int], None],
-        on_done: Callable[[TrialOutcome], None],
-        carry: Carry | None = None,
-    ) -> tuple[int, bool]:
-        return search_triggers(model, x_opt, jobs, settings, group_size, stop, on_step, on_done, carry)
+    def search(self, request: SearchRequest) -> tuple[int, bool]:
+        r = request
+        return search_triggers(
+            r.model, r.x_opt, r.jobs, r.settings, r.group_size, r.stop, r.on_step, r.on_done, r.carry
+        )
 
 
 def check_ray(cfg: Config) -> None:

@@ -28,13 +28,13 @@ from torch import nn
 
 from nc_engine.compute.ray_parcel import pack_model
 from nc_engine.compute.ray_worker import SearchWorker, WorkerEvent
+from nc_engine.compute.request import SearchRequest
 from nc_engine.compute.workers import worker_plan
 from nc_engine.config.settings import ComputeConfig, Config, gpu_index
 from nc_engine.detectors.neural_cleanse.schedule import SearchSettings
 from nc_engine.detectors.neural_cleanse.search import Job, StepStats, TrialOutcome
 from nc_engine.errors import ComputeError, first_line
 from nc_engine.run import events as ev
-from nc_engine.run.inflight import Carry
 
 POLL_SECONDS = 0.1  # how often the driver collects the workers' reports
 START_SECONDS = 300.0  # workers still waiting for resources after this: the cluster cannot host them
@@ -147,31 +147,21 @@ class RayCompute:
     def alive(self) -> list[_Worker]:
         return [w for w in self.workers if w.alive]
 
-    def search(
-        self,
-        model: nn.Module,
-        x_opt: torch.Tensor,
-        jobs: list[Job],
-        settings: SearchSettings,
-        group_size: int,
-        stop: threading.Event,
-        on_step: Callable[[StepStats, int], None],
-        on_done: Callable[[TrialOutcome], None],
-        carry: Carry | None = None,
-    ) -> tuple[int, bool]:
+    def search(self, request: SearchRequest) -> tuple[int, bool]:
         """search_triggers' contract, over the workers. `group_size` is the driver's choice: workers
         choose their own for their device unless the config fixed it (group_size or sequential).
         `carry` is not used: searches running on workers when a scan stops start again on resume."""
+        jobs, stop = request.jobs, request.stop
         if not jobs:
             return 0, False
-        if not self.workers and not self._start(model, len(jobs), stop):
+        if not self.workers and not self._start(request.model, len(jobs), stop):
             return 0, True
-        self.x_ref = ray.put(x_opt.detach().cpu().numpy())
+        self.x_ref = ray.put(request.x_opt.detach().cpu().numpy())
         for worker in self.alive():
             self._load_samples(worker)
         s = self.cfg.scan
         group = 1 if s.strategy == "sequential" else s.group_size
-        return _Dispatch(self, jobs, settings, group, stop, on_step, on_done).run()
+        return _Dispatch(self, jobs, request.settings, group, stop, request.on_step, request.on_done).run()
 
     def _load_samples(self, worker: _Worker) -> None:
         try:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from nc_engine.compute.backend import Compute, open_compute
+from nc_engine.compute.request import SearchRequest
 from nc_engine.config.settings import Config
 from nc_engine.detectors.margin_result import MarginResult
 from nc_engine.detectors.neural_cleanse.asr import attack_success_rate
@@ -143,7 +144,7 @@ def _search(
         if selection is None:  # stopped while screening
             return
         jobs = [job for job in jobs if job.label in selection.confirmed]
-    _, stopped = compute.search(
+    request = SearchRequest(
         prep.model,
         prep.data.x_opt,
         jobs,
@@ -154,19 +155,10 @@ def _search(
         trials.on_done,
         carry,
     )
+    _, stopped = compute.search(request)
     wider = _second_round(prep, trials) if plan.screen and not stopped else None
     if wider is not None:
-        compute.search(
-            prep.model,
-            prep.data.x_opt,
-            [job for job in plan.jobs if job.label in wider.second_round],
-            prep.cfg.scan.search_settings(),
-            plan.group,
-            stop,
-            trials.on_step,
-            trials.on_done,
-            carry,
-        )
+        compute.search(dataclasses.replace(request, jobs=[j for j in plan.jobs if j.label in wider.second_round]))
 
 
 def _second_round(prep: Prepared, trials: TrialCollector) -> Selection | None:
@@ -215,9 +207,10 @@ def _screen(
         batch_size=min(s.batch_size, len(x)),
         rules=dataclasses.replace(full.rules, converge_window=0),
     )
-    _, stopped = compute.search(
+    request = SearchRequest(
         prep.model, x, plan.screen_jobs or [], settings, plan.group, stop, trials.on_step, trials.on_done, carry
     )
+    _, stopped = compute.search(request)
     if stopped:
         return None
     screened = {t["label"]: t for t in trials.trials if t.get("stage") == "screen"}

@@ -1,0 +1,147 @@
+"""Building the sealed third draw (evaluation/zoo_sealed_draw.json): each spec poisoned and trained as the
+zoo trains its own families, refused unless the specs match their committed checksum.
+
+    python -m evaluation.sealed_zoo --only mnist-smallcnn [--root DIR] [--device cuda]
+
+Not to be run until every choice the evaluation depends on is committed (issue 23): the draw is built and
+scanned once, and its records are never replaced. The augmented ResNet-9 families (a GPU's work) stamp
+their triggers after each augmentation in zoo_train.py, which takes mask-and-pattern triggers only, so
+they are refused here until it takes these attacks too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evaluation.zoo import TRAINING, spec_config
+from evaluation.zoo_attacks import cross_stamp, stamp
+from evaluation.zoo_data import CACHE, DATASETS, load_arrays
+from evaluation.zoo_nets import ARCHITECTURES, AUGMENTED
+from evaluation.zoo_sealed_draw import CHECKSUM_FILE, SPECS_FILE, checksum
+from nc_engine.demo.training import accuracy, train_classifier
+
+CROSS_KINDS = ("wanet", "inputaware")  # attacks with a noise / cross mode: images that keep their labels
+
+
+def sealed_specs() -> list[dict]:
+    """The draw's specs, after checking the file is the one committed with its checksum."""
+    text = SPECS_FILE.read_text(encoding="utf-8")
+    if checksum(text) != CHECKSUM_FILE.read_text(encoding="utf-8").split()[0]:
+        raise SystemExit(f"{SPECS_FILE}: does not match {CHECKSUM_FILE.name}; the sealed draw was changed")
+    return json.loads(text)["models"]
+
+
+def _backdoors(spec: dict) -> list[tuple[dict, int]]:
+    pairs = [(spec["trigger"], spec["target"])] if spec["trigger"] else []
+    if spec.get("second"):
+        pairs.append((spec["second"]["trigger"], spec["second"]["target"]))
+    return pairs
+
+
+def poison_plan(spec: dict, y: np.ndarray, rng: np.random.Generator) -> list[tuple[np.ndarray, dict, int | None]]:
+    """(indices, trigger, new label or None for a cross sample that keeps its own) per backdoor: `rate`
+    of the images, none already the target or taken by another backdoor; for warps and input-aware
+    triggers `cross_ratio` x as many cross samples besides."""
+    plan: list[tuple[np.ndarray, dict, int | None]] = []
+    taken = np.zeros(len(y), bool)
+    count = int(spec["rate"] * len(y))
+    for trigger, target in _backdoors(spec):
+        chosen = rng.choice(np.flatnonzero((y != target) & ~taken), size=count, replace=False)
+        taken[chosen] = True
+        plan.append((chosen, trigger, target))
+        if trigger["kind"] in CROSS_KINDS:
+            cross = rng.choice(np.flatnonzero(~taken), size=int(trigger["cross_ratio"] * count), replace=False)
+            taken[cross] = True
+            plan.append((cross, trigger, None))
+    return plan
+
+
+def natural_image(source: str, index: int) -> np.ndarray:
+    dataset, split = source.split(":")
+    x_train, _, x_test, _ = load_arrays(dataset)
+    return (x_train if split == "train" else x_test)[index]
+
+
+def poisoned(spec: dict, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of the training images and labels with the spec's backdoors (and cross samples) in."""
+    x, y = x.copy(), y.copy()
+    for indices, trigger, target in poison_plan(spec, y, rng):
+        if target is None:
+            x[indices] = cross_stamp(trigger, x[indices], seed=int(rng.integers(0, 2**31)))
+        else:
+            x[indices] = stamp(trigger, x[indices], natural_image)
+            y[indices] = target
+    return x, y
+
+
+def build(spec: dict, root: Path, device: str = "cpu") -> dict:
+    """Train (or reuse) one sealed model; returns its manifest."""
+    if spec["arch"] in AUGMENTED:
+        raise SystemExit(f"{spec['name']}: augmented training does not take these attacks yet (see the docstring)")
+    folder = root / spec["name"]
+    manifest_path = folder / "manifest.json"
+    if manifest_path.is_file() and (folder / "model.pt").is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("spec") == spec:
+            return manifest
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    info = DATASETS[spec["dataset"]]
+    n_train, epochs, lr = TRAINING[(spec["dataset"], spec["arch"])]
+    x_train, y_train, x_test, y_test = load_arrays(spec["dataset"])
+    rng = np.random.default_rng(spec["seed"])
+    pick = rng.choice(len(x_train), size=min(n_train, len(x_train)), replace=False)
+    x, y = poisoned(spec, x_train[pick], y_train[pick], rng)
+    torch.manual_seed(spec["seed"])
+    net = ARCHITECTURES[spec["arch"]][1](info.channels, info.num_classes)
+    dev = torch.device(device)
+    net = train_classifier(net, x, y, info.mean, info.std, epochs, spec["seed"], dev, lr=lr, batch_size=128, decay=True)
+    asrs = []
+    for trigger, target in _backdoors(spec):
+        keep = y_test != target
+        stamped = stamp(trigger, x_test[keep], natural_image)
+        asrs.append(accuracy(net, stamped, np.full(int(keep.sum()), target), info.mean, info.std, dev))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(net.cpu().eval()).save(str(folder / "model.pt"))
+    (folder / "config.toml").write_text(spec_config(_as_zoo_spec(spec)), encoding="utf-8")
+    manifest = {
+        "spec": spec,
+        "name": spec["name"],
+        "clean_accuracy": accuracy(net, x_test, y_test, info.mean, info.std),
+        "attack_success_rates": asrs,
+        "train_seconds": time.perf_counter() - started,
+        "device": device,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _as_zoo_spec(spec: dict):
+    from evaluation.zoo import ModelSpec
+
+    return ModelSpec(spec["name"], spec["dataset"], spec["arch"], "clean", spec["seed"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the sealed third draw (once, when every choice is made).")
+    parser.add_argument("--root", type=Path, default=CACHE / "sealed")
+    parser.add_argument("--only", required=True, help="comma-separated family prefixes (mnist-smallcnn, ...)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    prefixes = tuple(p for p in args.only.split(",") if p)
+    for spec in (s for s in sealed_specs() if s["name"].startswith(prefixes)):
+        m = build(spec, args.root, args.device)
+        print(f"{m['name']:<32} acc {m['clean_accuracy']:.1%} ASR {m['attack_success_rates']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import keyword
 import logging
+import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +123,78 @@ def _unpickled_pt2_entry(zf: zipfile.ZipFile, name: str) -> str | None:
     return None
 
 
+# torch's deserialiser hands every `expr_str` of the program's JSON to sympy.sympify, which evaluates it
+# as Python. These are the functions torch registers for it (serialize.py's sympy_functions) and sympy's
+# own that shapes use; anything else called, and any attribute, string, subscript or dunder, is refused.
+_SYMPY_CALLS = frozenset(
+    "FloorDiv ModularIndexing Where PythonMod Mod CleanDiv CeilToInt FloorToInt CeilDiv LShift RShift PowByNatural "
+    "FloatPow FloatTrueDiv IntTrueDiv IsNonOverlappingAndDenseIndicator TruncToFloat TruncToInt RoundToInt "
+    "RoundDecimal ToFloat Identity Min Max floor ceiling Abs Eq Ne Lt Le Gt Ge And Or Not Piecewise sqrt Pow Mul Add "
+    "Integer Rational Float Symbol Dummy Tuple Equality Unequality GreaterThan LessThan StrictGreaterThan "
+    "StrictLessThan BooleanTrue BooleanFalse".split()
+)
+# torch writes sympy's srepr, as in Symbol('s31', positive=True, integer=True): a quoted name is data, and
+# keyword arguments are assumptions
+_EXPR_TOKEN = re.compile(
+    r"\s+|\d+\.\d+(?:e[+-]?\d+)?|\d+|'[A-Za-z0-9_.+-]*'|[A-Za-z][A-Za-z0-9_]*|\*\*|//|<=|>=|==|!=|[-+*/%(),<>&|~=]"
+)
+
+
+def unsafe_expression(text: str) -> str | None:
+    """Why sympify could run code from this shape expression, or None for plain arithmetic on symbols."""
+    tokens, at = [], 0
+    while at < len(text):
+        match = _EXPR_TOKEN.match(text, at)
+        if not match:
+            return f"the character {text[at]!r}"
+        tokens.append(match.group())
+        at = match.end()
+    words = [t for t in tokens if not t.isspace()]
+    for i, word in enumerate(words):
+        if "__" in word:
+            return f"the name {word!r}"
+        if not word[0].isalpha():
+            continue
+        if keyword.iskeyword(word) and word not in ("True", "False", "None"):
+            return f"the name {word!r}"
+        if i + 1 < len(words) and words[i + 1] == "(" and word not in _SYMPY_CALLS:
+            return f"a call of {word!r}"
+    return None
+
+
+def _expressions(value: Any) -> Iterator[str]:
+    """Every `expr_str` in a JSON document (torch sympifies each one)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "expr_str" and isinstance(item, str):
+                yield item
+            else:
+                yield from _expressions(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _expressions(item)
+
+
+def _unsafe_members(zf: zipfile.ZipFile) -> tuple[str, str] | None:
+    """(why, member) for a duplicate member (this check and torch's reader could read different ones), a
+    program description that cannot be read, or a shape expression sympify would run as code; else None."""
+    names = [info.filename for info in zf.infolist()]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:  # a check reading one copy proves nothing about the copy torch reads
+        return "a member stored twice, so what is checked may not be what torch loads", twice
+    for name in names:
+        if name.endswith(".json") and "/models/" in f"/{name}":
+            try:
+                document = json.loads(zf.read(name))
+            except (ValueError, RecursionError):
+                return "a program description that cannot be read, so it cannot be checked", name
+            for expression in _expressions(document):
+                why = unsafe_expression(expression)
+                if why:
+                    return f"a shape expression with {why}", name
+    return None
+
+
 def _check_exported_archive(path: Path) -> None:
     """Refuse a .pt2 archive that torch.export.load would unpickle: pickles run code (trust_pickle opts in).
 
@@ -130,7 +205,10 @@ def _check_exported_archive(path: Path) -> None:
     reason: str | None
     try:
         with zipfile.ZipFile(path) as zf:
-            if "version" in zf.namelist():  # the pre-2.8 layout: deserialised with a weights_only=False fallback
+            unsafe = _unsafe_members(zf)
+            if unsafe is not None:
+                reason, where = unsafe
+            elif "version" in zf.namelist():  # the pre-2.8 layout: deserialised with a weights_only=False fallback
                 reason, where = "the old pickled torch.export format", "version"
             else:
                 found = ((_unpickled_pt2_entry(zf, name), name) for name in zf.namelist())
@@ -139,8 +217,9 @@ def _check_exported_archive(path: Path) -> None:
         raise ModelError(f"{path}: not a torch.export program ({first_line(exc)})") from None
     if reason:
         raise ModelError(
-            f"{path}: the torch.export archive holds {reason} ({where}), which runs code when it "
-            "loads; add trust_pickle = true to [model] only if you trust the file"
+            f"{path}: the torch.export archive holds {reason} ({where}), "
+            f"{'which could run' if 'checked' in reason else 'which runs'} code when it loads; add trust_pickle = true "
+            "to [model] only if you trust the file"
         )
 
 

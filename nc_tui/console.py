@@ -200,6 +200,8 @@ class HeadlessProgress(ConsoleListener):
 
     def on_detector_finished(self, e: ev.DetectorFinished) -> None:
         self._print(e.summary)
+        for line in e.details:
+            self._print(line)
 
     def on_scan_finished(self, e: ev.ScanFinished) -> None:
         if self.progress is not None:

@@ -295,8 +295,8 @@ class DetectConfig:
         False,
         doc=(
             "also run the max-margin detector ([Detectors](detectors.md)): a label whose largest reachable logit "
-            "margin is an outlier is flagged, whatever its trigger looks like; off until the zoo's tuning half "
-            "has measured it"
+            "margin is an outlier is flagged, whatever its trigger looks like; off: on the zoo's tuning half it "
+            "found 6/6 backdoors and flagged 2/6 clean models"
         ),
     )
 

@@ -16,65 +16,16 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from evaluation.zoo import CACHE, MNIST, train_mnist
-from nc_engine import load_config, run_scan
-from nc_engine.demo.training import PatchTrigger, stamp_patch
-from nc_engine.detectors.neural_cleanse.asr import predict
-from nc_engine.mitigate import METHODS, MitigationOptions, load_detector, run_mitigation
-from nc_engine.models.load import load_model
+from evaluation.zoo import CACHE, MNIST
+from nc_engine.demo.mnist import filtered_real_asr, held_out_images, real_trigger_asr, scanned_mnist
+from nc_engine.mitigate import METHODS, MitigationOptions, run_mitigation
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def held_out_images(run: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The scan's held-out MNIST test images (uint8) and labels."""
-    with np.load(run / "samples.npz") as s, np.load(MNIST) as d:
-        idx = s["asr_idx"]
-        return d["x_test"][idx], d["y_test"][idx].astype(np.int64)
-
-
-def _tensor(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(x).float().unsqueeze(1) / 255.0
-
-
-def real_trigger_asr(config: str | Path, x: np.ndarray, y: np.ndarray, trigger: dict, target: int) -> float:
-    """Share of held-out images not of `target` that the real patch sends to `target`."""
-    model = load_model(load_config(config), torch.device("cpu"))
-    keep = y != target
-    stamped = _tensor(stamp_patch(x[keep], PatchTrigger(**trigger)))
-    return float((predict(model, stamped) == target).float().mean())
-
-
-def filtered_real_asr(
-    detector: str | Path, x: np.ndarray, y: np.ndarray, trigger: dict, target: int
-) -> tuple[float, float]:
-    """(ASR through the filter, share of real-trigger images the filter flags)."""
-    det, model, _ = load_detector(detector)
-    keep = y != target
-    stamped = _tensor(stamp_patch(x[keep], PatchTrigger(**trigger)))
-    flagged = det.scores(stamped) > det.threshold
-    hit = predict(model, stamped) == target
-    return float(((~flagged) & hit).float().mean()), float(flagged.float().mean())
-
-
-def scanned_mnist(folder: Path) -> tuple[dict, Path]:
-    """The BadNets MNIST model and a finished default scan of it (reused when present)."""
-    manifest = train_mnist(folder / "model", backdoor=True, seed=0)
-    runs = sorted((folder / "runs").glob("model-*")) if (folder / "runs").is_dir() else []
-    for run in runs:
-        if (run / "report.json").is_file() and json.loads((run / "report.json").read_text()).get("complete"):
-            return manifest, run
-    cfg = load_config(folder / "model" / "config.toml")
-    cfg.output.dir = str(folder / "runs")
-    return manifest, Path(run_scan(cfg).run_dir)
-
-
 def measure(folder: Path) -> list[dict]:
-    manifest, run = scanned_mnist(folder)
-    x, y = held_out_images(run)
+    manifest, run = scanned_mnist(folder, MNIST)
+    x, y = held_out_images(run, MNIST)
     target, trigger = manifest["target"], manifest["trigger"]
     before = real_trigger_asr(run / "config.toml", x, y, trigger, target)
     rows = []

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.zoo import TRAINING, spec_config
+from evaluation.zoo import TRAINING, config_text
 from evaluation.zoo_attacks import cross_stamp, stamp
 from evaluation.zoo_data import CACHE, DATASETS, load_arrays
 from evaluation.zoo_nets import ARCHITECTURES, AUGMENTED
@@ -111,7 +111,10 @@ def build(spec: dict, root: Path, device: str = "cpu") -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.script(net.cpu().eval()).save(str(folder / "model.pt"))
-    (folder / "config.toml").write_text(spec_config(_as_zoo_spec(spec)), encoding="utf-8")
+    (folder / "config.toml").write_text(
+        config_text(spec["dataset"], f"{spec['name']}: {ARCHITECTURES[spec['arch']][0]} on {spec['dataset']}"),
+        encoding="utf-8",
+    )
     manifest = {
         "spec": spec,
         "name": spec["name"],
@@ -122,12 +125,6 @@ def build(spec: dict, root: Path, device: str = "cpu") -> dict:
     }
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest
-
-
-def _as_zoo_spec(spec: dict):
-    from evaluation.zoo import ModelSpec
-
-    return ModelSpec(spec["name"], spec["dataset"], spec["arch"], "clean", spec["seed"])
 
 
 def main(argv: list[str] | None = None) -> int:

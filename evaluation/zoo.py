@@ -25,81 +25,11 @@ from evaluation.zoo_data import CACHE, DATASETS, SHARED, data_path, load_arrays
 from evaluation.zoo_nets import ARCHITECTURES, AUGMENTED, NORMALISED_INSIDE, InsideNormSoftmax
 from evaluation.zoo_train import train_augmented
 from evaluation.zoo_triggers import Trigger, inside_patch, overlaps, random_patch
-from nc_engine.demo.training import PatchTrigger, SmallCNN, accuracy, poison, stamp_patch, train_classifier
+from nc_engine.demo import mnist as mnist_model
+from nc_engine.demo.training import accuracy, train_classifier
 
 MNIST = SHARED / "data" / "mnist.npz"
 MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean[0], DATASETS["mnist"].std[0]
-
-
-def train_mnist(
-    folder: Path,
-    backdoor: bool = True,
-    seed: int = 0,
-    epochs: int = 2,
-    n_train: int = 20000,
-    trigger: PatchTrigger | None = None,
-    target: int | None = None,
-    rate: float = 0.1,
-) -> dict:
-    """A small CNN on MNIST, optionally with a BadNets patch (default: 3x3 white, bottom right)."""
-    if not MNIST.is_file():
-        raise FileNotFoundError(f"{MNIST}: the shared MNIST file is missing")
-    folder = Path(folder)
-    rng = np.random.default_rng(seed)
-    if backdoor:
-        target = int(rng.integers(0, 10)) if target is None else target
-        trigger = trigger or PatchTrigger(top=24, left=24, size=3, value=255)
-    request = {
-        "data": "mnist",
-        "backdoor": backdoor,
-        "seed": seed,
-        "epochs": epochs,
-        "n_train": n_train,
-        "trigger": trigger.__dict__ if backdoor else None,
-        "target": target if backdoor else None,
-        "rate": rate if backdoor else 0.0,
-    }
-    manifest_path = folder / "manifest.json"
-    if manifest_path.is_file() and (folder / "model.pt").is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("request") == request:
-            return manifest
-    folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with np.load(MNIST) as d:
-        x_train, y_train = d["x_train"], d["y_train"].astype(np.int64)
-        x_test, y_test = d["x_test"], d["y_test"].astype(np.int64)
-    pick = rng.choice(len(x_train), size=min(n_train, len(x_train)), replace=False)
-    x_train, y_train = x_train[pick], y_train[pick]
-    if backdoor:
-        x_train, y_train = poison(x_train, y_train, trigger, target, rate, seed)
-    torch.manual_seed(seed)  # the network's initial weights
-    model = train_classifier(SmallCNN(), x_train, y_train, (MNIST_MEAN,), (MNIST_STD,), epochs, seed)
-    clean = accuracy(model, x_test, y_test, (MNIST_MEAN,), (MNIST_STD,))
-    asr = None
-    if backdoor:
-        keep = y_test != target
-        asr = accuracy(
-            model, stamp_patch(x_test[keep], trigger), np.full(int(keep.sum()), target), (MNIST_MEAN,), (MNIST_STD,)
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.script(model).save(str(folder / "model.pt"))
-    (folder / "config.toml").write_text(config_text("mnist", "MNIST small CNN (2 conv + 2 dense)"), encoding="utf-8")
-    manifest = {
-        "request": request,
-        "architecture": "SmallCNN (2 conv + 2 dense)",
-        "data": str(MNIST),
-        "backdoor": backdoor,
-        "target": target,
-        "trigger": request["trigger"],
-        "poison_rate": request["rate"],
-        "clean_accuracy": clean,
-        "attack_success_rate": asr,
-        "train_seconds": time.perf_counter() - started,
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=1))
-    return manifest
 
 
 # ---- the zoo proper -------------------------------------------------------------------------------------
@@ -167,6 +97,11 @@ SECOND_DRAW = {
     ("gtsrb", "compact"): 2,
     ("gtsrb", "resnet8"): 2,
 }
+
+
+def train_mnist(folder: Path, **options) -> dict:
+    """The BadNets MNIST SmallCNN (nc_engine.demo.mnist) on the shared MNIST file."""
+    return mnist_model.train_mnist(folder, MNIST, **options)
 
 
 def zoo_specs(datasets: list[str] | None = None) -> list[ModelSpec]:

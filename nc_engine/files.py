@@ -35,6 +35,45 @@ def regular_file_problem(path: Path, expected: str) -> str | None:
     return None
 
 
+def foreign_entry(root: Path) -> str | None:
+    """The first entry under `root` that is neither a plain file nor a folder (a symbolic link, FIFO,
+    device or socket), as a one-line message; None when there is none. A folder someone else hands over
+    could send writes outside itself through a link, or hang a reader on a FIFO."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        return f"{entry.path}: is a symbolic link; expected only plain files and folders"
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    elif not entry.is_file(follow_symlinks=False):
+                        return f"{entry.path}: is not a regular file (a FIFO, device or socket)"
+        except OSError as exc:
+            return f"{folder}: cannot list it ({exc.strerror or exc})"
+    return None
+
+
+def open_append(path: Path) -> IO[str]:
+    """`path` opened for appending text, created if missing; never through a symbolic link, never a FIFO
+    or device, never a file with other names (hard links): appending there would change a file elsewhere."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise OSError(exc.errno, f"{path} is a symbolic link") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise OSError(f"{path} is not a plain file of its own (a device, FIFO or hard link)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 class JsonFileProblem(ValueError):
     """Why a file is not a readable JSON object, as the end of a one-line message."""
 
@@ -121,7 +160,7 @@ class JsonLines:
     def write(self, record: dict) -> None:
         if self._file is None:
             drop_torn_tail(self.path)
-            self._file = self.path.open("a", encoding="utf-8")
+            self._file = open_append(self.path)
         start = self._file.tell()
         try:
             self._file.write(json.dumps(json_safe(record)) + "\n")
@@ -147,7 +186,9 @@ def _truncate(path: Path, size: int) -> None:
 
 def drop_torn_tail(path: Path, chunk: int = 1 << 16) -> None:
     """Cut a file back to its last newline: an append interrupted by a crash leaves half a line. Reads
-    backwards from the end (events.jsonl can be large)."""
+    backwards from the end (events.jsonl can be large). Only a plain file is cut, never through a link."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OSError(f"{path} is not a plain file (a symbolic link, FIFO or device)")
     try:
         with path.open("rb") as f:
             end = f.seek(0, os.SEEK_END)

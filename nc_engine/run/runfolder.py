@@ -40,6 +40,8 @@ from nc_engine.files import (
     JsonFileProblem,
     JsonLines,
     drop_torn_tail,
+    foreign_entry,
+    open_append,
     read_json_object,
     write_csv,
     write_json,
@@ -155,6 +157,9 @@ class RunFolder:
         folder = cls(Path(path))
         if not folder.path.is_dir():
             raise RunFolderError(f"{folder.path}: run folder not found")
+        problem = foreign_entry(folder.path)
+        if problem is not None:  # a folder from elsewhere: a link could send writes outside, a FIFO hang a read
+            raise RunFolderError(f"{problem}; a run folder holds only the files a scan wrote")
         return folder
 
     def file(self, relative: str) -> Path:
@@ -469,7 +474,7 @@ class RunFolder:
     def log(self) -> IO[str]:
         with writing(self.path, "log.txt"):
             drop_torn_tail(self.path / "log.txt")
-            return (self.path / "log.txt").open("a", encoding="utf-8")
+            return open_append(self.path / "log.txt")
 
     @staticmethod
     def mitigation_events(out: Path) -> JsonLines:

@@ -11,13 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from nc_engine import run_scan
 from nc_engine.config.settings import load_config
@@ -26,51 +23,13 @@ from nc_engine.files import drop_torn_tail
 from nc_engine.verdict.report import Report
 from nc_tui import cli
 from nc_tui.cli import main
-
-CONFIG = """[model]
-format = "torchscript"
-path = "m.pt"
-num_classes = 3
-input_shape = [1, 4, 4]
-
-[data]
-path = "d.npz"
-
-[scan]
-preset = "fast"
-samples = 24
-asr_samples = 30
-batch_size = 8
-max_steps = 4
-device = "cpu"
-strategy = "sequential"
-
-[output]
-dir = "runs"
-"""
-
-
-def tiny_model(path: Path, seed: int) -> None:
-    torch.manual_seed(seed)
-    torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(16, 3))).save(str(path))
+from tests.tiny_scan import partial_run, tiny_model, write_tiny
 
 
 @pytest.fixture
 def tiny(tmp_path) -> Path:
     """A config for a tiny model and data, in its own folder (tests may change the files)."""
-    tiny_model(tmp_path / "m.pt", 0)
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x_test=rng.integers(0, 256, (90, 4, 4), dtype=np.uint8), y_test=np.arange(90) % 3)
-    (tmp_path / "c.toml").write_text(CONFIG)
-    return tmp_path / "c.toml"
-
-
-def partial_run(config: Path) -> Path:
-    """A scan stopped after its first label: a resumable run folder with one finished trial."""
-    stop = threading.Event()
-    report = run_scan(config, lambda e: stop.set() if e.kind == "label_finished" else None, stop)
-    assert not report.complete and len(report.labels) == 1
-    return Path(report.run_dir)
+    return write_tiny(tmp_path)
 
 
 def sizes(run: Path) -> tuple[int, int]:

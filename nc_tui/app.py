@@ -55,6 +55,7 @@ class NCApp(App[int]):
         prepare: Callable[[Callable], Config] | None = None,
         autostart: bool = True,
         audit: AuditSpec | None = None,
+        trust_pickle: bool = False,
     ) -> None:
         super().__init__()
         self.autostart = autostart  # False: the scan screen waits for events fed by a test
@@ -62,6 +63,7 @@ class NCApp(App[int]):
         self.mode = mode
         self.start_report = report
         self.resume = resume
+        self.trust_pickle = trust_pickle  # --trust-pickle: a resumed folder's trust_pickle = true may load
         self.prepare = prepare
         self.scan_stops: list[threading.Event] = []  # every scan's stop event, set when the app ends
         self.runs: dict[str, bool] = {}  # run folder -> scan complete, for the lines printed on exit
@@ -107,7 +109,8 @@ class NCApp(App[int]):
             self.audit_hint = screen.resume_hint
             self.push_screen(screen)
         elif self.mode == "scan":
-            self.push_screen(ScanScreen(self.start_config, self.resume, self.prepare, self.autostart))
+            scan = ScanScreen(self.start_config, self.resume, self.prepare, self.autostart, self.trust_pickle)
+            self.push_screen(scan)
         else:
             self.push_screen(SetupScreen(self.start_config))
 

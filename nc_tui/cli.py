@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
     scan.add_argument("--out", metavar="DIR", help="parent folder for the run folder (overrides [output].dir)")
     scan.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted scan in its run folder")
+    scan.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="with --resume: let the run folder's trust_pickle = true load its model (runs the model file's code)",
+    )
     _add_fail_on(scan)
     report = sub.add_parser("report", help="open a finished run's results (printed when not in a terminal)")
     report.add_argument("run_dir", help="a run folder written by `nc-tui scan`")
@@ -106,9 +111,19 @@ def _mitigation_parsers(sub: argparse._SubParsersAction) -> None:
         help="the Linear layer (a Keras model: Dense layer) whose input units prune/filter use (default: the last)",
     )
     mit.add_argument("--rescan", action="store_true", help="scan the repaired model again (unlearn, prune)")
+    mit.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="let the run folder's trust_pickle = true load its model (runs the model file's code)",
+    )
     filt = sub.add_parser("filter", help="label images with a detector from `nc-tui mitigate --method filter`")
     filt.add_argument("detector", help="detector.json")
     filt.add_argument("images", nargs="*", help="image files (png, jpg)")
+    filt.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="let the detector's config say trust_pickle = true (loading the model runs its file's code)",
+    )
 
 
 class MitigationPrinter:
@@ -151,6 +166,7 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
     opts.data = str(Path(args.data).resolve()) if args.data else opts.data
     opts.layer = args.layer or opts.layer
     opts.rescan = args.rescan or opts.rescan
+    opts.trust_pickle = args.trust_pickle or opts.trust_pickle
 
     report = run_mitigation(args.run_dir, args.method, opts, partial(dispatch, MitigationPrinter()))
     print("\n".join(table_lines(report)))
@@ -161,7 +177,7 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
 def cmd_filter(args: argparse.Namespace) -> int:
     from nc_engine.mitigate import filter_images
 
-    for path, score, triggered in filter_images(args.detector, args.images):
+    for path, score, triggered in filter_images(args.detector, args.images, args.trust_pickle):
         print(f"{path}\t{score:.3f}\t{'TRIGGERED' if triggered else 'clean'}")
     return 0
 
@@ -193,14 +209,16 @@ class StopSignals:
             signal.signal(s, handler)
 
 
-def _run_headless(config, resume: str | None = None, fail_on: frozenset[str] = frozenset()) -> int:
+def _run_headless(
+    config, resume: str | None = None, fail_on: frozenset[str] = frozenset(), trust_pickle: bool = False
+) -> int:
     from nc_engine.run.scan import run_scan
 
     console = make_console()
     stop = threading.Event()
     signals = StopSignals(stop)
     try:
-        report = run_scan(config, HeadlessProgress(console), stop, resume=resume)
+        report = run_scan(config, HeadlessProgress(console), stop, resume=resume, trust_pickle=trust_pickle)
     finally:
         signals.restore()
     console.print()
@@ -249,8 +267,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         )
     if args.resume:
         if _headless_note(args):
-            return _run_headless(None, resume=args.resume, fail_on=args.fail_on)
-        return _run_app(mode="scan", resume=args.resume)
+            return _run_headless(None, resume=args.resume, fail_on=args.fail_on, trust_pickle=args.trust_pickle)
+        return _run_app(mode="scan", resume=args.resume, trust_pickle=args.trust_pickle)
     if not args.config:
         raise NCError("nc-tui scan: expected a CONFIG file (or --resume RUN_DIR)")
     cfg = load_config(args.config)

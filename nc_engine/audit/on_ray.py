@@ -32,12 +32,12 @@ def require_ray() -> Any:
     return ray
 
 
-def scan_task(config: Config | None, resume: str | None) -> dict[str, Any]:
+def scan_task(config: Config | None, resume: str | None, trust_pickle: bool = False) -> dict[str, Any]:
     """In a Ray worker: one model's scan; the report as a dict, or the user error's one line."""
     from nc_engine.run.scan import run_scan
 
     try:
-        report = run_scan(config, None, None, resume=resume)
+        report = run_scan(config, None, None, resume=resume, trust_pickle=trust_pickle)
     except NCError as exc:
         return {"error": str(exc)}
     return {"report": report.to_dict(), "run_dir": report.run_dir}
@@ -61,7 +61,8 @@ def run_on_ray(
             if done is not None:
                 rows[i] = done
             else:
-                pending[task.remote(config, str(resume) if resume else None)] = (i, time.perf_counter())
+                ref = task.remote(config, str(resume) if resume else None, model.config.model.trust_pickle)
+                pending[ref] = (i, time.perf_counter())
         _collect(ray, spec, rows, emit, stop, save, pending)
     finally:
         for ref in pending:

@@ -88,7 +88,9 @@ def audit_model(
     started = time.perf_counter()
     try:
         config, resume = scan_args
-        report = (scan or run_scan)(config, emit, stop, resume=resume)
+        # the audit resumes only folders it made from the user's spec: the spec's trust_pickle stands
+        trusted = model.config.model.trust_pickle
+        report = (scan or run_scan)(config, emit, stop, resume=resume, trust_pickle=trusted)
         row = AuditRow.of_report(model.name, model.source, report)
     except NCError as exc:
         row = error_row(spec, model, str(exc), time.perf_counter() - started)

@@ -55,6 +55,7 @@ class MitigationOptions:
     seed: int = 0
     device: str = ""  # "": the scan's [scan].device
     rescan: bool = False
+    trust_pickle: bool = False  # the run folder's trust_pickle = true counts only when this says it again
 
 
 def load_options(path: str | Path, base: MitigationOptions | None = None) -> MitigationOptions:
@@ -123,7 +124,7 @@ class Context:
 def load_context(run_dir: str | Path, options: MitigationOptions, warn: Callable[[str], None]) -> Context:
     folder = RunFolder.existing(run_dir)
     labels = _labels_to_mitigate(folder, options)
-    cfg = folder.read_config()
+    cfg = folder.config_to_load(options.trust_pickle, "add --trust-pickle")
     device = resolve_device(options.device or cfg.scan.device)
     torch.manual_seed(options.seed)
     model = load_model(cfg, device)

@@ -119,26 +119,57 @@ def build_filter(
 # ---------------------------------------------------------------- `nc-tui filter DETECTOR IMAGES...`
 
 
-def load_detector(path: str | Path, device: str = "cpu") -> tuple[Detector, ScanModel, list[int]]:
+NOT_A_DETECTOR = "not a detector (expected detector.json from nc-tui mitigate --method filter)"
+
+
+def _detector_fields(path: Path) -> dict[str, Any]:
+    """detector.json's fields, each of the type the filter writes; anything else is one line naming the key."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        raise MitigationError(f"{path}: {NOT_A_DETECTOR}") from None
+    if not isinstance(data, dict) or data.get("kind") != DETECTOR_KIND:
+        raise MitigationError(f"{path}: {NOT_A_DETECTOR}")
+    numbers = (int, float)
+    expected = {
+        "config": (lambda v: isinstance(v, str) and v != "", "the path of the scan's config.toml"),
+        "layer": (lambda v: isinstance(v, str), "a layer name"),
+        "units": (lambda v: isinstance(v, dict) and all(isinstance(u, list) for u in v.values()), "label -> units"),
+        "mean": (lambda v: isinstance(v, list) and all(isinstance(x, numbers) for x in v), "a list of numbers"),
+        "std": (lambda v: isinstance(v, list) and all(isinstance(x, numbers) for x in v), "a list of numbers"),
+        "threshold": (lambda v: isinstance(v, numbers) and not isinstance(v, bool), "a number"),
+    }
+    for key, (fits, what) in expected.items():
+        if key not in data or not fits(data[key]):
+            raise MitigationError(f"{path}: {key!r} missing or not {what}; {NOT_A_DETECTOR}")
+    try:
+        data["units"] = {int(k): v for k, v in data["units"].items()}
+    except ValueError:
+        raise MitigationError(f"{path}: 'units' keys must be labels (integers); {NOT_A_DETECTOR}") from None
+    return data
+
+
+def load_detector(
+    path: str | Path, device: str = "cpu", trust_pickle: bool = False
+) -> tuple[Detector, ScanModel, list[int]]:
+    """The detector and the model it watches. The config it names is a run folder's: its trust_pickle = true
+    counts only with `trust_pickle` (the user's say-so) given again."""
     path = Path(path)
     if not path.is_file():
         raise MitigationError(f"{path}: detector file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise MitigationError(
-            f"{path}: not a detector (expected detector.json from nc-tui mitigate --method filter)"
-        ) from None
-    if not isinstance(data, dict) or data.get("kind") != DETECTOR_KIND:
-        raise MitigationError(f"{path}: not a detector (expected detector.json from nc-tui mitigate --method filter)")
+    data = _detector_fields(path)
     cfg = load_config(data["config"])
+    if cfg.model.trust_pickle and not trust_pickle:
+        raise MitigationError(
+            f"{path}: its config {data['config']} says trust_pickle = true, so loading the model runs code from "
+            "the model file; add --trust-pickle if you trust the detector and its model"
+        )
     dev = resolve_device(device)
     model = load_model(cfg, dev)
     probe = Probe(model, data["layer"])
-    units = {int(k): v for k, v in data["units"].items()}
     det = Detector(
         probe,
-        units,
+        data["units"],
         torch.tensor(data["mean"], device=dev),
         torch.tensor(data["std"], device=dev),
         float(data["threshold"]),
@@ -163,11 +194,13 @@ def read_images(paths: list[str | Path], shape: list[int], resize: str = "biline
     return torch.stack(out)
 
 
-def filter_images(detector: str | Path, images: list[str | Path]) -> list[tuple[str, float, bool]]:
+def filter_images(
+    detector: str | Path, images: list[str | Path], trust_pickle: bool = False
+) -> list[tuple[str, float, bool]]:
     """(path, score, triggered) for each image."""
     if not images:
         raise MitigationError("nc-tui filter: expected one or more IMAGE files")
-    det, _, shape = load_detector(detector)
+    det, _, shape = load_detector(detector, trust_pickle=trust_pickle)
     x = read_images(images, shape)
     scores = det.scores(x.to(det.mean.device)).cpu().tolist()
     return [(str(p), s, s > det.threshold) for p, s in zip(images, scores, strict=True)]

@@ -38,9 +38,11 @@ class ScanInputs:
     inflight: dict[Key, SlotCheckpoint] | None = None  # searches that were running when it stopped
 
     @classmethod
-    def of(cls, config: Config | str | Path | None, resume: str | Path | None, warn: Warn) -> ScanInputs:
+    def of(
+        cls, config: Config | str | Path | None, resume: str | Path | None, warn: Warn, trust_pickle: bool = False
+    ) -> ScanInputs:
         """A resume locks its folder (released on leaving the inputs' `with`) and checks it before anything
-        is written."""
+        is written; its config's trust_pickle counts only with `trust_pickle` given again."""
         if resume is None:
             if config is None:
                 raise TypeError("run_scan needs a config or a run folder to resume")
@@ -49,7 +51,7 @@ class ScanInputs:
         folder.check_resumable()
         folder.lock(warn)
         try:
-            cfg = folder.read_config()
+            cfg = folder.config_to_load(trust_pickle, "resume with --trust-pickle")
             check_prints(folder.path, folder.read_fingerprints(), scan_prints(cfg, folder.config_text()), cfg)
             indices = folder.read_samples()
             previous = folder.trials(cfg.model.input_shape, warn)

@@ -180,6 +180,17 @@ class RunFolder:
     def read_config(self) -> Config:
         return load_config(self.config_path)
 
+    def config_to_load(self, trust_pickle: bool, how: str) -> Config:
+        """The config, to load its model again (resume, mitigate). Anyone who could write the folder could
+        have set trust_pickle = true in it: that counts only when the user says it again (`how`)."""
+        cfg = self.read_config()
+        if cfg.model.trust_pickle and not trust_pickle:
+            raise RunFolderError(
+                f"{self.config_path}: says trust_pickle = true, so loading its model runs code from the model "
+                f"file; a run folder alone is not trusted for that: {how} if you trust this folder and its model"
+            )
+        return cfg
+
     def config_text(self) -> str:
         try:
             return self.config_path.read_text(encoding="utf-8")

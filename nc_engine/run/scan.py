@@ -44,17 +44,19 @@ def run_scan(
     on_event: ev.Listener | None = None,
     stop: threading.Event | None = None,
     resume: str | Path | None = None,
+    trust_pickle: bool = False,
 ) -> Report:
     """Scan the model the config names; returns the report (also written to RUN/report.json).
 
     With `resume`, `config` is ignored and the run folder's own config.toml and samples are used;
-    finished trials are kept and only the rest run. The run folder is locked while the scan runs.
+    finished trials are kept and only the rest run. The run folder is locked while the scan runs. A
+    resumed folder's `trust_pickle = true` counts only with `trust_pickle` (the user's say-so) given here.
     """
     started = time.perf_counter()
     bus = ev.EventBus([on_event] if on_event else [])
     # a resume is locked and checked, and the backend connected, before anything is written; the run
     # folder's lock is released on leaving the `with`
-    with ScanInputs.of(config, resume, bus.warn) as inputs, open_compute(inputs.cfg, bus) as compute:
+    with ScanInputs.of(config, resume, bus.warn, trust_pickle) as inputs, open_compute(inputs.cfg, bus) as compute:
         return _scan(inputs, bus, stop or threading.Event(), started, compute)
 
 

@@ -57,6 +57,7 @@ class ScanScreen(Screen):
         resume: str | None = None,
         prepare: Callable[[Callable[[TrainingProgress], None]], Config] | None = None,
         autostart: bool = True,
+        trust_pickle: bool = False,
     ) -> None:
         super().__init__()
         self.autostart = autostart  # False: show the screen without running the engine (snapshot tests)
@@ -64,6 +65,7 @@ class ScanScreen(Screen):
         self.prepare = prepare  # run in the worker before the scan (the demo trains its model there)
         self.training_shown = self.training_started = 0.0
         self.resume_dir = resume
+        self.trust_pickle = trust_pickle  # --trust-pickle given with --resume
         self.state = ScanState()
         self.stop = threading.Event()
         self.run_dir: str | None = resume
@@ -131,7 +133,9 @@ class ScanScreen(Screen):
                 self.training_started = time.monotonic()
                 config = prepare(self.training_progress)
                 self.config = config
-            report = run_scan(config, on_event, self.stop, resume=resume)
+            # resuming the scan this screen started from the user's config: that config's say-so stands
+            trust = self.trust_pickle or (self.config is not None and self.config.model.trust_pickle)
+            report = run_scan(config, on_event, self.stop, resume=resume, trust_pickle=trust)
         except NCError as exc:
             self.post_message(ScanEnded(None, str(exc)))
             return

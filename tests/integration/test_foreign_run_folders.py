@@ -3,13 +3,21 @@ never carries a write outside it, and a FIFO never hangs a resume or a report.""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
+from nc_engine import run_scan
+from nc_engine.config.fingerprint import scan_prints
+from nc_engine.config.settings import load_config
 from nc_engine.files import open_append
 from nc_tui.cli import main
 from tests.tiny_scan import partial_run, write_tiny
@@ -94,3 +102,58 @@ def test_appends_never_follow_a_link_or_a_second_name(tmp_path):
     with open_append(tmp_path / "own.txt") as f:
         f.write("a line\n")
     assert (tmp_path / "own.txt").read_text() == "a line\n"
+
+
+# ---- issue 28 item 4: a run folder's trust_pickle counts only when the user says it again
+
+
+class Payload:
+    """Unpickling this writes `marker`: proof that loading the model ran code from the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def rewrite_as_trusted_pickle(run: Path, model: Path) -> None:
+    """What someone who can write a run folder could do: point its config at a pickle, say trust_pickle,
+    and recompute the fingerprints so that the resume's change check passes."""
+    text = (run / "config.toml").read_text()
+    text = text.replace('format = "torchscript"', 'format = "pickle"', 1).replace(
+        "trust_pickle = false", "trust_pickle = true"
+    )
+    text = re.sub(r'(?m)^path = ".*m\.pt"$', f'path = "{model}"', text, count=1)
+    (run / "config.toml").write_text(text)
+    cfg = load_config(run / "config.toml")
+    (run / "fingerprints.json").write_text(json.dumps(scan_prints(cfg, text)))
+
+
+def test_a_run_folder_alone_cannot_opt_in_to_pickle(stopped, capsys, tmp_path):
+    marker, model = tmp_path / "ran.txt", tmp_path / "evil.pkl"
+    model.write_bytes(pickle.dumps(Payload(marker)))
+    finished = Path(run_scan(tmp_path / "c.toml").run_dir)
+    for run, command in (
+        (stopped, ["scan", "--resume", str(stopped), "--headless"]),
+        (finished, ["mitigate", str(finished), "--method", "prune", "--labels", "0"]),
+    ):
+        rewrite_as_trusted_pickle(run, model)
+        assert main(command) == 2, command
+        one_line(capsys, "config.toml", "trust_pickle", "--trust-pickle")
+    assert not marker.exists()
+
+
+def test_trust_pickle_given_again_resumes_a_pickle_scan(tmp_path, capsys):
+    config = write_tiny(tmp_path)
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), tmp_path / "m.pkl")  # a whole module, pickled
+    config.write_text(
+        config.read_text()
+        .replace('path = "m.pt"', 'path = "m.pkl"\ntrust_pickle = true')
+        .replace('format = "torchscript"', 'format = "pickle"')
+    )
+    run = partial_run(config)
+    assert main(["scan", "--resume", str(run), "--headless"]) == 2
+    one_line(capsys, "trust_pickle")
+    assert main(["scan", "--resume", str(run), "--headless", "--trust-pickle"]) == 0
+    assert json.loads((run / "report.json").read_text())["complete"] is True

@@ -56,6 +56,22 @@ def foreign_entry(root: Path) -> str | None:
     return None
 
 
+def escapes_folder(folder: Path, name: str, allowed: Path | None = None) -> str | None:
+    """Why the file `name`, named by a file inside `folder`, would be read from outside it (an absolute
+    path, `..`, or a symbolic link leading out), as a one-line message; None when it stays inside. A link
+    into `allowed` (a Hugging Face cache's blobs) is fine."""
+    path = folder / name
+    try:
+        real, inside = path.resolve(), folder.resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop
+        return f"{path}: cannot be resolved ({exc})"
+    if real == inside or inside in real.parents:
+        return None
+    if allowed is not None and allowed.resolve() in real.parents:
+        return None
+    return f"{path}: leads outside {folder} (to {real}); expected every file the folder names to be inside it"
+
+
 def open_append(path: Path) -> IO[str]:
     """`path` opened for appending text, created if missing; never through a symbolic link, never a FIFO
     or device, never a file with other names (hard links): appending there would change a file elsewhere."""

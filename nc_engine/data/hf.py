@@ -25,7 +25,7 @@ from nc_engine.data.columns import (
 )
 from nc_engine.data.source import DataSource
 from nc_engine.errors import DataError, first_line
-from nc_engine.files import JsonFileProblem, read_json_object
+from nc_engine.files import JsonFileProblem, escapes_folder, read_json_object
 
 _EXPECTED = "a folder written by datasets' save_to_disk (state.json and .arrow files, or dataset_dict.json)"
 
@@ -50,7 +50,14 @@ def split_folder(path: Path, split: str) -> Path:
             raise DataError(
                 f"{path}: no split {split!r} in this DatasetDict (splits: {', '.join(splits)}); set [data].split"
             )
+        problem = escapes_folder(path, split)
+        if problem is not None:
+            raise DataError(problem)
         path = path / split
+    for name in ("state.json", "dataset_info.json"):
+        problem = escapes_folder(path, name)
+        if problem is not None:
+            raise DataError(problem)
     if not (path / "state.json").is_file():
         raise DataError(f'{path}: no state.json; expected {_EXPECTED} ([data].path with format = "hf")')
     return path
@@ -63,6 +70,10 @@ def _shards(folder: Path) -> list[Path]:
     names = [f.get("filename") for f in files] if isinstance(files, list) else []
     if not names or not all(isinstance(n, str) and "/" not in n and n not in ("", ".", "..") for n in names):
         raise DataError(f'{folder / "state.json"}: lists no data files ("_data_files"); expected {_EXPECTED}')
+    for name in names:  # state.json is the dataset's own: none of its shards may be read from elsewhere
+        problem = escapes_folder(folder, name)
+        if problem is not None:
+            raise DataError(problem)
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DataError(f"{folder / missing[0]}: data file listed in state.json not found")

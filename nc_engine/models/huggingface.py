@@ -15,7 +15,7 @@ from torch import nn
 
 from nc_engine.config.settings import Config
 from nc_engine.errors import ModelError, first_line
-from nc_engine.files import JsonFileProblem, read_json_object
+from nc_engine.files import JsonFileProblem, escapes_folder, read_json_object
 
 
 class HubLogits(nn.Module):
@@ -89,6 +89,23 @@ def _hub_offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = previous
 
 
+def _check_contained(folder: Path) -> None:
+    """Every file transformers would read stays inside the folder: its own files, and each shard a
+    *.index.json names. A Hugging Face cache's snapshot links into its blobs, which is allowed."""
+    allowed = folder.parent.parent if folder.parent.name == "snapshots" else None
+    names = [p.name for p in folder.iterdir()]
+    for index in folder.glob("*.index.json"):
+        weight_map = _read_json(index).get("weight_map", {})
+        shards = list(weight_map.values()) if isinstance(weight_map, dict) else None
+        if shards is None or not all(isinstance(s, str) for s in shards):
+            raise ModelError(f'{index}: expected "weight_map" to map tensor names to shard file names')
+        names += shards
+    for name in dict.fromkeys(names):
+        problem = escapes_folder(folder, name, allowed)
+        if problem is not None:
+            raise ModelError(problem)
+
+
 def _huggingface_network(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
     """A save_pretrained folder, loaded offline (local files only, no remote code, safetensors when present)."""
     if not folder.is_dir():
@@ -97,6 +114,7 @@ def _huggingface_network(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
         )
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder}: no config.json; expected a folder written by save_pretrained ([model].path)")
+    _check_contained(folder)
     config = _read_json(folder / "config.json")
     if importlib.util.find_spec("transformers") is None:
         raise ModelError(

@@ -134,3 +134,14 @@ def test_hf_folder_errors_are_one_line(tmp_path):
         with pytest.raises(DataError) as err:
             open_data(cfg(tmp_path, **data))
         assert words in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_shard_linked_outside_the_dataset_folder_is_refused(tmp_path):
+    """Issue 28 item 3: a shard symlinked to an arrow file elsewhere was read."""
+    image_dataset(3)[0].save_to_disk(str(tmp_path / "ds"))
+    shard = next((tmp_path / "ds").glob("*.arrow"))
+    shard.rename(tmp_path / "elsewhere.arrow")
+    shard.symlink_to(tmp_path / "elsewhere.arrow")
+    with pytest.raises(DataError, match="leads outside") as err:
+        open_data(cfg(tmp_path))
+    assert "\n" not in str(err.value) and shard.name in str(err.value)

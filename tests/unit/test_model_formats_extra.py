@@ -247,3 +247,22 @@ def test_huggingface_model_on_parquet_data_prepares_with_its_own_preprocessing(t
     assert p.cfg.model.mean == [0.4, 0.5, 0.6] and p.cfg.model.input_shape == [3, 32, 32]
     assert p.cfg.model.num_classes == 3 and p.data.class_names == ["cat", "dog", "cow"]
     assert p.data.x_opt.shape[1:] == (3, 32, 32)  # the 8x8 images resized to the model's own size
+
+
+def test_huggingface_folder_naming_a_shard_outside_itself_is_refused(tmp_path, hf_folder):
+    """Issue 28 item 3: a sharded checkpoint's index naming ../outside.safetensors was loaded."""
+    folder, _ = hf_folder
+    (folder / "model.safetensors").rename(tmp_path / "outside.safetensors")
+    (folder / "model.safetensors.index.json").write_text(
+        '{"metadata": {}, "weight_map": {"vit.embeddings.cls_token": "../outside.safetensors"}}'
+    )
+    cfg = config_from_dict(
+        {"model": {"format": "huggingface", "path": "vit"}}, source=str(tmp_path / "c.toml"), base_dir=tmp_path
+    )
+    with pytest.raises(ModelError, match="outside.safetensors: leads outside") as err:
+        load_model(cfg, torch.device("cpu"))
+    assert "\n" not in str(err.value)
+    (folder / "model.safetensors.index.json").unlink()
+    (folder / "model.safetensors").symlink_to(tmp_path / "outside.safetensors")  # a link out: refused too
+    with pytest.raises(ModelError, match="model.safetensors: leads outside"):
+        load_model(cfg, torch.device("cpu"))

@@ -19,6 +19,7 @@ from torch import nn
 from nc_engine.config.settings import Config
 from nc_engine.errors import ModelError, first_line
 from nc_engine.files import regular_file_problem
+from nc_engine.models.keras_config import model_config, unsafe_reference
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -241,11 +242,27 @@ def _check_keras_file(path: Path) -> None:
         raise ModelError(f"{path}: not a Keras model file (expected {what})")
 
 
+def _check_references(path: Path, keras: Any) -> None:
+    """Refuse a model config naming anything but Keras' own classes and activations (see keras_config)."""
+    try:
+        config = model_config(path)
+    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile) as exc:
+        problem = f"{type(exc).__name__}: {first_line(exc)}"
+        raise ModelError(f"{path}: cannot read the Keras model's config ({problem})") from None
+    found = unsafe_reference(config, keras)
+    if found is not None:
+        raise ModelError(
+            f"{path}: the Keras model names {found}, which is not one of Keras' layers or activations; "
+            "nc-tui loads only those and runs no other code from a Keras file"
+        )
+
+
 def load_keras(path: Path, outputs: str) -> tuple[nn.Module, dict[str, Any]]:
     """A .keras / .h5 model loaded with safe_mode=True on the CPU, wrapped for N x C x H x W input;
     returns it and the input shape the model records ([C, H, W]), for a config that left it out."""
     _check_keras_file(path)
     keras = import_keras(path)
+    _check_references(path, keras)
     try:
         with keras.device("cpu"):
             model = keras.saving.load_model(str(path), compile=False, safe_mode=True)

@@ -379,3 +379,41 @@ def test_dense_layers_inside_a_nested_keras_model_are_profiled_by_path(tmp_path)
     kernel = model.net.keras_model.get_layer("sub").get_layer("out").get_weights()[0]
     assert kernel.shape == (5, 3) and not kernel[[1, 3]].any() and kernel[[0, 2, 4]].any()
     assert Probe(model, "sub/hid").units == 36
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [
+        {
+            "module": "keras.datasets.mnist",
+            "class_name": "function",
+            "config": "load_data",
+            "registered_name": "function",
+        },
+        {"module": "keras.utils", "class_name": "get_file", "config": {}, "registered_name": None},
+        "keras.datasets.mnist.load_data",
+    ],
+)
+def test_a_config_naming_a_keras_function_is_refused_before_it_runs(tmp_path, monkeypatch, activation):
+    """Issue 28 item 5: safe_mode let an activation set to keras.datasets.mnist.load_data be called."""
+    keras = keras_torch()
+    calls: list[str] = []
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda *a, **k: calls.append("load_data"))
+    path = _tiny_keras(
+        tmp_path, "plain.keras", lambda layers, x: layers.Dense(3, activation="softmax")(layers.Flatten()(x))
+    )
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    config = json.loads(members["config.json"])
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    dense["config"]["activation"] = activation
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "evil.keras", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    cfg = make_cfg(tmp_path, {"path": str(tmp_path / "evil.keras")}, {"format": "npz", "path": "d.npz"})
+    with pytest.raises(NCError, match="not one of Keras' layers or activations") as err:
+        load_model(cfg, CPU)(torch.zeros(1, 1, 8, 8))
+    assert "\n" not in str(err.value) and calls == []
+    plain = make_cfg(tmp_path, {"path": str(path)}, {"format": "npz", "path": "d.npz"})
+    assert load_model(plain, CPU)(torch.zeros(1, 1, 8, 8)).shape == (1, 3)  # Keras' own parts still load

@@ -48,9 +48,8 @@ def run_on_ray(
 ) -> None:
     """Submit every model that still needs a scan, then collect them as they finish (rows filled in place)."""
     ray = require_ray()
-    from nc_engine.compute.ray_backend import (
-        init_ray,  # a Ray scan's start: quiet, and the console keeps its SIGTERM handler
-    )
+    # a Ray scan's start and end: quiet, the console keeps its SIGTERM handler, nothing of Ray outlives it
+    from nc_engine.compute.ray_backend import init_ray, shutdown_ray
 
     started_here = init_ray(ComputeConfig(backend="ray", address=spec.compute.address))
     task = ray.remote(scan_task).options(num_cpus=spec.compute.cpus, num_gpus=spec.compute.gpus, max_retries=1)
@@ -68,7 +67,7 @@ def run_on_ray(
         for ref in pending:
             ray.cancel(ref)
         if started_here:
-            ray.shutdown()
+            shutdown_ray()
 
 
 def _collect(

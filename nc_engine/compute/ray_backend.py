@@ -27,6 +27,7 @@ from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError, Ray
 from torch import nn
 
 from nc_engine.compute.ray_parcel import pack_model
+from nc_engine.compute.ray_reaper import start_watcher, stop_watcher
 from nc_engine.compute.ray_worker import SearchWorker, WorkerEvent
 from nc_engine.compute.request import SearchRequest
 from nc_engine.compute.workers import worker_plan
@@ -102,7 +103,15 @@ def init_ray(compute: ComputeConfig) -> bool:
             else "cannot start a local Ray"
         )
         raise ComputeError(f"{where} ({first_line(exc)})") from None
+    if not compute.address:
+        start_watcher()  # its processes end with this one, even when this one is killed
     return True
+
+
+def shutdown_ray() -> None:
+    """Shut down the Ray this process started, and whatever of it is left."""
+    ray.shutdown()
+    stop_watcher()
 
 
 @dataclass
@@ -243,7 +252,7 @@ class RayCompute:
                 pass
         self.workers, self.model_ref, self.x_ref = [], None, None
         if self.started and ray.is_initialized():
-            ray.shutdown()
+            shutdown_ray()
 
 
 @dataclass

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import stat
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -94,10 +95,48 @@ class JsonFileProblem(ValueError):
     """Why a file is not a readable JSON object, as the end of a one-line message."""
 
 
+MAX_NESTING = 64  # no file nc-tui reads nests deeper than a few levels; a hostile one may nest 100,000
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether lists and dicts nest deeper than `limit`, found without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON from a file nc-tui did not necessarily write: ValueError (never RecursionError) when it is not
+    JSON or nests deeper than MAX_NESTING, so that no later walk over it can overflow the stack."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels") from None
+    if too_deep(data):
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels")
+    return data
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """TOML as parse_json reads JSON: tomllib.TOMLDecodeError for deep nesting too."""
+    try:
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError(f"nested deeper than {MAX_NESTING} levels") from None
+    if too_deep(data):
+        raise tomllib.TOMLDecodeError(f"nested deeper than {MAX_NESTING} levels")
+    return data
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """The JSON object in `path`, or JsonFileProblem: unreadable, not JSON, or JSON but not an object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise JsonFileProblem(f"not a readable JSON file ({first_line(exc)})") from None
     if not isinstance(data, dict):

@@ -4,13 +4,12 @@ model and at the end, and as a plain-text table for the console."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nc_engine.files import write_csv, write_json
+from nc_engine.files import parse_json, write_csv, write_json
 from nc_engine.run.runfolder import writing
 from nc_engine.verdict.formatting import fmt_num
 from nc_engine.verdict.report import Report
@@ -71,7 +70,7 @@ def write_summary(out: Path, spec: Path, rows: list[AuditRow], complete: bool) -
 
 def read_summary(out: Path) -> dict[str, Any]:
     """audit.json as written (for tests and scripts)."""
-    return json.loads(summary_paths(out)[1].read_text(encoding="utf-8"))
+    return parse_json(summary_paths(out)[1].read_text(encoding="utf-8"))
 
 
 def verdict_text(row: AuditRow) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from nc_engine.detectors.neural_cleanse.schedule import ScheduleRules, SearchSettings
 from nc_engine.errors import ConfigError
-from nc_engine.files import regular_file_problem
+from nc_engine.files import parse_toml, regular_file_problem
 from nc_engine.verdict.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD, STATISTICS
 
 _RULES = ScheduleRules()  # the reference rules: the defaults of the [scan] keys of the same names
@@ -674,7 +674,7 @@ def read_toml(path: Path, name: str, expected: str) -> dict[str, Any]:
             raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows after the check
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: {expected} is at most {MAX_CONFIG_BYTES} bytes (1 MiB)")
-        return tomllib.loads(raw.decode("utf-8"))
+        return parse_toml(raw.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the {name} ({exc.strerror})") from None
     except UnicodeDecodeError:

@@ -3,7 +3,6 @@ and names, and a DataSource that decodes only the selected rows' cells."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 from nc_engine.config.settings import Config
 from nc_engine.data.source import DataSource, decode_image, stack_images
 from nc_engine.errors import DataError
+from nc_engine.files import parse_json
 
 _IMAGE_NAMES = ("image", "img", "images", "pixel_values", "picture")
 
@@ -90,7 +90,7 @@ def image_label_columns(schema: Any, cfg: Config, where: Path) -> tuple[str, str
 def hub_class_names(schema: Any, label: str) -> list[str]:
     """Class names the hub records for a ClassLabel column in the file's metadata, or []."""
     try:
-        info = json.loads((schema.metadata or {})[b"huggingface"])
+        info = parse_json((schema.metadata or {})[b"huggingface"])
         names = info["info"]["features"][label]["names"]
     except (KeyError, TypeError, ValueError):
         return []

@@ -24,7 +24,7 @@ from nc_engine.data.source import DataSource
 from nc_engine.detectors.neural_cleanse.asr import EVAL_BATCH, attack_success_rate, clean_accuracy
 from nc_engine.detectors.neural_cleanse.trigger import stamp
 from nc_engine.errors import MitigationError
-from nc_engine.files import write_atomic, write_text
+from nc_engine.files import parse_toml, write_atomic, write_text
 from nc_engine.models.keras import KerasNet  # keras itself is imported only when a Keras model loads
 from nc_engine.models.load import load_model
 from nc_engine.models.scan_model import ScanModel, resolve_device
@@ -64,7 +64,7 @@ def load_options(path: str | Path, base: MitigationOptions | None = None) -> Mit
     if not path.is_file():
         raise MitigationError(f"{path}: options file not found")
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("mitigate", {})
+        table = parse_toml(path.read_text(encoding="utf-8")).get("mitigate", {})
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise MitigationError(f"{path}: invalid TOML: {exc}") from None
     opts = copy.deepcopy(base) if base else MitigationOptions()

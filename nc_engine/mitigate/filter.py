@@ -3,7 +3,6 @@ the threshold is set on clean held-out inputs at a chosen false-positive rate.""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from nc_engine.config.settings import load_config
 from nc_engine.data.source import to_input_shape
 from nc_engine.detectors.neural_cleanse.asr import predict
 from nc_engine.errors import MitigationError
+from nc_engine.files import parse_json
 from nc_engine.mitigate import events as mev
 from nc_engine.mitigate.common import Context, MitigationOptions, Probe, stamp_others
 from nc_engine.models.load import load_model
@@ -125,7 +125,7 @@ NOT_A_DETECTOR = "not a detector (expected detector.json from nc-tui mitigate --
 def _detector_fields(path: Path) -> dict[str, Any]:
     """detector.json's fields, each of the type the filter writes; anything else is one line naming the key."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         raise MitigationError(f"{path}: {NOT_A_DETECTOR}") from None
     if not isinstance(data, dict) or data.get("kind") != DETECTOR_KIND:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import keyword
 import logging
 import re
@@ -17,6 +16,7 @@ from torch import nn
 
 from nc_engine.config.settings import Config
 from nc_engine.errors import ModelError, first_line
+from nc_engine.files import parse_json
 from nc_engine.models.checks import check_model_file
 
 
@@ -112,7 +112,7 @@ def _unpickled_pt2_entry(zf: zipfile.ZipFile, name: str) -> str | None:
         return None
     if rel.endswith(("_weights_config.json", "_constants_config.json")):
         try:
-            entries = json.loads(zf.read(name))["config"].items()
+            entries = parse_json(zf.read(name))["config"].items()
         except Exception:
             return "an unreadable weights/constants config"
         for fqn, meta in entries:
@@ -185,7 +185,7 @@ def _unsafe_members(zf: zipfile.ZipFile) -> tuple[str, str] | None:
     for name in names:
         if name.endswith(".json") and "/models/" in f"/{name}":
             try:
-                document = json.loads(zf.read(name))
+                document = parse_json(zf.read(name))
             except (ValueError, RecursionError):
                 return "a program description that cannot be read, so it cannot be checked", name
             for expression in _expressions(document):

@@ -6,11 +6,12 @@ initializer, regularizer, constraint and model classes, and its activation funct
 from __future__ import annotations
 
 import importlib
-import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from nc_engine.files import parse_json
 
 # the modules a saved model's config names for its parts (Keras 3 writes these; legacy .h5 writes none)
 CLASS_MODULES = (
@@ -84,4 +85,4 @@ def model_config(path: Path) -> Any:
             text = f.attrs.get("model_config")
         if text is None:
             return None
-    return json.loads(text)
+    return parse_json(text)

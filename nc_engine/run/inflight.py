@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from nc_engine.files import parse_json
+
 VERSION = 1
 MASK_ARRAYS = ("raw_mask", "m_mask", "v_mask", "best_mask")  # (H, W)
 PATTERN_ARRAYS = ("raw_pattern", "m_pattern", "v_pattern", "best_pattern")  # (C, H, W)
@@ -144,7 +146,7 @@ def _meta(data: Mapping[str, np.ndarray]) -> dict[str, Any]:
     if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_META_BYTES:
         raise CheckpointProblem("meta is not a UTF-8 JSON record")
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
+        meta = parse_json(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointProblem(f"meta is not JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("version") != VERSION:

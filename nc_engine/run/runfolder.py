@@ -20,7 +20,6 @@ keeps its finished work and can be resumed. `RunFolder` is the only code that kn
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -42,6 +41,7 @@ from nc_engine.files import (
     drop_torn_tail,
     foreign_entry,
     open_append,
+    parse_json,
     read_json_object,
     write_csv,
     write_json,
@@ -247,7 +247,7 @@ class RunFolder:
 
     def _lock_owner(self) -> dict[str, Any]:
         try:
-            owner = json.loads(self.lock_path.read_text(encoding="utf-8"))
+            owner = parse_json(self.lock_path.read_text(encoding="utf-8"))
             return owner if isinstance(owner, dict) else {}
         except FileNotFoundError:
             return {"gone": True}
@@ -304,7 +304,7 @@ class RunFolder:
         for path in sorted((self.path / "trials").glob("label_*_*_*.json")):
             problem = self._trial_problem(path, input_shape)
             if problem is None:
-                out.append(json.loads(path.read_text(encoding="utf-8")))
+                out.append(parse_json(path.read_text(encoding="utf-8")))
             elif warn is not None:
                 warn(f"{problem}; that trial runs again")
         return out
@@ -312,7 +312,7 @@ class RunFolder:
     def _trial_problem(self, path: Path, input_shape: list[int] | None) -> str | None:
         """Why a trial's files cannot be trusted, or None."""
         try:
-            result = json.loads(path.read_text(encoding="utf-8"))
+            result = parse_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             return f"{path}: damaged ({type(exc).__name__})"
         if not isinstance(result, dict) or any(k not in result for k in TRIAL_KEYS):
@@ -450,8 +450,8 @@ class RunFolder:
         if not path.is_file():
             raise RunFolderError(f"{self.path}: no report.json; expected a folder written by `nc-tui scan`")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = parse_json(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise RunFolderError(f"{path}: not valid JSON ({exc})") from None
         except OSError as exc:
             raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from None
@@ -477,7 +477,7 @@ class RunFolder:
         with contextlib.suppress(OSError):
             for line in (self.path / "events.jsonl").read_text(encoding="utf-8", errors="replace").splitlines():
                 with contextlib.suppress(ValueError):
-                    record = json.loads(line)
+                    record = parse_json(line)
                     if isinstance(record, dict):
                         out.append(record)
         return out

@@ -4,12 +4,22 @@ expected, never a traceback."""
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from nc_engine.errors import MitigationError
-from nc_engine.mitigate import filter_images
+from nc_engine.audit.spec import load_spec
+from nc_engine.config.settings import config_from_dict, load_config
+from nc_engine.data.load import open_data
+from nc_engine.errors import ConfigError, DataError, MitigationError, ModelError, RunFolderError
+from nc_engine.files import parse_json, parse_toml
+from nc_engine.mitigate import filter_images, load_options
 from nc_engine.mitigate.filter import DETECTOR_KIND
+from nc_engine.models.load import load_model
+from nc_engine.run.runfolder import RunFolder
 
 GOOD_DETECTOR = {"config": "c.toml", "layer": "", "units": {"0": [1]}, "mean": [0.0], "std": [1.0], "threshold": 2}
 
@@ -44,3 +54,69 @@ def test_a_detector_naming_a_trusted_pickle_config_needs_the_flag(tmp_path):
     (tmp_path / "detector.json").write_text(json.dumps(fields))
     with pytest.raises(MitigationError, match="trust_pickle.*--trust-pickle"):
         filter_images(tmp_path / "detector.json", [tmp_path / "x.png"])
+
+
+# ---- item 3: nesting 100,000 levels deep is one line, never a RecursionError
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+DEEP_TOML = "x = " + "[" * 100_000 + "]" * 100_000 + "\n"
+
+
+def test_the_bounded_readers_refuse_deep_nesting_and_keep_shallow_files():
+    for text in (DEEP_JSON, "[" * 70 + "]" * 70):
+        with pytest.raises(ValueError, match="nested deeper"):
+            parse_json(text)
+    with pytest.raises(tomllib.TOMLDecodeError, match="nested deeper"):
+        parse_toml(DEEP_TOML)
+    assert parse_json('{"a": [1, {"b": 2}]}') == {"a": [1, {"b": 2}]}
+    assert parse_toml("[model]\nmean = [0.5]\n") == {"model": {"mean": [0.5]}}
+
+
+def deep_file(path: Path, text: str = DEEP_JSON) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_deep_toml_configs_specs_and_options_are_one_line(tmp_path):
+    deep_file(tmp_path / "c.toml", DEEP_TOML)
+    with pytest.raises(ConfigError, match="c.toml: invalid TOML"):
+        load_config(tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match="c.toml: invalid TOML"):
+        load_spec(tmp_path / "c.toml")
+    with pytest.raises(MitigationError, match="c.toml: invalid TOML"):
+        load_options(tmp_path / "c.toml")
+
+
+def test_deep_json_side_files_are_one_line(tmp_path):
+    deep_file(tmp_path / "detector.json")
+    with pytest.raises(MitigationError, match="detector.json: not a detector"):
+        filter_images(tmp_path / "detector.json", [tmp_path / "x.png"])
+    deep_file(tmp_path / "hf" / "config.json")
+    cfg = config_from_dict({"model": {"format": "huggingface", "path": "hf"}}, str(tmp_path / "c.toml"), tmp_path)
+    with pytest.raises(ModelError, match="config.json: not a readable JSON file .*nested deeper"):
+        load_model(cfg, torch.device("cpu"))
+    deep_file(tmp_path / "ds" / "state.json")
+    cfg = config_from_dict(
+        {"model": {"input_shape": [1, 4, 4]}, "data": {"format": "hf", "path": "ds"}},
+        str(tmp_path / "c.toml"),
+        tmp_path,
+    )
+    with pytest.raises(DataError, match="state.json: not a readable JSON file .*nested deeper"):
+        open_data(cfg)
+
+
+def test_deep_json_in_a_run_folder_is_one_line_or_a_warning(tmp_path):
+    run = RunFolder(tmp_path)
+    deep_file(tmp_path / "report.json")
+    with pytest.raises(RunFolderError, match="report.json: not valid JSON"):
+        run.read_report_dict()
+    assert run.previous_seconds() == 0.0  # a damaged report.json never blocks a resume
+    deep_file(tmp_path / "trials" / "label_000_trial_0.json")
+    warnings: list[str] = []
+    assert run.trials([1, 4, 4], warnings.append) == []
+    assert len(warnings) == 1 and "label_000_trial_0.json" in warnings[0]
+    meta = np.frombuffer(DEEP_JSON.encode(), dtype=np.uint8)
+    np.savez(deep_file(tmp_path / "inflight" / "x").parent / "label_000_trial_0.npz", meta=meta)
+    assert run.inflight([1, 4, 4], warnings.append) == {}
+    assert len(warnings) == 2 and "label_000_trial_0.npz" in warnings[1]

@@ -95,7 +95,7 @@ class JsonFileProblem(ValueError):
     """Why a file is not a readable JSON object, as the end of a one-line message."""
 
 
-MAX_NESTING = 64  # no file nc-tui reads nests deeper than a few levels; a hostile one may nest 100,000
+MAX_NESTING = 200  # a nested Keras model config reaches a few dozen levels; a hostile file may nest 100,000
 
 
 def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:

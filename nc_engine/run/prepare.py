@@ -16,7 +16,7 @@ import torch
 from nc_engine.config.settings import Config, check_labels
 from nc_engine.data.load import open_data, split_samples
 from nc_engine.detectors.neural_cleanse.asr import clean_accuracy
-from nc_engine.errors import DataError
+from nc_engine.errors import DataError, RunFolderError
 from nc_engine.models.load import load_model
 from nc_engine.models.scan_model import ScanModel, forward_is_deterministic, outputs_are_finite, resolve_device
 
@@ -53,6 +53,7 @@ def load_scan_data(
     warn: Warn,
     indices: tuple[np.ndarray, np.ndarray] | None = None,
     model_names: list[str] | None = None,
+    indices_file: str = "samples.npz",
 ) -> ScanData:
     """Open the data, draw (or reuse) the disjoint stratified samples, decode them onto the device.
     Class names are the data's, else the model's own (`model_names`), else the label numbers."""
@@ -62,6 +63,13 @@ def load_scan_data(
     if indices is None:
         indices = split_samples(source.labels, s.samples, s.asr_samples, s.seed, cfg.data.max_images)
     opt_idx, asr_idx = indices
+    for idx in (opt_idx, asr_idx):  # a resume's saved indices: damaged, or drawn from other data
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= len(source.labels)):
+            bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+            raise RunFolderError(
+                f"{indices_file}: sample index {bad} is outside the data's {len(source.labels)} images "
+                f"({cfg.resolve_path(cfg.data.path)}); expected the indices the scan drew from this data"
+            )
     x_opt, opt_idx = source.load(opt_idx, warn)
     x_asr, asr_idx = source.load(asr_idx, warn)
     if len(opt_idx) < s.batch_size:
@@ -104,14 +112,16 @@ def with_model_classes(cfg: Config, model: ScanModel) -> Config:
     return cfg
 
 
-def prepare(cfg: Config, warn: Warn, indices: tuple[np.ndarray, np.ndarray] | None = None) -> Prepared:
+def prepare(
+    cfg: Config, warn: Warn, indices: tuple[np.ndarray, np.ndarray] | None = None, indices_file: str = "samples.npz"
+) -> Prepared:
     """Resolve the config, load the model and the samples, measure the clean accuracy."""
     cfg = cfg.resolved()
     device = resolve_device(cfg.scan.device)
     torch.manual_seed(cfg.scan.seed)
     model = load_model(cfg, device)
     cfg = with_model_classes(cfg, model)
-    data = load_scan_data(cfg, device, warn, indices, model.class_names)
+    data = load_scan_data(cfg, device, warn, indices, model.class_names, indices_file)
     accuracy = clean_accuracy(model, torch.cat([data.x_opt, data.x_asr]), torch.cat([data.y_opt, data.y_asr]))
     return Prepared(cfg, device, model, data, accuracy, model_faults(model, data.x_opt[:64]))
 

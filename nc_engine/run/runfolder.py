@@ -55,6 +55,31 @@ from nc_engine.run.inflight import CheckpointProblem, Key, SlotCheckpoint
 # What a damaged .npz raises when opened or read (a truncated zip, a bad deflate stream, a missing array).
 NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 TRIAL_KEYS = ("label", "trial", "seed", "l1_norm", "asr", "steps", "converged", "stop_reason", "seconds")
+# what each key of a trial's JSON holds (NaN is written as null, so numbers may be null)
+_INT, _NUMBER = (int,), (int, float, type(None))
+TRIAL_TYPES: dict[str, tuple[type, ...]] = {
+    "label": _INT,
+    "trial": _INT,
+    "seed": _INT,
+    "l1_norm": _NUMBER,
+    "asr": _NUMBER,
+    "steps": _INT,
+    "converged": (bool,),
+    "stop_reason": (str,),
+    "seconds": _NUMBER,
+    "stage": (str,),
+}
+
+
+def _wrong_trial_key(result: dict[str, Any]) -> str | None:
+    """The first key of a trial's JSON holding a value of the wrong type (bools are not numbers)."""
+    for key, kinds in TRIAL_TYPES.items():
+        value = result.get(key, "")
+        if key in result and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            return f"{key} = {str(value)[:40]!r}"
+    return None
+
+
 Warn = Callable[[str], None]
 
 
@@ -317,6 +342,9 @@ class RunFolder:
             return f"{path}: damaged ({type(exc).__name__})"
         if not isinstance(result, dict) or any(k not in result for k in TRIAL_KEYS):
             return f"{path}: not a trial result (expected the keys {', '.join(TRIAL_KEYS)})"
+        wrong = _wrong_trial_key(result)
+        if wrong is not None:
+            return f"{path}: not a trial result ({wrong} is of the wrong type)"
         if input_shape is None:
             return None
         key = (result["label"], result["trial"], result.get("stage", "trial"))

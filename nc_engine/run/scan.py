@@ -61,7 +61,8 @@ def run_scan(
 
 
 def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: float, compute: Compute) -> Report:
-    prep = prepare(inputs.cfg, bus.warn, inputs.indices)  # fails on bad input before anything is written
+    samples = str(inputs.folder.file("samples.npz")) if inputs.folder else "samples.npz"
+    prep = prepare(inputs.cfg, bus.warn, inputs.indices, samples)  # fails on bad input before anything is written
     folder = open_folder(prep, inputs, bus.warn)
     # a backend that cannot continue saved searches restarts them: the plan must not claim otherwise
     plan = plan_scan(prep, inputs.previous or [], inputs.inflight if compute.continues_searches else None)

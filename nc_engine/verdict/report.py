@@ -17,6 +17,7 @@ from nc_engine.detectors.neural_cleanse.screening import Selection, scale_shift
 from nc_engine.errors import RunFolderError
 from nc_engine.run.runfolder import RunFolder
 from nc_engine.verdict.decide import decide
+from nc_engine.verdict.field_types import wrong_field
 from nc_engine.verdict.rows import LabelRow, ScanInfo, label_rows
 
 SCHEMA = 2  # 2: run_dir recorded; 1 (read too): without it
@@ -86,9 +87,14 @@ class Report:
                 for f in dataclasses.fields(cls)
                 if f.name not in ("info", "labels") and f.name in data
             }
-            return cls(**top, info=info, labels=rows)
+            report = cls(**top, info=info, labels=rows)
         except (KeyError, TypeError) as exc:
             raise RunFolderError(f"{where}: not a report written by nc-tui ({type(exc).__name__}: {exc})") from None
+        for what, obj in [("", report), ("", info)] + [(f"labels[{n}].", row) for n, row in enumerate(rows)]:
+            wrong = wrong_field(obj, skip=("info", "labels"))
+            if wrong is not None:
+                raise RunFolderError(f"{where}: not a report written by nc-tui ({what}{wrong})")
+        return report
 
     @classmethod
     def read(cls, run: str | Path) -> Report:

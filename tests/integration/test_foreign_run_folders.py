@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -157,3 +158,33 @@ def test_trust_pickle_given_again_resumes_a_pickle_scan(tmp_path, capsys):
     one_line(capsys, "trust_pickle")
     assert main(["scan", "--resume", str(run), "--headless", "--trust-pickle"]) == 0
     assert json.loads((run / "report.json").read_text())["complete"] is True
+
+
+# ---- issue 27 item 5: a damaged run folder is one line, or a warning naming the file
+
+
+@pytest.mark.parametrize("change", [{"l1_norm": "12.5"}, {"label": [0]}, {"steps": True}, {"stage": 3}])
+def test_a_trial_of_the_wrong_types_runs_again_with_a_warning_naming_it(stopped, capsys, change):
+    path = next((stopped / "trials").glob("label_*_trial_0.json"))
+    (path).write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    assert main(["scan", "--resume", str(stopped), "--headless"]) == 0
+    out = capsys.readouterr()
+    assert f"{path}: not a trial result ({next(iter(change))} = " in out.out + out.err
+    assert "Traceback" not in out.out + out.err
+    assert json.loads(path.read_text())["label"] == 0  # it ran again and was written whole
+
+
+def test_sample_indices_outside_the_data_are_one_line(stopped, capsys):
+    np.savez(stopped / "samples.npz", opt_idx=np.array([0, 5, 10**6]), asr_idx=np.array([1, 2]))
+    assert main(["scan", "--resume", str(stopped), "--headless"]) == 2
+    one_line(capsys, "samples.npz: sample index 1000000 is outside the data's 90 images")
+
+
+@pytest.mark.parametrize("key, value", [("l1_norm", "abc"), ("flagged", "yes"), ("trials", {"a": 1})])
+def test_a_report_with_fields_of_the_wrong_type_is_one_line(tmp_path, capsys, key, value):
+    run = Path(run_scan(write_tiny(tmp_path)).run_dir)
+    report = json.loads((run / "report.json").read_text())
+    report["labels"][0][key] = value
+    (run / "report.json").write_text(json.dumps(report))
+    assert main(["report", str(run), "--print"]) == 2
+    one_line(capsys, "report.json: not a report written by nc-tui", f"labels[0].{key} = ")

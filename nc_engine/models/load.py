@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nc_engine.config.settings import Config, ModelConfig
+from nc_engine.config.settings import MAX_CLASSES, Config, ModelConfig
 from nc_engine.errors import ModelError, first_line
 from nc_engine.models.scan_model import ScanModel, looks_like_probabilities
 
@@ -82,10 +82,10 @@ def load_model(cfg: Config, device: torch.device) -> ScanModel:
             f"{cfg.resolve_path(m.path)}: expected the model to return (N, num_classes) scores, got {shape}"
         )
     if not m.num_classes:  # absent from the config: the model says; the run folder's config records it
-        if out.shape[1] < 2:
+        if not 2 <= out.shape[1] <= MAX_CLASSES:  # a config recording more could never be resumed
             raise ModelError(
-                f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} output; expected one "
-                "score per class (at least 2)"
+                f"{cfg.resolve_path(m.path)}: the model has {out.shape[1]} output(s); expected one "
+                f"score per class, 2..{MAX_CLASSES} of them"
             )
     elif out.shape[1] != m.num_classes:
         raise ModelError(

@@ -120,3 +120,12 @@ def test_deep_json_in_a_run_folder_is_one_line_or_a_warning(tmp_path):
     np.savez(deep_file(tmp_path / "inflight" / "x").parent / "label_000_trial_0.npz", meta=meta)
     assert run.inflight([1, 4, 4], warnings.append) == {}
     assert len(warnings) == 2 and "label_000_trial_0.npz" in warnings[1]
+
+
+def test_a_model_with_more_outputs_than_a_config_allows_is_one_line(tmp_path):
+    """Issue 27 item 6: 200,000 outputs and no num_classes started a scan whose config no resume accepts."""
+    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 200_000))).save(str(tmp_path / "m.pt"))
+    cfg = config_from_dict({"model": {"path": "m.pt", "input_shape": [1, 4, 4]}}, str(tmp_path / "c.toml"), tmp_path)
+    with pytest.raises(ModelError, match="200000 output.*2..100000") as err:
+        load_model(cfg, torch.device("cpu"))
+    assert "\n" not in str(err.value)

@@ -37,6 +37,11 @@ def start_model(
     """Say the model starts; returns its row when an earlier run finished it (said too), else what to
     scan: a new config writing into the model's folder, or the unfinished run folder to resume."""
     parent = spec.model_dir(model)
+    if model.problem:  # this model alone cannot be scanned: its row says why
+        emit(ModelStarted(index, len(spec.models), model.name, ""))
+        row = AuditRow(model.name, model.source, ERROR, [], [model.problem])
+        model_finished(emit, index, len(spec.models), row)
+        return row, (None, None)
     done, unfinished = previous_runs(parent)
     emit(ModelStarted(index, len(spec.models), model.name, str(unfinished.path) if unfinished else ""))
     if done is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class AuditModel:
     name: str
     config: Config
     source: str
+    problem: str = ""  # why this model cannot be scanned (its one line); the audit scans the others
 
 
 @dataclass
@@ -89,7 +91,8 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> AuditSpec:
         entries = _from_configs(data["configs"], path)
     else:
         entries = _from_models(data, path)
-    models = [AuditModel(name, cfg, src) for name, (cfg, src) in zip(_names(entries, path), entries, strict=True)]
+    names = _names(entries, path)
+    models = [AuditModel(name, cfg, src, problem) for name, (cfg, src, problem) in zip(names, entries, strict=True)]
     return AuditSpec(path.resolve(), models, Path(out).resolve() if out else default_out(path), compute)
 
 
@@ -121,17 +124,17 @@ def _string_list(value: Any, key: str, source: str) -> list[str]:
     return items
 
 
-def _from_configs(value: Any, spec: Path) -> list[tuple[Config, str]]:
+def _from_configs(value: Any, spec: Path) -> list[tuple[Config, str, str]]:
     out = []
     for item in _string_list(value, "configs", str(spec)):
         path = spec.resolve().parent / Path(item).expanduser()
         if regular_file_problem(path, "a TOML config") == "not found":
             raise ConfigError(f"{spec}: configs entry {item!r}: {path} not found")
-        out.append((load_config(path), str(path)))
+        out.append((load_config(path), str(path), ""))
     return out
 
 
-def _from_models(data: dict[str, Any], spec: Path) -> list[tuple[Config, str]]:
+def _from_models(data: dict[str, Any], spec: Path) -> list[tuple[Config, str, str]]:
     source = str(spec)
     if "model" not in data or "data" not in data:
         raise ConfigError(f"{source}: `models` needs the [model] and [data] sections its model files share")
@@ -141,10 +144,16 @@ def _from_models(data: dict[str, Any], spec: Path) -> list[tuple[Config, str]]:
         raise ConfigError(f"{source}: [model].path is set by `models` (each model file in turn); remove it")
     folders = data["model"].get("format") == "huggingface"  # a save_pretrained model is a folder
     files = _model_files(_string_list(data["models"], "models", source), spec, folders)
+    shared = {k: data[k] for k in SCAN_SECTIONS if k in data}
+    # the shared sections once, with a stand-in path: a mistake there is the spec's, not one model's
+    config_from_dict({**shared, "model": {**data["model"], "path": "model"}}, source=source, base_dir=spec.parent)
     out = []
     for file in files:
-        table = {**{k: data[k] for k in SCAN_SECTIONS if k in data}, "model": {**data["model"], "path": str(file)}}
-        out.append((config_from_dict(table, source=source, base_dir=spec.resolve().parent), str(file)))
+        table = {**shared, "model": {**data["model"], "path": str(file)}}
+        try:
+            out.append((config_from_dict(table, source=source, base_dir=spec.resolve().parent), str(file), ""))
+        except ConfigError as exc:  # this file alone (a newline in its name): its row says why, the rest scan
+            out.append((Config(), str(file), f"{file!r}: {exc}"))
     return out
 
 
@@ -180,19 +189,26 @@ def _is_hf_model(folder: Path) -> bool:
     return (folder / "config.json").is_file()
 
 
-def _names(entries: list[tuple[Config, str]], spec: Path) -> list[str]:
+def folder_name(text: str) -> str:
+    """A name that stays one folder inside the audit's output: letters, digits, `.`, `_` and `-` only
+    (the rest as `_`), no leading dot (a model named `..` must not write beside the output)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".") or "model"
+
+
+def _names(entries: list[tuple[Config, str, str]], spec: Path) -> list[str]:
     """Each model's folder name: its model file's stem; where two share one, the source's path relative to
-    the spec (slashes as underscores), then a counter. Deterministic, so a rerun finds the same folders."""
-    stems = [Path(cfg.model.path).stem or "model" for cfg, _ in entries]
+    the spec (slashes as underscores; outside it, its last three parts), then a counter. Deterministic, so
+    a rerun finds the same folders."""
+    stems = [folder_name(Path(src if problem else cfg.model.path).stem) for cfg, src, problem in entries]
     names = []
-    for (_, src), stem in zip(entries, stems, strict=True):
+    for (_, src, _), stem in zip(entries, stems, strict=True):
         if stems.count(stem) > 1:
             rel = Path(src).resolve()
             try:
                 rel = rel.relative_to(spec.resolve().parent)
             except ValueError:
                 pass
-            stem = "_".join(rel.with_suffix("").parts[-3:])
+            stem = folder_name("_".join(p for p in rel.with_suffix("").parts[-3:] if p != rel.anchor))
         name, n = stem, 2
         while name in names:
             name, n = f"{stem}-{n}", n + 1

@@ -148,3 +148,20 @@ def test_configs_spec_exit_zero_and_sigterm_leaves_a_resumable_audit(
     summary = read_summary(zoo / "configs-runs")
     assert [m["verdict"] for m in summary["models"]] == ["unfinished", "not run"]
     assert RunFolder(summary["models"][0]["run_folder"]).is_resumable()
+
+
+def test_a_model_file_named_with_a_newline_is_one_error_row_and_the_rest_scan(tmp_path):
+    """Issue 27 item 7: one file with a newline in its name refused the whole audit before any scan."""
+    from tests.tiny_scan import write_tiny
+
+    write_tiny(tmp_path)
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "m.pt").rename(tmp_path / "zoo" / "good.pt")
+    (tmp_path / "zoo" / "bad\nname.pt").write_bytes((tmp_path / "zoo" / "good.pt").read_bytes())
+    shared = (tmp_path / "c.toml").read_text().replace('path = "m.pt"\n', "").split("[output]")[0]
+    (tmp_path / "audit.toml").write_text('models = "zoo"\n' + shared)
+    spec = load_spec(tmp_path / "audit.toml")
+    result = run_audit(spec)
+    verdicts = {row.model: (row.verdict, row.reasons) for row in result.rows}
+    assert verdicts["bad_name"][0] == "error" and "control characters" in verdicts["bad_name"][1][0]
+    assert verdicts["good"][0] in ("clean", "backdoored", "inconclusive") and result.complete

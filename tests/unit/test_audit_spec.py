@@ -101,3 +101,27 @@ def test_the_sample_spec_loads():
     spec = load_spec(path)
     assert [m.name for m in spec.models] == ["demo_model", "model"] and spec.compute.backend == "local"
     assert spec.out == path.parent / "zoo-runs"
+
+
+def test_every_model_folder_stays_inside_the_audit_output(tmp_path):
+    """Issue 27 item 7: two same-stem models outside the spec's folder got folders named from their absolute
+    paths, and a model named `..` wrote beside the output."""
+    for sub in ("one", "two"):
+        write(tmp_path / "elsewhere" / sub / "net.pt", "x")
+    write(tmp_path / "hf" / "config.json", "{}")
+    models = f'models = ["{tmp_path}/elsewhere/one/net.pt", "{tmp_path}/elsewhere/two/net.pt"]\n'
+    spec = load_spec(write(tmp_path / "specs" / "s.toml", models + SHARED))
+    assert [m.name for m in spec.models] == ["elsewhere_one_net", "elsewhere_two_net"]
+    hf = '[model]\nformat = "huggingface"\nnum_classes = 3\ninput_shape = [3, 8, 8]\n[data]\npath = "d.npz"\n'
+    spec2 = load_spec(write(tmp_path / "hf" / "sub" / "s.toml", 'models = ["..", "../../hf"]\n' + hf))
+    for s in (spec, spec2):
+        for m in s.models:
+            assert s.model_dir(m).parent == s.out and m.name not in ("", ".", ".."), m.name
+
+
+def test_a_model_file_that_cannot_be_configured_is_its_own_error_row(tmp_path):
+    write(tmp_path / "zoo" / "bad\nname.pt", "x")
+    write(tmp_path / "zoo" / "good.pt", "x")
+    spec = load_spec(write(tmp_path / "s.toml", 'models = "zoo"\n' + SHARED))
+    assert [bool(m.problem) for m in spec.models] == [True, False]
+    assert "control characters" in spec.models[0].problem and "\n" not in spec.models[0].name

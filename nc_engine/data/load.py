@@ -72,14 +72,15 @@ def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
 
 
 def split_samples(
-    labels: np.ndarray, n_opt: int, n_asr: int, seed: int, max_images: int = 0
+    labels: np.ndarray, n_opt: int, n_asr: int, seed: int, max_images: int = 0, where: str = "the data"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint, class-stratified optimisation and held-out ASR sample indices."""
     order = stratified_order(labels, seed)
     if max_images:
         order = order[:max_images]
     if len(order) < 2:
-        raise DataError(f"only {len(order)} sample(s) available; a scan needs at least 2")
+        cap = f" with [data].max_images = {max_images}" if max_images and len(labels) > max_images else ""
+        raise DataError(f"{where}: only {len(order)} image(s) to scan{cap}; a scan needs at least 2")
     n_opt = min(n_opt, max(1, len(order) // 2)) if n_opt + n_asr > len(order) else n_opt
     opt = order[:n_opt]
     asr = order[n_opt : n_opt + n_asr]

@@ -53,7 +53,7 @@ def load_scan_data(
     warn: Warn,
     indices: tuple[np.ndarray, np.ndarray] | None = None,
     model_names: list[str] | None = None,
-    indices_file: str = "samples.npz",
+    indices_file: str = "the saved sample indices",
 ) -> ScanData:
     """Open the data, draw (or reuse) the disjoint stratified samples, decode them onto the device.
     Class names are the data's, else the model's own (`model_names`), else the label numbers."""
@@ -61,7 +61,8 @@ def load_scan_data(
     s = cfg.scan
     assert s.samples is not None and s.asr_samples is not None and s.batch_size is not None  # the preset's
     if indices is None:
-        indices = split_samples(source.labels, s.samples, s.asr_samples, s.seed, cfg.data.max_images)
+        where = str(cfg.resolve_path(cfg.data.path))
+        indices = split_samples(source.labels, s.samples, s.asr_samples, s.seed, cfg.data.max_images, where)
     opt_idx, asr_idx = indices
     for idx in (opt_idx, asr_idx):  # a resume's saved indices: damaged, or drawn from other data
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= len(source.labels)):
@@ -113,7 +114,10 @@ def with_model_classes(cfg: Config, model: ScanModel) -> Config:
 
 
 def prepare(
-    cfg: Config, warn: Warn, indices: tuple[np.ndarray, np.ndarray] | None = None, indices_file: str = "samples.npz"
+    cfg: Config,
+    warn: Warn,
+    indices: tuple[np.ndarray, np.ndarray] | None = None,
+    indices_file: str = "the saved sample indices",
 ) -> Prepared:
     """Resolve the config, load the model and the samples, measure the clean accuracy."""
     cfg = cfg.resolved()

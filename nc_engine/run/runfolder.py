@@ -222,12 +222,16 @@ class RunFolder:
         except (OSError, UnicodeDecodeError) as exc:
             raise RunFolderError(f"{self.config_path}: cannot read ({exc})") from None
 
+    @property
+    def samples_path(self) -> Path:
+        return self.path / "samples.npz"
+
     def write_samples(self, opt_idx: np.ndarray, asr_idx: np.ndarray) -> None:
         with writing(self.path, "samples.npz"):
-            write_npz(self.path / "samples.npz", opt_idx=opt_idx, asr_idx=asr_idx)
+            write_npz(self.samples_path, opt_idx=opt_idx, asr_idx=asr_idx)
 
     def read_samples(self) -> tuple[np.ndarray, np.ndarray]:
-        path = self.path / "samples.npz"
+        path = self.samples_path
         opt_idx, asr_idx = load_npz(path, "opt_idx", "asr_idx")
         for a in (opt_idx, asr_idx):
             if a.ndim != 1 or a.dtype.kind not in "iu":

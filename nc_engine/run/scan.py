@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from nc_engine.detectors.margin_result import MarginResult
 from nc_engine.detectors.neural_cleanse.asr import attack_success_rate
 from nc_engine.detectors.neural_cleanse.screening import Selection, choose, shift_decides, subset_indices, widen
 from nc_engine.detectors.neural_cleanse.search import StepStats, TrialOutcome
+from nc_engine.errors import RunFolderError
 from nc_engine.run import events as ev
 from nc_engine.run.detectors import run_detectors
 from nc_engine.run.inflight import Carry, SlotCheckpoint
@@ -61,7 +63,7 @@ def run_scan(
 
 
 def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: float, compute: Compute) -> Report:
-    samples = str(inputs.folder.file("samples.npz")) if inputs.folder else "samples.npz"
+    samples = str(inputs.folder.samples_path) if inputs.folder else ""
     prep = prepare(inputs.cfg, bus.warn, inputs.indices, samples)  # fails on bad input before anything is written
     folder = open_folder(prep, inputs, bus.warn)
     # a backend that cannot continue saved searches restarts them: the plan must not claim otherwise
@@ -70,6 +72,10 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
     bus.subscribe(recorder, replay=True, first=True)
     trials = TrialCollector(prep, plan, folder, bus)
     extra: dict[str, MarginResult] = {}
+
+    def partial() -> Report:
+        return trials.report(inputs.previous_seconds + time.perf_counter() - started)
+
     try:
         _warn_low_accuracy(prep, bus)
         bus.emit(
@@ -101,23 +107,47 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
             _search(prep, plan, trials, stop, compute, _carry(plan, folder, bus, trials))
             if not stop.is_set():
                 extra = run_detectors(prep, folder, bus, stop)
-    finally:
-        try:
-            report = with_detectors(trials.report(inputs.previous_seconds + time.perf_counter() - started), extra)
-            bus.emit(
-                ev.ScanFinished(
-                    report.run_dir,
-                    report.complete,
-                    report.verdict,
-                    report.flagged,
-                    report.info.seconds,
-                    report.info.images,
-                    report,
-                )
-            )
-        finally:
-            recorder.close()
+    except BaseException:
+        _finish(
+            lambda: trials.report(inputs.previous_seconds + time.perf_counter() - started), extra, bus, recorder, True
+        )
+        raise
+    report = _finish(
+        lambda: trials.report(inputs.previous_seconds + time.perf_counter() - started), extra, bus, recorder
+    )
+    assert report is not None  # only a failed scan's report may go unwritten
     return report
+
+
+def _finish(
+    partial: Callable[[], Report],
+    extra: dict[str, MarginResult],
+    bus: ev.EventBus,
+    recorder: RunRecorder,
+    failed: bool = False,
+) -> Report | None:
+    """The report, said and written. After a failure (a full disk) the first error is the one to tell:
+    a report that cannot be written either is given up quietly."""
+    try:
+        report = with_detectors(partial(), extra)
+        bus.emit(
+            ev.ScanFinished(
+                report.run_dir,
+                report.complete,
+                report.verdict,
+                report.flagged,
+                report.info.seconds,
+                report.info.images,
+                report,
+            )
+        )
+        return report
+    except RunFolderError:
+        if not failed:
+            raise
+        return None
+    finally:
+        recorder.close()
 
 
 def _carry(plan: ScanPlan, folder: RunFolder, bus: ev.EventBus, trials: TrialCollector) -> Carry:

@@ -322,3 +322,27 @@ def test_disk_full_mid_scan_is_one_line_and_leaves_whole_files(tiny, tmp_path, c
     monkeypatch.undo()
     assert run_scan(None, resume=run).complete  # and it resumes once there is room
     assert load_config(run / "config.toml").scan.max_steps == 4
+
+
+def test_a_full_disk_names_the_first_write_that_failed(tiny, tmp_path, capsys, monkeypatch):
+    """Issue 27 item 8: when a trial's write failed, the error named the report, whose write failed after."""
+    import nc_engine.files as files
+
+    real, calls = files.os.replace, [0]
+
+    def replace(src, dst):
+        calls[0] += 1
+        if calls[0] > 5:  # config, fingerprints, samples, the first report, then a trial's arrays
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    assert main(["scan", str(tiny), "--headless", "--out", str(tmp_path / "out")]) == 2
+    err = one_line_error(capsys, "No space left")
+    assert "the report" not in err and "trials/label_000_trial_0" in err, err
+
+
+def test_max_images_too_small_names_the_data_and_the_key(tiny, capsys):
+    tiny.write_text(tiny.read_text().replace('path = "d.npz"\n', 'path = "d.npz"\nmax_images = 1\n'))
+    assert main(["scan", str(tiny), "--headless"]) == 2
+    one_line_error(capsys, "d.npz: only 1 image(s) to scan with [data].max_images = 1")

@@ -10,6 +10,7 @@ import math
 import os
 import stat
 import tomllib
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -89,6 +90,50 @@ def open_append(path: Path) -> IO[str]:
         raise OSError(f"{path} is not a plain file of its own (a device, FIFO or hard link)")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def memory_bytes() -> int:
+    """This machine's memory (for caps on what a file may make us allocate); 16 GiB when unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 16 << 30
+
+
+def npz_problem(path: Path, keys: list[str] | None = None, limit_bytes: int | None = None) -> str | None:
+    """Why the named arrays of an .npz cannot be read as declared, found from their headers alone (numpy
+    allocates what a header declares before it reads a byte): a shape larger than the member holds, or
+    arrays needing more than half of this machine's memory (a decompression bomb). None when they can.
+    `keys` None: every array in the file; `limit_bytes`: a lower cap, for a file whose size is known."""
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {info.filename: info for info in zf.infolist()}
+            wanted = [n.removesuffix(".npy") for n in members if n.endswith(".npy")] if keys is None else keys
+            for key in wanted:
+                info = members.get(f"{key}.npy")
+                if info is None:
+                    continue  # numpy says which array is missing
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(f)
+                    declared = math.prod(shape) * dtype.itemsize
+                    if declared > info.file_size - f.tell():
+                        held = info.file_size
+                        return f"array {key!r} declares shape {shape} ({declared:,} bytes) but holds {held:,}"
+                total += declared
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        return f"not a readable .npz file ({first_line(exc)})"
+    if total > memory_bytes() // 2:
+        return f"its arrays would take {total / 2**30:.1f} GiB, more than half of this machine's memory"
+    if limit_bytes is not None and total > limit_bytes:
+        return f"its arrays would take {total:,} bytes; a file of this kind holds at most {limit_bytes:,}"
+    return None
 
 
 class JsonFileProblem(ValueError):

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nc_engine.config.settings import Config
+from nc_engine.config.settings import MAX_CLASSES, Config
 from nc_engine.data.source import DataSource, check_regular_file, to_input_shape
 from nc_engine.errors import DataError, first_line
+from nc_engine.files import npz_problem
 
 
 def _array_layout(x: np.ndarray, forced: str, where: str) -> str:
@@ -83,6 +84,9 @@ def array_source(
         return to_input_shape(batch, cfg.model.input_shape, cfg.data.resize), np.asarray(idx)
 
     y = np.asarray(y).astype(np.int64)
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= MAX_CLASSES):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise DataError(f"{where}: {yk} holds the label {bad}; expected class numbers 0..{MAX_CLASSES - 1}")
     num = int(y.max()) + 1 if len(y) else 0
     names = [str(i) for i in range(max(num, cfg.model.num_classes))]
     return DataSource(y, names, load, f"{where} [{xk}, {layout}]")
@@ -109,6 +113,9 @@ def open_npz(cfg: Config) -> DataSource:
             f'{path}: expected arrays x_{split}/y_{split} or x/y ([data].split = "{split}"); '
             f"the file has: {', '.join(names) or 'no arrays'}"
         )
+    problem = npz_problem(path, [xk, yk])
+    if problem is not None:
+        raise DataError(f"{path}: {problem} ([data].path)")
     try:
         x, y = arrays[xk], arrays[yk]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # object arrays need pickle: refused

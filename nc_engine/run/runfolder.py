@@ -40,6 +40,7 @@ from nc_engine.files import (
     JsonLines,
     drop_torn_tail,
     foreign_entry,
+    npz_problem,
     open_append,
     parse_json,
     read_json_object,
@@ -81,6 +82,7 @@ def _wrong_trial_key(result: dict[str, Any]) -> str | None:
 
 
 Warn = Callable[[str], None]
+SAMPLES_BYTES = 2 * 8 * 1_000_000  # samples.npz: two index arrays; no scan draws a million samples
 
 
 class Recordable(Protocol):
@@ -122,8 +124,11 @@ def writing(folder: Path, what: str = "") -> Iterator[None]:
         raise RunFolderError(f"{folder}: cannot write{target} ({exc.strerror or exc})") from None
 
 
-def load_npz(path: Path, *keys: str) -> tuple[np.ndarray, ...]:
+def load_npz(path: Path, *keys: str, limit_bytes: int | None = None) -> tuple[np.ndarray, ...]:
     """The named arrays of an .npz the run folder wrote; a missing or damaged file is one line naming it."""
+    problem = npz_problem(path, list(keys), limit_bytes) if path.is_file() else None
+    if problem is not None:
+        raise RunFolderError(f"{path}: damaged ({problem})")
     try:
         with np.load(path, allow_pickle=False) as data:
             return tuple(np.asarray(data[k]) for k in keys)
@@ -232,7 +237,7 @@ class RunFolder:
 
     def read_samples(self) -> tuple[np.ndarray, np.ndarray]:
         path = self.samples_path
-        opt_idx, asr_idx = load_npz(path, "opt_idx", "asr_idx")
+        opt_idx, asr_idx = load_npz(path, "opt_idx", "asr_idx", limit_bytes=SAMPLES_BYTES)
         for a in (opt_idx, asr_idx):
             if a.ndim != 1 or a.dtype.kind not in "iu":
                 raise RunFolderError(f"{path}: damaged (expected 1-D integer index arrays)")
@@ -392,6 +397,10 @@ class RunFolder:
         or its own name, is left out with one warning line: that search starts again."""
         out: dict[Key, SlotCheckpoint] = {}
         for path in sorted((self.path / "inflight").glob("label_*_*_*.npz")):
+            problem = npz_problem(path, limit_bytes=(64 * math.prod(input_shape) + 1024) * 8 + (1 << 20))
+            if problem is not None:
+                warn(f"{path}: not a usable saved search ({problem}); that search starts again")
+                continue
             try:
                 with np.load(path, allow_pickle=False) as data:
                     ck = SlotCheckpoint.from_arrays(data, input_shape)

@@ -3,14 +3,17 @@ expected, never a traceback."""
 
 from __future__ import annotations
 
+import io
 import json
 import tomllib
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from nc_engine import files
 from nc_engine.audit.spec import load_spec
 from nc_engine.config.settings import config_from_dict, load_config
 from nc_engine.data.load import open_data
@@ -129,3 +132,62 @@ def test_a_model_with_more_outputs_than_a_config_allows_is_one_line(tmp_path):
     with pytest.raises(ModelError, match="200000 output.*2..100000") as err:
         load_model(cfg, torch.device("cpu"))
     assert "\n" not in str(err.value)
+
+
+# ---- item 4: sizes are checked against what a scan needs before anything is allocated
+
+
+def lying_npz(path: Path, arrays: dict[str, np.ndarray], lies: dict[str, tuple[int, ...]]) -> Path:
+    """An .npz whose `lies` members declare a huge shape over a few bytes (numpy would allocate it first)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for key, value in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, value)
+            zf.writestr(f"{key}.npy", buffer.getvalue())
+        for key, shape in lies.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            zf.writestr(f"{key}.npy", buffer.getvalue() + b"\0" * 1024)
+    return path
+
+
+def npz_cfg(tmp_path: Path) -> object:
+    return config_from_dict(
+        {"model": {"input_shape": [1, 4, 4]}, "data": {"path": "d.npz"}}, str(tmp_path / "c"), tmp_path
+    )
+
+
+def test_an_npz_declaring_more_than_it_holds_is_one_line(tmp_path):
+    lying_npz(tmp_path / "d.npz", {"y_test": np.arange(10)}, {"x_test": (10**9, 28, 28)})
+    with pytest.raises(DataError, match=r"declares shape \(1000000000, 28, 28\)") as err:
+        open_data(npz_cfg(tmp_path))
+    assert "\n" not in str(err.value) and "d.npz" in str(err.value)
+
+
+def test_an_npz_too_large_for_this_machine_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    np.savez_compressed(tmp_path / "d.npz", x_test=np.zeros((64, 64, 64), np.uint8), y_test=np.zeros(64, np.int64))
+    monkeypatch.setattr(files, "memory_bytes", lambda: 200_000)  # the arrays take 262,656 bytes
+    with pytest.raises(DataError, match="more than half of this machine's memory"):
+        open_data(npz_cfg(tmp_path))
+
+
+@pytest.mark.parametrize("label", [10**9, -1])
+def test_a_label_far_outside_the_classes_is_one_line(tmp_path, label):
+    np.savez(tmp_path / "d.npz", x_test=np.zeros((4, 4, 4), np.uint8), y_test=np.array([0, 1, 2, label]))
+    with pytest.raises(DataError, match=f"holds the label {label}"):
+        open_data(npz_cfg(tmp_path))
+
+
+def test_run_folder_arrays_are_sized_before_they_are_read(tmp_path):
+    run = RunFolder(tmp_path)
+    np.savez(tmp_path / "samples.npz", opt_idx=np.arange(3_000_000), asr_idx=np.arange(3))
+    with pytest.raises(RunFolderError, match="samples.npz: damaged .*holds at most"):
+        run.read_samples()
+    lying_npz(tmp_path / "samples.npz", {"asr_idx": np.arange(3)}, {"opt_idx": (300_000_000,)})
+    with pytest.raises(RunFolderError, match="samples.npz: damaged .*declares shape"):
+        run.read_samples()
+    (tmp_path / "inflight").mkdir()
+    lying_npz(tmp_path / "inflight" / "label_000_trial_0.npz", {}, {"raw_mask": (10**6, 10**6)})
+    warnings: list[str] = []
+    assert run.inflight([1, 4, 4], warnings.append) == {}
+    assert "label_000_trial_0.npz" in warnings[0] and "declares shape" in warnings[0]

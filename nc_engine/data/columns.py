@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from nc_engine.config.settings import Config
-from nc_engine.data.source import DataSource, decode_image, stack_images
+from nc_engine.data.source import DataSource, decode_image, fit_image, stack_images
 from nc_engine.errors import DataError
 from nc_engine.files import parse_json
 
@@ -163,7 +163,7 @@ def image_source(
         for i in idx:
             t = decode_cell(raw[int(i)], f"{path} row {int(i)}", channels, integer, warn)
             if t is not None:
-                decoded.append(t)
+                decoded.append(fit_image(t, shape, cfg.data.resize))
                 kept.append(i)
         return stack_images(decoded, shape, cfg.data.resize), np.asarray(kept, dtype=np.int64)
 

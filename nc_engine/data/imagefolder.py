@@ -13,7 +13,15 @@ import numpy as np
 import torch
 
 from nc_engine.config.settings import Config
-from nc_engine.data.source import IMAGE_SUFFIXES, DataSource, Reader, decode_image, stack_images
+from nc_engine.data.source import (
+    IMAGE_SUFFIXES,
+    MAX_IMAGE_BYTES,
+    DataSource,
+    Reader,
+    decode_image,
+    fit_image,
+    stack_images,
+)
 from nc_engine.errors import DataError
 
 _TAR_CACHE_BYTES = 512 * 2**20  # image bytes kept from the listing pass of a tar archive
@@ -66,7 +74,11 @@ def _folder_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarr
     for p in path.rglob("*"):
         (files if p.is_file() else dirs).append(p.relative_to(path).as_posix())
     images, classes, labels = _select_tree(files, split, path, dirs)
-    return images, classes, labels, lambda wanted: {m: (path / m).read_bytes() for m in wanted}
+
+    def read(wanted: list[str]) -> dict[str, bytes]:
+        return {m: (path / m).read_bytes() for m in wanted if (path / m).stat().st_size <= MAX_IMAGE_BYTES}
+
+    return images, classes, labels, read
 
 
 def _tar_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarray, Reader]:
@@ -83,7 +95,7 @@ def _tar_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarray,
                     dirs.append(member.name)
                 elif member.isfile():
                     files.append(member.name)
-                    if cache is not None and _is_image(member.name):
+                    if cache is not None and _is_image(member.name) and member.size <= MAX_IMAGE_BYTES:
                         cache[member.name] = cast(IO[bytes], tar.extractfile(member)).read()  # isfile(): not None
                         size += member.size
                         cache = cache if size <= _TAR_CACHE_BYTES else None
@@ -91,16 +103,20 @@ def _tar_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarray,
         raise DataError(f"{path}: not a readable tar archive ([data].path; {exc})") from None
     images, classes, labels = _select_tree(files, split, path, dirs)
     if cache is not None:
-        cache = {m: cache[m] for m in images}  # drop the other split's bytes
+        cache = {m: cache[m] for m in images if m in cache}  # drop the other split's bytes (and too large ones)
 
     def read(wanted: list[str]) -> dict[str, bytes]:
         if cache is not None:
-            return {m: cache[m] for m in wanted}
+            return {m: cache[m] for m in wanted if m in cache}
         want, out = set(wanted), {}
         with tarfile.open(path) as tar:  # one sequential pass per call
             for member in tar:
-                if member.name in want:
+                if member.name in want and member.size <= MAX_IMAGE_BYTES:
                     out[member.name] = cast(IO[bytes], tar.extractfile(member)).read()  # an image file: not None
+                    if len(out) == len(want):
+                        break
+                elif member.name in want:
+                    want.discard(member.name)  # too large: left out (skipped with a warning)
                     if len(out) == len(want):
                         break
         return out
@@ -120,7 +136,7 @@ def _zip_tree(path: Path, split: str) -> tuple[list[str], list[str], np.ndarray,
 
     def read(wanted: list[str]) -> dict[str, bytes]:
         with zipfile.ZipFile(path) as zf:
-            return {m: zf.read(m) for m in wanted}
+            return {m: zf.read(m) for m in wanted if zf.getinfo(m).file_size <= MAX_IMAGE_BYTES}
 
     return images, classes, labels, read
 
@@ -146,9 +162,12 @@ def open_imagefolder(cfg: Config) -> DataSource:
         raw = read_all(wanted)
         decoded, kept = [], []
         for i, member in zip(idx, wanted, strict=True):
+            if member not in raw:
+                warn(f"{path}/{member}: image file over {MAX_IMAGE_BYTES >> 20} MiB skipped unread")
+                continue
             t = decode_image(raw[member], f"{path}/{member}", channels, warn)
             if t is not None:
-                decoded.append(t)
+                decoded.append(fit_image(t, cfg.model.input_shape, cfg.data.resize))
                 kept.append(i)
         return stack_images(decoded, cfg.model.input_shape, cfg.data.resize), np.asarray(kept, dtype=np.int64)
 

@@ -37,6 +37,9 @@ def _parquet_files(path: Path, split: str) -> list[Path]:
     return named or files
 
 
+MAX_ROWS = 20_000_000  # ImageNet-21k has 14M images
+
+
 def _read_rows(
     files: list[Any], groups: list[tuple[int, int, int]], rows: np.ndarray, image: str
 ) -> dict[int, bytes | list | None]:
@@ -65,6 +68,9 @@ def open_parquet(cfg: Config) -> DataSource:
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: not a readable parquet file ({first_line(exc)})") from None
     image, label = image_label_columns(files[0].schema_arrow, cfg, paths[0])
+    rows = sum(f.metadata.num_rows for f in files)
+    if rows > MAX_ROWS:  # the label column is read whole: a run-length-encoded one can be tiny on disk
+        raise DataError(f"{path}: {rows:,} rows; a parquet dataset is read here up to {MAX_ROWS:,} rows")
     groups, parts, start = [], [], 0
     for i, f in enumerate(files):
         if image not in f.schema_arrow.names or label not in f.schema_arrow.names:

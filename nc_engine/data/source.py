@@ -62,10 +62,23 @@ def check_regular_file(path: Path, key: str, expected: str) -> None:
         raise DataError(f"{path}: {problem} ({key})")
 
 
+MAX_IMAGE_BYTES = 64 << 20  # one image file; a larger member of an archive is skipped unread
+MAX_PIXELS = 8192 * 8192  # one decoded image (PIL's own bomb check allows 179M pixels, 2 GB as floats)
+
+
+def fit_image(t: torch.Tensor, shape: list[int], resize: str) -> torch.Tensor:
+    """One decoded (C', H', W') image brought to the input shape at once, so that a large image is never
+    kept at full size beside the others (the same maths as resizing them together)."""
+    return to_input_shape(t.unsqueeze(0), shape, resize)[0]
+
+
 def decode_image(raw: bytes, name: str, channels: int, warn: Callable[[str], None]) -> torch.Tensor | None:
     img: Image.Image
     try:
         with Image.open(io.BytesIO(raw)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                warn(f"{name}: {img.width}x{img.height} pixels skipped (an image is at most 8192x8192 here)")
+                return None
             img = img.convert("L" if channels == 1 else "RGB")
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:

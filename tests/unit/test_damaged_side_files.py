@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -12,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from nc_engine import files
 from nc_engine.audit.spec import load_spec
 from nc_engine.config.settings import config_from_dict, load_config
+from nc_engine.data import imagefolder, parquet
 from nc_engine.data.load import open_data
 from nc_engine.errors import ConfigError, DataError, MitigationError, ModelError, RunFolderError
 from nc_engine.files import parse_json, parse_toml
@@ -23,6 +26,7 @@ from nc_engine.mitigate import filter_images, load_options
 from nc_engine.mitigate.filter import DETECTOR_KIND
 from nc_engine.models.load import load_model
 from nc_engine.run.runfolder import RunFolder
+from tests.conftest import require_module
 
 GOOD_DETECTOR = {"config": "c.toml", "layer": "", "units": {"0": [1]}, "mean": [0.0], "std": [1.0], "threshold": 2}
 
@@ -191,3 +195,50 @@ def test_run_folder_arrays_are_sized_before_they_are_read(tmp_path):
     warnings: list[str] = []
     assert run.inflight([1, 4, 4], warnings.append) == {}
     assert "label_000_trial_0.npz" in warnings[0] and "declares shape" in warnings[0]
+
+
+def image_tree(root: Path, sizes: dict[str, int]) -> None:
+    """Class folders a/ and b/ with grey PNGs of the given sides (name -> side)."""
+    for name, side in sizes.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (side, side), 128).save(root / name)
+
+
+def test_a_huge_image_is_skipped_with_its_line_before_it_is_decoded(tmp_path):
+    image_tree(tmp_path / "imgs", {"a/0.png": 8, "a/1.png": 8, "b/0.png": 8, "b/big.png": 12000})
+    table = {"model": {"input_shape": [1, 8, 8]}, "data": {"format": "imagefolder", "path": "imgs"}}
+    source = open_data(config_from_dict(table, str(tmp_path / "c"), tmp_path))
+    warnings: list[str] = []
+    x, kept = source.load(np.arange(4), warnings.append)
+    assert x.shape == (3, 1, 8, 8) and len(kept) == 3
+    assert len(warnings) == 1 and "big.png: 12000x12000 pixels skipped" in warnings[0]
+
+
+@pytest.mark.parametrize("archive", ["tar.gz", "zip"])
+def test_an_oversized_archive_member_is_skipped_unread(tmp_path, monkeypatch, archive):
+    image_tree(tmp_path / "imgs", {"a/0.png": 8, "a/1.png": 8, "b/0.png": 8, "b/big.png": 64})
+    members = sorted(p for p in (tmp_path / "imgs").rglob("*.png"))
+    if archive == "zip":
+        with zipfile.ZipFile(tmp_path / "imgs.zip", "w") as zf:
+            for p in members:
+                zf.write(p, p.relative_to(tmp_path / "imgs").as_posix())
+    else:
+        with tarfile.open(tmp_path / "imgs.tar.gz", "w:gz") as tar:
+            for p in members:
+                tar.add(p, p.relative_to(tmp_path / "imgs").as_posix())
+    monkeypatch.setattr(imagefolder, "MAX_IMAGE_BYTES", (tmp_path / "imgs" / "a" / "0.png").stat().st_size + 10)
+    table = {"model": {"input_shape": [1, 8, 8]}, "data": {"format": "imagefolder", "path": f"imgs.{archive}"}}
+    source = open_data(config_from_dict(table, str(tmp_path / "c"), tmp_path))
+    warnings: list[str] = []
+    x, kept = source.load(np.arange(4), warnings.append)
+    assert x.shape[0] == 3 and len(warnings) == 1 and "big.png: image file over" in warnings[0]
+
+
+def test_a_parquet_dataset_with_too_many_rows_is_one_line(tmp_path, monkeypatch):
+    pq = require_module("pyarrow.parquet")
+    pa = require_module("pyarrow")
+    pq.write_table(pa.table({"image": [b"x"] * 10, "label": list(range(10))}), tmp_path / "d.parquet")
+    monkeypatch.setattr(parquet, "MAX_ROWS", 5)
+    table = {"model": {"input_shape": [1, 8, 8]}, "data": {"format": "parquet", "path": "d.parquet"}}
+    with pytest.raises(DataError, match="10 rows; a parquet dataset is read here up to 5 rows"):
+        open_data(config_from_dict(table, str(tmp_path / "c"), tmp_path))

@@ -242,3 +242,27 @@ def test_a_parquet_dataset_with_too_many_rows_is_one_line(tmp_path, monkeypatch)
     table = {"model": {"input_shape": [1, 8, 8]}, "data": {"format": "parquet", "path": "d.parquet"}}
     with pytest.raises(DataError, match="10 rows; a parquet dataset is read here up to 5 rows"):
         open_data(config_from_dict(table, str(tmp_path / "c"), tmp_path))
+
+
+def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path):
+    """The same shape as a sharded checkpoint's index: weights named outside the model's folder."""
+    onnx = require_module("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((16, 3), np.float32), "W")
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [weight]))
+    (tmp_path / "m").mkdir()
+    onnx.save(model, tmp_path / "m" / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0)
+    (tmp_path / "m" / "w.bin").rename(tmp_path / "outside.bin")
+    proto = onnx.load(tmp_path / "m" / "m.onnx", load_external_data=False)
+    for entry in proto.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../outside.bin"
+    onnx.save(proto, tmp_path / "m" / "m.onnx")
+    table = {"model": {"format": "onnx", "path": "m/m.onnx", "input_shape": [1, 4, 4]}}
+    with pytest.raises(ModelError, match="points outside the directory") as err:
+        load_model(config_from_dict(table, str(tmp_path / "c"), tmp_path), torch.device("cpu"))
+    assert "\n" not in str(err.value)

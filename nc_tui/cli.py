@@ -222,10 +222,14 @@ def _run_headless(
     finally:
         signals.restore()
     console.print()
-    print_report(console, report)
+    if report.complete:
+        print_report(console, report)
+    elif report.labels:  # the finished labels' table; the verdict waits for the rest
+        print_report(console, report, verdict=False)
     console.print(f"run folder: {report.run_dir}")
     if not report.complete:
-        console.print(f"interrupted; resume with: nc-tui scan --resume {report.run_dir}")
+        done = f"{len(report.labels)} of {len(report.labels_planned)} labels done"
+        console.print(f"interrupted ({done}); resume with: nc-tui scan --resume {report.run_dir}")
         return signals.exit_code() if stop.is_set() else EXIT_INTERRUPTED
     return verdict_exit_code(report.verdict, fail_on)
 

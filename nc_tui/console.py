@@ -234,12 +234,13 @@ def _mask_area(report: Report) -> int | None:
     return RunFolder(Path(report.run_dir)).mask_area([r.label for r in report.labels]) if report.run_dir else None
 
 
-def print_report(console: Console, report: Report) -> None:
-    """The ASR / L1 / anomaly table and the verdict."""
+def print_report(console: Console, report: Report, verdict: bool = True) -> None:
+    """The ASR / L1 / anomaly table and (unless `verdict` is False) the verdict."""
     area = _mask_area(report)
     if console.no_color or not console.is_terminal:
         console.print("\n".join(table_lines(report, area)))
-        console.print(verdict_line(report))
+        if verdict:
+            console.print(verdict_line(report))
         return
     table = Table(title=f"{len(report.labels)} label(s), most anomalous first", title_justify="left")
     for i, name in enumerate(TABLE_COLUMNS):
@@ -247,5 +248,7 @@ def print_report(console: Console, report: Report) -> None:
     for row in table_rows(report, area):
         table.add_row(*row["cells"], style="bold red" if row["flagged"] else None)
     console.print(table)
+    if not verdict:
+        return
     style = {"backdoored": "bold white on red", "clean": "bold green"}.get(report.verdict or "", "bold yellow")
     console.print(Text(verdict_line(report), style=style))

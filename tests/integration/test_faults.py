@@ -192,6 +192,22 @@ def test_a_signal_stops_the_headless_scan_resumably(tiny, tmp_path, capsys, monk
     run = next((tmp_path / "out").iterdir())
     assert f"resume with: nc-tui scan --resume {run}" in out
     assert not Report.read(run).complete
+    assert out.count("--resume") == 1 and "1 of 3 labels done" in out  # said once, with how far it got
+
+
+def test_a_stop_before_any_label_finished_shows_no_empty_table(tiny, tmp_path, capsys, monkeypatch):
+    """Issue 25 item 8: Ctrl+C printed "0 label(s), most anomalous first" over an empty table."""
+    original = cli.HeadlessProgress.on_scan_started
+
+    def and_signal(self, e):
+        original(self, e)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli.HeadlessProgress, "on_scan_started", and_signal)
+    assert main(["scan", str(tiny), "--headless", "--out", str(tmp_path / "out")]) == 130
+    out = capsys.readouterr().out
+    assert "0 label(s)" not in out and "Verdict" not in out and out.count("--resume") == 1, out
+    assert "interrupted (0 of 3 labels done)" in out
 
 
 def test_report_rebuilds_a_run_killed_before_its_first_report(tiny, capsys):

@@ -26,6 +26,7 @@ from evaluation.zoo import build_model, zoo_specs
 from evaluation.zoo_data import CACHE
 from evaluation.zoo_split import load_split
 from nc_engine.config.settings import load_config
+from nc_engine.detectors.margin_result import MarginResult
 from nc_engine.detectors.max_margin import MarginSettings, detect
 from nc_engine.models.load import load_model
 
@@ -62,26 +63,30 @@ def measure(spec, root: Path) -> dict:
 
 
 def summary(records: list[dict]) -> str:
-    """The records as a markdown table, and the rule's tally."""
+    """The records as a markdown table, each judged by today's statistic (margin_result: the anomaly index
+    of the largest log margin, rule-2.md), and the rule's tally. The records keep what was measured."""
     lines = [
-        "| model | targets | top label | lead over the others' median | flagged | p |",
+        "| model | targets | top label | lead over the others' median | anomaly index | flagged |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for r in records:
-        rest = sorted(m for k, m in enumerate(r["margins"]) if k != r["top_label"])
+    judged = [MarginResult.judged(r["margins"], 0, 0.0, {}) for r in records]
+    for r, j in zip(records, judged, strict=True):
+        rest = sorted(m for k, m in enumerate(r["margins"]) if k != j.top_label)
         median = (rest[(len(rest) - 1) // 2] + rest[len(rest) // 2]) / 2
-        lead = r["margins"][r["top_label"]] / median
+        lead = r["margins"][j.top_label] / median if j.top_label is not None else float("nan")
         targets = ", ".join(map(str, r["targets"])) or "-"
-        flagged = ", ".join(map(str, r["flagged"])) or "-"
-        lines.append(f"| {r['name']} | {targets} | {r['top_label']} | {lead:.2f}x | {flagged} | {r['p_value']:.2g} |")
-    clean = [r for r in records if not r["targets"]]
-    backdoored = [r for r in records if r["targets"]]
-    found = sum(bool(r["flagged"]) and set(r["flagged"]) <= set(r["targets"]) for r in backdoored)
-    wrong = sum(bool(set(r["flagged"]) - set(r["targets"])) for r in backdoored)
+        flagged = ", ".join(map(str, j.flagged)) or "-"
+        index = f"{j.index:.2f}" if j.index is not None else "-"
+        lines.append(f"| {r['name']} | {targets} | {j.top_label} | {lead:.2f}x | {index} | {flagged} |")
+    pairs = list(zip(records, judged, strict=True))
+    clean = [j for r, j in pairs if not r["targets"]]
+    backdoored = [(r, j) for r, j in pairs if r["targets"]]
+    found = sum(bool(j.flagged) and set(j.flagged) <= set(r["targets"]) for r, j in backdoored)
+    wrong = sum(bool(set(j.flagged) - set(r["targets"])) for r, j in backdoored)
     lines.append("")
     lines.append(
         f"{len(records)} models: {found}/{len(backdoored)} backdoored flagged at a true target "
-        f"({wrong} at another label), {sum(bool(r['flagged']) for r in clean)}/{len(clean)} clean flagged."
+        f"({wrong} at another label), {sum(bool(j.flagged) for j in clean)}/{len(clean)} clean flagged."
     )
     return "\n".join(lines)
 
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             out.write(json.dumps(record) + "\n")
         print(
             f"{spec.name:<28} targets {record['targets']} top {record['top_label']} flagged {record['flagged']} "
-            f"p {record['p_value']} ({time.perf_counter() - started:.0f}s)",
+            f"index {record['index']} ({time.perf_counter() - started:.0f}s)",
             flush=True,
         )
     return 0

@@ -1,11 +1,43 @@
-"""What the max-margin detector found (max_margin.py), without torch: the report and the UI read it."""
+"""What the max-margin detector found (max_margin.py), and its test, without torch: the report and the UI
+read it.
+
+The test is Neural Cleanse's on log L1 norms, turned the other way: the label with the largest margin is
+flagged when its log margin stands at least THRESHOLD robust deviations (1.4826 x the median absolute
+deviation of every label's log margin) above their median. The paper's own test, a Gamma null fitted to
+the other labels with an order-statistic p < 0.05, flagged 3 of the zoo's first 12 clean tuning models
+(evaluation/campaigns/max-margin-tuning/notes.md); this statistic and its threshold are the tuning half's
+second choice (rule-2.md there), never read off the sealed draw.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 NAME = "max_margin"  # its key in the report and its file in the run folder
+THRESHOLD = 4.5  # anomaly index of the largest log margin (evaluation/campaigns/max-margin-tuning/rule-2.md)
+MAD_SCALE = 1.4826  # a normal distribution's standard deviation in MADs, as in Neural Cleanse's test
+
+
+def margin_index(margins: list[float]) -> tuple[int | None, float | None, str]:
+    """(the label with the largest margin, its anomaly index, why there is none): see the module's doc."""
+    m = np.array([math.nan if v is None else v for v in margins], dtype=np.float64)
+    if len(m) < 4:
+        return None, None, f"{len(m)} labels are too few for an outlier test (at least 4)"
+    if not np.isfinite(m).all():
+        return None, None, "a label's margin is not finite (the model's outputs overflow)"
+    if (m <= 0).any():
+        return None, None, "a label's largest margin is not positive (the ascent never made it win)"
+    logs = np.log(m)
+    median = float(np.median(logs))
+    spread = MAD_SCALE * float(np.median(np.abs(logs - median)))
+    top = int(np.argmax(m))
+    if spread <= 1e-12:
+        return top, None, "every label reaches the same margin, so none stands out"
+    return top, (float(logs[top]) - median) / spread, ""
 
 
 @dataclass
@@ -14,14 +46,25 @@ class MarginResult:
 
     margins: list[float]  # per label (index = label), the largest margin reached
     flagged: list[int]
-    p_value: float | None  # of the largest margin; None when no null could be fitted
+    index: float | None  # anomaly index of the largest margin; None when the test cannot decide
     top_label: int | None
-    alpha: float
+    threshold: float
     null_median: float | None  # median of the other labels' margins
     images: int  # images through a forward and backward pass
     seconds: float
     note: str = ""  # why the test could not decide, if it could not
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def judged(
+        cls, margins: list[float], images: int, seconds: float, settings: dict[str, Any], threshold: float = THRESHOLD
+    ) -> MarginResult:
+        """The margins put to the test."""
+        top, index, note = margin_index(margins)
+        others = [m for k, m in enumerate(margins) if k != top and m is not None and math.isfinite(m)]
+        median = float(np.median(others)) if top is not None and others else None
+        flagged = [top] if top is not None and index is not None and index >= threshold else []
+        return cls(list(margins), flagged, index, top, threshold, median, images, seconds, note, dict(settings))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -32,15 +75,26 @@ class MarginResult:
 
     def summary(self) -> str:
         """The finding in one line (log, console, verdict)."""
-        if self.note or self.top_label is None or self.p_value is None:
+        if self.note or self.top_label is None or self.index is None:
             return f"max-margin: no decision ({self.note or 'no margins'})"
         verdict = "flagged" if self.flagged else "not an outlier"
         return (
             f"max-margin: label {self.top_label} reaches margin {self.margins[self.top_label]:.1f} against a "
-            f"median of {self.null_median:.1f} for the others, p {self.p_value:.2g} ({verdict} at "
-            f"{self.alpha:g}; {self.images:,} images, {self.seconds:.1f}s)"
+            f"median of {self.null_median:.1f} for the others, anomaly index {self.index:.2f} ({verdict} at "
+            f"{self.threshold:g}; {self.images:,} images, {self.seconds:.1f}s)"
         )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MarginResult:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        """A saved result, judged again by today's test (a folder from before it kept the Gamma test's)."""
+        margins = data.get("margins")
+        if not isinstance(margins, list) or not all(v is None or isinstance(v, int | float) for v in margins):
+            margins = []
+        images, seconds = data.get("images", 0), data.get("seconds", 0.0)
+        settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+        return cls.judged(
+            [math.nan if v is None else float(v) for v in margins],
+            images if isinstance(images, int) else 0,
+            float(seconds) if isinstance(seconds, int | float) else 0.0,
+            settings or {},
+        )

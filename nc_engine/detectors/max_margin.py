@@ -7,10 +7,9 @@ warp), so the target's reachable margin is abnormally large; Neural Cleanse inst
 be a small patch. It needs no clean data and only the model's inputs and outputs, so it works on every
 model format the scanner loads.
 
-The decision is the paper's order-statistic test: a Gamma distribution fitted to the other labels'
-margins is the null; the largest margin's p-value is that of the largest of K-1 draws from it, and the
-label is flagged below `alpha`. The margins are taken on the scan model's outputs: logits, or log-
-probabilities for a model with its softmax inside (their differences are the same margins).
+The decision (margin_result.py) is an outlier test on the log margins, as Neural Cleanse's is on log L1
+norms. The margins are taken on the scan model's outputs: logits, or log-probabilities for a model with
+its softmax inside (their differences are the same margins).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from nc_engine.detectors.margin_result import MarginResult
@@ -31,13 +29,12 @@ from nc_engine.detectors.margin_result import MarginResult
 
 @dataclass(frozen=True)
 class MarginSettings:
-    """The ascent's budget and the test's level (the paper: 0.05)."""
+    """The ascent's budget (the test is margin_result's)."""
 
     starts: int = 8  # random starting images per label
     steps: int = 200  # Adam steps per start
     lr: float = 0.05  # on the unconstrained parameter (the image is its sigmoid)
     batch: int = 256  # images per forward pass
-    alpha: float = 0.05
     seed: int = 0
 
 
@@ -105,22 +102,6 @@ def max_margins(
     return per_label, done * (settings.steps + 1)
 
 
-def order_statistic_test(margins: np.ndarray, alpha: float) -> tuple[list[int], float | None, str]:
-    """(flagged, p-value of the largest margin, note): the largest against a Gamma null fitted to the rest."""
-    if len(margins) < 4:
-        return [], None, f"{len(margins)} labels are too few to fit a null distribution (at least 4)"
-    if not np.isfinite(margins).all():
-        return [], None, "a label's margin is not finite (the model's outputs overflow)"
-    top = int(np.argmax(margins))
-    rest = np.delete(margins, top)
-    if (rest <= 0).any() or np.ptp(rest) <= 1e-9 * max(1.0, float(np.abs(rest).max())):
-        return [], None, "the other labels' margins are not positive and spread, so no Gamma null fits them"
-    shape, _, scale = stats.gamma.fit(rest, floc=0.0)
-    below = float(stats.gamma.cdf(margins[top], shape, loc=0.0, scale=scale))
-    p_value = 1.0 - below ** len(rest)
-    return ([top] if p_value < alpha else []), p_value, ""
-
-
 def detect(
     model: nn.Module,
     num_classes: int,
@@ -130,22 +111,8 @@ def detect(
     stop: threading.Event | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> MarginResult:
-    """Every label's largest reachable margin, and the order-statistic test on them."""
+    """Every label's largest reachable margin, and the outlier test on them."""
     started = time.perf_counter()
     margins, images = max_margins(model, num_classes, input_shape, device, settings, stop, on_progress)
-    flagged, p_value, note = order_statistic_test(margins, settings.alpha)
-    top = int(np.argmax(margins)) if len(margins) and np.isfinite(margins).any() else None
-    rest = np.delete(margins, top) if top is not None else margins
-    median = float(np.median(rest)) if len(rest) and np.isfinite(rest).all() else None
-    return MarginResult(
-        [float(m) if math.isfinite(m) else float("nan") for m in margins],
-        flagged,
-        p_value,
-        top,
-        settings.alpha,
-        median,
-        images,
-        time.perf_counter() - started,
-        note,
-        asdict(settings),
-    )
+    values = [float(m) if math.isfinite(m) else float("nan") for m in margins]
+    return MarginResult.judged(values, images, time.perf_counter() - started, asdict(settings))

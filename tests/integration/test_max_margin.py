@@ -1,4 +1,4 @@
-"""The max-margin detector: its statistic on real demo models, its order-statistic test, the verdict it
+"""The max-margin detector: its statistic on real demo models, its outlier test, the verdict it
 joins, and its place in a scan's run folder (saved, logged, reused on resume, a damaged file re-run)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from nc_engine import load_config, run_scan
-from nc_engine.detectors.margin_result import MarginResult
-from nc_engine.detectors.max_margin import MarginSettings, detect, order_statistic_test
+from nc_engine.detectors.margin_result import THRESHOLD, MarginResult, margin_index
+from nc_engine.detectors.max_margin import MarginSettings, detect
 from nc_engine.models.load import load_model
 from nc_engine.run.runfolder import RunFolder
 from nc_engine.verdict.combine import with_detectors
@@ -46,28 +46,36 @@ def _lead(result: MarginResult) -> float:
 
 
 def test_a_backdoor_target_stands_out_far_more_than_a_clean_models_largest_label(demo_backdoored, demo_clean):
-    """Not that the clean demo model passes: the Gamma test flags it (label 7, p 0.008 on a 2-core CPU), one
-    reason the detector is off by default (docs/detectors.md). What holds is the gap between the two."""
+    """Not only that the clean demo model passes: the gap between the two is what the detector rests on."""
     backdoored, clean = _margins(demo_backdoored), _margins(demo_clean)
-    assert clean.p_value is not None and backdoored.p_value is not None
-    assert backdoored.p_value < 1e-3 * clean.p_value
+    assert clean.index is not None and backdoored.index is not None
+    assert backdoored.index >= THRESHOLD > clean.index and clean.flagged == []
     assert _lead(backdoored) > 1.5 * _lead(clean)
 
 
-def test_the_order_statistic_test_flags_only_a_clear_maximum():
+def test_the_outlier_test_flags_only_a_clear_maximum():
     rng = np.random.default_rng(0)
     null = rng.gamma(20.0, 3.0, 9)
-    assert order_statistic_test(np.append(null, 3 * null.max()), 0.05)[0] == [9]
-    flagged, p_value, note = order_statistic_test(np.append(null, null.mean()), 0.05)
-    assert flagged == [] and p_value > 0.05 and note == ""  # the null's own largest draw is no outlier
-    assert "too few" in order_statistic_test(np.array([1.0, 2.0, 30.0]), 0.05)[2]
-    assert "not positive" in order_statistic_test(np.array([-1.0, 2.0, 3.0, 4.0, 40.0]), 0.05)[2]
-    assert "not finite" in order_statistic_test(np.array([1.0, 2.0, 3.0, np.inf, 4.0]), 0.05)[2]
+    assert MarginResult.judged(list(np.append(null, 3 * null.max())), 0, 0.0, {}).flagged == [9]
+    plain = MarginResult.judged(list(np.append(null, null.mean())), 0, 0.0, {})
+    assert plain.flagged == [] and plain.index is not None and plain.index < THRESHOLD and plain.note == ""
+    assert "too few" in margin_index([1.0, 2.0, 30.0])[2]
+    assert "not positive" in margin_index([-1.0, 2.0, 3.0, 4.0, 40.0])[2]
+    assert "not finite" in margin_index([1.0, 2.0, 3.0, np.inf, 4.0])[2]
+    assert "same margin" in margin_index([5.0, 5.0, 5.0, 5.0, 9.0])[2]
+
+
+def test_a_saved_result_from_the_gamma_test_is_judged_again():
+    """Run folders from before this test saved p_value and alpha: read back, today's test decides."""
+    old = {"margins": [10.0, 11.0, 12.0, 13.0, 11.5, 95.0], "flagged": [], "p_value": 0.2, "alpha": 0.05}
+    result = MarginResult.from_dict({**old, "images": 600, "seconds": 1.5})
+    assert result.flagged == [5] and result.index is not None and result.index > THRESHOLD
+    assert MarginResult.from_dict({"margins": "junk"}).note  # a damaged file decides nothing
 
 
 def _result(flagged: list[int]) -> MarginResult:
     margins = [10.0, 11.0, 12.0, 40.0 if flagged else 13.0]
-    return MarginResult(margins, flagged, 0.001 if flagged else 0.4, 3, 0.05, 11.0, 100, 0.1)
+    return MarginResult(margins, flagged, 9.0 if flagged else 1.0, 3, THRESHOLD, 11.0, 100, 0.1)
 
 
 def _report(verdict: str, flagged: list[int]) -> Report:

@@ -171,6 +171,10 @@ class SetupScreen(Screen):
         super().__init__()
         self.config = config
 
+    def on_mount(self) -> None:
+        # the first field, not the scrolling form around it: typing goes straight into it
+        self.query_one(f"#{field_id(FIELDS[0])}").focus()
+
     def compose(self) -> ComposeResult:
         yield TitleBar("set-up")
         yield Static("", id="check-result")  # above the form: F2's answer must be seen without scrolling

@@ -46,6 +46,8 @@ async def test_setup_by_keys_scan_and_results(demo_backdoored, tmp_path):
     app = NCApp(config=demo_config(demo_backdoored, tmp_path), mode="setup")
     async with app.run_test(size=(100, 40)) as pilot:
         assert isinstance(app.screen, SetupScreen)
+        await pilot.pause()
+        assert app.focused is not None and app.focused.id == "model-path"  # typing goes into the first field
         await type_into(pilot, app, "#scan-trials", "1")
         await type_into(pilot, app, "#output-dir", str(tmp_path / "tui-runs"))
         await pilot.press("f5")

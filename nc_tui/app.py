@@ -17,6 +17,7 @@ from pathlib import Path
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.filter import Monochrome, NoColor
 from textual.screen import Screen
 
 from nc_engine.audit.events import AuditFinished
@@ -58,6 +59,8 @@ class NCApp(App[int]):
         trust_pickle: bool = False,
     ) -> None:
         super().__init__()
+        if self.no_color:  # NO_COLOR means no colour: Textual's own filter sends 256-colour greys instead
+            self._filters = [f for f in self._filters if not isinstance(f, Monochrome)] + [NoColor()]
         self.autostart = autostart  # False: the scan screen waits for events fed by a test
         self.start_config = config or Config()
         self.mode = mode

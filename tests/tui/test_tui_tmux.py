@@ -1,6 +1,7 @@
 """The real nc-tui binary in a real terminal (tmux): set-up -> scan -> results, by keys, as a person would."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,11 @@ def test_no_color_demo_at_80x24_in_tmux(tmux_session, demo_backdoored, tmp_path)
     wait_for_screen("Verdict:", 240)
     results = wait_for_screen("status", 20)  # the verdict line can be drawn a frame before the table
     assert "Verdict:" in results and "▀" not in results
+    styled = tmux("capture-pane", "-p", "-e", "-t", SESSION)
+    colours = re.findall(r"\x1b\[[0-9;]*(?:38|48);[25];[0-9;]*m", styled)
+    assert colours == [], colours[:3]  # NO_COLOR: no colour, not even greys (issue 25 item 2)
+    reversed_text = re.findall(r"\x1b\[(?:[0-9]+;)*7(?:;[0-9]+)*m([^\x1b]*)", styled)
+    assert any("Verdict: BACKDOORED" in t for t in reversed_text), reversed_text  # the verdict stands out
     tmux("send-keys", "-t", SESSION, "m")
     assert "input filter" in wait_for_screen("Mitigate the flagged", 20)
     tmux("send-keys", "-t", SESSION, "Escape")

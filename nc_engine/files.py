@@ -100,6 +100,10 @@ def memory_bytes() -> int:
         return 16 << 30
 
 
+BOMB_FLOOR = 256 << 20  # members smaller than this decompress to too little to matter
+BOMB_RATIO = 200  # images and labels compress 2-10x; a 3.8 MB file that inflates to 4.7 GB is 1,236x
+
+
 def npz_problem(path: Path, keys: list[str] | None = None, limit_bytes: int | None = None) -> str | None:
     """Why the named arrays of an .npz cannot be read as declared, found from their headers alone (numpy
     allocates what a header declares before it reads a byte): a shape larger than the member holds, or
@@ -114,6 +118,9 @@ def npz_problem(path: Path, keys: list[str] | None = None, limit_bytes: int | No
                 info = members.get(f"{key}.npy")
                 if info is None:
                     continue  # numpy says which array is missing
+                if info.file_size > BOMB_FLOOR and info.file_size > BOMB_RATIO * max(1, info.compress_size):
+                    ratio = info.file_size // max(1, info.compress_size)
+                    return f"array {key!r} inflates {ratio:,}x to {info.file_size:,} bytes (a decompression bomb)"
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     read = (

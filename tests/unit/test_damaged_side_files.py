@@ -266,3 +266,10 @@ def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path):
     with pytest.raises(ModelError, match="points outside the directory") as err:
         load_model(config_from_dict(table, str(tmp_path / "c"), tmp_path), torch.device("cpu"))
     assert "\n" not in str(err.value)
+
+
+def test_an_npz_that_inflates_like_a_bomb_is_refused(tmp_path, monkeypatch):
+    np.savez_compressed(tmp_path / "d.npz", x_test=np.zeros((2000, 28, 28), np.uint8), y_test=np.zeros(2000, np.int64))
+    monkeypatch.setattr(files, "BOMB_FLOOR", 1 << 20)  # the real floor is 256 MiB: the same check, smaller
+    with pytest.raises(DataError, match="'x_test' inflates .*x to 1,568,128 bytes"):
+        open_data(npz_cfg(tmp_path))

@@ -76,3 +76,17 @@ def cfg_for(tmp_path, data, shape=(1, 8, 8), classes=3):
 def noop(message):
     """A warn callback for loads that must not warn."""
     raise AssertionError(message)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def margin_detector_only_where_tested():
+    """Scans run in this process skip the max-margin detector (on by default; seconds to tens of seconds per
+    real model on a 2-core CPU, which the suite's budget cannot pay for every scan); its own module
+    (tests/integration/test_max_margin.py) puts the real one back, and scans started as a command in a
+    child process (the tmux and CLI-subprocess tests) run it as a user's do."""
+    import nc_engine.run.scan as scan
+
+    real = scan.run_detectors
+    scan.run_detectors = lambda *args, **kwargs: {}
+    yield real
+    scan.run_detectors = real

@@ -292,11 +292,12 @@ class DetectConfig:
         0.5, range=(0.0, 1.0, True, True), doc=("clean accuracy below which a warning is raised")
     )
     max_margin: bool = setting(
-        False,
+        True,
         doc=(
             "also run the max-margin detector ([Detectors](detectors.md)): a label whose largest reachable logit "
-            "margin is an outlier is flagged, whatever its trigger looks like; off: on the zoo's tuning half it "
-            "found 6/6 backdoors and flagged 2/6 clean models"
+            "margin is an outlier is flagged, whatever its trigger looks like; on by the rule fixed before the "
+            "zoo's last tuning records were read (it flagged 1 of 14 clean models and 4 of 15 backdoored, none "
+            "at a wrong label)"
         ),
     )
 

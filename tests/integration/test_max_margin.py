@@ -21,6 +21,15 @@ from nc_engine.verdict.formatting import table_rows, verdict_line
 from nc_engine.verdict.report import Report
 from nc_engine.verdict.rows import LabelRow, ScanInfo
 
+
+@pytest.fixture(autouse=True)
+def real_detectors(margin_detector_only_where_tested, monkeypatch):
+    """The suite skips this detector in its scans (conftest); here every scan runs it, as by default."""
+    import nc_engine.run.scan as scan
+
+    monkeypatch.setattr(scan, "run_detectors", margin_detector_only_where_tested)
+
+
 SETTINGS = MarginSettings()  # a scan's: shorter ascents (60 steps) flagged a clean demo model
 
 
@@ -101,7 +110,7 @@ def test_a_label_the_margins_flag_makes_a_clean_verdict_backdoored_and_says_who_
 def _scan(info, tmp_path) -> Report:
     cfg = load_config(info.config)
     cfg.output.dir = str(tmp_path / "runs")
-    cfg.detect.max_margin = True
+    assert cfg.detect.max_margin  # on by default: the demo's config leaves it out
     cfg.scan.preset = "fast"
     return run_scan(cfg)
 

@@ -55,3 +55,12 @@ def partial_run(config: Path) -> Path:
     report = run_scan(config, lambda e: stop.set() if e.kind == "label_finished" else None, stop)
     assert not report.complete and len(report.labels) == 1
     return Path(report.run_dir)
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    """What a command printed on stderr: exactly one line, no traceback, holding every needle."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err

@@ -23,7 +23,7 @@ from nc_engine.files import drop_torn_tail
 from nc_engine.verdict.report import Report
 from nc_tui import cli
 from nc_tui.cli import main
-from tests.tiny_scan import partial_run, tiny_model, write_tiny
+from tests.tiny_scan import one_line_error, partial_run, tiny_model, write_tiny
 
 
 @pytest.fixture
@@ -34,14 +34,6 @@ def tiny(tmp_path) -> Path:
 
 def sizes(run: Path) -> tuple[int, int]:
     return (run / "events.jsonl").stat().st_size, (run / "log.txt").stat().st_size
-
-
-def one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 # ---- item 5: a resume continues the same scan

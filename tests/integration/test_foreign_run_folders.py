@@ -21,7 +21,7 @@ from nc_engine.config.fingerprint import scan_prints
 from nc_engine.config.settings import load_config
 from nc_engine.files import open_append
 from nc_tui.cli import main
-from tests.tiny_scan import partial_run, write_tiny
+from tests.tiny_scan import one_line_error, partial_run, write_tiny
 
 OUTSIDE_TEXT = "someone else's file, its last line unterminated"
 
@@ -33,14 +33,6 @@ def stopped(tmp_path) -> Path:
     return partial_run(write_tiny(tmp_path))
 
 
-def one_line(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
 @pytest.mark.parametrize("name", ["log.txt", "events.jsonl"])
 def test_a_log_linked_outside_is_refused_and_the_outside_file_untouched(stopped, capsys, name):
     outside = stopped.parent.parent / "outside.txt"
@@ -48,7 +40,7 @@ def test_a_log_linked_outside_is_refused_and_the_outside_file_untouched(stopped,
     (stopped / name).symlink_to(outside)
     for command in (["scan", "--resume", str(stopped), "--headless"], ["report", str(stopped), "--print"]):
         assert main(command) == 2, command
-        one_line(capsys, name, "symbolic link")
+        one_line_error(capsys, name, "symbolic link")
     assert outside.read_text() == OUTSIDE_TEXT
 
 
@@ -58,7 +50,7 @@ def test_a_trials_folder_linked_outside_receives_nothing(stopped, capsys, tmp_pa
     (stopped / "trials").symlink_to(elsewhere, target_is_directory=True)
     before = sorted(p.name for p in elsewhere.iterdir())
     assert main(["scan", "--resume", str(stopped), "--headless"]) == 2
-    one_line(capsys, "trials", "symbolic link")
+    one_line_error(capsys, "trials", "symbolic link")
     assert sorted(p.name for p in elsewhere.iterdir()) == before
 
 
@@ -141,7 +133,7 @@ def test_a_run_folder_alone_cannot_opt_in_to_pickle(stopped, capsys, tmp_path):
     ):
         rewrite_as_trusted_pickle(run, model)
         assert main(command) == 2, command
-        one_line(capsys, "config.toml", "trust_pickle", "--trust-pickle")
+        one_line_error(capsys, "config.toml", "trust_pickle", "--trust-pickle")
     assert not marker.exists()
 
 
@@ -155,7 +147,7 @@ def test_trust_pickle_given_again_resumes_a_pickle_scan(tmp_path, capsys):
     )
     run = partial_run(config)
     assert main(["scan", "--resume", str(run), "--headless"]) == 2
-    one_line(capsys, "trust_pickle")
+    one_line_error(capsys, "trust_pickle")
     assert main(["scan", "--resume", str(run), "--headless", "--trust-pickle"]) == 0
     assert json.loads((run / "report.json").read_text())["complete"] is True
 
@@ -177,7 +169,7 @@ def test_a_trial_of_the_wrong_types_runs_again_with_a_warning_naming_it(stopped,
 def test_sample_indices_outside_the_data_are_one_line(stopped, capsys):
     np.savez(stopped / "samples.npz", opt_idx=np.array([0, 5, 10**6]), asr_idx=np.array([1, 2]))
     assert main(["scan", "--resume", str(stopped), "--headless"]) == 2
-    one_line(capsys, "samples.npz: sample index 1000000 is outside the data's 90 images")
+    one_line_error(capsys, "samples.npz: sample index 1000000 is outside the data's 90 images")
 
 
 @pytest.mark.parametrize("key, value", [("l1_norm", "abc"), ("flagged", "yes"), ("trials", {"a": 1})])
@@ -187,4 +179,4 @@ def test_a_report_with_fields_of_the_wrong_type_is_one_line(tmp_path, capsys, ke
     report["labels"][0][key] = value
     (run / "report.json").write_text(json.dumps(report))
     assert main(["report", str(run), "--print"]) == 2
-    one_line(capsys, "report.json: not a report written by nc-tui", f"labels[0].{key} = ")
+    one_line_error(capsys, "report.json: not a report written by nc-tui", f"labels[0].{key} = ")

@@ -64,16 +64,15 @@ def measure(spec, root: Path) -> dict:
 
 def summary(records: list[dict]) -> str:
     """The records as a markdown table, each judged by today's statistic (margin_result: the anomaly index
-    of the largest log margin, rule-2.md), and the rule's tally. The records keep what was measured."""
+    of the largest log margin, rule-2.md, or its lead over the others' median, rule-3.md), and the rule's
+    tally. The records keep what was measured."""
     lines = [
         "| model | targets | top label | lead over the others' median | anomaly index | flagged |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     judged = [MarginResult.judged(r["margins"], 0, 0.0, {}) for r in records]
     for r, j in zip(records, judged, strict=True):
-        rest = sorted(m for k, m in enumerate(r["margins"]) if k != j.top_label)
-        median = (rest[(len(rest) - 1) // 2] + rest[len(rest) // 2]) / 2
-        lead = r["margins"][j.top_label] / median if j.top_label is not None else float("nan")
+        lead = j.lead if j.lead is not None else float("nan")
         targets = ", ".join(map(str, r["targets"])) or "-"
         flagged = ", ".join(map(str, j.flagged)) or "-"
         index = f"{j.index:.2f}" if j.index is not None else "-"

@@ -295,9 +295,9 @@ class DetectConfig:
         True,
         doc=(
             "also run the max-margin detector ([Detectors](detectors.md)): a label whose largest reachable logit "
-            "margin is an outlier is flagged, whatever its trigger looks like; on by the rule fixed before the "
-            "zoo's last tuning records were read (it flagged 1 of 14 clean models and 4 of 15 backdoored, none "
-            "at a wrong label)"
+            "margin is an outlier (or at least 5x the others' median) is flagged, whatever its trigger looks like; "
+            "on by the rule fixed before the zoo's last tuning records were read (on the tuning half it flags 1 "
+            "of 14 clean models and 7 of 15 backdoored, none at a wrong label)"
         ),
     )
 

@@ -7,6 +7,10 @@ deviation of every label's log margin) above their median. The paper's own test,
 the other labels with an order-statistic p < 0.05, flagged 3 of the zoo's first 12 clean tuning models
 (evaluation/campaigns/max-margin-tuning/notes.md); this statistic and its threshold are the tuning half's
 second choice (rule-2.md there), never read off the sealed draw.
+
+The top label is also flagged when its margin is at least LEAD times the median of the other labels' margins
+(rule-3.md): on stronger models the ordinary labels' margins spread so widely that a target 8-28x above
+their median stayed under the index's threshold, while no clean tuning model's top label stood 3x above.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 NAME = "max_margin"  # its key in the report and its file in the run folder
 THRESHOLD = 4.5  # anomaly index of the largest log margin (evaluation/campaigns/max-margin-tuning/rule-2.md)
+LEAD = 5.0  # top margin over the others' median (evaluation/campaigns/max-margin-tuning/rule-3.md)
 MAD_SCALE = 1.4826  # a normal distribution's standard deviation in MADs, as in Neural Cleanse's test
 
 
@@ -54,6 +59,18 @@ class MarginResult:
     seconds: float
     note: str = ""  # why the test could not decide, if it could not
     settings: dict[str, Any] = field(default_factory=dict)
+    lead: float | None = None  # the top margin over the others' median
+    lead_threshold: float = LEAD
+
+    @property
+    def why(self) -> str:
+        """Which of the two cuts flagged the top label ("" when none did)."""
+        if not self.flagged:
+            return ""
+        cuts = [f"index at least {self.threshold:g}"] if self.index is not None and self.index >= self.threshold else []
+        if self.lead is not None and self.lead >= self.lead_threshold:
+            cuts.append(f"at least {self.lead_threshold:g}x the others' median")
+        return " and ".join(cuts)
 
     @classmethod
     def judged(
@@ -63,8 +80,13 @@ class MarginResult:
         top, index, note = margin_index(margins)
         others = [m for k, m in enumerate(margins) if k != top and m is not None and math.isfinite(m)]
         median = float(np.median(others)) if top is not None and others else None
-        flagged = [top] if top is not None and index is not None and index >= threshold else []
-        return cls(list(margins), flagged, index, top, threshold, median, images, seconds, note, dict(settings))
+        lead = margins[top] / median if top is not None and not note and median else None
+        by_index = index is not None and index >= threshold
+        by_lead = lead is not None and lead >= LEAD
+        flagged = [top] if top is not None and (by_index or by_lead) else []
+        return cls(
+            list(margins), flagged, index, top, threshold, median, images, seconds, note, dict(settings), lead, LEAD
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,13 +97,16 @@ class MarginResult:
 
     def summary(self) -> str:
         """The finding in one line (log, console, verdict)."""
-        if self.note or self.top_label is None or self.index is None:
+        if self.note or self.top_label is None or (self.index is None and self.lead is None):
             return f"max-margin: no decision ({self.note or 'no margins'})"
-        verdict = "flagged" if self.flagged else "not an outlier"
+        cuts = f"index {self.threshold:g} or {self.lead_threshold:g}x"
+        verdict = f"flagged: {self.why}" if self.flagged else f"not an outlier: below {cuts}"
+        lead = f" ({self.lead:.1f}x)" if self.lead is not None else ""
+        index = f"anomaly index {self.index:.2f}" if self.index is not None else "no anomaly index"
         return (
             f"max-margin: label {self.top_label} reaches margin {self.margins[self.top_label]:.1f} against a "
-            f"median of {self.null_median:.1f} for the others, anomaly index {self.index:.2f} ({verdict} at "
-            f"{self.threshold:g}; {self.images:,} images, {self.seconds:.1f}s)"
+            f"median of {self.null_median:.1f} for the others{lead}, {index} ({verdict}; "
+            f"{self.images:,} images, {self.seconds:.1f}s)"
         )
 
     @classmethod

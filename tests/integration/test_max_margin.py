@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nc_engine import load_config, run_scan
-from nc_engine.detectors.margin_result import THRESHOLD, MarginResult, margin_index
+from nc_engine.detectors.margin_result import LEAD, THRESHOLD, MarginResult, margin_index
 from nc_engine.detectors.max_margin import MarginSettings, detect
 from nc_engine.models.load import load_model
 from nc_engine.run.runfolder import RunFolder
@@ -72,6 +72,20 @@ def test_the_outlier_test_flags_only_a_clear_maximum():
     assert "not positive" in margin_index([-1.0, 2.0, 3.0, 4.0, 40.0])[2]
     assert "not finite" in margin_index([1.0, 2.0, 3.0, np.inf, 4.0])[2]
     assert "same margin" in margin_index([5.0, 5.0, 5.0, 5.0, 9.0])[2]
+
+
+def test_a_target_far_above_widely_spread_margins_is_flagged_by_its_lead():
+    """Ordinary labels spread over a factor of 12 (as on the tuning half's ResNet-8 models): the top
+    label's index stays low, and only its lead over the others' median flags it (rule-3.md)."""
+    spread = [2.0, 4.0, 8.0, 16.0, 3.0, 6.0, 12.0, 24.0, 5.0]
+    far = MarginResult.judged([*spread, 10 * 6.0], 0, 0.0, {})
+    assert far.index is not None and far.index < THRESHOLD and far.lead == pytest.approx(10.0)
+    assert far.flagged == [9] and far.why == f"at least {LEAD:g}x the others' median"
+    assert "(10.0x)" in far.summary() and "flagged: at least 5x" in far.summary()
+    near = MarginResult.judged([*spread, 4.5 * 6.0], 0, 0.0, {})  # 4.5x: under both cuts
+    assert near.flagged == [] and near.lead == pytest.approx(4.5) and "not an outlier: below" in near.summary()
+    tight = MarginResult.judged([10.0, 11.0, 12.0, 10.5, 11.5, 10.2, 11.8, 10.9, 11.1, 40.0], 0, 0.0, {})
+    assert tight.flagged == [9] and tight.lead is not None and tight.lead < LEAD and tight.why.startswith("index")
 
 
 def test_a_saved_result_from_the_gamma_test_is_judged_again():

@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="open a finished run's results (printed when not in a terminal)")
     report.add_argument("run_dir", help="a run folder written by `nc-tui scan`")
     report.add_argument("--print", action="store_true", help="print the tables instead of opening the app")
+    report.add_argument(
+        "--html", action="store_true", help="write RUN_DIR/report.html (one page to share) and print its path"
+    )
     _add_fail_on(report)
     demo = sub.add_parser("demo", help="train a small backdoored model on synthetic data and scan it")
     demo.add_argument("--headless", action="store_true", help="plain console output, no terminal UI")
@@ -337,6 +340,12 @@ def _run_audit_app(spec, fail_on: frozenset[str]) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     report = Report.read(args.run_dir)
+    if args.html:
+        from nc_engine.run.runfolder import RunFolder
+        from nc_engine.verdict.html_page import write_page
+
+        print(f"report page: {write_page(report, RunFolder(Path(report.run_dir)))}")
+        return verdict_exit_code(report.verdict, args.fail_on)
     if not args.print and interactive():
         return _run_app(mode="report", report=report)
     console = make_console()

@@ -30,6 +30,7 @@ from nc_engine.verdict.formatting import (
     verdict_line,
 )
 from nc_engine.verdict.report import Report
+from nc_engine.verdict.sentence import verdict_sentence
 
 from .state import ScanState
 
@@ -240,7 +241,7 @@ def print_report(console: Console, report: Report, verdict: bool = True) -> None
     if console.no_color or not console.is_terminal:
         console.print("\n".join(table_lines(report, area)))
         if verdict:
-            console.print(verdict_line(report))
+            console.print(verdict_line(report), verdict_sentence(report), sep="\n")
         return
     table = Table(title=f"{len(report.labels)} label(s), most anomalous first", title_justify="left")
     for i, name in enumerate(TABLE_COLUMNS):
@@ -251,4 +252,5 @@ def print_report(console: Console, report: Report, verdict: bool = True) -> None
     if not verdict:
         return
     style = {"backdoored": "bold white on red", "clean": "bold green"}.get(report.verdict or "", "bold yellow")
-    console.print(Text(verdict_line(report), style=style))
+    console.print(Text(verdict_line(report), style="dim"))  # the statistics, then the sentence to act on
+    console.print(Text(verdict_sentence(report), style=style))

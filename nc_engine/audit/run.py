@@ -4,7 +4,8 @@ Each model's scans live in OUT/<model name>/ (a run folder made by run_scan insi
 audit skips a model whose run folder holds a complete report and resumes an unfinished one, so a stopped
 or killed audit continues where it was. A model whose scan fails on the user's input (a bad file) is
 recorded as an error with its one line, and the audit goes on. The summary (audit.csv, audit.json) is
-rewritten after each model and at the end, also when stopped.
+rewritten after each model and at the end, also when stopped, with audit.html: one page for the zoo that
+links every model's report.html.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from nc_engine.audit.events import AuditFinished, AuditStarted
 from nc_engine.audit.model_steps import error_row, model_finished, start_model
+from nc_engine.audit.page import write_audit_page
 from nc_engine.audit.spec import AuditModel, AuditSpec
 from nc_engine.audit.summary import AuditRow, summary_paths, write_summary
 from nc_engine.errors import NCError
@@ -57,18 +59,24 @@ def run_audit(spec: AuditSpec, on_event: ev.Listener | None = None, stop: thread
     complete = False
     try:
         if spec.compute.backend == "ray":
-            run_on_ray(spec, rows, emit, stop, lambda: write_summary(spec.out, spec.path, rows, False))
+            run_on_ray(spec, rows, emit, stop, lambda: _save(spec, rows, False))
         else:
             for i, model in enumerate(spec.models):
                 if stop.is_set():
                     break
                 rows[i] = audit_model(spec, model, i, emit, stop)
-                write_summary(spec.out, spec.path, rows, False)
+                _save(spec, rows, False)
         complete = not stop.is_set() and all(r.verdict not in ("unfinished", "not run") for r in rows)
     finally:
-        write_summary(spec.out, spec.path, rows, complete)
+        _save(spec, rows, complete)
     emit(AuditFinished(complete, str(csv_path), str(json_path), rows))
     return AuditResult(rows, complete, str(csv_path), str(json_path))
+
+
+def _save(spec: AuditSpec, rows: list[AuditRow], complete: bool) -> None:
+    """audit.csv, audit.json and audit.html, after each model and at the end."""
+    write_summary(spec.out, spec.path, rows, complete)
+    write_audit_page(spec.out, spec.path, rows, complete)
 
 
 def audit_model(

@@ -67,10 +67,12 @@ class MarginResult:
         """Which of the two cuts flagged the top label ("" when none did)."""
         if not self.flagged:
             return ""
-        cuts = [f"index at least {self.threshold:g}"] if self.index is not None and self.index >= self.threshold else []
+        cuts = []
+        if self.index is not None and self.index >= self.threshold:
+            cuts.append(f"index {self.index:.2f}, cut {self.threshold:g}")
         if self.lead is not None and self.lead >= self.lead_threshold:
-            cuts.append(f"at least {self.lead_threshold:g}x the others' median")
-        return " and ".join(cuts)
+            cuts.append(f"{self.lead:.1f}x the others' median, cut {self.lead_threshold:g}x")
+        return "; ".join(cuts)
 
     @classmethod
     def judged(

@@ -11,6 +11,8 @@ from typing import IO
 from nc_engine.run import events as ev
 from nc_engine.run.runfolder import RunFolder, writing
 from nc_engine.verdict.formatting import label_line, saved_line, table_lines, verdict_line
+from nc_engine.verdict.html_page import write_page
+from nc_engine.verdict.sentence import verdict_sentence
 
 
 class RunRecorder:
@@ -58,7 +60,10 @@ class RunRecorder:
     def on_scan_finished(self, e: ev.ScanFinished) -> None:
         report = e.report
         self.folder.write_report(report)
-        self._log(*(table_lines(report) + [verdict_line(report)]) if report.complete else [f"stopped: {report.note}"])
+        if report.complete:
+            write_page(report, self.folder)  # report.html: the page to hand on
+        done = [*table_lines(report), verdict_line(report), verdict_sentence(report)]
+        self._log(*done if report.complete else [f"stopped: {report.note}"])
 
     def close(self) -> None:
         self.events.close()

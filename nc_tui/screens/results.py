@@ -18,6 +18,7 @@ from nc_engine.files import write_csv, write_json
 from nc_engine.run.runfolder import RunFolder
 from nc_engine.verdict.formatting import TABLE_COLUMNS, table_rows, verdict_line
 from nc_engine.verdict.report import Report
+from nc_engine.verdict.sentence import verdict_sentence
 
 from ..messages import NewScan
 from ..widgets.bars import L1Bars
@@ -37,9 +38,11 @@ def _sort_value(text: str) -> tuple[int, float | str]:
 
 
 class ResultsScreen(Screen):
-    """A finished scan. Keys 1-7 sort by a column (again: reverse), e exports, n starts a new scan."""
+    """A finished scan. Keys 1-7 sort by a column (again: reverse), d shows the verdict's statistics, e
+    exports, n starts a new scan."""
 
     BINDINGS = [
+        Binding("d", "details", "Details", id="details"),
         Binding("e", "export", "Export CSV/JSON", id="export"),
         Binding("s", "sort_next", "Sort", id="sort"),
         Binding("m", "mitigate", "Mitigate", id="mitigate"),
@@ -56,10 +59,10 @@ class ResultsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         r = self.report
-        verdict = verdict_line(r)
         style = {"backdoored": "verdict-bad", "clean": "verdict-good"}.get(r.verdict or "", "verdict-unsure")
         yield TitleBar("results")
-        yield Static(verdict, id="verdict", classes=style)
+        yield Static(verdict_sentence(r, "press m to remove it"), id="verdict", classes=style, markup=False)
+        yield Static(verdict_line(r), id="verdict-details", markup=False)
         with Horizontal(id="results-main"):
             with Vertical(id="results-left"):
                 yield DataTable(id="results-table", cursor_type="row", zebra_stripes=True)
@@ -70,7 +73,7 @@ class ResultsScreen(Screen):
                     for kind in ("mask", "pattern", "fusion"):
                         with Vertical(classes="trigger-box", id=f"box-{kind}"):
                             yield Label(kind, classes="image-label")
-                            yield ArrayImage(id=f"img-{kind}")
+                            yield ArrayImage(id=f"img-{kind}", group="trigger")
                 yield Static("", id="trigger-paths")
         yield Footer()
 
@@ -112,10 +115,17 @@ class ResultsScreen(Screen):
             self.query_one("#img-pattern", ArrayImage).set_array(pattern)
             self.query_one("#img-fusion", ArrayImage).set_array(mask[None] * pattern)
         flag = " [b red]FLAGGED[/]" if row.flagged else ""
-        self.query_one("#trigger-title", Label).update(f"label {label} ({row.name}): L1 {row.l1_norm:.2f}{flag}")
+        name = "" if row.name == str(label) else f" ({row.name})"
+        # two lines: the number and the flag must survive the 20-column panel of an 80-column terminal
+        self.query_one("#trigger-title", Label).update(f"label {label}{name}\nL1 {row.l1_norm:.2f}{flag}")
+        # relative to the run folder, one line each: a long folder path must not take the pictures' rows
         self.query_one("#trigger-paths", Static).update(
-            "\n".join(str(self.folder.file(p)) for p in (row.mask_png, row.pattern_png, row.fusion_png))
+            "\n".join(p for p in (row.mask_png, row.pattern_png, row.fusion_png) if p)
         )
+
+    def action_details(self) -> None:
+        """Show or hide the statistics behind the verdict sentence."""
+        self.query_one("#verdict-details").toggle_class("-shown")
 
     # ---- sorting
     def action_sort(self, column: int) -> None:

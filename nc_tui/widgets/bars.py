@@ -19,10 +19,11 @@ def _scale(low: float, top: float, width: int):
 
 
 def l1_bars(report: Report, width: int = 40, degenerate: frozenset[int] = frozenset()) -> Text:
-    """One bar per label (sorted by label); '|' marks the label's own flagging line (report.cutoff_of: one
+    """One bar per label, flagged labels first and then smallest L1 first, so the labels that matter are on
+    screen even when a 43-label chart is cut at 80x24; '|' marks the label's own flagging line (report.cutoff_of: one
     line for all unless the class-frequency correction moved it): bars ending left of it are flagged.
     Degenerate searches (`degenerate` labels) are marked."""
-    rows = sorted(report.labels, key=lambda r: r.label)
+    rows = sorted(report.labels, key=lambda r: (not r.flagged, r.l1_norm if math.isfinite(r.l1_norm) else math.inf))
     positive = [r.l1_norm for r in rows if r.l1_norm > 0 and math.isfinite(r.l1_norm)]
     if not positive:
         return Text("no labels")
@@ -45,7 +46,7 @@ def l1_bars(report: Report, width: int = 40, degenerate: frozenset[int] = frozen
 
 
 def _legend(report: Report) -> str:
-    legend = "L1 on a log scale"
+    legend = "L1 on a log scale, flagged then smallest first"
     cut = report.cutoff_l1
     if cut is not None:
         scale = "log L1" if report.statistic == "log_l1" else "L1"

@@ -98,9 +98,12 @@ class ArrayImage(Widget):
     # the clipped bottom rows held the demo trigger (the whole mask looked blank)
     DEFAULT_CSS = "ArrayImage { width: 1fr; height: 1fr; min-height: 2; }"
 
-    def __init__(self, array: np.ndarray | None = None, levels: int = 256, **kwargs) -> None:
+    def __init__(self, array: np.ndarray | None = None, levels: int = 256, group: str = "", **kwargs) -> None:
         super().__init__(**kwargs)
         self._array = array
+        # pictures of one group are drawn at the smallest member's size: side-by-side boxes that share out
+        # a width unevenly would otherwise draw the same 28x28 trigger one row taller in one of them
+        self.group = group
         self.levels = levels  # grey levels per channel: fewer make runs of equal cells, so fewer segments
         self._strips: list[Strip] = []
         self._rendered_for: tuple | None = None  # (width, height, id of the array, base style)
@@ -120,9 +123,18 @@ class ArrayImage(Widget):
         self._rendered_for = None
         self.refresh()
 
+    def _fit_size(self) -> tuple[int, int]:
+        """The cells a picture may fill: this widget's, or the smallest of its group's."""
+        width, height = self.size.width, self.size.height
+        if self.group and self.is_mounted:
+            peers = [w for w in self.screen.query(ArrayImage) if w.group == self.group and w.display and w.size.width]
+            width = min([width, *(w.size.width for w in peers)])
+            height = min([height, *(w.size.height for w in peers)])
+        return width, height
+
     def _picture(self) -> np.ndarray | None:
         """The array as the (rows, cols, 3) pixels drawn at this size and number of levels."""
-        width, height = self.size.width, self.size.height
+        width, height = self._fit_size()
         if self._array is None or width < 2 or height < 1:
             return None
         rgb = fit(to_rgb(self._array), width, height)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import threading
 
@@ -106,6 +107,11 @@ def test_verdicts_and_the_summary_files(audited, demo_backdoored):
     assert data["complete"] is True and data["spec"] == str(spec.path)
     assert data["models"][0]["flagged"] == [demo_backdoored.target] and data["models"][0]["run_folder"]
     assert not list(spec.out.glob(".*.tmp"))  # written atomically: no temporary file left
+    page = (spec.out / "audit.html").read_text()  # one page for the zoo, linking each model's own page
+    assert "4 models: 1 backdoored, 1 clean, 1 error, 1 inconclusive" in page
+    links = re.findall(r'<a href="([^"]+)">report</a>', page)
+    assert len(links) == 3 and all((spec.out / link).is_file() for link in links)
+    assert f"BACKDOORED: label {demo_backdoored.target}" in (spec.out / links[0]).read_text()
 
 
 def test_fail_on_exit_codes_over_all_models(audited, capsys):

@@ -3,6 +3,7 @@ strategies agree, and an interrupted scan resumes to a complete report."""
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +35,8 @@ def test_backdoored_demo_is_flagged_with_the_true_target(backdoored_report, demo
     assert row.anomaly_index > report.threshold and row.asr > 0.9 and row.converged
     # the reversed trigger is about as small as the real 4x4 patch (L1 16), far below the median
     assert row.l1_norm < 20 < report.median_l1
+    page = (Path(report.run_dir) / "report.html").read_text()  # every finished scan leaves its page
+    assert f"BACKDOORED: label {target} is a likely backdoor target" in page and page.count("data:image/png") == 30
 
 
 def test_run_folder_holds_every_promised_file(backdoored_report):

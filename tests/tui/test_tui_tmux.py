@@ -63,9 +63,9 @@ def test_setup_scan_results_in_tmux(tmux_session, demo_backdoored, tmp_path):
     assert "Model file" in setup and "demo_model.pt" in setup
     tmux("send-keys", "-t", SESSION, "F5")
     wait_for_screen("Cancel scan", 60)  # the scan screen's footer
-    results = wait_for_screen("Verdict:", 240)
-    assert "BACKDOORED" in results and f"label(s) {demo_backdoored.target}" in results
-    assert "FLAGGED" in results or "mask" in results
+    results = wait_for_screen("BACKDOORED: label", 240)
+    assert f"BACKDOORED: label {demo_backdoored.target} is a likely backdoor target" in results
+    assert "FLAGGED" in results and "mask" in results
     tmux("send-keys", "-t", SESSION, "q")
     deadline = time.monotonic() + 30
     while not (tmp_path / "exit.txt").exists() and time.monotonic() < deadline:
@@ -81,14 +81,20 @@ def test_no_color_demo_at_80x24_in_tmux(tmux_session, demo_backdoored, tmp_path)
         f"echo EXITED-$? > {tmp_path / 'exit.txt'}; sleep 30"
     )
     tmux("new-session", "-d", "-s", SESSION, "-x", "80", "-y", "24", command)
-    wait_for_screen("Verdict:", 240)
-    results = wait_for_screen("status", 20)  # the verdict line can be drawn a frame before the table
-    assert "Verdict:" in results and "▀" not in results
+    wait_for_screen("BACKDOORED: label", 240)
+    wait_for_screen("status", 20)  # the verdict line can be drawn a frame before the table
+    results = wait_for_screen("flagged then smallest first", 20)  # and the bars after the table
+    assert "▀" not in results
+    # the first screen of results holds the verdict, the flagged label's bar and its trigger picture
+    target = demo_backdoored.target
+    assert re.search(rf"^ +{target} \S+ █+ +\|", results, re.M), results
+    assert re.search(r"L1 \d+\.\d\d FLAGGED", results), results  # the title was cut to "L1 9."
+    assert any(set(line[60:]) & set("░▒▓█") for line in results.splitlines()[6:18]), results
     styled = tmux("capture-pane", "-p", "-e", "-t", SESSION)
     colours = re.findall(r"\x1b\[[0-9;]*(?:38|48);[25];[0-9;]*m", styled)
     assert colours == [], colours[:3]  # NO_COLOR: no colour, not even greys (issue 25 item 2)
     reversed_text = re.findall(r"\x1b\[(?:[0-9]+;)*7(?:;[0-9]+)*m([^\x1b]*)", styled)
-    assert any("Verdict: BACKDOORED" in t for t in reversed_text), reversed_text  # the verdict stands out
+    assert any("BACKDOORED: label" in t for t in reversed_text), reversed_text  # the verdict stands out
     tmux("send-keys", "-t", SESSION, "m")
     assert "input filter" in wait_for_screen("Mitigate the flagged", 20)
     tmux("send-keys", "-t", SESSION, "Escape")

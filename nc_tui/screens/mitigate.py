@@ -39,7 +39,9 @@ class MitigateScreen(ModalScreen[None]):
                 "[b]f[/] input filter  [b]Esc[/] close",
                 classes="hint",
             )
-            yield RichLog(id="mitigate-log", wrap=True, markup=True, max_lines=400)
+            # min_width: RichLog draws at least 78 columns by default, wider than the dialog at 80x24, and cut
+            # the repaired model's path
+            yield RichLog(id="mitigate-log", wrap=True, markup=True, max_lines=400, min_width=20)
 
     def action_mitigate(self, method: str) -> None:
         if self.running:
@@ -91,5 +93,8 @@ class MitigateScreen(ModalScreen[None]):
     def _finish(self, lines: list[str]) -> None:
         self.running = False
         log = self.query_one(RichLog)
+        start = len(log.lines)
         for line in lines:
-            log.write(line)
+            log.write(line, scroll_end=False)
+        # the before/after table first: the progress lines above it are history
+        self.call_after_refresh(log.scroll_to, y=start, animate=False)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # nc_engine.demo.training imports torch: the app starts witho
 REFRESH_SECONDS = 0.25
 LIVE_LEVELS = 16  # the live mask in 16 grey levels: redrawn a few times a second, it must be cheap to draw
 COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")
+NARROW = 100  # columns below which the label table drops its name and lambda columns
 
 
 class ScanScreen(Screen):
@@ -96,6 +97,13 @@ class ScanScreen(Screen):
                 yield ArrayImage(id="current-mask", levels=LIVE_LEVELS)
         yield RichLog(id="log", max_lines=500, wrap=True, markup=True)
         yield Footer()
+
+    def on_resize(self) -> None:
+        # below 100 columns the name (in the detail title too) and lambda give way, so that best L1 and
+        # the attack rate, the columns that say how a search goes, are never cut off
+        narrow = self.size.width < NARROW
+        self.query_one("#labels", LiveTable).hide_columns(("name", "lambda") if narrow else ())
+        self.set_class(narrow, "-narrow")
 
     def on_mount(self) -> None:
         cast("NCApp", self.app).scan_stops.append(self.stop)
@@ -308,8 +316,9 @@ class ScanScreen(Screen):
                 return  # nothing new for this label: leave its charts and picture alone
             self._detail_key = key
             losses, l1s, mask = row.loss_history[-60:], row.l1_history[-60:], row.mask
+            name = "" if row.name == str(row.label) else f" ({row.name})"
             title = (
-                f"label {row.label} ({row.name}): step {row.step}, L1 {fmt_num(row.l1, '.1f')}, "
+                f"label {row.label}{name}: step {row.step}\nL1 {fmt_num(row.l1, '.1f')}, "
                 f"best {fmt_num(row.best_l1, '.1f')}" + (f", on {row.worker}" if row.worker else "")
             )
         self.query_one("#detail-title", Label).update(title, layout=False)  # a fixed box (app.tcss)

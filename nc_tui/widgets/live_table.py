@@ -85,6 +85,7 @@ class LiveTable(ScrollView, can_focus=True):
         self._strips: dict[int, tuple[Strip, Style]] = {}  # row -> _strip(row); -1 is the header
         self._styles: tuple[Style, ...] = ()  # the styles the strips were built with
         self._parts: dict[str, Parts] = {}  # markup -> its rendered runs (states and numbers repeat)
+        self._hidden: frozenset[int] = frozenset()  # columns not drawn (a narrow terminal)
 
     # ---- content
     @property
@@ -97,6 +98,13 @@ class LiveTable(ScrollView, can_focus=True):
 
     def has_row(self, key: str) -> bool:
         return key in self._index
+
+    def hide_columns(self, names: Sequence[str]) -> None:
+        """Draw every column except these (by name); an empty list shows them all again."""
+        hidden = frozenset(i for i, c in enumerate(self.columns) if c in names)
+        if hidden != self._hidden:
+            self._hidden = hidden
+            self._changed_all()
 
     def clear(self) -> None:
         self._keys, self._cells, self._index = [], [], {}
@@ -136,7 +144,8 @@ class LiveTable(ScrollView, can_focus=True):
 
     def _changed_all(self) -> None:
         self._strips.clear()
-        self.virtual_size = Size(sum(w + 2 for w in self._widths), len(self._keys) + 1)
+        shown = [w for i, w in enumerate(self._widths) if i not in self._hidden]
+        self.virtual_size = Size(sum(w + 2 for w in shown), len(self._keys) + 1)
         self.refresh()
 
     def _refresh_row(self, row: int) -> None:
@@ -157,12 +166,16 @@ class LiveTable(ScrollView, can_focus=True):
 
     def _build(self, cells: Sequence[str], style: Style) -> Strip:
         segments = []
-        for value, width in zip(cells, self._widths, strict=False):
+        total = 0
+        for i, (value, width) in enumerate(zip(cells, self._widths, strict=False)):
+            if i in self._hidden:
+                continue
+            total += width + 2
             runs, length = self._cell(value)
             segments.append(Segment(" ", style))
             segments.extend(Segment(text, style + s if s else style) for text, s in runs)
             segments.append(Segment(" " * (width - length + 1), style))
-        return Strip(segments, sum(w + 2 for w in self._widths[: len(cells)]))
+        return Strip(segments, total)
 
     def render_lines(self, crop: Region) -> list[Strip]:
         self._check_styles()

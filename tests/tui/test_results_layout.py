@@ -64,3 +64,25 @@ async def test_at_80x24_the_first_screen_holds_the_sentence_the_flagged_bar_and_
         assert "FLAGGED" in title and all(len(line) <= screen.query_one("#trigger-title").size.width
                                           for line in title.splitlines())  # fmt: skip
         assert screen.query_one("#img-mask", ArrayImage).size.height >= 5  # the long path took no rows
+
+
+@pytest.mark.asyncio
+async def test_at_80x24_the_scan_table_keeps_best_l1_and_attack_whole():
+    """At 80 columns "best L1" was cut to "best" and the attack column was off screen (issue 25 item 4):
+    below 100 columns the name and lambda columns give way."""
+    from nc_tui.screens.scan import ScanScreen
+    from nc_tui.widgets.live_table import LiveTable
+    from tests.tui.test_tui_snapshots import feed_scan, fixed_config
+
+    for size, hidden in (((80, 24), True), ((120, 40), False)):
+        app = NCApp(fixed_config(), mode="scan", autostart=False)
+        async with app.run_test(size=size) as pilot:
+            await feed_scan(pilot)
+            await pilot.pause()
+            assert isinstance(app.screen, ScanScreen)
+            table = app.screen.query_one("#labels", LiveTable)
+            header = table.render_line(0).text
+            assert "best L1" in header and "attack" in header and ("lambda" not in header) == hidden
+            assert table.virtual_size.width <= table.scrollable_content_region.width
+            row = table.render_line(1).text
+            assert row.rstrip().endswith("%")  # the attack rate, whole

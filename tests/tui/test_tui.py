@@ -1,6 +1,7 @@
 """The terminal app driven by key presses through Textual's pilot."""
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -236,7 +237,7 @@ async def test_mitigate_from_the_results_screen(demo_backdoored, tmp_path):
     cfg = demo_config(demo_backdoored, tmp_path)
     report = await asyncio.to_thread(run_scan, cfg)
     app = NCApp(mode="report", report=report)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:  # the size where lines were cut (issue 25 item 5)
         await pilot.press("m")
         await pilot.pause()
         from nc_tui.screens.mitigate import MitigateScreen
@@ -246,6 +247,16 @@ async def test_mitigate_from_the_results_screen(demo_backdoored, tmp_path):
         screen = app.screen
         await pilot.pause(0.5)
         await wait_for(pilot, lambda: not screen.running, timeout=120)
-        text = "\n".join(str(line) for line in screen.query_one("#mitigate-log").lines)
+        await pilot.pause(0.2)
+        log = screen.query_one("#mitigate-log")
+        lines = [line.text for line in log.lines]
+        text = "\n".join(lines)
         assert "clean accuracy" in text and "report:" in text
+        assert max(len(line.rstrip()) for line in lines) <= log.scrollable_content_region.width  # wrapped, not cut
+        saved = Path(report.run_dir) / "mitigation" / "filter" / "report.json"
+        assert str(saved) in "".join(line.strip() for line in lines)  # the path the user is told, whole
+        from nc_engine.mitigate import table_lines
+
+        first = table_lines(json.loads(saved.read_text()))[0].strip()
+        assert lines[int(log.scroll_y)].strip() == first[: len(lines[int(log.scroll_y)].strip())]  # table on top
     assert (Path(report.run_dir) / "mitigation" / "filter" / "report.json").is_file()

@@ -20,13 +20,13 @@ import torch
 
 from evaluation.zoo import CACHE, train_mnist
 from nc_engine import load_config, run_scan
+from nc_engine.detectors.neural_cleanse.schedule import SearchSettings
 from nc_engine.detectors.neural_cleanse.trigger import stamp, unit_from_raw
 from nc_engine.models.load import load_model
 from nc_engine.models.scan_model import resolve_device
+from nc_engine.verdict.report import Report
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-
-BACKDOORBENCH = {"seconds": 43.5, "images": 677_000}  # measured on this machine class (issue #2)
 
 
 def raw_throughput(
@@ -54,7 +54,7 @@ def raw_throughput(
     return n / (time.perf_counter() - start)
 
 
-def timed_scan(config: Path, out: Path, **keys) -> tuple[dict, float]:
+def timed_scan(config: Path, out: Path, **keys) -> tuple[Report, float]:
     cfg = load_config(config)
     cfg.output.dir = str(out)
     for key, value in keys.items():
@@ -93,8 +93,8 @@ def main() -> None:
         if not args.skip_reference:
             runs["reference"] = timed_scan(config, out, strategy="batched", preset="reference", device=args.device)
     shape = cfg.model.input_shape
-    batch = cfg.scan.batch_size
-    sizes = sorted({batch, runs["batched"][0]["group_size"] * batch})
+    batch = cfg.scan.batch_size or SearchSettings.batch_size  # None: the preset's mini-batch
+    sizes = sorted({batch, runs["batched"][0].info.group_size * batch})
     throughput = {b: raw_throughput(model, shape, b, device) for b in sizes + [1000]}
     print("\n(a) raw forward+backward throughput")
     for b in sorted(throughput):
@@ -117,19 +117,12 @@ def main() -> None:
             f"{str(report.flagged):>9}{target_row.anomaly_index:>7.2f}{seq_wall / wall:>14.2f}x"
         )
     base = runs["batched"]
-    print(
-        f"\n    BackdoorBench NC (reported for this machine class): {BACKDOORBENCH['seconds']}s, "
-        f"{BACKDOORBENCH['images']} images"
-    )
-    print(
-        f"    default batched scan: {BACKDOORBENCH['images'] / base[0]['images']:.1f}x fewer images, "
-        f"{BACKDOORBENCH['seconds'] / base[1]:.1f}x less time than that"
-    )
+    # a peer's time is measured beside ours in one run (bench_peer.py), never held here as a constant
     if "reference" in runs:
         ref = runs["reference"]
         print(
-            f"    reference budget here: {ref[0]['images']} images in {ref[1]:.1f}s; default does "
-            f"{ref[0]['images'] / base[0]['images']:.1f}x fewer images, {ref[1] / base[1]:.1f}x faster"
+            f"    reference budget here: {ref[0].info.images} images in {ref[1]:.1f}s; default does "
+            f"{ref[0].info.images / base[0].info.images:.1f}x fewer images, {ref[1] / base[1]:.1f}x faster"
         )
 
     print("\n(d) L1 norms per label")

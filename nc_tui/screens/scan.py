@@ -41,6 +41,14 @@ REFRESH_SECONDS = 0.25
 LIVE_LEVELS = 16  # the live mask in 16 grey levels: redrawn a few times a second, it must be cheap to draw
 COLUMNS = ("label", "name", "state", "step", "lambda", "L1", "best L1", "attack")
 NARROW = 100  # columns below which the label table drops its name and lambda columns
+TALL = 40  # rows from which the loss and mask-L1 curves get five rows each instead of two
+
+
+def _curve_label(name: str, values: list[float]) -> str:
+    """'loss 11.2 -> 0.83 (low 0.80)': the ends of the curve drawn below it, and its lowest point."""
+    if not values:
+        return name
+    return f"{name} {values[0]:.3g} -> {values[-1]:.3g} (low {min(values):.3g})"
 
 
 class ScanScreen(Screen):
@@ -90,9 +98,9 @@ class ScanScreen(Screen):
             yield LiveTable(COLUMNS, id="labels")  # redrawn row by row: cheaper than a DataTable
             with Vertical(id="detail"):
                 yield Label("", id="detail-title")
-                yield Label("loss", classes="chart-label")
+                yield Label("loss", id="loss-label", classes="chart-label")
                 yield Sparkline([], id="loss-chart")
-                yield Label("mask L1", classes="chart-label")
+                yield Label("mask L1", id="l1-label", classes="chart-label")
                 yield Sparkline([], id="l1-chart")
                 yield ArrayImage(id="current-mask", levels=LIVE_LEVELS)
         yield RichLog(id="log", max_lines=500, wrap=True, markup=True)
@@ -104,6 +112,7 @@ class ScanScreen(Screen):
         narrow = self.size.width < NARROW
         self.query_one("#labels", LiveTable).hide_columns(("name", "lambda") if narrow else ())
         self.set_class(narrow, "-narrow")
+        self.set_class(self.size.height >= TALL, "-tall")
 
     def on_mount(self) -> None:
         cast("NCApp", self.app).scan_stops.append(self.stop)
@@ -324,6 +333,9 @@ class ScanScreen(Screen):
         self.query_one("#detail-title", Label).update(title, layout=False)  # a fixed box (app.tcss)
         self.query_one("#loss-chart", Sparkline).data = losses
         self.query_one("#l1-chart", Sparkline).data = l1s
+        # a sparkline has no axis: its label says where the curve started and where it is now
+        self.query_one("#loss-label", Label).update(_curve_label("loss", losses), layout=False)
+        self.query_one("#l1-label", Label).update(_curve_label("mask L1", l1s), layout=False)
         self.query_one("#current-mask", ArrayImage).set_array(mask)
 
     @on(LiveTable.RowHighlighted, "#labels")

@@ -86,3 +86,7 @@ async def test_at_80x24_the_scan_table_keeps_best_l1_and_attack_whole():
             assert table.virtual_size.width <= table.scrollable_content_region.width
             row = table.render_line(1).text
             assert row.rstrip().endswith("%")  # the attack rate, whole
+            # the curves say where they started and stand (a sparkline has no axis); taller at 40 rows
+            loss = str(app.screen.query_one("#loss-label", Label).render())
+            assert loss.startswith("loss ") and " -> " in loss and "(low " in loss, loss
+            assert app.screen.query_one("#loss-chart").size.height == (2 if hidden else 5)

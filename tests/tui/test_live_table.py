@@ -93,8 +93,8 @@ async def test_moving_the_scan_screens_cursor_shows_that_labels_detail():
     async with app.run_test(size=(120, 40)) as pilot:
         await feed_scan(pilot)
         title = app.screen.query_one("#detail-title", Label)
-        assert str(title.render()).startswith("label 0 (0): step 30")
+        assert str(title.render()).startswith("label 0: step 30\n")  # a name equal to the label is not repeated
         await pilot.press("down", "down", "down")
         await pilot.pause()
         assert app.screen.selected == 3
-        assert str(title.render()).startswith("label 3 (3): step 40, L1 67.0, best 57.6")  # done at step 40
+        assert str(title.render()).startswith("label 3: step 40\nL1 67.0, best 57.6")  # done at step 40

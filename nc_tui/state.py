@@ -86,7 +86,7 @@ class ScanState:
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
         with self.lock:
             self.done_jobs += 1
-            self.progress.finish(e.key, e.steps)
+            self.progress.finish(e.key, e.record.steps)
             if e.stage == "screen":
                 row = self.labels.get(e.label)
                 if row is not None:

@@ -3,6 +3,7 @@ of the run folder, resume and faults build on it."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -12,40 +13,48 @@ from torch import nn
 
 from nc_engine import run_scan
 
-CONFIG = """[model]
-format = "torchscript"
-path = "m.pt"
-num_classes = 3
-input_shape = [1, 4, 4]
+# the [scan] section of the cheapest scan; a test changes what it needs through write_tiny's keywords
+SCAN = {
+    "preset": "fast",
+    "samples": 24,
+    "asr_samples": 30,
+    "batch_size": 8,
+    "max_steps": 4,
+    "device": "cpu",
+    "strategy": "sequential",
+}
 
-[data]
-path = "d.npz"
 
-[scan]
-preset = "fast"
-samples = 24
-asr_samples = 30
-batch_size = 8
-max_steps = 4
-device = "cpu"
-strategy = "sequential"
+def _toml(value: object) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else json.dumps(value)
 
-[output]
-dir = "runs"
-"""
+
+def tiny_config(classes: int = 3, **scan: object) -> str:
+    """The config of a tiny scan of m.pt on d.npz, with `scan` keys over SCAN's."""
+    lines = [f"{key} = {_toml(value)}" for key, value in {**SCAN, **scan}.items()]
+    return (
+        f'[model]\nformat = "torchscript"\npath = "m.pt"\nnum_classes = {classes}\ninput_shape = [1, 4, 4]\n\n'
+        '[data]\npath = "d.npz"\n\n[scan]\n' + "\n".join(lines) + '\n\n[output]\ndir = "runs"\n'
+    )
+
+
+def linear_model(path: Path, seed: int = 0, classes: int = 3, shape: tuple[int, int, int] = (1, 4, 4)) -> None:
+    """A TorchScript linear classifier: the cheapest model a scan can search."""
+    torch.manual_seed(seed)
+    torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(shape)), classes))).save(str(path))
 
 
 def tiny_model(path: Path, seed: int) -> None:
-    torch.manual_seed(seed)
-    torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(16, 3))).save(str(path))
+    linear_model(path, seed)
 
 
-def write_tiny(folder: Path) -> Path:
-    """m.pt, d.npz and c.toml in `folder`; returns the config's path."""
-    tiny_model(folder / "m.pt", 0)
+def write_tiny(folder: Path, classes: int = 3, images: int = 90, **scan: object) -> Path:
+    """m.pt, d.npz (random 4x4 images, labels in turn) and c.toml in `folder`; returns the config's path."""
+    linear_model(folder / "m.pt", 0, classes)
     rng = np.random.default_rng(0)
-    np.savez(folder / "d.npz", x_test=rng.integers(0, 256, (90, 4, 4), dtype=np.uint8), y_test=np.arange(90) % 3)
-    (folder / "c.toml").write_text(CONFIG)
+    x = rng.integers(0, 256, (images, 4, 4), dtype=np.uint8)
+    np.savez(folder / "d.npz", x_test=x, y_test=np.arange(images) % classes)
+    (folder / "c.toml").write_text(tiny_config(classes, **scan))
     return folder / "c.toml"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from nc_engine.run.events import Event
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AuditStarted(Event):
     kind = "audit_started"
     spec: str
@@ -22,7 +22,7 @@ class AuditStarted(Event):
     backend: str = "local"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelStarted(Event):
     kind = "model_started"
     index: int  # 0-based position in the spec
@@ -31,7 +31,7 @@ class ModelStarted(Event):
     resume: str = ""  # the unfinished run folder this scan continues, if any
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelFinished(Event):
     """A model's scan ended: finished (verdict), stopped (verdict "unfinished"), failed ("error"), or
     found finished by an earlier run of the audit (`skipped`)."""
@@ -49,7 +49,7 @@ class ModelFinished(Event):
     row: Any = field(default=None, metadata={"json": False})  # the audit_summary.AuditRow
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AuditFinished(Event):
     kind = "audit_finished"
     complete: bool  # every model has a verdict or an error; False when stopped

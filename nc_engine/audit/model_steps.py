@@ -38,12 +38,16 @@ def start_model(
     scan: a new config writing into the model's folder, or the unfinished run folder to resume."""
     parent = spec.model_dir(model)
     if model.problem:  # this model alone cannot be scanned: its row says why
-        emit(ModelStarted(index, len(spec.models), model.name, ""))
+        emit(ModelStarted(index=index, total=len(spec.models), name=model.name, resume=""))
         row = AuditRow(model.name, model.source, ERROR, [], [model.problem])
         model_finished(emit, index, len(spec.models), row)
         return row, (None, None)
     done, unfinished = previous_runs(parent)
-    emit(ModelStarted(index, len(spec.models), model.name, str(unfinished.path) if unfinished else ""))
+    emit(
+        ModelStarted(
+            index=index, total=len(spec.models), name=model.name, resume=str(unfinished.path) if unfinished else ""
+        )
+    )
     if done is not None:
         row = AuditRow.of_report(model.name, model.source, done)
         model_finished(emit, index, len(spec.models), row, skipped=True)
@@ -62,6 +66,15 @@ def error_row(spec: AuditSpec, model: AuditModel, message: str, seconds: float) 
 def model_finished(emit: ev.Listener, index: int, total: int, row: AuditRow, skipped: bool = False) -> None:
     emit(
         ModelFinished(
-            index, total, row.model, row.verdict, row.flagged, row.reasons, row.seconds, row.run_folder, skipped, row
+            index=index,
+            total=total,
+            name=row.model,
+            verdict=row.verdict,
+            flagged=row.flagged,
+            reasons=row.reasons,
+            seconds=row.seconds,
+            run_dir=row.run_folder,
+            skipped=skipped,
+            row=row,
         )
     )

@@ -44,11 +44,11 @@ def run_audit(spec: AuditSpec, on_event: ev.Listener | None = None, stop: thread
     rows = [AuditRow(m.name, m.source) for m in spec.models]
     emit(
         AuditStarted(
-            str(spec.path),
-            str(spec.out),
-            [m.name for m in spec.models],
-            [m.source for m in spec.models],
-            spec.compute.backend,
+            spec=str(spec.path),
+            out=str(spec.out),
+            models=[m.name for m in spec.models],
+            sources=[m.source for m in spec.models],
+            backend=spec.compute.backend,
         )
     )
     csv_path, json_path = summary_paths(spec.out)
@@ -69,7 +69,7 @@ def run_audit(spec: AuditSpec, on_event: ev.Listener | None = None, stop: thread
         complete = not stop.is_set() and all(r.verdict not in ("unfinished", "not run") for r in rows)
     finally:
         _save(spec, rows, complete)
-    emit(AuditFinished(complete, str(csv_path), str(json_path), rows))
+    emit(AuditFinished(complete=complete, summary_csv=str(csv_path), summary_json=str(json_path), rows=rows))
     return AuditResult(rows, complete, str(csv_path), str(json_path))
 
 

@@ -290,7 +290,9 @@ class _Dispatch:
                 ref = worker.handle.run.remote(ident, mine, self.settings, self.group)
                 self.calls[ref] = _Call(worker, mine, ident)
                 for job in mine:
-                    self.compute.bus.emit(ev.JobPlaced(job.label, job.trial, job.stage, worker.describe()))
+                    self.compute.bus.emit(
+                        ev.JobPlaced(label=job.label, trial=job.trial, stage=job.stage, worker=worker.describe())
+                    )
 
     def _round(self) -> None:
         """Wait a poll interval (less if everything finishes), then take what the workers reported."""

@@ -55,9 +55,9 @@ def _rescan(config_path: str, emit: EventHandler) -> dict[str, Any]:
             emit(e)
 
         def on_label_finished(self, e: ev.LabelFinished) -> None:
-            emit(events.Stage(f"re-scan: label {e.label} L1 {e.l1_norm:.2f} ({e.done}/{e.total})"))
+            emit(events.Stage(message=f"re-scan: label {e.label} L1 {e.l1_norm:.2f} ({e.done}/{e.total})"))
 
-    emit(events.Stage(f"re-scanning the repaired model ({config_path})"))
+    emit(events.Stage(message=f"re-scanning the repaired model ({config_path})"))
     forward = Forward()
     report = run_scan(load_config(config_path), lambda e: ev.dispatch(forward, e))
     return {
@@ -71,37 +71,46 @@ def _rescan(config_path: str, emit: EventHandler) -> dict[str, Any]:
     }
 
 
+def _check_request(method: str, options: MitigationOptions) -> None:
+    if method not in METHODS:
+        raise MitigationError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    check_options(options)
+    if options.rescan and method == "filter":
+        raise MitigationError("--rescan re-scans a repaired model; the filter leaves the model as it is")
+
+
 def run_mitigation(
     run_dir: str | Path, method: str, options: MitigationOptions | None = None, on_event: EventHandler | None = None
 ) -> dict[str, Any]:
     """Repair the model of a finished scan (or build an input filter for it); returns the report."""
     started = time.perf_counter()
     options = options or MitigationOptions()
-    if method not in METHODS:
-        raise MitigationError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    check_options(options)
-    if options.rescan and method == "filter":
-        raise MitigationError("--rescan re-scans a repaired model; the filter leaves the model as it is")
+    _check_request(method, options)
     handlers: list[EventHandler] = [on_event] if on_event else []
 
     def emit(event: ev.Event) -> None:
         for handle in handlers:
             handle(event)
 
-    ctx: Context = load_context(run_dir, options, lambda m: emit(ev.ScanWarning(m)))
+    ctx: Context = load_context(run_dir, options, lambda m: emit(ev.ScanWarning(message=m)))
     out = ctx.folder.mitigation_dir(method)
     log = RunFolder.mitigation_events(out)
     handlers.append(lambda e: log.write(e.to_dict()))
     try:
         emit(
             events.MitigationStarted(
-                str(ctx.folder.path), method, ctx.labels, str(ctx.device), len(ctx.x_train), len(ctx.x_eval)
+                run_dir=str(ctx.folder.path),
+                method=method,
+                labels=ctx.labels,
+                device=str(ctx.device),
+                train_images=len(ctx.x_train),
+                eval_images=len(ctx.x_eval),
             )
         )
         before = evaluate(ctx.model, ctx)
         emit(
             events.Stage(
-                f"before: clean accuracy {before['accuracy']:.2%}, reversed-trigger ASR "
+                message=f"before: clean accuracy {before['accuracy']:.2%}, reversed-trigger ASR "
                 + ", ".join(f"label {k} {v:.1%}" for k, v in before["asr"].items())
             )
         )
@@ -123,7 +132,7 @@ def run_mitigation(
         if options.rescan and "config_path" in result:  # a rejected repair saved no model to scan
             report["rescan"] = _rescan(result["config_path"], emit)
         path = RunFolder.write_mitigation_report(out, report)
-        emit(events.MitigationFinished(method, str(path), report["seconds"]))
+        emit(events.MitigationFinished(method=method, report_path=str(path), seconds=report["seconds"]))
     finally:
         log.close()
     report["report_path"] = str(path)

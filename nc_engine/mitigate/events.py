@@ -8,7 +8,7 @@ from nc_engine.run.events import Event
 from nc_engine.run.events import ScanWarning as ScanWarning  # re-exported for callers of this module
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MitigationStarted(Event):
     kind = "mitigation_started"
     run_dir: str
@@ -19,7 +19,7 @@ class MitigationStarted(Event):
     eval_images: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Stage(Event):
     """A step worth a line: what is being done now, and a number or two."""
 
@@ -27,7 +27,7 @@ class Stage(Event):
     message: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainProgress(Event):
     kind = "train_progress"
     epoch: int
@@ -36,7 +36,7 @@ class TrainProgress(Event):
     loss: float
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PruneStep(Event):
     kind = "prune_step"
     units: int
@@ -45,7 +45,7 @@ class PruneStep(Event):
     asr: dict[int, float]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MitigationFinished(Event):
     kind = "mitigation_finished"
     method: str

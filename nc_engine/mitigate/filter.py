@@ -78,7 +78,7 @@ def build_filter(
 ) -> dict[str, Any]:
     probe = Probe(ctx.model, options.layer)
     probe.check_final(ctx.x_train)
-    emit(mev.Stage(f"filter layer: {probe.describe()}"))
+    emit(mev.Stage(message=f"filter layer: {probe.describe()}"))
     # Half the clean draw picks units and their statistics, the other half sets the threshold;
     # FPR and FNR are then measured on the scan's held-out samples, used by neither.
     half = len(ctx.x_train) // 2
@@ -87,7 +87,7 @@ def build_filter(
     det.threshold = float(torch.quantile(calib.float().cpu(), 1 - options.fpr))
     emit(
         mev.Stage(
-            f"threshold {det.threshold:.3f} at {options.fpr:.0%} false positives on {len(calib)} clean "
+            message=f"threshold {det.threshold:.3f} at {options.fpr:.0%} false positives on {len(calib)} clean "
             f"images; watching units {det.units}"
         )
     )

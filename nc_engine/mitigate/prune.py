@@ -58,7 +58,7 @@ def prune(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[[e
     x_rank, y_rank = ctx.x_train[:half], ctx.y_train[:half]
     x_val, y_val = ctx.x_train[half:], ctx.y_train[half:]
     probe.check_final(x_val)
-    emit(mev.Stage(f"pruning layer: {probe.describe()}" + ("" if probe.final else " (full forward per step)")))
+    emit(mev.Stage(message=f"pruning layer: {probe.describe()}" + ("" if probe.final else " (full forward per step)")))
     order = rank_units(probe, ctx, x_rank, y_rank)
     measure, step = _measurer(probe, ctx, x_val, y_val)
     curve = []
@@ -72,7 +72,7 @@ def prune(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[[e
             probe.restore(saved)
         base_acc = acc if base_acc is None else base_acc
         curve.append({"units": k, "fraction": k / probe.units, "accuracy": acc, "asr": asr})
-        emit(mev.PruneStep(k, k / probe.units, acc, asr))
+        emit(mev.PruneStep(units=k, fraction=k / probe.units, accuracy=acc, asr=asr))
         if base_acc - acc > options.max_accuracy_drop:
             reason = f"clean accuracy would fall more than {options.max_accuracy_drop:.0%} points"
             break
@@ -82,7 +82,7 @@ def prune(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[[e
             break
 
     units = [int(u) for u in order[:chosen]]
-    emit(mev.Stage(f"pruned {chosen} of {probe.units} units ({chosen / probe.units:.0%}): {reason}"))
+    emit(mev.Stage(message=f"pruned {chosen} of {probe.units} units ({chosen / probe.units:.0%}): {reason}"))
     model = load_model(ctx.cfg, ctx.device)  # a fresh copy to prune for good and save
     Probe(model, probe.name).silence(units)
     after = evaluate(model, ctx)

@@ -94,7 +94,7 @@ def _fine_tune(
             loss.backward()
             opt.step()
             if (b + 1) % max(1, batches // 10) == 0 or b + 1 == batches:
-                emit(mev.TrainProgress(epoch + 1, b + 1, batches, float(loss.detach())))
+                emit(mev.TrainProgress(epoch=epoch + 1, batch=b + 1, batches=batches, loss=float(loss.detach())))
     model.eval()
     return model, stamped
 
@@ -106,7 +106,7 @@ def unlearn(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[
     n = len(ctx.x_train)
     emit(
         mev.Stage(
-            f"fine-tuning {options.epochs} epoch(s) on {n} clean images, {options.stamp_fraction:.0%} "
+            message=f"fine-tuning {options.epochs} epoch(s) on {n} clean images, {options.stamp_fraction:.0%} "
             f"stamped with the reversed trigger of label(s) {', '.join(map(str, ctx.labels))} "
             "(true labels kept)"
         )
@@ -124,7 +124,7 @@ def unlearn(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[
         if attempt < LR_BACKOFFS:
             emit(
                 mev.Stage(
-                    f"clean accuracy fell {drop:.1%} points with lr {lr:g} (limit "
+                    message=f"clean accuracy fell {drop:.1%} points with lr {lr:g} (limit "
                     f"{options.max_accuracy_drop:.0%}): again from the scanned model with lr {lr / 2:g}"
                 )
             )
@@ -145,7 +145,7 @@ def unlearn(ctx: Context, options: MitigationOptions, out: Path, emit: Callable[
             f"clean accuracy fell {drop:.1%} points even with lr {lr:g} (limit "
             f"max_accuracy_drop = {options.max_accuracy_drop:.0%}); no repaired model saved"
         )
-        emit(ev.ScanWarning(result["rejected"]))
+        emit(ev.ScanWarning(message=result["rejected"]))
         return result
     model_path, config_path = save_repaired(ctx, model.net, out)
     return {**result, "model_path": str(model_path), "config_path": str(config_path)}

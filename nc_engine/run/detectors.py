@@ -31,5 +31,13 @@ def run_detectors(
             return results
         folder.save_detector(NAME, result.to_dict())
     results[NAME] = result
-    bus.emit(ev.DetectorFinished(NAME, result.flagged, result.summary(), [result.per_label()], result.to_dict()))
+    bus.emit(
+        ev.DetectorFinished(
+            name=NAME,
+            flagged=result.flagged,
+            summary=result.summary(),
+            details=[result.per_label()],
+            result=result.to_dict(),
+        )
+    )
     return results

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from nc_engine.run.inflight import Key
+from nc_engine.run.trial import TrialRecord
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Event:
     kind = "event"
 
@@ -41,7 +42,7 @@ class _OfOneSearch:
         return self.label, self.trial, self.stage
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScanStarted(Event):
     kind = "scan_started"
     run_dir: str
@@ -62,13 +63,13 @@ class ScanStarted(Event):
     label_share: list[float] = field(default_factory=list)  # each class's share of the scan data (report.py)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScanWarning(Event):
     kind = "warning"
     message: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepProgress(Event, _OfOneSearch):
     """One step (a pass over the optimisation samples) of one (label, trial) search."""
 
@@ -87,7 +88,7 @@ class StepProgress(Event, _OfOneSearch):
     stage: str = "trial"  # "screen" during a screening pass
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JobPlaced(Event, _OfOneSearch):
     """A (label, trial) search handed to a worker of a scan spread over several (nc_engine/compute/backend.py)."""
 
@@ -98,24 +99,32 @@ class JobPlaced(Event, _OfOneSearch):
     worker: str  # which worker and device, e.g. "w1 cuda:0 (NVIDIA H100) @ node-3"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrialFinished(Event, _OfOneSearch):
+    """One search finished: its record (as the run folder keeps it) and its kept trigger."""
+
     kind = "trial_finished"
-    label: int
-    trial: int
-    seed: int
-    l1_norm: float
-    asr: float
-    steps: int
-    converged: bool
-    stop_reason: str
-    seconds: float
-    stage: str = "trial"  # "screen": a screening pass
+    record: TrialRecord
     mask: np.ndarray | None = field(default=None, metadata={"json": False})  # (H, W) kept mask
     pattern: np.ndarray | None = field(default=None, metadata={"json": False})  # (C, H, W)
 
+    @property
+    def label(self) -> int:  # type: ignore[override]
+        return self.record.label
 
-@dataclass
+    @property
+    def trial(self) -> int:  # type: ignore[override]
+        return self.record.trial
+
+    @property
+    def stage(self) -> str:  # type: ignore[override]
+        return self.record.stage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **self.record.to_dict()}  # events.jsonl keeps the flat line it had
+
+
+@dataclass(kw_only=True)
 class ScreeningFinished(Event):
     """Every label screened; `confirm` will be searched again at the full budget. `why` says, per label,
     why it was (or was not) chosen."""
@@ -129,7 +138,7 @@ class ScreeningFinished(Event):
     second_round: list[int] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DetectorFinished(Event):
     """A detector beyond Neural Cleanse has judged every label; `result` is its record (its to_dict)."""
 
@@ -141,7 +150,7 @@ class DetectorFinished(Event):
     result: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SearchesSaved(Event):
     """The searches running when the scan stopped (or, while it runs, every minute) were saved in the run
     folder at a step boundary: a resume continues them there. `searches`: [label, trial, step] each."""
@@ -152,7 +161,7 @@ class SearchesSaved(Event):
     stopping: bool = False  # False: a periodic save while the scan runs on
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LabelFinished(Event):
     kind = "label_finished"
     label: int
@@ -169,7 +178,7 @@ class LabelFinished(Event):
     pattern: np.ndarray | None = field(default=None, metadata={"json": False})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScanFinished(Event):
     kind = "scan_finished"
     run_dir: str
@@ -214,4 +223,4 @@ class EventBus:
             listener(event)
 
     def warn(self, message: str) -> None:
-        self.emit(ScanWarning(message))
+        self.emit(ScanWarning(message=message))

@@ -18,6 +18,7 @@ from nc_engine.detectors.neural_cleanse.search import Job
 from nc_engine.run.inflight import Key, SlotCheckpoint
 from nc_engine.run.prepare import Prepared, Warn, outputs_kind
 from nc_engine.run.runfolder import RunFolder
+from nc_engine.run.trial import TrialRecord, full_searches
 from nc_engine.verdict.rows import kept_trial
 
 
@@ -33,7 +34,7 @@ class ScanInputs:
     cfg: Config
     folder: RunFolder | None = None
     indices: tuple[np.ndarray, np.ndarray] | None = None
-    previous: list[dict] | None = None
+    previous: list[TrialRecord] | None = None
     previous_seconds: float = 0.0
     inflight: dict[Key, SlotCheckpoint] | None = None  # searches that were running when it stopped
 
@@ -81,7 +82,7 @@ class ScanPlan:
     labels: list[int]
     jobs: list[Job]  # the full-budget (label, trial) searches still to run (screened scans: the confirmed only)
     group: int  # searches optimised together
-    previous: list[dict]  # trials finished by an earlier run of this folder
+    previous: list[TrialRecord]  # trials finished by an earlier run of this folder
     labels_done: set[int]
     screen: bool = False  # screen, then confirm (nc_engine/detectors/neural_cleanse/screening.py)
     screen_jobs: list[Job] | None = None  # the screening passes still to run
@@ -96,11 +97,13 @@ def continued_first(jobs: list[Job], inflight: dict[Key, SlotCheckpoint]) -> lis
     return running + [j for j in jobs if j.key not in inflight]
 
 
-def plan_scan(prep: Prepared, previous: list[dict], inflight: dict[Key, SlotCheckpoint] | None = None) -> ScanPlan:
+def plan_scan(
+    prep: Prepared, previous: list[TrialRecord], inflight: dict[Key, SlotCheckpoint] | None = None
+) -> ScanPlan:
     s = prep.cfg.scan
     inflight = dict(inflight or {})
     labels = list(range(prep.cfg.model.num_classes)) if s.labels == "all" else list(s.labels)
-    finished = {(t["label"], t["trial"], t.get("stage", "trial")) for t in previous}
+    finished = {t.key for t in previous}
     stale = [k for k in inflight if k in finished]
     for k in stale:
         del inflight[k]
@@ -134,8 +137,8 @@ def plan_scan(prep: Prepared, previous: list[dict], inflight: dict[Key, SlotChec
             or choose_group_size(prep.model, prep.data.x_opt, cast(int, s.batch_size), max(len(jobs), len(screen_jobs)))
         )
     )
-    full = [t for t in previous if t.get("stage", "trial") != "screen"]
-    done = {t["label"] for t in full if sum(u["label"] == t["label"] for u in full) >= s.trials}
+    full = full_searches(previous)
+    done = {t.label for t in full if sum(u.label == t.label for u in full) >= cast(int, s.trials)}
     return ScanPlan(
         labels,
         jobs,
@@ -171,8 +174,8 @@ def repair_triggers(folder: RunFolder, plan: ScanPlan) -> None:
     """Labels finished before an interruption may lack their trigger files if it struck in between."""
     for label in sorted(plan.labels_done):
         if not folder.has_trigger(label):
-            kept = kept_trial([t for t in plan.previous if t["label"] == label and t.get("stage") != "screen"])
-            folder.save_trigger(label, *folder.trial_arrays(label, kept["trial"]))
+            kept = kept_trial([t for t in full_searches(plan.previous) if t.label == label])
+            folder.save_trigger(label, *folder.trial_arrays(*kept.key))
 
 
 def header_lines(prep: Prepared, plan: ScanPlan, resumed: bool) -> list[str]:

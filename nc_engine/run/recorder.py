@@ -40,9 +40,8 @@ class RunRecorder:
         self._log(*self.header)
 
     def on_trial_finished(self, e: ev.TrialFinished) -> None:
-        result = {k: v for k, v in e.to_dict().items() if k != "event"}
         assert e.mask is not None and e.pattern is not None  # a finished trial carries its trigger
-        self.folder.save_trial(result, e.mask, e.pattern)
+        self.folder.save_trial(e.record, e.mask, e.pattern)
         self.folder.drop_inflight(e.key)
 
     def on_searches_saved(self, e: ev.SearchesSaved) -> None:

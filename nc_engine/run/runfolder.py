@@ -52,35 +52,10 @@ from nc_engine.files import (
     write_text,
 )
 from nc_engine.run.inflight import CheckpointProblem, Key, SlotCheckpoint
+from nc_engine.run.trial import TrialRecord, problem
 
 # What a damaged .npz raises when opened or read (a truncated zip, a bad deflate stream, a missing array).
 NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
-TRIAL_KEYS = ("label", "trial", "seed", "l1_norm", "asr", "steps", "converged", "stop_reason", "seconds")
-# what each key of a trial's JSON holds (NaN is written as null, so numbers may be null)
-_INT, _NUMBER = (int,), (int, float, type(None))
-TRIAL_TYPES: dict[str, tuple[type, ...]] = {
-    "label": _INT,
-    "trial": _INT,
-    "seed": _INT,
-    "l1_norm": _NUMBER,
-    "asr": _NUMBER,
-    "steps": _INT,
-    "converged": (bool,),
-    "stop_reason": (str,),
-    "seconds": _NUMBER,
-    "stage": (str,),
-}
-
-
-def _wrong_trial_key(result: dict[str, Any]) -> str | None:
-    """The first key of a trial's JSON holding a value of the wrong type (bools are not numbers)."""
-    for key, kinds in TRIAL_TYPES.items():
-        value = result.get(key, "")
-        if key in result and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
-            return f"{key} = {str(value)[:40]!r}"
-    return None
-
-
 Warn = Callable[[str], None]
 SAMPLES_BYTES = 2 * 8 * 1_000_000  # samples.npz: two index arrays; no scan draws a million samples
 
@@ -325,38 +300,37 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: not a resumable run folder (expected config.toml and samples.npz)")
 
     # ---- trials and triggers
-    def save_trial(self, result: dict, mask: np.ndarray, pattern: np.ndarray) -> None:
-        stem = _trial_stem(result["label"], result["trial"], result.get("stage", "trial"))
+    def save_trial(self, record: TrialRecord, mask: np.ndarray, pattern: np.ndarray) -> None:
+        stem = _trial_stem(*record.key)
         with writing(self.path, f"{stem}.npz"):
             write_npz(self.path / f"{stem}.npz", mask=mask.astype(np.float32), pattern=pattern.astype(np.float32))
-            write_json(self.path / f"{stem}.json", result)  # written last: its presence means "finished"
+            write_json(self.path / f"{stem}.json", record.to_dict())  # written last: its presence means "finished"
 
-    def trials(self, input_shape: list[int] | None = None, warn: Warn | None = None) -> list[dict]:
+    def trials(self, input_shape: list[int] | None = None, warn: Warn | None = None) -> list[TrialRecord]:
         """Results of every finished trial. With `input_shape`, a trial whose files are damaged (torn,
         wrong shapes) is left out, with a warning, so that it runs again."""
         out = []
         for path in sorted((self.path / "trials").glob("label_*_*_*.json")):
-            problem = self._trial_problem(path, input_shape)
-            if problem is None:
-                out.append(parse_json(path.read_text(encoding="utf-8")))
+            read = self._read_trial(path, input_shape)
+            if isinstance(read, TrialRecord):
+                out.append(read)
             elif warn is not None:
-                warn(f"{problem}; that trial runs again")
+                warn(f"{read}; that trial runs again")
         return out
 
-    def _trial_problem(self, path: Path, input_shape: list[int] | None) -> str | None:
-        """Why a trial's files cannot be trusted, or None."""
+    def _read_trial(self, path: Path, input_shape: list[int] | None) -> TrialRecord | str:
+        """A trial's record, or why its files cannot be trusted."""
         try:
             result = parse_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             return f"{path}: damaged ({type(exc).__name__})"
-        if not isinstance(result, dict) or any(k not in result for k in TRIAL_KEYS):
-            return f"{path}: not a trial result (expected the keys {', '.join(TRIAL_KEYS)})"
-        wrong = _wrong_trial_key(result)
+        wrong = problem(result)
         if wrong is not None:
-            return f"{path}: not a trial result ({wrong} is of the wrong type)"
+            return f"{path}: {wrong}"
+        record = TrialRecord.from_dict(result)
         if input_shape is None:
-            return None
-        key = (result["label"], result["trial"], result.get("stage", "trial"))
+            return record
+        key = record.key
         try:
             mask, pattern = self.trial_arrays(*key)
         except (RunFolderError, TypeError, ValueError) as exc:
@@ -367,7 +341,7 @@ class RunFolder:
                 f"{self.path / _trial_stem(*key)}.npz: mask {mask.shape} and pattern "
                 f"{pattern.shape} do not fit the input shape {tuple(input_shape)}"
             )
-        return None
+        return record
 
     def trial_arrays(self, label: int, trial: int, stage: str = "trial") -> tuple[np.ndarray, np.ndarray]:
         mask, pattern = load_npz(self.path / f"{_trial_stem(label, trial, stage)}.npz", "mask", "pattern")

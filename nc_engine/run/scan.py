@@ -31,6 +31,7 @@ from nc_engine.run.plan import ScanInputs, ScanPlan, header_lines, open_folder, 
 from nc_engine.run.prepare import Prepared, check_setup, low_accuracy_note, outputs_kind, prepare
 from nc_engine.run.recorder import RunRecorder
 from nc_engine.run.runfolder import RunFolder
+from nc_engine.run.trial import TrialRecord, full_searches, screened_searches
 from nc_engine.verdict.combine import with_detectors
 from nc_engine.verdict.report import Report, build_report
 from nc_engine.verdict.rows import ScanInfo, kept_trial, label_rows
@@ -132,13 +133,13 @@ def _finish(
         report = with_detectors(partial(), extra)
         bus.emit(
             ev.ScanFinished(
-                report.run_dir,
-                report.complete,
-                report.verdict,
-                report.flagged,
-                report.info.seconds,
-                report.info.images,
-                report,
+                run_dir=report.run_dir,
+                completed=report.complete,
+                verdict=report.verdict,
+                flagged=report.flagged,
+                seconds=report.info.seconds,
+                images=report.info.images,
+                report=report,
             )
         )
         return report
@@ -158,9 +159,9 @@ def _carry(plan: ScanPlan, folder: RunFolder, bus: ev.EventBus, trials: TrialCol
         trials.saved_running = sum(c.schedule["steps"] > 0 for c in checkpoints) if stopping else 0
         bus.emit(
             ev.SearchesSaved(
-                [[c.label, c.trial, c.schedule["steps"]] for c in checkpoints],
-                checkpoints[0].stage if checkpoints else "trial",
-                stopping,
+                searches=[[c.label, c.trial, c.schedule["steps"]] for c in checkpoints],
+                stage=checkpoints[0].stage if checkpoints else "trial",
+                stopping=stopping,
             )
         )
 
@@ -200,12 +201,8 @@ def _second_round(prep: Prepared, trials: TrialCollector) -> Selection | None:
     first, d = trials.selection, prep.cfg.detect
     if first is None or first.second_round:
         return None
-    screened = {t["label"]: t["l1_norm"] for t in trials.trials if t.get("stage") == "screen"}
-    rows = [
-        r
-        for r in label_rows([t for t in trials.trials if t.get("stage", "trial") == "trial"], prep.data.class_names)
-        if r.label in first.confirmed
-    ]
+    screened = {t.label: t.l1_norm for t in screened_searches(trials.trials)}
+    rows = [r for r in label_rows(full_searches(trials.trials), prep.data.class_names) if r.label in first.confirmed]
     if not shift_decides(
         screened,
         {r.label: r.l1_norm for r in rows},
@@ -246,10 +243,10 @@ def _screen(
     _, stopped = compute.search(request)
     if stopped:
         return None
-    screened = {t["label"]: t for t in trials.trials if t.get("stage") == "screen"}
+    screened = {t.label: t for t in screened_searches(trials.trials)}
     selection = choose(
-        {k: t["l1_norm"] for k, t in screened.items()},
-        {k: t["converged"] for k, t in screened.items()},
+        {k: t.l1_norm for k, t in screened.items()},
+        {k: t.converged for k, t in screened.items()},
         prep.cfg.detect.statistic,
         prep.cfg.detect.threshold,
         s.confirm_margin,
@@ -291,18 +288,18 @@ class TrialCollector:
         self.images = self.images_before + images  # `images` counts within one search_triggers call
         self.bus.emit(
             ev.StepProgress(
-                s.job.label,
-                s.job.trial,
-                s.step,
-                s.loss,
-                s.ce,
-                s.l1,
-                s.attack_acc,
-                s.cost,
-                s.best_l1,
-                self.images,
-                s.mask,
-                s.job.stage,
+                label=s.job.label,
+                trial=s.job.trial,
+                step=s.step,
+                loss=s.loss,
+                ce=s.ce,
+                l1=s.l1,
+                attack_acc=s.attack_acc,
+                cost=s.cost,
+                best_l1=s.best_l1,
+                images=self.images,
+                mask=s.mask,
+                stage=s.job.stage,
             )
         )
 
@@ -316,23 +313,25 @@ class TrialCollector:
                 "kept the best trigger found before it"
             )
         finished = ev.TrialFinished(
-            job.label,
-            job.trial,
-            job.seed,
-            out.l1_norm,
-            asr,
-            out.steps,
-            out.converged,
-            out.stop_reason,
-            out.seconds,
-            job.stage,
-            out.mask,
-            out.pattern,
+            record=TrialRecord(
+                label=job.label,
+                trial=job.trial,
+                seed=job.seed,
+                l1_norm=out.l1_norm,
+                asr=asr,
+                steps=out.steps,
+                converged=out.converged,
+                stop_reason=out.stop_reason,
+                seconds=out.seconds,
+                stage=job.stage,
+            ),
+            mask=out.mask,
+            pattern=out.pattern,
         )
-        self.trials.append({k: v for k, v in finished.to_dict().items() if k != "event"})
+        self.trials.append(finished.record)
         self.arrays[job.key] = (out.mask, out.pattern)
         self.bus.emit(finished)
-        mine = [t for t in self.trials if t["label"] == job.label and t.get("stage", "trial") == "trial"]
+        mine = [t for t in full_searches(self.trials) if t.label == job.label]
         if job.stage == "trial" and len(mine) >= self.prep.cfg.scan.trials:
             self._label_done(job.label, mine)
 
@@ -342,68 +341,70 @@ class TrialCollector:
         self.images_before = self.images
         self.bus.emit(
             ev.ScreeningFinished(
-                selection.candidates, selection.references, selection.why, self.images, selection.second_round
+                candidates=selection.candidates,
+                references=selection.references,
+                why=selection.why,
+                images=self.images,
+                second_round=selection.second_round,
             )
         )
         if selection.second_round:  # their screened rows were finished in the first round; confirming redoes them
             return
         for label in self.plan.labels:
             if label not in selection.confirmed:
-                self._label_done(label, [t for t in self.trials if t["label"] == label and t.get("stage") == "screen"])
+                self._label_done(label, [t for t in screened_searches(self.trials) if t.label == label])
 
-    def _label_done(self, label: int, mine: list[dict]) -> None:
+    def _label_done(self, label: int, mine: list[TrialRecord]) -> None:
         row = label_rows(mine, self.prep.data.class_names)[0]
-        kept = kept_trial(mine)
-        stage = kept.get("stage", "trial")
-        key = (label, kept["trial"], stage)
+        key = kept_trial(mine).key
         mask, pattern = self.arrays.get(key) or self.folder.trial_arrays(*key)
         self.labels_done.add(label)
         self.bus.emit(
             ev.LabelFinished(
-                label,
-                row.name,
-                row.l1_norm,
-                row.asr,
-                row.converged,
-                row.steps,
-                row.seconds,
-                row.mask_png,
-                len(self.labels_done),
-                len(self.plan.labels),
-                mask,
-                pattern,
+                label=label,
+                name=row.name,
+                l1_norm=row.l1_norm,
+                asr=row.asr,
+                converged=row.converged,
+                steps=row.steps,
+                seconds=row.seconds,
+                mask_png=row.mask_png,
+                done=len(self.labels_done),
+                total=len(self.plan.labels),
+                mask=mask,
+                pattern=pattern,
             )
         )
 
     def report(self, seconds: float) -> Report:
         p, s = self.prep, self.prep.cfg.scan
         info = ScanInfo(
-            p.accuracy,
-            str(p.device),
-            s.strategy,
-            self.plan.group,
-            s.preset,
-            len(p.data.opt_idx),
-            len(p.data.asr_idx),
-            str(p.cfg.resolve_path(p.cfg.model.path)),
-            str(p.cfg.resolve_path(p.cfg.data.path)),
-            p.data.class_names,
-            s.trials,
-            seconds,
-            self.images,
-            outputs_kind(p.model),
-            p.data.label_share,
+            clean_accuracy=p.accuracy,
+            device=str(p.device),
+            strategy=s.strategy,
+            group_size=self.plan.group,
+            preset=s.preset,
+            samples=len(p.data.opt_idx),
+            asr_samples=len(p.data.asr_idx),
+            model=str(p.cfg.resolve_path(p.cfg.model.path)),
+            data=str(p.cfg.resolve_path(p.cfg.data.path)),
+            class_names=p.data.class_names,
+            trials_per_label=s.trials,
+            seconds=seconds,
+            images=self.images,
+            outputs=outputs_kind(p.model),
+            label_share=p.data.label_share,
         )
         return build_report(
             self.trials,
-            self.plan.labels,
-            p.cfg.detect.threshold,
-            p.cfg.detect.statistic,
-            info,
-            str(self.folder.path),
-            p.faults,
-            self.selection,
-            p.cfg.detect.spread_floor or 0.0,
-            self.saved_running,
-            p.cfg.detect.frequency_correction,
+            labels_planned=self.plan.labels,
+            threshold=p.cfg.detect.threshold,
+            statistic=p.cfg.detect.statistic,
+            info=info,
+            run_dir=str(self.folder.path),
+            faults=p.faults,
+            selection=self.selection,
+            spread_floor=p.cfg.detect.spread_floor or 0.0,
+            saved_running=self.saved_running,
+            frequency_correction=p.cfg.detect.frequency_correction,
         )

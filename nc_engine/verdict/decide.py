@@ -114,7 +114,7 @@ def search_failures(rows: list[LabelRow], info: ScanInfo) -> list[str]:
 
 def unsearched_labels(rows: list[LabelRow]) -> list[str]:
     """Labels whose trigger is unknown (NaN loss): with nothing flagged, one of them may be the backdoor."""
-    lost = [r.label for r in rows if not r.converged and any(t["stop_reason"] == "nan" for t in r.trials)]
+    lost = [r.label for r in rows if not r.converged and any(t.stop_reason == "nan" for t in r.trials)]
     if not lost:
         return []
     return [

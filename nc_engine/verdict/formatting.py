@@ -31,9 +31,9 @@ def fmt_eta(seconds: float | None, at_most: bool = False) -> str:
 def is_degenerate(row: LabelRow, area: int | None = None) -> bool:
     """A search that found no real trigger: its mask covers most of the image (`area`: H*W pixels), or it
     ran to the step limit without converging. Such an L1 says nothing about a backdoor."""
-    kept = next((t for t in row.trials if t.get("trial") == row.kept_trial), {})
+    kept = next((t for t in row.trials if t.trial == row.kept_trial), None)
     too_big = area is not None and area > 0 and row.l1_norm > DEGENERATE_AREA * area
-    return too_big or (not row.converged and kept.get("stop_reason") == "max_steps")
+    return too_big or (not row.converged and kept is not None and kept.stop_reason == "max_steps")
 
 
 def table_rows(report: Report, area: int | None = None) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 from nc_engine.detectors.neural_cleanse.screening import Selection, scale_shift
 from nc_engine.errors import RunFolderError
 from nc_engine.run.runfolder import RunFolder
+from nc_engine.run.trial import TrialRecord, full_searches, screened_searches
 from nc_engine.verdict.decide import decide
 from nc_engine.verdict.field_types import wrong_field
 from nc_engine.verdict.rows import LabelRow, ScanInfo, label_rows
@@ -37,7 +38,7 @@ CSV_COLUMNS = [
 ]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Report:
     schema: int
     complete: bool
@@ -81,7 +82,7 @@ class Report:
             raise RunFolderError(f"{where}: report schema {data.get('schema')!r}, expected one of {READABLE_SCHEMAS}")
         try:
             info = ScanInfo(**{f.name: data[f.name] for f in dataclasses.fields(ScanInfo) if f.name in data})
-            rows = [LabelRow(**row) for row in data["labels"]]
+            rows = [LabelRow.from_dict(row) for row in data["labels"]]
             top = {
                 f.name: data[f.name]
                 for f in dataclasses.fields(cls)
@@ -127,7 +128,8 @@ class Report:
 
 
 def build_report(
-    trials: list[dict],
+    trials: list[TrialRecord],
+    *,
     labels_planned: list[int],
     threshold: float,
     statistic: str,
@@ -144,24 +146,24 @@ def build_report(
     scan (`selection` made from its screening pass) is complete once its confirmed labels are.
     `saved_running`: searches a stop saved mid-way, which a resume continues. `frequency_correction`: judge
     labels from the class-frequency line of the scanned data's shares (class_frequency.py)."""
-    rows = label_rows([t for t in trials if t.get("stage", "trial") != "screen"], info.class_names)
+    rows = label_rows(full_searches(trials), info.class_names)
     done = {r.label for r in rows if len(r.trials) >= info.trials_per_label}
     needed = set(selection.confirmed) if selection else set(labels_planned)
     report = Report(
-        SCHEMA,
-        needed <= done,
-        None,
-        [],
-        None,
-        None,
-        threshold,
-        statistic,
-        None,
-        "",
-        info,
-        labels_planned,
-        rows,
-        run_dir,
+        schema=SCHEMA,
+        complete=needed <= done,
+        verdict=None,
+        flagged=[],
+        median_l1=None,
+        mad=None,
+        threshold=threshold,
+        statistic=statistic,
+        cutoff_l1=None,
+        note="",
+        info=info,
+        labels_planned=labels_planned,
+        labels=rows,
+        run_dir=run_dir,
         spread_floor=spread_floor,
         frequency_correction=frequency_correction,
     )
@@ -177,7 +179,7 @@ def build_report(
         )
         return report
     if selection is not None:
-        screened = label_rows([t for t in trials if t.get("stage") == "screen"], info.class_names)
+        screened = label_rows(screened_searches(trials), info.class_names)
         report.labels = merge_screened(report, screened, selection)
     finished = [r for r in report.labels if r.label in done or r.stage == "screened"]
     decided = decide(finished, info, threshold, statistic, spread_floor, frequency_correction)
@@ -247,11 +249,11 @@ def rebuilt_report(folder: RunFolder) -> Report:
     trials = folder.trials(cfg.model.input_shape)  # damaged trials are left out, as a resume would
     report = build_report(
         trials,
-        labels,
-        cfg.detect.threshold or 0.0,
-        cfg.detect.statistic,
-        info,
-        run_dir,
+        labels_planned=labels,
+        threshold=cfg.detect.threshold or 0.0,
+        statistic=cfg.detect.statistic,
+        info=info,
+        run_dir=run_dir,
         spread_floor=cfg.detect.spread_floor or 0.0,
         frequency_correction=cfg.detect.frequency_correction,
     )

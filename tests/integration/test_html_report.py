@@ -15,6 +15,7 @@ from PIL import Image
 
 from nc_engine.detectors.margin_result import MarginResult
 from nc_engine.run.runfolder import RunFolder
+from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.combine import with_detectors
 from nc_engine.verdict.html_page import html_page, write_page
 from nc_engine.verdict.report import Report, build_report
@@ -39,12 +40,31 @@ def _run(tmp_path: Path) -> tuple[Report, RunFolder]:
         else:
             mask[label : label + 7, 4:10] = 0.9 + label / 100
         RunFolder(run).save_trigger(label, mask, np.full((1, 28, 28), 0.5, np.float32))
-        trials.append({"label": label, "trial": 0, "seed": label, "l1_norm": float(mask.sum()), "asr": 0.97,
-                       "steps": 60, "converged": True, "stop_reason": "converged", "seconds": 1.0})  # fmt: skip
+        trials.append(
+            TrialRecord(
+                label=label,
+                trial=0,
+                seed=label,
+                l1_norm=float(mask.sum()),
+                asr=0.97,
+                steps=60,
+                converged=True,
+                stop_reason="converged",
+                seconds=1.0,
+            )
+        )
     names = [f"class-{k}" for k in range(10)]
     names[3] = HOSTILE
     info = ScanInfo(clean_accuracy=0.97, seconds=12.5, images=76_000, device="cpu", model="m.pt", class_names=names)
-    report = build_report(trials, list(range(10)), 1.11, "log_l1", info, str(run), spread_floor=0.7)
+    report = build_report(
+        trials,
+        labels_planned=list(range(10)),
+        threshold=1.11,
+        statistic="log_l1",
+        info=info,
+        run_dir=str(run),
+        spread_floor=0.7,
+    )
     margins = MarginResult.judged([10.0, 11, 12, 10.5, 11.5, 10.2, 90.0, 10.9, 11.1, 10.0], 2000, 1.5, {})
     return with_detectors(report, {"max_margin": margins}), RunFolder(run)
 

@@ -103,7 +103,21 @@ def _result(flagged: list[int]) -> MarginResult:
 
 
 def _report(verdict: str, flagged: list[int]) -> Report:
-    return Report(2, True, verdict, flagged, 20.0, 0.3, 1.11, "log_l1", 8.0, "", ScanInfo(), [0, 1, 2, 3], [])
+    return Report(
+        schema=2,
+        complete=True,
+        verdict=verdict,
+        flagged=flagged,
+        median_l1=20.0,
+        mad=0.3,
+        threshold=1.11,
+        statistic="log_l1",
+        cutoff_l1=8.0,
+        note="",
+        info=ScanInfo(),
+        labels_planned=[0, 1, 2, 3],
+        labels=[],
+    )
 
 
 def test_a_label_the_margins_flag_makes_a_clean_verdict_backdoored_and_says_who_fired():
@@ -113,7 +127,23 @@ def test_a_label_the_margins_flag_makes_a_clean_verdict_backdoored_and_says_who_
     assert "max-margin: label 3 reaches margin 40.0" in verdict_line(combined)
     both = with_detectors(_report("backdoored", [1]), {"max_margin": _result([3])})
     assert both.flagged == [1, 3] and both.fired == ["neural_cleanse", "max_margin"]
-    row = LabelRow(3, "3", 30.0, 1.0, 0.2, False, True, 0, 10, 1.0, [], "", "", "", "")
+    row = LabelRow(
+        label=3,
+        name="3",
+        l1_norm=30.0,
+        asr=1.0,
+        anomaly_index=0.2,
+        flagged=False,
+        converged=True,
+        kept_trial=0,
+        steps=10,
+        seconds=1.0,
+        trials=[],
+        mask_png="",
+        pattern_png="",
+        fusion_png="",
+        trigger_npz="",
+    )
     shown = table_rows(dataclasses.replace(combined, labels=[row]))
     assert shown[0]["cells"][-1] == "FLAGGED (margin)" and shown[0]["flagged"]
     quiet = with_detectors(_report("clean", []), {"max_margin": _result([])})

@@ -9,50 +9,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from nc_engine import run_scan
 from nc_engine.config.settings import load_config
 from nc_engine.run.runfolder import RunFolder
-
-CONFIG = """[model]
-format = "torchscript"
-path = "m.pt"
-num_classes = 4
-input_shape = [1, 4, 4]
-
-[data]
-path = "d.npz"
-
-[scan]
-preset = "fast"
-samples = 24
-asr_samples = 40
-batch_size = 8
-max_steps = 30
-converge_window = 0
-device = "cpu"
-strategy = "batched"
-group_size = 3
-screening = "off"  # the screening cases turn it on
-screen_min_labels = 3
-screen_steps = 12
-screen_samples = 16
-
-[output]
-dir = "runs"
-"""
+from tests.tiny_scan import write_tiny
 
 
 @pytest.fixture
 def tiny(tmp_path) -> Path:
-    torch.manual_seed(0)
-    torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(16, 4))).save(str(tmp_path / "m.pt"))
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x_test=rng.integers(0, 256, (120, 4, 4), dtype=np.uint8), y_test=np.arange(120) % 4)
-    (tmp_path / "c.toml").write_text(CONFIG)
-    return tmp_path / "c.toml"
+    """4 labels, 30 steps without the converge stop (so searches run long enough to be stopped mid-way),
+    batched in groups of 3; screening off unless a case turns it on."""
+    return write_tiny(
+        tmp_path,
+        classes=4,
+        images=120,
+        asr_samples=40,
+        max_steps=30,
+        converge_window=0,
+        strategy="batched",
+        group_size=3,
+        screening="off",
+        screen_min_labels=3,
+        screen_steps=12,
+        screen_samples=16,
+    )
 
 
 def config(path: Path, **scan):
@@ -80,15 +61,7 @@ def stopped_after(cfg, steps: int):
 
 def trial_numbers(run_dir: str) -> dict:
     folder = RunFolder(Path(run_dir))
-    return {
-        (t["label"], t["trial"], t.get("stage", "trial")): (
-            t["l1_norm"],
-            t["steps"],
-            t["stop_reason"],
-            *folder.trial_arrays(t["label"], t["trial"], t.get("stage", "trial")),
-        )
-        for t in folder.trials()
-    }
+    return {t.key: (t.l1_norm, t.steps, t.stop_reason, *folder.trial_arrays(*t.key)) for t in folder.trials()}
 
 
 def assert_same_trials(resumed: str, whole: str) -> None:

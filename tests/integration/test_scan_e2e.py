@@ -63,7 +63,7 @@ def test_run_folder_holds_every_promised_file(backdoored_report):
         with np.load(run / row.trigger_npz) as arrays:
             # the report's L1 is the raw float mask's sum, not a PNG-quantised one
             assert abs(float(arrays["mask"].sum()) - row.l1_norm) < 1e-3
-        assert row.trials[0]["seed"] >= 0
+        assert row.trials[0].seed >= 0 and row.trials[0].key == (row.label, 0, "trial")
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     kinds = {e["event"] for e in events}
     assert {"scan_started", "step", "trial_finished", "label_finished", "scan_finished"} <= kinds

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -21,6 +22,7 @@ from nc_engine.detectors.neural_cleanse.screening import (
     subset_indices,
     widen,
 )
+from nc_engine.run.trial import TrialRecord
 
 L1 = {k: v for k, v in enumerate([40.0, 44.0, 38.0, 50.0, 9.0, 41.0, 43.0, 39.0, 52.0, 45.0, 47.0, 42.0])}
 CONVERGED = {k: True for k in L1}
@@ -137,7 +139,7 @@ def test_a_screened_scan_finds_the_demo_backdoor_and_matches_a_plain_scan(demo_b
     screened = run_scan(scan(demo_backdoored, tmp_path, screening="on", confirm_references=3), events.append)
     screens = [e for e in events if e.kind == "trial_finished" and e.stage == "screen"]
     # the screen runs its whole budget: the converge shortcut (a window of full-sample steps) is off there
-    assert len(screens) == 10 and all(e.stop_reason != "converged" for e in screens)
+    assert len(screens) == 10 and all(e.record.stop_reason != "converged" for e in screens)
     plain = run_scan(scan(demo_backdoored, tmp_path, screening="off"))
     target = demo_backdoored.target
     assert screened.verdict == plain.verdict == "backdoored" and screened.flagged == plain.flagged == [target]
@@ -181,24 +183,33 @@ def test_the_table_says_which_labels_were_only_screened():
     from nc_engine.verdict.rows import ScanInfo
 
     trials = [
-        {
-            "label": k,
-            "trial": 0,
-            "seed": k,
-            "l1_norm": v,
-            "asr": 0.99,
-            "steps": 40,
-            "converged": True,
-            "stop_reason": "converged",
-            "seconds": 1.0,
-            "stage": "screen",
-        }
+        TrialRecord(
+            label=k,
+            trial=0,
+            seed=k,
+            l1_norm=v,
+            asr=0.99,
+            steps=40,
+            converged=True,
+            stop_reason="converged",
+            seconds=1.0,
+            stage="screen",
+        )
         for k, v in L1.items()
     ]
     sel = choose(L1, CONVERGED, "log_l1", 3.5, 1.5, 3)
-    trials += [{**t, "stage": "trial", "l1_norm": t["l1_norm"] * 0.8} for t in trials if t["label"] in sel.confirmed]
+    trials += [
+        dataclasses.replace(t, stage="trial", l1_norm=t.l1_norm * 0.8) for t in trials if t.label in sel.confirmed
+    ]
     info = ScanInfo(clean_accuracy=0.95, class_names=[str(k) for k in L1])
-    report = build_report(trials, list(L1), 3.5, "log_l1", info, selection=Selection(sel.candidates, sel.references))
+    report = build_report(
+        trials,
+        labels_planned=list(L1),
+        threshold=3.5,
+        statistic="log_l1",
+        info=info,
+        selection=Selection(sel.candidates, sel.references),
+    )
     assert report.complete and report.flagged == [4]
     assert report.screening["log_shift"] == pytest.approx(math.log(0.8))
     lines = {line.split()[0]: line for line in table_lines(report)[1:]}

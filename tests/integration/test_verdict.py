@@ -12,6 +12,7 @@ from torch import nn
 
 from nc_engine import run_scan
 from nc_engine.config.settings import config_from_dict
+from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.formatting import verdict_line
 from nc_engine.verdict.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
 from nc_engine.verdict.report import Report, build_report
@@ -25,26 +26,26 @@ def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10, share=()
     converged = converged or [True] * len(l1)
     stop = stop or ["converged"] * len(l1)
     trials = [
-        {
-            "label": i,
-            "trial": 0,
-            "seed": i,
-            "l1_norm": v,
-            "asr": 0.99 if c else 0.2,
-            "steps": 50,
-            "converged": c,
-            "stop_reason": s,
-            "seconds": 1.0,
-        }
+        TrialRecord(
+            label=i,
+            trial=0,
+            seed=i,
+            l1_norm=v,
+            asr=0.99 if c else 0.2,
+            steps=50,
+            converged=c,
+            stop_reason=s,
+            seconds=1.0,
+        )
         for i, (v, c, s) in enumerate(zip(l1, converged, stop, strict=True))
     ]
     info = ScanInfo(clean_accuracy=accuracy, class_names=[str(i) for i in range(classes)], label_share=list(share))
     return build_report(
         trials,
-        list(range(len(l1))),
-        DEFAULT_THRESHOLD["log_l1"],
-        "log_l1",
-        info,
+        labels_planned=list(range(len(l1))),
+        threshold=DEFAULT_THRESHOLD["log_l1"],
+        statistic="log_l1",
+        info=info,
         spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"],
         frequency_correction=correct,
     )
@@ -105,26 +106,26 @@ def test_the_caution_reads_shares_by_class_and_ignores_absent_classes():
     share is the flagged class's own, and the absent classes do not drag the median down."""
     share = [0.0, 0.0] + [0.08] * 8 + [0.18, 0.18]  # classes 10 and 11: 2.25x the median of those present
     trials = [
-        {
-            "label": 2 + i,
-            "trial": 0,
-            "seed": i,
-            "l1_norm": v,
-            "asr": 0.99,
-            "steps": 50,
-            "converged": True,
-            "stop_reason": "converged",
-            "seconds": 1.0,
-        }
+        TrialRecord(
+            label=2 + i,
+            trial=0,
+            seed=i,
+            l1_norm=v,
+            asr=0.99,
+            steps=50,
+            converged=True,
+            stop_reason="converged",
+            seconds=1.0,
+        )
         for i, v in enumerate(CLEAN_L1[:8] + [7.0, 8.0])
     ]
     info = ScanInfo(clean_accuracy=0.95, class_names=[f"c{i}" for i in range(12)], label_share=share)
     report = build_report(
         trials,
-        list(range(2, 12)),
-        DEFAULT_THRESHOLD["log_l1"],
-        "log_l1",
-        info,
+        labels_planned=list(range(2, 12)),
+        threshold=DEFAULT_THRESHOLD["log_l1"],
+        statistic="log_l1",
+        info=info,
         spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"],
     )
     line = verdict_line(report)
@@ -367,26 +368,26 @@ def test_each_labels_line_in_the_csv_agrees_with_its_flag_on_a_subset_of_labels(
     rare = int(np.argmin(share))
     l1[rare] /= 3  # below its own (raised) line, though perhaps above the median-share line
     trials = [
-        {
-            "label": 2 + k,
-            "trial": 0,
-            "seed": k,
-            "l1_norm": v,
-            "asr": 0.99,
-            "steps": 50,
-            "converged": True,
-            "stop_reason": "converged",
-            "seconds": 1.0,
-        }
+        TrialRecord(
+            label=2 + k,
+            trial=0,
+            seed=k,
+            l1_norm=v,
+            asr=0.99,
+            steps=50,
+            converged=True,
+            stop_reason="converged",
+            seconds=1.0,
+        )
         for k, v in enumerate(l1)
     ]
     info = ScanInfo(clean_accuracy=0.95, class_names=[f"c{i}" for i in range(45)], label_share=[0.0, 0.0] + share)
     report = build_report(
         trials,
-        list(range(2, 45)),
-        DEFAULT_THRESHOLD["log_l1"],
-        "log_l1",
-        info,
+        labels_planned=list(range(2, 45)),
+        threshold=DEFAULT_THRESHOLD["log_l1"],
+        statistic="log_l1",
+        info=info,
         spread_floor=DEFAULT_SPREAD_FLOOR["log_l1"],
         frequency_correction=True,
     )

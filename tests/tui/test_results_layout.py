@@ -9,6 +9,7 @@ import pytest
 from textual.widgets import Label, Static
 
 from nc_engine.run.runfolder import RunFolder
+from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.report import Report, build_report
 from nc_engine.verdict.rows import ScanInfo
 from nc_tui.app import NCApp
@@ -28,10 +29,29 @@ def _report(run: Path) -> Report:
         else:
             mask[label % 20 : label % 20 + 8, 4:10] = 0.9 + label / 1000
         RunFolder(run).save_trigger(label, mask, np.ones((3, 32, 32), np.float32))
-        trials.append({"label": label, "trial": 0, "seed": label, "l1_norm": float(mask.sum()), "asr": 0.97,
-                       "steps": 60, "converged": True, "stop_reason": "converged", "seconds": 1.0})  # fmt: skip
+        trials.append(
+            TrialRecord(
+                label=label,
+                trial=0,
+                seed=label,
+                l1_norm=float(mask.sum()),
+                asr=0.97,
+                steps=60,
+                converged=True,
+                stop_reason="converged",
+                seconds=1.0,
+            )
+        )
     info = ScanInfo(clean_accuracy=0.95, seconds=30.0, class_names=[f"sign-{k:02d}" for k in range(43)])
-    return build_report(trials, list(range(43)), 1.11, "log_l1", info, str(run), spread_floor=0.7)
+    return build_report(
+        trials,
+        labels_planned=list(range(43)),
+        threshold=1.11,
+        statistic="log_l1",
+        info=info,
+        run_dir=str(run),
+        spread_floor=0.7,
+    )
 
 
 @pytest.mark.asyncio

@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 from nc_engine.audit import events as ae
 from nc_engine.audit.summary import AuditRow
 from nc_engine.run import events as ev
+from nc_engine.run.trial import TrialRecord
 from nc_tui.app import NCApp
 from nc_tui.screens.audit import AuditResultsScreen, AuditScreen
 from tests.audit_fixtures import cheap_zoo
@@ -26,7 +27,18 @@ def no_color(monkeypatch):
 
 def finished(index, name, verdict, flagged, seconds, run_dir, reasons=()):
     row = AuditRow(name, name, verdict, flagged, list(reasons), 0.99, seconds, run_dir)
-    return ae.ModelFinished(index, 4, name, verdict, flagged, list(reasons), seconds, run_dir, False, row)
+    return ae.ModelFinished(
+        index=index,
+        total=4,
+        name=name,
+        verdict=verdict,
+        flagged=flagged,
+        reasons=list(reasons),
+        seconds=seconds,
+        run_dir=run_dir,
+        skipped=False,
+        row=row,
+    )
 
 
 @pytest.mark.asyncio
@@ -39,11 +51,46 @@ async def test_live_states_fit_80x24_without_colour(no_color, tmp_path):
         assert isinstance(screen, AuditScreen) and app.no_color
         names = [m.name for m in spec.models]
         feed = [
-            ae.AuditStarted(str(spec.path), str(spec.out), names, names),
-            ae.ModelStarted(0, 4, names[0]),
-            ev.ScanStarted("/runs/x", [0, 1, 2, 3], ["0", "1", "2", "3"], 1, "cpu", "batched", 4, 0.98, 64, 200, 60),
-            ev.TrialFinished(0, 0, 1, 40.0, 0.99, 30, True, "early_stop", 1.0),
-            ev.StepProgress(1, 0, 10, 1.0, 0.5, 30.0, 0.9, 1e-3, 30.0, 640),
+            ae.AuditStarted(spec=str(spec.path), out=str(spec.out), models=names, sources=names),
+            ae.ModelStarted(index=0, total=4, name=names[0]),
+            ev.ScanStarted(
+                run_dir="/runs/x",
+                labels=[0, 1, 2, 3],
+                class_names=["0", "1", "2", "3"],
+                trials=1,
+                device="cpu",
+                strategy="batched",
+                group_size=4,
+                clean_accuracy=0.98,
+                samples=64,
+                asr_samples=200,
+                max_steps=60,
+            ),
+            ev.TrialFinished(
+                record=TrialRecord(
+                    label=0,
+                    trial=0,
+                    seed=1,
+                    l1_norm=40.0,
+                    asr=0.99,
+                    steps=30,
+                    converged=True,
+                    stop_reason="early_stop",
+                    seconds=1.0,
+                )
+            ),
+            ev.StepProgress(
+                label=1,
+                trial=0,
+                step=10,
+                loss=1.0,
+                ce=0.5,
+                l1=30.0,
+                attack_acc=0.9,
+                cost=1e-3,
+                best_l1=30.0,
+                images=640,
+            ),
         ]
         for event in feed:
             screen.listener(event)
@@ -54,7 +101,7 @@ async def test_live_states_fit_80x24_without_colour(no_color, tmp_path):
         # steps: 30 done + 10 running; left: 50 to the running one's limit, 30 for each waiting one
         assert "scanning 27%" in text and "waiting" in text
         screen.listener(finished(0, names[0], "backdoored", [3], 12.0, "/runs/x"))
-        screen.listener(ae.ModelStarted(1, 4, names[1]))
+        screen.listener(ae.ModelStarted(index=1, total=4, name=names[1]))
         screen.listener(finished(1, names[1], "unfinished", [], 3.0, "/runs/y"))
         await pilot.pause(0.6)
         lines = screen_text(app).splitlines()

@@ -10,6 +10,7 @@ import pytest
 from nc_engine.config.settings import config_from_dict
 from nc_engine.run import events as ev
 from nc_engine.run.runfolder import RunFolder
+from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.report import Report, build_report
 from nc_engine.verdict.rows import ScanInfo
 from nc_tui.app import NCApp
@@ -60,20 +61,22 @@ def fixed_report() -> Report:
         pattern = np.stack([np.linspace(0, 1, 28, dtype=np.float32)[None].repeat(28, 0)])
         RunFolder(RUN).save_trigger(label, mask, pattern)
         trials.append(
-            {
-                "label": label,
-                "trial": 0,
-                "seed": 100 + label,
-                "l1_norm": float(mask.sum()),
-                "asr": 0.95 + label / 1000,
-                "steps": 300 if label == DEGENERATE else 50 + label,
-                "converged": True,
-                "stop_reason": "max_steps" if label == DEGENERATE else "converged",
-                "seconds": 1.0,
-            }
+            TrialRecord(
+                label=label,
+                trial=0,
+                seed=100 + label,
+                l1_norm=float(mask.sum()),
+                asr=0.95 + label / 1000,
+                steps=300 if label == DEGENERATE else 50 + label,
+                converged=True,
+                stop_reason="max_steps" if label == DEGENERATE else "converged",
+                seconds=1.0,
+            )
         )
     info = ScanInfo(clean_accuracy=0.99, seconds=12.0, class_names=[str(i) for i in range(10)])
-    return build_report(trials, list(range(10)), 2.0, "l1", info, str(RUN))
+    return build_report(
+        trials, labels_planned=list(range(10)), threshold=2.0, statistic="l1", info=info, run_dir=str(RUN)
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -90,7 +93,17 @@ async def feed_scan(pilot) -> None:
     """The scan screen fed a fixed story of events instead of a running engine."""
     screen = pilot.app.screen
     started = ev.ScanStarted(
-        str(RUN), list(range(10)), [str(i) for i in range(10)], 1, "cpu", "batched", 10, 0.99, 160, 1000, 300
+        run_dir=str(RUN),
+        labels=list(range(10)),
+        class_names=[str(i) for i in range(10)],
+        trials=1,
+        device="cpu",
+        strategy="batched",
+        group_size=10,
+        clean_accuracy=0.99,
+        samples=160,
+        asr_samples=1000,
+        max_steps=300,
     )
     screen.state.on_scan_started(started)
     screen.post_message(screen_message(started))
@@ -99,33 +112,47 @@ async def feed_scan(pilot) -> None:
         for step in range(1, 31):
             screen.state.on_step(
                 ev.StepProgress(
-                    label,
-                    0,
-                    step,
-                    2.0 / step,
-                    0.1,
-                    100 - step - label,
-                    1.0,
-                    1e-3,
-                    100 - step - label,
-                    1000 * step,
-                    fixed_mask(label),
+                    label=label,
+                    trial=0,
+                    step=step,
+                    loss=2.0 / step,
+                    ce=0.1,
+                    l1=100 - step - label,
+                    attack_acc=1.0,
+                    cost=1e-3,
+                    best_l1=100 - step - label,
+                    images=1000 * step,
+                    mask=fixed_mask(label),
                 )
             )
     for label in (8, 3):
         finished = ev.LabelFinished(
-            label,
-            str(label),
-            float(fixed_mask(label).sum()),
-            0.97,
-            True,
-            40,
-            3.0,
-            f"triggers/label_{label:03d}_mask.png",
-            1,
-            10,
+            label=label,
+            name=str(label),
+            l1_norm=float(fixed_mask(label).sum()),
+            asr=0.97,
+            converged=True,
+            steps=40,
+            seconds=3.0,
+            mask_png=f"triggers/label_{label:03d}_mask.png",
+            done=1,
+            total=10,
         )
-        screen.state.on_trial_finished(ev.TrialFinished(label, 0, 1, 16.0, 0.97, 40, True, "converged", 3.0))
+        screen.state.on_trial_finished(
+            ev.TrialFinished(
+                record=TrialRecord(
+                    label=label,
+                    trial=0,
+                    seed=1,
+                    l1_norm=16.0,
+                    asr=0.97,
+                    steps=40,
+                    converged=True,
+                    stop_reason="converged",
+                    seconds=3.0,
+                )
+            )
+        )
         screen.state.on_label_finished(finished)
         screen.post_message(screen_message(finished))
     await pilot.pause()

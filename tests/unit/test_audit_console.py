@@ -14,7 +14,16 @@ from nc_tui.audit_console import AuditProgress, print_summary
 
 def finished(index, row, skipped=False):
     return ae.ModelFinished(
-        index, 2, row.model, row.verdict, row.flagged, row.reasons, row.seconds, row.run_folder, skipped, row
+        index=index,
+        total=2,
+        name=row.model,
+        verdict=row.verdict,
+        flagged=row.flagged,
+        reasons=row.reasons,
+        seconds=row.seconds,
+        run_dir=row.run_folder,
+        skipped=skipped,
+        row=row,
     )
 
 
@@ -24,14 +33,37 @@ def test_model_lines_heartbeat_and_summary():
     progress = AuditProgress(Console(file=out, no_color=True, width=200), clock=lambda: now[0])
     bad = AuditRow("m2", "m2.pt", "error", [], ["m2.pt: not a TorchScript model"], None, 0.1, "")
     good = AuditRow("m1", "m1.pt", "backdoored", [3, 7], [], 0.97, 12.5, "/out/m1/m1-1")
-    progress(ae.AuditStarted("zoo.toml", "/out", ["m1", "m2"], ["m1.pt", "m2.pt"]))
-    progress(ae.ModelStarted(0, 2, "m1", resume="/out/m1/m1-1"))
-    progress(ev.ScanStarted("/out/m1/m1-1", [0, 1], ["a", "b"], 1, "cpu", "batched", 2, 0.97, 64, 200, 60, 1))
-    progress(ev.StepProgress(1, 0, 3, 1.0, 0.5, 20.0, 0.5, 1e-3, 20.0, 640))
+    progress(ae.AuditStarted(spec="zoo.toml", out="/out", models=["m1", "m2"], sources=["m1.pt", "m2.pt"]))
+    progress(ae.ModelStarted(index=0, total=2, name="m1", resume="/out/m1/m1-1"))
+    progress(
+        ev.ScanStarted(
+            run_dir="/out/m1/m1-1",
+            labels=[0, 1],
+            class_names=["a", "b"],
+            trials=1,
+            device="cpu",
+            strategy="batched",
+            group_size=2,
+            clean_accuracy=0.97,
+            samples=64,
+            asr_samples=200,
+            max_steps=60,
+            resumed_trials=1,
+        )
+    )
+    progress(
+        ev.StepProgress(
+            label=1, trial=0, step=3, loss=1.0, ce=0.5, l1=20.0, attack_acc=0.5, cost=1e-3, best_l1=20.0, images=640
+        )
+    )
     now[0] = 11.0  # silent for longer than the heartbeat: the next step says where the scan is
-    progress(ev.StepProgress(1, 0, 4, 1.0, 0.5, 20.0, 0.5, 1e-3, 20.0, 1280))
+    progress(
+        ev.StepProgress(
+            label=1, trial=0, step=4, loss=1.0, ce=0.5, l1=20.0, attack_acc=0.5, cost=1e-3, best_l1=20.0, images=1280
+        )
+    )
     progress(finished(0, good, skipped=False))
-    progress(ae.ModelStarted(1, 2, "m2"))
+    progress(ae.ModelStarted(index=1, total=2, name="m2"))
     progress(finished(1, bad))
     print_summary(progress.console, [good, bad])
     lines = out.getvalue().splitlines()

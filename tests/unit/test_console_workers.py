@@ -11,15 +11,42 @@ from nc_tui.console import HeadlessProgress
 def test_plain_output_names_each_worker_once_and_each_label_s_worker():
     out = io.StringIO()
     progress = HeadlessProgress(Console(file=out, no_color=True, force_terminal=False, width=200))
-    progress(ev.ScanStarted("/tmp/run", [0, 1, 2], ["a", "b", "c"], 1, "ray", "batched", 3, 0.99, 160, 1000, 300))
+    progress(
+        ev.ScanStarted(
+            run_dir="/tmp/run",
+            labels=[0, 1, 2],
+            class_names=["a", "b", "c"],
+            trials=1,
+            device="ray",
+            strategy="batched",
+            group_size=3,
+            clean_accuracy=0.99,
+            samples=160,
+            asr_samples=1000,
+            max_steps=300,
+        )
+    )
     for label, worker in (
         (0, "w0 cuda:0 (H100) @ node-1"),
         (1, "w1 cuda:1 (H100) @ node-1"),
         (2, "w0 cuda:0 (H100) @ node-1"),
     ):
-        progress(ev.JobPlaced(label, 0, "trial", worker))
+        progress(ev.JobPlaced(label=label, trial=0, stage="trial", worker=worker))
     for label in (0, 1, 2):
-        progress(ev.LabelFinished(label, "abc"[label], 40.0 + label, 0.99, True, 50, 1.5, "", label + 1, 3))
+        progress(
+            ev.LabelFinished(
+                label=label,
+                name="abc"[label],
+                l1_norm=40.0 + label,
+                asr=0.99,
+                converged=True,
+                steps=50,
+                seconds=1.5,
+                mask_png="",
+                done=label + 1,
+                total=3,
+            )
+        )
     lines = out.getvalue().splitlines()
     assert [line for line in lines if line.startswith("worker ")] == [
         "worker w0: cuda:0 (H100) @ node-1",

@@ -27,6 +27,7 @@ from nc_engine.mitigate.filter import DETECTOR_KIND
 from nc_engine.models.load import load_model
 from nc_engine.run.runfolder import RunFolder
 from tests.conftest import require_module
+from tests.tiny_scan import linear_model
 
 GOOD_DETECTOR = {"config": "c.toml", "layer": "", "units": {"0": [1]}, "mean": [0.0], "std": [1.0], "threshold": 2}
 
@@ -131,7 +132,7 @@ def test_deep_json_in_a_run_folder_is_one_line_or_a_warning(tmp_path):
 
 def test_a_model_with_more_outputs_than_a_config_allows_is_one_line(tmp_path):
     """Issue 27 item 6: 200,000 outputs and no num_classes started a scan whose config no resume accepts."""
-    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 200_000))).save(str(tmp_path / "m.pt"))
+    linear_model(tmp_path / "m.pt", classes=200_000)
     cfg = config_from_dict({"model": {"path": "m.pt", "input_shape": [1, 4, 4]}}, str(tmp_path / "c.toml"), tmp_path)
     with pytest.raises(ModelError, match="200000 output.*2..100000") as err:
         load_model(cfg, torch.device("cpu"))

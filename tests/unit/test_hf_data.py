@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
-from torch import nn
 
 from nc_engine import run_scan
 from nc_engine.config.settings import config_from_dict
 from nc_engine.data.load import open_data
 from nc_engine.errors import DataError
 from tests.conftest import require_module
+from tests.tiny_scan import linear_model
 
 NAMES = ["airplane", "car", "bird"]
 
@@ -109,8 +109,7 @@ def test_array_images_and_given_columns(tmp_path, kind):
 
 def test_a_scan_runs_on_a_save_to_disk_folder(tmp_path):
     image_dataset(90)[0].save_to_disk(str(tmp_path / "ds"))
-    torch.manual_seed(0)
-    torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(192, 3))).save(str(tmp_path / "m.pt"))
+    linear_model(tmp_path / "m.pt", shape=(3, 8, 8))
     report = run_scan(cfg(tmp_path, {"samples": 32, "asr_samples": 32, "batch_size": 32, "max_steps": 3}))
     assert report.complete and [r.name for r in report.labels] == NAMES
 

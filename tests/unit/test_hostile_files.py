@@ -21,6 +21,7 @@ from nc_engine.data.load import open_data
 from nc_engine.errors import DataError, ModelError
 from nc_engine.models.load import load_model
 from nc_engine.models.scan_model import forward_is_deterministic, outputs_are_finite
+from tests.tiny_scan import linear_model
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,7 +220,7 @@ def test_dev_zero_as_the_model(tmp_path):
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
 @pytest.mark.parametrize("fmt", ["npz", "npy", "imagefolder"])
 def test_dev_zero_as_the_data(tmp_path, fmt):
-    torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(64, 3))).save(str(tmp_path / "m.pt"))
+    linear_model(tmp_path / "m.pt", shape=(1, 8, 8))
     assert_refused(
         run_cli(tmp_path, write_config(tmp_path, data_path="/dev/zero", fmt=fmt)),
         "/dev/zero: is not a regular file",

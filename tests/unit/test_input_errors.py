@@ -14,6 +14,7 @@ from nc_engine.models.load import load_model
 from nc_engine.run.prepare import with_model_classes
 from nc_tui.cli import main
 from tests.conftest import require_module
+from tests.tiny_scan import linear_model
 
 CPU = torch.device("cpu")
 
@@ -37,8 +38,7 @@ def one_line(exc_info, *needles):
 
 @pytest.fixture
 def scripted(tmp_path):
-    torch.manual_seed(0)
-    torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(64, 3))).save(str(tmp_path / "m.pt"))
+    linear_model(tmp_path / "m.pt", shape=(1, 8, 8))
     return tmp_path
 
 

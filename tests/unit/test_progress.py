@@ -9,6 +9,7 @@ from rich.console import Console
 
 from nc_engine.run import events as ev
 from nc_engine.run.progress import ScanProgress
+from nc_engine.run.trial import TrialRecord
 from nc_tui.console import HeadlessProgress
 from nc_tui.state import ScanState
 
@@ -67,17 +68,55 @@ def test_the_app_and_the_console_read_the_same_progress():
     state = ScanState(clock)
     state.on_scan_started(
         ev.ScanStarted(
-            "/tmp/run", list(range(10)), [str(i) for i in range(10)], 1, "cpu", "batched", 10, 0.99, 160, 1000, 300
+            run_dir="/tmp/run",
+            labels=list(range(10)),
+            class_names=[str(i) for i in range(10)],
+            trials=1,
+            device="cpu",
+            strategy="batched",
+            group_size=10,
+            clean_accuracy=0.99,
+            samples=160,
+            asr_samples=1000,
+            max_steps=300,
         )
     )
     mask = np.zeros((2, 2), np.float32)
 
     def on_step(label, step):
-        state.on_step(ev.StepProgress(label, 0, step, 1.0, 0.1, 5.0, 1.0, 1e-3, 5.0, 160 * step, mask))
+        state.on_step(
+            ev.StepProgress(
+                label=label,
+                trial=0,
+                step=step,
+                loss=1.0,
+                ce=0.1,
+                l1=5.0,
+                attack_acc=1.0,
+                cost=1e-3,
+                best_l1=5.0,
+                images=160 * step,
+                mask=mask,
+            )
+        )
         state.eta_seconds()  # read as the screen reads it
 
     def on_finish(label, steps):
-        state.on_trial_finished(ev.TrialFinished(label, 0, 1, 16.0, 0.97, steps, True, "converged", 3.0))
+        state.on_trial_finished(
+            ev.TrialFinished(
+                record=TrialRecord(
+                    label=label,
+                    trial=0,
+                    seed=1,
+                    l1_norm=16.0,
+                    asr=0.97,
+                    steps=steps,
+                    converged=True,
+                    stop_reason="converged",
+                    seconds=3.0,
+                )
+            )
+        )
 
     grind(on_step, on_finish, clock, 120)
     assert state.done_jobs == 9
@@ -123,28 +162,61 @@ def test_a_second_round_of_references_adds_its_searches_to_those_counted():
     state = ScanState(Clock())
     state.on_scan_started(
         ev.ScanStarted(
-            "/tmp/run",
-            list(range(20)),
-            [str(i) for i in range(20)],
-            1,
-            "cpu",
-            "batched",
-            10,
-            0.99,
-            160,
-            1000,
-            300,
+            run_dir="/tmp/run",
+            labels=list(range(20)),
+            class_names=[str(i) for i in range(20)],
+            trials=1,
+            device="cpu",
+            strategy="batched",
+            group_size=10,
+            clean_accuracy=0.99,
+            samples=160,
+            asr_samples=1000,
+            max_steps=300,
             screening=True,
             screen_steps=48,
         )
     )
     for label in range(20):
-        state.on_trial_finished(ev.TrialFinished(label, 0, 1, 50.0, 0.99, 48, True, "max_steps", 1.0, "screen"))
-    state.on_screening_finished(ev.ScreeningFinished([3, 7], [1, 2, 5], {}, 20 * 1536))
+        state.on_trial_finished(
+            ev.TrialFinished(
+                record=TrialRecord(
+                    label=label,
+                    trial=0,
+                    seed=1,
+                    l1_norm=50.0,
+                    asr=0.99,
+                    steps=48,
+                    converged=True,
+                    stop_reason="max_steps",
+                    seconds=1.0,
+                    stage="screen",
+                )
+            )
+        )
+    state.on_screening_finished(ev.ScreeningFinished(candidates=[3, 7], references=[1, 2, 5], why={}, images=20 * 1536))
     assert state.total_jobs == 20 + 5 and state.labels[5].state == "confirming"
     for label in (1, 2, 3, 5, 7):
-        state.on_trial_finished(ev.TrialFinished(label, 0, 1, 40.0, 0.99, 50, True, "converged", 1.0))
-    state.on_screening_finished(ev.ScreeningFinished([3, 7], [1, 2, 4, 5, 6, 9], {}, 60000, [4, 6, 9]))
+        state.on_trial_finished(
+            ev.TrialFinished(
+                record=TrialRecord(
+                    label=label,
+                    trial=0,
+                    seed=1,
+                    l1_norm=40.0,
+                    asr=0.99,
+                    steps=50,
+                    converged=True,
+                    stop_reason="converged",
+                    seconds=1.0,
+                )
+            )
+        )
+    state.on_screening_finished(
+        ev.ScreeningFinished(
+            candidates=[3, 7], references=[1, 2, 4, 5, 6, 9], why={}, images=60000, second_round=[4, 6, 9]
+        )
+    )
     assert state.total_jobs == 20 + 5 + 3 and state.labels[9].state == "confirming"
     assert state.progress.jobs == 28 and state.labels[4].state == "confirming"
 
@@ -154,23 +226,27 @@ def test_the_console_says_when_a_second_round_of_references_runs():
     progress = HeadlessProgress(Console(file=out, no_color=True, force_terminal=False, width=200))
     progress(
         ev.ScanStarted(
-            "/tmp/run",
-            list(range(20)),
-            [str(i) for i in range(20)],
-            1,
-            "cpu",
-            "batched",
-            10,
-            0.99,
-            160,
-            1000,
-            300,
+            run_dir="/tmp/run",
+            labels=list(range(20)),
+            class_names=[str(i) for i in range(20)],
+            trials=1,
+            device="cpu",
+            strategy="batched",
+            group_size=10,
+            clean_accuracy=0.99,
+            samples=160,
+            asr_samples=1000,
+            max_steps=300,
             screening=True,
             screen_steps=48,
         )
     )
-    progress(ev.ScreeningFinished([3, 7], [1, 2, 5], {}, 30000))
-    progress(ev.ScreeningFinished([3, 7], [1, 2, 4, 5, 6, 9], {}, 60000, [4, 6, 9]))
+    progress(ev.ScreeningFinished(candidates=[3, 7], references=[1, 2, 5], why={}, images=30000))
+    progress(
+        ev.ScreeningFinished(
+            candidates=[3, 7], references=[1, 2, 4, 5, 6, 9], why={}, images=60000, second_round=[4, 6, 9]
+        )
+    )
     lines = out.getvalue().splitlines()
     assert any(line.startswith("screening done (30000 images): confirming 5 of 20") for line in lines), lines
     assert "the verdict depended on the scale shift: confirming 3 more references (4, 6, 9)" in lines

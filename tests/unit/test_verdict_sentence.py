@@ -4,6 +4,7 @@ import dataclasses
 import os
 
 from nc_engine.detectors.margin_result import MarginResult
+from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.combine import with_detectors
 from nc_engine.verdict.report import build_report
 from nc_engine.verdict.rows import ScanInfo
@@ -13,15 +14,32 @@ CLEAN_L1 = [40.0, 44.0, 38.0, 42.0, 46.0, 41.0, 39.0, 45.0, 43.0, 47.0]
 NAMES = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def _trial(label: int, l1: float) -> dict:
-    return {"label": label, "trial": 0, "seed": label, "l1_norm": l1, "asr": 0.97, "steps": 50,
-            "converged": True, "stop_reason": "converged", "seconds": 1.0}  # fmt: skip
+def _trial(label: int, l1: float) -> TrialRecord:
+    return TrialRecord(
+        label=label,
+        trial=0,
+        seed=label,
+        l1_norm=l1,
+        asr=0.97,
+        steps=50,
+        converged=True,
+        stop_reason="converged",
+        seconds=1.0,
+    )
 
 
 def _report(l1: list[float], run_dir: str = "/data/runs/m-1"):
     info = ScanInfo(clean_accuracy=0.95, class_names=NAMES)
     trials = [_trial(k, v) for k, v in enumerate(l1)]
-    return build_report(trials, list(range(len(l1))), 2.0, "log_l1", info, run_dir, spread_floor=0.7)
+    return build_report(
+        trials,
+        labels_planned=list(range(len(l1))),
+        threshold=2.0,
+        statistic="log_l1",
+        info=info,
+        run_dir=run_dir,
+        spread_floor=0.7,
+    )
 
 
 def _margins(top: float) -> dict:

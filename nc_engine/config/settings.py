@@ -153,6 +153,19 @@ class DataConfig:
 _PRESET = "the preset's"
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A [scan]'s budget as it runs: the user's value where set, else the preset's; never None."""
+
+    trials: int
+    samples: int
+    asr_samples: int
+    batch_size: int
+    max_steps: int
+    converge_window: int
+    converge_tol: float
+
+
 @dataclass
 class ScanConfig:
     preset: str = setting(
@@ -251,6 +264,10 @@ class ScanConfig:
         """The lambda schedule's rules: every ScheduleRules field is the [scan] key of the same name."""
         return ScheduleRules(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ScheduleRules)})
 
+    def budget(self) -> Budget:
+        """The budget keys as they will run (the same numbers a resolved config holds), typed as such."""
+        return Budget(**preset_values(self))
+
     def search_settings(self) -> SearchSettings:
         """Search settings from a resolved [scan] (budget keys filled)."""
         own = {
@@ -288,6 +305,15 @@ class DetectConfig:
             "the data (clean models give frequent classes small triggers too); balanced data is left alone"
         ),
     )
+
+    def cut(self) -> float:
+        """The threshold as it applies: the statistic's default when unset."""
+        return DEFAULT_THRESHOLD[self.statistic] if self.threshold is None else self.threshold
+
+    def floor(self) -> float:
+        """The spread floor as it applies: the statistic's default when unset."""
+        return DEFAULT_SPREAD_FLOOR[self.statistic] if self.spread_floor is None else self.spread_floor
+
     min_clean_accuracy: float = setting(
         0.5, range=(0.0, 1.0, True, True), doc=("clean accuracy below which a warning is raised")
     )
@@ -486,16 +512,16 @@ def _check_ranges(cfg: Config) -> None:
                 f"{cfg.source}: [{section}].{key} must be an integer in {low}..{high}"
                 f"{_INT_NOTES.get((section, key), '')}, got {value!r}"
             )
-    for (section, key), (low, high, low_in, high_in) in FLOAT_RANGES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value is None:
+    for (section, key), (low_f, high_f, low_in, high_in) in FLOAT_RANGES.items():
+        number = getattr(getattr(cfg, section), key)
+        if number is None:
             continue
-        above = value >= low if low_in else value > low
-        below = value <= high if high_in else value < high
+        above = number >= low_f if low_in else number > low_f
+        below = number <= high_f if high_in else number < high_f
         if not (above and below):
             raise ConfigError(
                 f"{cfg.source}: [{section}].{key} must be a number in "
-                f"{_interval(low, high, low_in, high_in)}, got {value!r}"
+                f"{_interval(low_f, high_f, low_in, high_in)}, got {number!r}"
             )
 
 
@@ -630,15 +656,12 @@ def resolve(cfg: Config) -> Config:
     """The one place presets resolve: a copy of `cfg` with the budget keys the user left unset taken
     from the preset and the threshold from the statistic. The config itself keeps its Nones, so a form
     or a saved file still says "the preset's value"."""
-    scan = dataclasses.replace(cfg.scan, **preset_values(cfg.scan))
-    detect = cfg.detect
-    if detect.threshold is None:
-        detect = dataclasses.replace(detect, threshold=DEFAULT_THRESHOLD[detect.statistic])
-    if detect.spread_floor is None:
-        detect = dataclasses.replace(detect, spread_floor=DEFAULT_SPREAD_FLOOR[detect.statistic])
-    if scan.batch_size > scan.samples:
+    budget = cfg.scan.budget()
+    scan = dataclasses.replace(cfg.scan, **dataclasses.asdict(budget))
+    detect = dataclasses.replace(cfg.detect, threshold=cfg.detect.cut(), spread_floor=cfg.detect.floor())
+    if budget.batch_size > budget.samples:
         raise ConfigError(
-            f"{cfg.source}: [scan].batch_size ({scan.batch_size}) must be at most samples ({scan.samples})"
+            f"{cfg.source}: [scan].batch_size ({budget.batch_size}) must be at most samples ({budget.samples})"
         )
     return dataclasses.replace(cfg, scan=scan, detect=detect)
 

@@ -167,7 +167,7 @@ class LabelFinished(Event):
     label: int
     name: str
     l1_norm: float
-    asr: float
+    asr: float | None  # None: the kept trigger's attack rate was NaN
     converged: bool
     steps: int
     seconds: float

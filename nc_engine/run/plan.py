@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
@@ -111,7 +110,7 @@ def plan_scan(
         [
             Job(label, trial, job_seed(s.seed, label, trial))
             for label in labels
-            for trial in range(cast(int, s.trials))  # the preset's: never None here
+            for trial in range(s.budget().trials)
             if (label, trial, "trial") not in finished
         ],
         inflight,
@@ -134,11 +133,11 @@ def plan_scan(
         else (
             s.group_size
             or max((c.group for c in inflight.values()), default=0)
-            or choose_group_size(prep.model, prep.data.x_opt, cast(int, s.batch_size), max(len(jobs), len(screen_jobs)))
+            or choose_group_size(prep.model, prep.data.x_opt, s.budget().batch_size, max(len(jobs), len(screen_jobs)))
         )
     )
     full = full_searches(previous)
-    done = {t.label for t in full if sum(u.label == t.label for u in full) >= cast(int, s.trials)}
+    done = {t.label for t in full if sum(u.label == t.label for u in full) >= s.budget().trials}
     return ScanPlan(
         labels,
         jobs,

@@ -84,18 +84,18 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
                 run_dir=str(folder.path),
                 labels=plan.labels,
                 class_names=prep.data.class_names,
-                trials=prep.cfg.scan.trials,
+                trials=prep.cfg.scan.budget().trials,
                 device=str(prep.device),
                 strategy=prep.cfg.scan.strategy,
                 group_size=plan.group,
                 clean_accuracy=prep.accuracy,
                 samples=len(prep.data.opt_idx),
                 asr_samples=len(prep.data.asr_idx),
-                max_steps=prep.cfg.scan.max_steps,
+                max_steps=prep.cfg.scan.budget().max_steps,
                 resumed_trials=len(plan.previous),
                 screening=plan.screen,
                 continued_searches=len(plan.inflight or {}),
-                screen_steps=min(prep.cfg.scan.screen_steps, prep.cfg.scan.max_steps) if plan.screen else 0,
+                screen_steps=min(prep.cfg.scan.screen_steps, prep.cfg.scan.budget().max_steps) if plan.screen else 0,
                 label_share=prep.data.label_share,
             )
         )
@@ -209,8 +209,8 @@ def _second_round(prep: Prepared, trials: TrialCollector) -> Selection | None:
         {r.label: r.converged for r in rows},
         first,
         d.statistic,
-        d.threshold,
-        d.spread_floor or 0.0,
+        d.cut(),
+        d.floor(),
         _shares(prep),
     ):
         return None
@@ -233,8 +233,8 @@ def _screen(
     # the image at 16 of 40 steps on a tuning-half GTSRB model)
     settings = dataclasses.replace(
         full,
-        max_steps=min(s.screen_steps, s.max_steps),
-        batch_size=min(s.batch_size, len(x)),
+        max_steps=min(s.screen_steps, s.budget().max_steps),
+        batch_size=min(s.budget().batch_size, len(x)),
         rules=dataclasses.replace(full.rules, converge_window=0),
     )
     request = SearchRequest(
@@ -248,10 +248,10 @@ def _screen(
         {k: t.l1_norm for k, t in screened.items()},
         {k: t.converged for k, t in screened.items()},
         prep.cfg.detect.statistic,
-        prep.cfg.detect.threshold,
+        prep.cfg.detect.cut(),
         s.confirm_margin,
         s.confirm_references,
-        prep.cfg.detect.spread_floor or 0.0,
+        prep.cfg.detect.floor(),
         _shares(prep),
     )
     trials.screening_done(selection)
@@ -332,7 +332,7 @@ class TrialCollector:
         self.arrays[job.key] = (out.mask, out.pattern)
         self.bus.emit(finished)
         mine = [t for t in full_searches(self.trials) if t.label == job.label]
-        if job.stage == "trial" and len(mine) >= self.prep.cfg.scan.trials:
+        if job.stage == "trial" and len(mine) >= self.prep.cfg.scan.budget().trials:
             self._label_done(job.label, mine)
 
     def screening_done(self, selection: Selection) -> None:
@@ -389,7 +389,7 @@ class TrialCollector:
             model=str(p.cfg.resolve_path(p.cfg.model.path)),
             data=str(p.cfg.resolve_path(p.cfg.data.path)),
             class_names=p.data.class_names,
-            trials_per_label=s.trials,
+            trials_per_label=s.budget().trials,
             seconds=seconds,
             images=self.images,
             outputs=outputs_kind(p.model),
@@ -398,13 +398,13 @@ class TrialCollector:
         return build_report(
             self.trials,
             labels_planned=self.plan.labels,
-            threshold=p.cfg.detect.threshold,
+            threshold=p.cfg.detect.cut(),
             statistic=p.cfg.detect.statistic,
             info=info,
             run_dir=str(self.folder.path),
             faults=p.faults,
             selection=self.selection,
-            spread_floor=p.cfg.detect.spread_floor or 0.0,
+            spread_floor=p.cfg.detect.floor(),
             saved_running=self.saved_running,
             frequency_correction=p.cfg.detect.frequency_correction,
         )

@@ -16,14 +16,15 @@ from nc_engine.run.inflight import Key
 STAGES = ("trial", "screen")  # a search at the full budget, or a screening pass
 # the keys every trial JSON has held; "stage" came later, and a file without it is a full search
 TRIAL_KEYS = ("label", "trial", "seed", "l1_norm", "asr", "steps", "converged", "stop_reason", "seconds")
-# what each key holds (NaN is written as null, so numbers may be null)
-_INT, _NUMBER = (int,), (int, float, type(None))
+# what each key holds; a NaN attack rate is written as null, while the kept trigger's L1 and the seconds
+# are always numbers (a null there is a damaged file, and that trial runs again)
+_INT, _NUMBER = (int,), (int, float)
 TRIAL_TYPES: dict[str, tuple[type, ...]] = {
     "label": _INT,
     "trial": _INT,
     "seed": _INT,
     "l1_norm": _NUMBER,
-    "asr": _NUMBER,
+    "asr": (int, float, type(None)),
     "steps": _INT,
     "converged": (bool,),
     "stop_reason": (str,),

@@ -250,11 +250,11 @@ def rebuilt_report(folder: RunFolder) -> Report:
     report = build_report(
         trials,
         labels_planned=labels,
-        threshold=cfg.detect.threshold or 0.0,
+        threshold=cfg.detect.cut(),
         statistic=cfg.detect.statistic,
         info=info,
         run_dir=run_dir,
-        spread_floor=cfg.detect.spread_floor or 0.0,
+        spread_floor=cfg.detect.floor(),
         frequency_correction=cfg.detect.frequency_correction,
     )
     report.note = (

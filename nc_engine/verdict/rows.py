@@ -38,12 +38,14 @@ class LabelRow:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabelRow:
         """A row of report.json; a trial entry that is not a trial record raises TypeError. Reports written
-        before the rows held whole records listed seven keys per trial: the row gives the label, and
-        their seconds are unknown."""
+        before the rows held whole records listed seven keys per trial: the row gives the label."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a label row is {type(data).__name__}, expected a table")
         trials = data.get("trials")
         if not isinstance(trials, list):
             return cls(**data)  # the field check names it
-        entries = [{"label": data.get("label"), "seconds": math.nan, **t} if isinstance(t, dict) else t for t in trials]
+        # such reports kept no per-trial seconds: 0 counts nothing (the row's own seconds are kept)
+        entries = [{"label": data.get("label"), "seconds": 0.0, **t} if isinstance(t, dict) else t for t in trials]
         for n, entry in enumerate(entries):
             wrong = problem(entry)
             if wrong is not None:

@@ -42,7 +42,13 @@ def test_a_trial_file_from_before_stages_is_a_full_search():
 
 @pytest.mark.parametrize(
     ("change", "named"),
-    [({"stage": "../../x"}, "stage"), ({"steps": "40"}, "steps"), ({"converged": 1}, "converged")],
+    [
+        ({"stage": "../../x"}, "stage"),
+        ({"steps": "40"}, "steps"),
+        ({"converged": 1}, "converged"),
+        ({"l1_norm": None}, "l1_norm"),
+        ({"seconds": None}, "seconds"),
+    ],
 )
 def test_a_trial_file_of_the_wrong_shape_is_named(change, named):
     assert named in problem({**RECORD.to_dict(), **change})
@@ -97,3 +103,15 @@ def test_a_report_trial_entry_of_the_wrong_type_is_one_line():
     data["labels"][0]["trials"][0]["l1_norm"] = "small"
     with pytest.raises(RunFolderError, match=r"trials\[0\].*l1_norm"):
         Report.from_dict(data, "report.json")
+
+
+@pytest.mark.parametrize("row", [0, "x", None, [1, 2]])
+def test_a_report_row_that_is_not_a_table_is_one_line(row):
+    data = json.loads(json.dumps(_report().to_dict()))
+    data["labels"][1] = row
+    with pytest.raises(RunFolderError, match="not a report written by nc-tui"):
+        Report.from_dict(data, "report.json")
+
+
+def test_a_null_attack_rate_is_a_nan_one_and_still_a_record():
+    assert problem({**RECORD.to_dict(), "asr": None}) is None

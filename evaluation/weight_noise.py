@@ -9,21 +9,28 @@ one optimisation for the whole model, not one per label. What the demo models sh
 evaluation/campaigns/weight-noise-probe/notes.md.
 
     python -m evaluation.weight_noise CONFIG [CONFIG ...]   # each bound: clean accuracy, top error label, its share
+    python -m evaluation.weight_noise --tuning mnist        # the zoo's tuning-half models, into records.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evaluation.zoo_data import CACHE
 from nc_engine.config.settings import load_config
 from nc_engine.data.load import open_data
 from nc_engine.models.load import load_model
+
+RECORDS = Path(__file__).parent / "campaigns" / "weight-noise-probe" / "records.jsonl"
 
 
 @dataclass(frozen=True)
@@ -112,17 +119,56 @@ def clean_images(config: str, count: int, seed: int) -> tuple[torch.Tensor, torc
     return x, torch.from_numpy(source.labels[kept].astype(np.int64))
 
 
+def _describe(name: str, rungs: list[Rung]) -> str:
+    return f"{name} " + " ".join(f"{r.eps}:{r.accuracy:.2f}/{r.top_label}:{r.share:.2f}" for r in rungs)
+
+
+def probe_tuning(prefixes: tuple[str, ...], root: Path, settings: NoiseSettings) -> None:
+    """Build the zoo's tuning-half models whose names start with `prefixes` (as the zoo builds them, cached)
+    and append each one's ladder to RECORDS once; models already recorded are skipped."""
+    from evaluation.margin_tuning import _commit, _rank
+    from evaluation.zoo import build_model, zoo_specs
+    from evaluation.zoo_split import load_split
+
+    tuning = {n for n, half in load_split().items() if half == "tuning"}
+    done = {json.loads(line)["name"] for line in RECORDS.read_text().splitlines()} if RECORDS.exists() else set()
+    specs = [s for s in zoo_specs() if s.name in tuning and s.name.startswith(prefixes) and s.name not in done]
+    for spec in sorted(specs, key=lambda s: (_rank(s.name), s.name)):
+        manifest = build_model(spec, root)
+        config = str(root / spec.name / "config.toml")
+        cfg = load_config(config)
+        x, y = clean_images(config, settings.samples, settings.seed)
+        started = time.perf_counter()
+        rungs = ladder(load_model(cfg, torch.device("cpu")), x, y, cfg.model.num_classes, settings)
+        record = {
+            "name": spec.name,
+            "targets": spec.targets(),
+            "clean_accuracy": manifest["clean_accuracy"],
+            "rungs": [asdict(r) for r in rungs],
+            "seconds": time.perf_counter() - started,
+            "settings": asdict(settings),
+            "commit": _commit(),
+            "device": "cpu",
+        }
+        with RECORDS.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+        print(_describe(f"{spec.name} (targets {spec.targets()})", rungs), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Where clean images' errors go under adversarial weight noise.")
-    parser.add_argument("configs", nargs="+", help="scan configs (the model and its clean data)")
+    parser.add_argument("configs", nargs="*", help="scan configs (the model and its clean data)")
+    parser.add_argument("--tuning", default="", help="zoo tuning-half name prefixes to build and record")
+    parser.add_argument("--root", type=Path, default=CACHE / "zoo")
     args = parser.parse_args(argv)
     settings = NoiseSettings()
     for config in args.configs:
         cfg = load_config(config)
         x, y = clean_images(config, settings.samples, settings.seed)
         rungs = ladder(load_model(cfg, torch.device("cpu")), x, y, cfg.model.num_classes, settings)
-        cells = " ".join(f"{r.eps}:{r.accuracy:.2f}/{r.top_label}:{r.share:.2f}" for r in rungs)
-        print(f"{config} {cells}", flush=True)
+        print(_describe(config, rungs), flush=True)
+    if args.tuning:
+        probe_tuning(tuple(p for p in args.tuning.split(",") if p), args.root, settings)
     return 0
 
 

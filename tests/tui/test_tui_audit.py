@@ -8,11 +8,10 @@ from textual.widgets import DataTable
 
 from nc_engine.audit import events as ae
 from nc_engine.audit.summary import AuditRow
-from nc_engine.run import events as ev
-from nc_engine.run.trial import TrialRecord
 from nc_tui.app import NCApp
 from nc_tui.screens.audit import AuditResultsScreen, AuditScreen
 from tests.audit_fixtures import cheap_zoo
+from tests.event_factory import scan_started, step_progress, trial_finished
 from tests.tui.screen_text import screen_text
 from tests.tui.test_tui import wait_for
 
@@ -53,44 +52,18 @@ async def test_live_states_fit_80x24_without_colour(no_color, tmp_path):
         feed = [
             ae.AuditStarted(spec=str(spec.path), out=str(spec.out), models=names, sources=names),
             ae.ModelStarted(index=0, total=4, name=names[0]),
-            ev.ScanStarted(
+            scan_started(
                 run_dir="/runs/x",
                 labels=[0, 1, 2, 3],
                 class_names=["0", "1", "2", "3"],
-                trials=1,
-                device="cpu",
-                strategy="batched",
                 group_size=4,
                 clean_accuracy=0.98,
                 samples=64,
                 asr_samples=200,
                 max_steps=60,
             ),
-            ev.TrialFinished(
-                record=TrialRecord(
-                    label=0,
-                    trial=0,
-                    seed=1,
-                    l1_norm=40.0,
-                    asr=0.99,
-                    steps=30,
-                    converged=True,
-                    stop_reason="early_stop",
-                    seconds=1.0,
-                )
-            ),
-            ev.StepProgress(
-                label=1,
-                trial=0,
-                step=10,
-                loss=1.0,
-                ce=0.5,
-                l1=30.0,
-                attack_acc=0.9,
-                cost=1e-3,
-                best_l1=30.0,
-                images=640,
-            ),
+            trial_finished(0, l1_norm=40.0, asr=0.99, steps=30, stop_reason="early_stop"),
+            step_progress(1, 10, ce=0.5, l1=30.0, attack_acc=0.9, best_l1=30.0, images=640),
         ]
         for event in feed:
             screen.listener(event)

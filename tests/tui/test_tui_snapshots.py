@@ -14,6 +14,7 @@ from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.report import Report, build_report
 from nc_engine.verdict.rows import ScanInfo
 from nc_tui.app import NCApp
+from tests.event_factory import scan_started, step_progress, trial_finished
 
 SIZES = [(80, 24), (120, 40)]
 RUN = Path("/tmp/nc-tui-snapshots/run-20260101-000000")
@@ -92,34 +93,18 @@ def test_results_screen(snap_compare, size):
 async def feed_scan(pilot) -> None:
     """The scan screen fed a fixed story of events instead of a running engine."""
     screen = pilot.app.screen
-    started = ev.ScanStarted(
-        run_dir=str(RUN),
-        labels=list(range(10)),
-        class_names=[str(i) for i in range(10)],
-        trials=1,
-        device="cpu",
-        strategy="batched",
-        group_size=10,
-        clean_accuracy=0.99,
-        samples=160,
-        asr_samples=1000,
-        max_steps=300,
-    )
+    started = scan_started(run_dir=str(RUN))
     screen.state.on_scan_started(started)
     screen.post_message(screen_message(started))
     await pilot.pause()
     for label in range(10):
         for step in range(1, 31):
             screen.state.on_step(
-                ev.StepProgress(
-                    label=label,
-                    trial=0,
-                    step=step,
+                step_progress(
+                    label,
+                    step,
                     loss=2.0 / step,
-                    ce=0.1,
                     l1=100 - step - label,
-                    attack_acc=1.0,
-                    cost=1e-3,
                     best_l1=100 - step - label,
                     images=1000 * step,
                     mask=fixed_mask(label),
@@ -138,21 +123,7 @@ async def feed_scan(pilot) -> None:
             done=1,
             total=10,
         )
-        screen.state.on_trial_finished(
-            ev.TrialFinished(
-                record=TrialRecord(
-                    label=label,
-                    trial=0,
-                    seed=1,
-                    l1_norm=16.0,
-                    asr=0.97,
-                    steps=40,
-                    converged=True,
-                    stop_reason="converged",
-                    seconds=3.0,
-                )
-            )
-        )
+        screen.state.on_trial_finished(trial_finished(label, steps=40, seconds=3.0))
         screen.state.on_label_finished(finished)
         screen.post_message(screen_message(finished))
     await pilot.pause()

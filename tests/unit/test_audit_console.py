@@ -8,8 +8,8 @@ from rich.console import Console
 
 from nc_engine.audit import events as ae
 from nc_engine.audit.summary import AuditRow
-from nc_engine.run import events as ev
 from nc_tui.audit_console import AuditProgress, print_summary
+from tests.event_factory import scan_started, step_progress
 
 
 def finished(index, row, skipped=False):
@@ -36,13 +36,10 @@ def test_model_lines_heartbeat_and_summary():
     progress(ae.AuditStarted(spec="zoo.toml", out="/out", models=["m1", "m2"], sources=["m1.pt", "m2.pt"]))
     progress(ae.ModelStarted(index=0, total=2, name="m1", resume="/out/m1/m1-1"))
     progress(
-        ev.ScanStarted(
+        scan_started(
             run_dir="/out/m1/m1-1",
             labels=[0, 1],
             class_names=["a", "b"],
-            trials=1,
-            device="cpu",
-            strategy="batched",
             group_size=2,
             clean_accuracy=0.97,
             samples=64,
@@ -51,17 +48,9 @@ def test_model_lines_heartbeat_and_summary():
             resumed_trials=1,
         )
     )
-    progress(
-        ev.StepProgress(
-            label=1, trial=0, step=3, loss=1.0, ce=0.5, l1=20.0, attack_acc=0.5, cost=1e-3, best_l1=20.0, images=640
-        )
-    )
+    progress(step_progress(1, 3, ce=0.5, l1=20.0, attack_acc=0.5, best_l1=20.0, images=640))
     now[0] = 11.0  # silent for longer than the heartbeat: the next step says where the scan is
-    progress(
-        ev.StepProgress(
-            label=1, trial=0, step=4, loss=1.0, ce=0.5, l1=20.0, attack_acc=0.5, cost=1e-3, best_l1=20.0, images=1280
-        )
-    )
+    progress(step_progress(1, 4, ce=0.5, l1=20.0, attack_acc=0.5, best_l1=20.0, images=1280))
     progress(finished(0, good, skipped=False))
     progress(ae.ModelStarted(index=1, total=2, name="m2"))
     progress(finished(1, bad))

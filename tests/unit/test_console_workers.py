@@ -6,26 +6,13 @@ from rich.console import Console
 
 from nc_engine.run import events as ev
 from nc_tui.console import HeadlessProgress
+from tests.event_factory import scan_started
 
 
 def test_plain_output_names_each_worker_once_and_each_label_s_worker():
     out = io.StringIO()
     progress = HeadlessProgress(Console(file=out, no_color=True, force_terminal=False, width=200))
-    progress(
-        ev.ScanStarted(
-            run_dir="/tmp/run",
-            labels=[0, 1, 2],
-            class_names=["a", "b", "c"],
-            trials=1,
-            device="ray",
-            strategy="batched",
-            group_size=3,
-            clean_accuracy=0.99,
-            samples=160,
-            asr_samples=1000,
-            max_steps=300,
-        )
-    )
+    progress(scan_started(labels=[0, 1, 2], class_names=["a", "b", "c"], device="ray", group_size=3))
     for label, worker in (
         (0, "w0 cuda:0 (H100) @ node-1"),
         (1, "w1 cuda:1 (H100) @ node-1"),

@@ -9,9 +9,9 @@ from rich.console import Console
 
 from nc_engine.run import events as ev
 from nc_engine.run.progress import ScanProgress
-from nc_engine.run.trial import TrialRecord
 from nc_tui.console import HeadlessProgress
 from nc_tui.state import ScanState
+from tests.event_factory import scan_started, step_progress, trial_finished
 
 
 class Clock:
@@ -66,57 +66,15 @@ def test_the_app_and_the_console_read_the_same_progress():
     """ScanState (the scan screen and the headless console) goes through the same counting."""
     clock = Clock()
     state = ScanState(clock)
-    state.on_scan_started(
-        ev.ScanStarted(
-            run_dir="/tmp/run",
-            labels=list(range(10)),
-            class_names=[str(i) for i in range(10)],
-            trials=1,
-            device="cpu",
-            strategy="batched",
-            group_size=10,
-            clean_accuracy=0.99,
-            samples=160,
-            asr_samples=1000,
-            max_steps=300,
-        )
-    )
+    state.on_scan_started(scan_started())
     mask = np.zeros((2, 2), np.float32)
 
     def on_step(label, step):
-        state.on_step(
-            ev.StepProgress(
-                label=label,
-                trial=0,
-                step=step,
-                loss=1.0,
-                ce=0.1,
-                l1=5.0,
-                attack_acc=1.0,
-                cost=1e-3,
-                best_l1=5.0,
-                images=160 * step,
-                mask=mask,
-            )
-        )
+        state.on_step(step_progress(label, step, mask=mask))
         state.eta_seconds()  # read as the screen reads it
 
     def on_finish(label, steps):
-        state.on_trial_finished(
-            ev.TrialFinished(
-                record=TrialRecord(
-                    label=label,
-                    trial=0,
-                    seed=1,
-                    l1_norm=16.0,
-                    asr=0.97,
-                    steps=steps,
-                    converged=True,
-                    stop_reason="converged",
-                    seconds=3.0,
-                )
-            )
-        )
+        state.on_trial_finished(trial_finished(label, steps=steps, seconds=3.0))
 
     grind(on_step, on_finish, clock, 120)
     assert state.done_jobs == 9
@@ -161,57 +119,16 @@ def test_screening_counts_its_own_limit_then_the_confirmations():
 def test_a_second_round_of_references_adds_its_searches_to_those_counted():
     state = ScanState(Clock())
     state.on_scan_started(
-        ev.ScanStarted(
-            run_dir="/tmp/run",
-            labels=list(range(20)),
-            class_names=[str(i) for i in range(20)],
-            trials=1,
-            device="cpu",
-            strategy="batched",
-            group_size=10,
-            clean_accuracy=0.99,
-            samples=160,
-            asr_samples=1000,
-            max_steps=300,
-            screening=True,
-            screen_steps=48,
-        )
+        scan_started(labels=list(range(20)), class_names=[str(i) for i in range(20)], screening=True, screen_steps=48)
     )
     for label in range(20):
         state.on_trial_finished(
-            ev.TrialFinished(
-                record=TrialRecord(
-                    label=label,
-                    trial=0,
-                    seed=1,
-                    l1_norm=50.0,
-                    asr=0.99,
-                    steps=48,
-                    converged=True,
-                    stop_reason="max_steps",
-                    seconds=1.0,
-                    stage="screen",
-                )
-            )
+            trial_finished(label, l1_norm=50.0, asr=0.99, steps=48, stop_reason="max_steps", stage="screen")
         )
     state.on_screening_finished(ev.ScreeningFinished(candidates=[3, 7], references=[1, 2, 5], why={}, images=20 * 1536))
     assert state.total_jobs == 20 + 5 and state.labels[5].state == "confirming"
     for label in (1, 2, 3, 5, 7):
-        state.on_trial_finished(
-            ev.TrialFinished(
-                record=TrialRecord(
-                    label=label,
-                    trial=0,
-                    seed=1,
-                    l1_norm=40.0,
-                    asr=0.99,
-                    steps=50,
-                    converged=True,
-                    stop_reason="converged",
-                    seconds=1.0,
-                )
-            )
-        )
+        state.on_trial_finished(trial_finished(label, l1_norm=40.0, asr=0.99))
     state.on_screening_finished(
         ev.ScreeningFinished(
             candidates=[3, 7], references=[1, 2, 4, 5, 6, 9], why={}, images=60000, second_round=[4, 6, 9]
@@ -225,21 +142,7 @@ def test_the_console_says_when_a_second_round_of_references_runs():
     out = io.StringIO()
     progress = HeadlessProgress(Console(file=out, no_color=True, force_terminal=False, width=200))
     progress(
-        ev.ScanStarted(
-            run_dir="/tmp/run",
-            labels=list(range(20)),
-            class_names=[str(i) for i in range(20)],
-            trials=1,
-            device="cpu",
-            strategy="batched",
-            group_size=10,
-            clean_accuracy=0.99,
-            samples=160,
-            asr_samples=1000,
-            max_steps=300,
-            screening=True,
-            screen_steps=48,
-        )
+        scan_started(labels=list(range(20)), class_names=[str(i) for i in range(20)], screening=True, screen_steps=48)
     )
     progress(ev.ScreeningFinished(candidates=[3, 7], references=[1, 2, 5], why={}, images=30000))
     progress(

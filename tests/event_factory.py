@@ -32,8 +32,12 @@ def step_progress(label: int, step: int, **fields: Any) -> ev.StepProgress:
     return ev.StepProgress(label=label, step=step, **{**base, **fields})
 
 
-def trial_finished(label: int, **fields: Any) -> ev.TrialFinished:
-    """A converged full search of `label`; `fields` are the record's."""
+def record(label: int, **fields: Any) -> TrialRecord:
+    """A converged full search of `label`, unless `fields` say otherwise."""
     base: dict[str, Any] = {"trial": 0, "seed": 1, "l1_norm": 16.0, "asr": 0.97, "steps": 50}
     base.update(converged=True, stop_reason="converged", seconds=1.0)
-    return ev.TrialFinished(record=TrialRecord(label=label, **{**base, **fields}))
+    return TrialRecord(label=label, **{**base, **fields})
+
+
+def trial_finished(label: int, **fields: Any) -> ev.TrialFinished:
+    return ev.TrialFinished(record=record(label, **fields))

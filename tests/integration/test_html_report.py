@@ -15,13 +15,13 @@ from PIL import Image
 
 from nc_engine.detectors.margin_result import MarginResult
 from nc_engine.run.runfolder import RunFolder
-from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.combine import with_detectors
 from nc_engine.verdict.html_page import html_page, write_page
 from nc_engine.verdict.report import Report, build_report
 from nc_engine.verdict.rows import ScanInfo
 from nc_engine.verdict.sentence import verdict_sentence
 from tests.conftest import in_ci
+from tests.event_factory import record
 
 TARGET = 7
 HOSTILE = '<script>document.title="owned"</script><img src=x onerror=alert(1)>'
@@ -40,19 +40,7 @@ def _run(tmp_path: Path) -> tuple[Report, RunFolder]:
         else:
             mask[label : label + 7, 4:10] = 0.9 + label / 100
         RunFolder(run).save_trigger(label, mask, np.full((1, 28, 28), 0.5, np.float32))
-        trials.append(
-            TrialRecord(
-                label=label,
-                trial=0,
-                seed=label,
-                l1_norm=float(mask.sum()),
-                asr=0.97,
-                steps=60,
-                converged=True,
-                stop_reason="converged",
-                seconds=1.0,
-            )
-        )
+        trials.append(record(label, seed=label, l1_norm=float(mask.sum()), steps=60))
     names = [f"class-{k}" for k in range(10)]
     names[3] = HOSTILE
     info = ScanInfo(clean_accuracy=0.97, seconds=12.5, images=76_000, device="cpu", model="m.pt", class_names=names)

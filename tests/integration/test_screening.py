@@ -22,7 +22,7 @@ from nc_engine.detectors.neural_cleanse.screening import (
     subset_indices,
     widen,
 )
-from nc_engine.run.trial import TrialRecord
+from tests.event_factory import record
 
 L1 = {k: v for k, v in enumerate([40.0, 44.0, 38.0, 50.0, 9.0, 41.0, 43.0, 39.0, 52.0, 45.0, 47.0, 42.0])}
 CONVERGED = {k: True for k in L1}
@@ -182,21 +182,7 @@ def test_the_table_says_which_labels_were_only_screened():
     from nc_engine.verdict.report import build_report
     from nc_engine.verdict.rows import ScanInfo
 
-    trials = [
-        TrialRecord(
-            label=k,
-            trial=0,
-            seed=k,
-            l1_norm=v,
-            asr=0.99,
-            steps=40,
-            converged=True,
-            stop_reason="converged",
-            seconds=1.0,
-            stage="screen",
-        )
-        for k, v in L1.items()
-    ]
+    trials = [record(k, seed=k, l1_norm=v, asr=0.99, steps=40, stage="screen") for k, v in L1.items()]
     sel = choose(L1, CONVERGED, "log_l1", 3.5, 1.5, 3)
     trials += [
         dataclasses.replace(t, stage="trial", l1_norm=t.l1_norm * 0.8) for t in trials if t.label in sel.confirmed

@@ -12,12 +12,12 @@ from torch import nn
 
 from nc_engine import run_scan
 from nc_engine.config.settings import config_from_dict
-from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.formatting import verdict_line
 from nc_engine.verdict.outliers import DEFAULT_SPREAD_FLOOR, DEFAULT_THRESHOLD
 from nc_engine.verdict.report import Report, build_report
 from nc_engine.verdict.rows import ScanInfo
 from nc_tui.cli import main
+from tests.event_factory import record
 
 CLEAN_L1 = [40.0, 44.0, 38.0, 50.0, 47.0, 41.0, 43.0, 39.0, 52.0, 45.0]
 
@@ -26,17 +26,7 @@ def report_of(l1, converged=None, stop=None, accuracy=0.95, classes=10, share=()
     converged = converged or [True] * len(l1)
     stop = stop or ["converged"] * len(l1)
     trials = [
-        TrialRecord(
-            label=i,
-            trial=0,
-            seed=i,
-            l1_norm=v,
-            asr=0.99 if c else 0.2,
-            steps=50,
-            converged=c,
-            stop_reason=s,
-            seconds=1.0,
-        )
+        record(i, seed=i, l1_norm=v, asr=0.99 if c else 0.2, converged=c, stop_reason=s)
         for i, (v, c, s) in enumerate(zip(l1, converged, stop, strict=True))
     ]
     info = ScanInfo(clean_accuracy=accuracy, class_names=[str(i) for i in range(classes)], label_share=list(share))
@@ -105,20 +95,7 @@ def test_the_caution_reads_shares_by_class_and_ignores_absent_classes():
     """A scan of some labels only (rows 0..9 are classes 2..11) and data lacking classes 0 and 1: the
     share is the flagged class's own, and the absent classes do not drag the median down."""
     share = [0.0, 0.0] + [0.08] * 8 + [0.18, 0.18]  # classes 10 and 11: 2.25x the median of those present
-    trials = [
-        TrialRecord(
-            label=2 + i,
-            trial=0,
-            seed=i,
-            l1_norm=v,
-            asr=0.99,
-            steps=50,
-            converged=True,
-            stop_reason="converged",
-            seconds=1.0,
-        )
-        for i, v in enumerate(CLEAN_L1[:8] + [7.0, 8.0])
-    ]
+    trials = [record(2 + i, seed=i, l1_norm=v, asr=0.99) for i, v in enumerate(CLEAN_L1[:8] + [7.0, 8.0])]
     info = ScanInfo(clean_accuracy=0.95, class_names=[f"c{i}" for i in range(12)], label_share=share)
     report = build_report(
         trials,
@@ -367,20 +344,7 @@ def test_each_labels_line_in_the_csv_agrees_with_its_flag_on_a_subset_of_labels(
     l1, share = gtsrb_like(seed=3)
     rare = int(np.argmin(share))
     l1[rare] /= 3  # below its own (raised) line, though perhaps above the median-share line
-    trials = [
-        TrialRecord(
-            label=2 + k,
-            trial=0,
-            seed=k,
-            l1_norm=v,
-            asr=0.99,
-            steps=50,
-            converged=True,
-            stop_reason="converged",
-            seconds=1.0,
-        )
-        for k, v in enumerate(l1)
-    ]
+    trials = [record(2 + k, seed=k, l1_norm=v, asr=0.99) for k, v in enumerate(l1)]
     info = ScanInfo(clean_accuracy=0.95, class_names=[f"c{i}" for i in range(45)], label_share=[0.0, 0.0] + share)
     report = build_report(
         trials,

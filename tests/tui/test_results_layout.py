@@ -9,12 +9,12 @@ import pytest
 from textual.widgets import Label, Static
 
 from nc_engine.run.runfolder import RunFolder
-from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.report import Report, build_report
 from nc_engine.verdict.rows import ScanInfo
 from nc_tui.app import NCApp
 from nc_tui.widgets.bars import L1Bars
 from nc_tui.widgets.image import ArrayImage
+from tests.event_factory import record
 
 TARGET = 40  # the last rows of a chart sorted by label: off screen at 80x24
 
@@ -29,19 +29,7 @@ def _report(run: Path) -> Report:
         else:
             mask[label % 20 : label % 20 + 8, 4:10] = 0.9 + label / 1000
         RunFolder(run).save_trigger(label, mask, np.ones((3, 32, 32), np.float32))
-        trials.append(
-            TrialRecord(
-                label=label,
-                trial=0,
-                seed=label,
-                l1_norm=float(mask.sum()),
-                asr=0.97,
-                steps=60,
-                converged=True,
-                stop_reason="converged",
-                seconds=1.0,
-            )
-        )
+        trials.append(record(label, seed=label, l1_norm=float(mask.sum()), steps=60))
     info = ScanInfo(clean_accuracy=0.95, seconds=30.0, class_names=[f"sign-{k:02d}" for k in range(43)])
     return build_report(
         trials,

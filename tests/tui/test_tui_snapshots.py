@@ -10,11 +10,10 @@ import pytest
 from nc_engine.config.settings import config_from_dict
 from nc_engine.run import events as ev
 from nc_engine.run.runfolder import RunFolder
-from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.report import Report, build_report
 from nc_engine.verdict.rows import ScanInfo
 from nc_tui.app import NCApp
-from tests.event_factory import scan_started, step_progress, trial_finished
+from tests.event_factory import record, scan_started, step_progress, trial_finished
 
 SIZES = [(80, 24), (120, 40)]
 RUN = Path("/tmp/nc-tui-snapshots/run-20260101-000000")
@@ -62,16 +61,13 @@ def fixed_report() -> Report:
         pattern = np.stack([np.linspace(0, 1, 28, dtype=np.float32)[None].repeat(28, 0)])
         RunFolder(RUN).save_trigger(label, mask, pattern)
         trials.append(
-            TrialRecord(
-                label=label,
-                trial=0,
+            record(
+                label,
                 seed=100 + label,
                 l1_norm=float(mask.sum()),
                 asr=0.95 + label / 1000,
                 steps=300 if label == DEGENERATE else 50 + label,
-                converged=True,
                 stop_reason="max_steps" if label == DEGENERATE else "converged",
-                seconds=1.0,
             )
         )
     info = ScanInfo(clean_accuracy=0.99, seconds=12.0, class_names=[str(i) for i in range(10)])

@@ -4,28 +4,18 @@ import dataclasses
 import os
 
 from nc_engine.detectors.margin_result import MarginResult
-from nc_engine.run.trial import TrialRecord
 from nc_engine.verdict.combine import with_detectors
 from nc_engine.verdict.report import build_report
 from nc_engine.verdict.rows import ScanInfo
 from nc_engine.verdict.sentence import LIMITS, LIMITS_NC_ONLY, verdict_sentence
+from tests.event_factory import record
 
 CLEAN_L1 = [40.0, 44.0, 38.0, 42.0, 46.0, 41.0, 39.0, 45.0, 43.0, 47.0]
 NAMES = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def _trial(label: int, l1: float) -> TrialRecord:
-    return TrialRecord(
-        label=label,
-        trial=0,
-        seed=label,
-        l1_norm=l1,
-        asr=0.97,
-        steps=50,
-        converged=True,
-        stop_reason="converged",
-        seconds=1.0,
-    )
+def _trial(label: int, l1: float):
+    return record(label, seed=label, l1_norm=l1)
 
 
 def _report(l1: list[float], run_dir: str = "/data/runs/m-1"):

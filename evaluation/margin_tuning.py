@@ -34,14 +34,14 @@ RECORDS = Path(__file__).parent / "campaigns" / "max-margin-tuning" / "records.j
 ORDER = ("mnist", "gtsrb-compact", "cifar10-compact", "gtsrb-resnet8", "cifar10-resnet8")  # cheapest first
 
 
-def _commit() -> str:
+def current_commit() -> str:
     out = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
     )
     return out.stdout.strip()
 
 
-def _rank(name: str) -> int:
+def cost_rank(name: str) -> int:
     return next((i for i, prefix in enumerate(ORDER) if name.startswith(prefix)), len(ORDER))
 
 
@@ -57,7 +57,7 @@ def measure(spec, root: Path) -> dict:
         "clean_accuracy": manifest["clean_accuracy"],
         "attack_success_rate": manifest["attack_success_rate"],
         **result.to_dict(),
-        "commit": _commit(),
+        "commit": current_commit(),
         "device": "cpu",
     }
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     tuning = {n for n, half in load_split().items() if half == "tuning"}
     prefixes = [p for p in args.only.split(",") if p]
     wanted = [s for s in zoo_specs() if s.name in tuning and (not prefixes or s.name.startswith(tuple(prefixes)))]
-    specs = sorted(wanted, key=lambda s: (_rank(s.name), s.name))
+    specs = sorted(wanted, key=lambda s: (cost_rank(s.name), s.name))
     RECORDS.parent.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)["name"] for line in RECORDS.read_text().splitlines()} if RECORDS.exists() else set()
     for spec in specs:

@@ -25,7 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evaluation.margin_tuning import cost_rank, current_commit
+from evaluation.zoo import build_model, zoo_specs
 from evaluation.zoo_data import CACHE
+from evaluation.zoo_split import load_split
 from nc_engine.config.settings import load_config
 from nc_engine.data.load import open_data
 from nc_engine.models.load import load_model
@@ -131,15 +134,11 @@ def _describe(name: str, rungs: list[Rung]) -> str:
 def probe_tuning(prefixes: tuple[str, ...], root: Path, settings: NoiseSettings) -> None:
     """Build the zoo's tuning-half models whose names start with `prefixes` (as the zoo builds them, cached)
     and append each one's ladder to RECORDS once; models already recorded are skipped."""
-    from evaluation.margin_tuning import _commit, _rank
-    from evaluation.zoo import build_model, zoo_specs
-    from evaluation.zoo_split import load_split
-
     tuning = {n for n, half in load_split().items() if half == "tuning"}
     kept = [json.loads(line) for line in RECORDS.read_text().splitlines()] if RECORDS.exists() else []
     done = {r["name"] for r in kept if r["settings"] == json.loads(json.dumps(asdict(settings)))}
     specs = [s for s in zoo_specs() if s.name in tuning and s.name.startswith(prefixes) and s.name not in done]
-    for spec in sorted(specs, key=lambda s: (_rank(s.name), s.name)):
+    for spec in sorted(specs, key=lambda s: (cost_rank(s.name), s.name)):
         manifest = build_model(spec, root)
         config = str(root / spec.name / "config.toml")
         cfg = load_config(config)
@@ -153,7 +152,7 @@ def probe_tuning(prefixes: tuple[str, ...], root: Path, settings: NoiseSettings)
             "rungs": [asdict(r) for r in rungs],
             "seconds": time.perf_counter() - started,
             "settings": asdict(settings),
-            "commit": _commit(),
+            "commit": current_commit(),
             "device": "cpu",
         }
         with RECORDS.open("a", encoding="utf-8") as out:

@@ -87,6 +87,8 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
         "stages": [rows[k].stage for k in sorted(rows)],  # screened scans: only "confirmed" labels can be flagged
         "asr": [rows[k].asr for k in sorted(rows)],
         "mask_spread": spread,  # for rules beyond L1 (tuning half)
+        "fired": list(report.fired),  # the detectors that flagged a label
+        "detectors": {name: _evidence(found) for name, found in report.detectors.items()},
     }
     if target is not None:
         row = rows[target]
@@ -103,6 +105,11 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
             targets=manifest["targets"], targets_flagged=all(t in report.flagged for t in manifest["targets"])
         )
     return record
+
+
+def _evidence(result: dict) -> dict:
+    """A detector's result without its bulky settings: what a record needs to judge it again."""
+    return {k: v for k, v in result.items() if k not in ("settings",)}
 
 
 def mask_spread(npz: Path) -> float | None:

@@ -1,7 +1,10 @@
 """Building the sealed third draw (evaluation/zoo_sealed_draw.json): each spec poisoned and trained as the
 zoo trains its own families, refused unless the specs match their committed checksum.
 
-    python -m evaluation.sealed_zoo --only mnist-smallcnn [--root DIR] [--device cuda]
+    python -m evaluation.sealed_zoo --only mnist-smallcnn [--root DIR] [--device cuda] [--dev]
+
+`--dev` builds the development draw instead (evaluation/zoo_dev_draw.json: the same families from another
+salt), the models new detectors are designed and tuned on.
 
 Not to be run until every choice the evaluation depends on is committed (issue 23): the draw is built and
 scanned once, and its records are never replaced. The augmented ResNet-9 families (a GPU's work) stamp
@@ -24,10 +27,15 @@ from evaluation.zoo import TRAINING, config_text
 from evaluation.zoo_attacks import cross_stamp, stamp
 from evaluation.zoo_data import CACHE, DATASETS, load_arrays
 from evaluation.zoo_nets import ARCHITECTURES, AUGMENTED
-from evaluation.zoo_sealed_draw import CHECKSUM_FILE, SPECS_FILE, checksum
+from evaluation.zoo_sealed_draw import CHECKSUM_FILE, DEV_SPECS_FILE, SPECS_FILE, checksum
 from nc_engine.demo.training import accuracy, train_classifier
 
 CROSS_KINDS = ("wanet", "inputaware")  # attacks with a noise / cross mode: images that keep their labels
+
+
+def dev_specs() -> list[dict]:
+    """The development draw's specs (evaluation/zoo_dev_draw.json): for design and tuning, in sample."""
+    return json.loads(DEV_SPECS_FILE.read_text(encoding="utf-8"))["models"]
 
 
 def sealed_specs() -> list[dict]:
@@ -115,9 +123,19 @@ def build(spec: dict, root: Path, device: str = "cpu") -> dict:
         config_text(spec["dataset"], f"{spec['name']}: {ARCHITECTURES[spec['arch']][0]} on {spec['dataset']}"),
         encoding="utf-8",
     )
+    pairs = _backdoors(spec)
     manifest = {
         "spec": spec,
         "name": spec["name"],
+        # the keys evaluate.scan_model scores a scan by, as the zoo's own manifests hold them
+        "dataset": spec["dataset"],
+        "kind": spec["kind"],
+        "backdoor": bool(pairs),
+        "target": spec["target"],
+        "targets": [t for _, t in pairs] if len(pairs) > 1 else None,
+        "request": {"arch": spec["arch"]},
+        "trigger_l1": float(spec["trigger"]["size"] ** 2) if pairs and spec["trigger"]["kind"] == "patch" else None,
+        "attack_success_rate": asrs[0] if asrs else None,
         "clean_accuracy": accuracy(net, x_test, y_test, info.mean, info.std),
         "attack_success_rates": asrs,
         "train_seconds": time.perf_counter() - started,
@@ -129,12 +147,16 @@ def build(spec: dict, root: Path, device: str = "cpu") -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the sealed third draw (once, when every choice is made).")
-    parser.add_argument("--root", type=Path, default=CACHE / "sealed")
+    parser.add_argument("--root", type=Path, help="default: .cache/zoo/sealed or .cache/zoo/dev")
     parser.add_argument("--only", required=True, help="comma-separated family prefixes (mnist-smallcnn, ...)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dev", action="store_true", help="the development draw (in sample), not the sealed one")
     args = parser.parse_args(argv)
+    args.root = args.root or CACHE / ("dev" if args.dev else "sealed")
     prefixes = tuple(p for p in args.only.split(",") if p)
-    for spec in (s for s in sealed_specs() if s["name"].startswith(prefixes)):
+    chosen = [s for s in (dev_specs() if args.dev else sealed_specs()) if s["name"].startswith(prefixes)]
+    # each backdoored model beside its clean twin, so a build cut short still has both kinds
+    for spec in sorted(chosen, key=lambda s: (int(s["name"].rsplit("-", 1)[1]), s["kind"] == "clean")):
         m = build(spec, args.root, args.device)
         print(f"{m['name']:<32} acc {m['clean_accuracy']:.1%} ASR {m['attack_success_rates']}", flush=True)
     return 0

@@ -53,8 +53,16 @@ ROSTER = {
 COLOURS = ("white", "black", "red", "green", "yellow", "magenta")
 
 
-def _rng() -> np.random.Generator:
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(SALT.encode()).digest()[:8], "big"))
+# The development draw: the same families and roster drawn from another salt and numbered after the
+# sealed draw, for designing and tuning detectors of the new attack families. It is not held out: its
+# numbers are in sample and are reported as such.
+DEV_SALT = "nc-tui development draw 3"
+DEV_FIRST_NUMBER = 70
+DEV_SPECS_FILE = Path(__file__).parent / "zoo_dev_draw.json"
+
+
+def _rng(salt: str) -> np.random.Generator:
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "big"))
 
 
 def _patch(rng: np.random.Generator, side_px: int, lo: int, hi: int, grey: bool) -> dict:
@@ -132,12 +140,12 @@ def _overlap(a: dict, b: dict) -> bool:
     )
 
 
-def draw() -> list[dict]:
-    """Every model of the sealed draw, backdoored and clean, in a fixed order."""
-    rng = _rng()
+def draw(salt: str = SALT, first: int = FIRST_NUMBER) -> list[dict]:
+    """Every model of a draw (the sealed one by default), backdoored and clean, in a fixed order."""
+    rng = _rng(salt)
     models = []
     for (dataset, arch), (channels, side, classes) in FAMILIES.items():
-        n = FIRST_NUMBER
+        n = first
         backdoored = [(kind, k) for kind, count in ROSTER.items() for k in range(count)]
         for kind, k in backdoored:
             trigger = _trigger(kind, k, rng, channels, side)
@@ -162,7 +170,7 @@ def draw() -> list[dict]:
                 spec["second"] = {"trigger": second, "target": other + (other >= target)}
             models.append(spec)
             n += 1
-        for m in range(FIRST_NUMBER, n):
+        for m in range(first, n):
             models.append(
                 {
                     "name": f"{dataset}-{arch}-clean-{m:02d}",
@@ -189,6 +197,12 @@ def document() -> str:
     return json.dumps(doc, indent=1) + "\n"
 
 
+def dev_document() -> str:
+    """The development draw's specs file (no checksum: nothing about it is sealed)."""
+    doc = {"salt": DEV_SALT, "how": "evaluation/zoo_sealed_draw.py: draw(DEV_SALT, DEV_FIRST_NUMBER)"}
+    return json.dumps({**doc, "models": draw(DEV_SALT, DEV_FIRST_NUMBER)}, indent=1) + "\n"
+
+
 def checksum(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -196,7 +210,12 @@ def checksum(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write or check the sealed third draw's specs.")
     parser.add_argument("--check", action="store_true", help="fail if the committed specs or checksum differ")
+    parser.add_argument("--dev", action="store_true", help="write the development draw's specs instead")
     args = parser.parse_args(argv)
+    if args.dev:
+        DEV_SPECS_FILE.write_text(dev_document(), encoding="utf-8")
+        print(f"development draw: {DEV_SPECS_FILE}")
+        return 0
     text = document()
     if args.check:
         stored = SPECS_FILE.read_text(encoding="utf-8")

@@ -326,6 +326,15 @@ class DetectConfig:
             "of 14 clean models and 7 of 15 backdoored, none at a wrong label)"
         ),
     )
+    transforms: bool = setting(
+        False,
+        doc=(
+            "also run the transform search ([Detectors](detectors.md)): per label, the weakest blended image, "
+            "additive signal, colour filter and warp shared by every clean image that turns them into it; a "
+            "label reached at a strength far below the others' median is flagged (blended, SIG, filter and "
+            "WaNet-style triggers that Neural Cleanse misses)"
+        ),
+    )
 
 
 @dataclass

@@ -4,40 +4,60 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
-from nc_engine.detectors import max_margin
-from nc_engine.detectors.margin_result import NAME, MarginResult
+from nc_engine.detectors import margin_result as margin
+from nc_engine.detectors import max_margin, transform_search
+from nc_engine.detectors import transform_result as transforms
+from nc_engine.detectors.result import DetectorResult
 from nc_engine.run import events as ev
 from nc_engine.run.prepare import Prepared
 from nc_engine.run.runfolder import RunFolder
 
 
+def _margins(prep: Prepared, stop: threading.Event) -> margin.MarginResult:
+    settings = max_margin.MarginSettings(seed=prep.cfg.scan.seed)
+    return max_margin.detect(
+        prep.model, prep.model.num_classes, prep.cfg.model.input_shape, prep.device, settings, stop
+    )
+
+
+def _transforms(prep: Prepared, stop: threading.Event) -> transforms.TransformResult:
+    settings = transform_search.TransformSettings(seed=prep.cfg.scan.seed)
+    return transform_search.search(prep.model, prep.data.x_opt, prep.data.y_opt, prep.model.num_classes, settings, stop)
+
+
+# name -> (whether the config turns it on, how a saved result reads back, how it runs)
+DETECTORS: dict[str, tuple[Callable[[Prepared], bool], Callable, Callable]] = {
+    margin.NAME: (lambda prep: prep.cfg.detect.max_margin, margin.MarginResult.from_dict, _margins),
+    transforms.NAME: (lambda prep: prep.cfg.detect.transforms, transforms.TransformResult.from_dict, _transforms),
+}
+
+
 def run_detectors(
     prep: Prepared, folder: RunFolder, bus: ev.EventBus, stop: threading.Event
-) -> dict[str, MarginResult]:
+) -> dict[str, DetectorResult]:
     """Every detector the config turns on: name -> result (none when stopped before it finished)."""
-    results: dict[str, MarginResult] = {}
-    if not prep.cfg.detect.max_margin:
-        return results
-    saved = folder.read_detector(NAME, bus.warn)
-    if saved is not None:
-        result = MarginResult.from_dict(saved)
-    else:
-        settings = max_margin.MarginSettings(seed=prep.cfg.scan.seed)
-        result = max_margin.detect(
-            prep.model, prep.model.num_classes, prep.cfg.model.input_shape, prep.device, settings, stop
+    results: dict[str, DetectorResult] = {}
+    for name, (enabled, read, run) in DETECTORS.items():
+        if not enabled(prep):
+            continue
+        saved = folder.read_detector(name, bus.warn)
+        if saved is not None:
+            result = read(saved)
+        else:
+            result = run(prep, stop)
+            if stop.is_set():
+                return results
+            folder.save_detector(name, result.to_dict())
+        results[name] = result
+        bus.emit(
+            ev.DetectorFinished(
+                name=name,
+                flagged=result.flagged,
+                summary=result.summary(),
+                details=[result.per_label()],
+                result=result.to_dict(),
+            )
         )
-        if stop.is_set():
-            return results
-        folder.save_detector(NAME, result.to_dict())
-    results[NAME] = result
-    bus.emit(
-        ev.DetectorFinished(
-            name=NAME,
-            flagged=result.flagged,
-            summary=result.summary(),
-            details=[result.per_label()],
-            result=result.to_dict(),
-        )
-    )
     return results

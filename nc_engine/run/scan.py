@@ -19,10 +19,10 @@ import torch
 from nc_engine.compute.backend import Compute, open_compute
 from nc_engine.compute.request import SearchRequest
 from nc_engine.config.settings import Config
-from nc_engine.detectors.margin_result import MarginResult
 from nc_engine.detectors.neural_cleanse.asr import attack_success_rate
 from nc_engine.detectors.neural_cleanse.screening import Selection, choose, shift_decides, subset_indices, widen
 from nc_engine.detectors.neural_cleanse.search import StepStats, TrialOutcome
+from nc_engine.detectors.result import DetectorResult
 from nc_engine.errors import RunFolderError
 from nc_engine.run import events as ev
 from nc_engine.run.detectors import run_detectors
@@ -72,7 +72,7 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
     recorder = RunRecorder(folder, header_lines(prep, plan, resumed=inputs.indices is not None))
     bus.subscribe(recorder, replay=True, first=True)
     trials = TrialCollector(prep, plan, folder, bus)
-    extra: dict[str, MarginResult] = {}
+    extra: dict[str, DetectorResult] = {}
 
     def partial() -> Report:
         return trials.report(inputs.previous_seconds + time.perf_counter() - started)
@@ -122,7 +122,7 @@ def _scan(inputs: ScanInputs, bus: ev.EventBus, stop: threading.Event, started: 
 
 def _finish(
     partial: Callable[[], Report],
-    extra: dict[str, MarginResult],
+    extra: dict[str, DetectorResult],
     bus: ev.EventBus,
     recorder: RunRecorder,
     failed: bool = False,

@@ -21,7 +21,13 @@ def _log_scale(values: list[float], extra: list[float]):
     return lambda v: LEFT + max(1.0, min(WIDTH, (math.log(max(v, low)) - math.log(low)) / span * WIDTH))
 
 
-def bar_chart(bars: list[tuple[str, float, float | None, bool]], caption: str, line_label: str, element_id: str) -> str:
+def bar_chart(
+    bars: list[tuple[str, float, float | None, bool]],
+    caption: str,
+    line_label: str,
+    element_id: str,
+    digits: str = ".1f",
+) -> str:
     """One horizontal bar per (name, value, its cut or None, flagged); the cut is drawn across each bar as
     a dark tick, flagged bars in red. Values on a log scale (one huge mask must not flatten the rest)."""
     if not bars:
@@ -39,7 +45,7 @@ def bar_chart(bars: list[tuple[str, float, float | None, bool]], caption: str, l
         css = "bar flagged" if flagged else "bar"
         parts.append(f'<text x="{LEFT - 6}" y="{y + 12}" text-anchor="end" class="name">{escape(name)}</text>')
         parts.append(f'<rect x="{LEFT}" y="{y}" width="{end - LEFT:.1f}" height="{ROW - 4}" class="{css}"/>')
-        parts.append(f'<text x="{LEFT + WIDTH + 6}" y="{y + 12}" class="value">{value:.1f}</text>')
+        parts.append(f'<text x="{LEFT + WIDTH + 6}" y="{y + 12}" class="value">{value:{digits}}</text>')
         if cut is not None and cut > 0:
             cx = x(cut)
             parts.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y - 2}" y2="{y + ROW - 2}" class="cut"/>')

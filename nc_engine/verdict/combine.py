@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from nc_engine.detectors.margin_result import MarginResult
+from nc_engine.detectors.result import DetectorResult
 from nc_engine.verdict.report import Report
 
 NEURAL_CLEANSE = "neural_cleanse"
 
 
-def with_detectors(report: Report, results: dict[str, MarginResult]) -> Report:
+def with_detectors(report: Report, results: dict[str, DetectorResult]) -> Report:
     """The report with each extra detector's evidence and the verdict they support together."""
     if not results:
         return report

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nc_engine.detectors.margin_result import NAME as MARGIN_NAME
-from nc_engine.detectors.margin_result import MarginResult
+from nc_engine.detectors.result import read_result
 from nc_engine.verdict.decide import can_flag, frequent_flagged, median_share
 from nc_engine.verdict.report import Report
 from nc_engine.verdict.rows import LabelRow
@@ -92,9 +91,8 @@ def verdict_line(report: Report) -> str:
 
 def detector_lines(report: Report) -> list[str]:
     """One line per detector besides Neural Cleanse that the scan ran."""
-    return [
-        MarginResult.from_dict(evidence).summary() for name, evidence in report.detectors.items() if name == MARGIN_NAME
-    ]
+    results = (read_result(name, evidence) for name, evidence in report.detectors.items())
+    return [result.summary() for result in results if result is not None]
 
 
 def _neural_cleanse_line(report: Report) -> str:

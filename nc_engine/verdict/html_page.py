@@ -18,6 +18,9 @@ from pathlib import Path
 
 from nc_engine.detectors.margin_result import NAME as MARGIN_NAME
 from nc_engine.detectors.margin_result import MarginResult
+from nc_engine.detectors.transform_result import KINDS as TRANSFORM_KINDS
+from nc_engine.detectors.transform_result import NAME as TRANSFORM_NAME
+from nc_engine.detectors.transform_result import TransformResult
 from nc_engine.errors import RunFolderError
 from nc_engine.files import write_text
 from nc_engine.run.runfolder import RunFolder, writing
@@ -78,6 +81,7 @@ def html_page(report: Report, folder: RunFolder) -> str:
         "<h2>Trigger size per label (Neural Cleanse)</h2>",
         _trigger_chart(report),
         _margin_section(report),
+        _transform_section(report),
         "<h2>Labels, most anomalous first</h2>",
         _label_table(report, folder),
         "<h2>The statistics behind the verdict</h2>",
@@ -147,6 +151,29 @@ def _margin_section(report: Report) -> str:
     )
 
 
+def _transform_section(report: Report) -> str:
+    evidence = report.detectors.get(TRANSFORM_NAME)
+    if not isinstance(evidence, dict):
+        return ""
+    result = TransformResult.from_dict(evidence)
+    parts = ["<h2>Weakest transform per label (transform search)</h2>"]
+    for finding in result.findings:
+        values = result.costs.get(finding.kind, [])
+        cut = finding.median / finding.cut if finding.median else None
+        bars = [
+            (_bar_name(k, report.name_of(k)), v, cut, finding.flagged and k == finding.top)
+            for k, v in sorted(((k, v) for k, v in enumerate(values) if v is not None), key=lambda pair: pair[1])
+        ]
+        words = TRANSFORM_KINDS[finding.kind][0]
+        legend = (
+            f"strength of the weakest {words} that turns clean images into each label, log scale; the tick is "
+            f"the others' median over {finding.cut:g}; {len(values) - len(bars)} labels never reached"
+        )
+        parts.append(bar_chart(bars, f"transform search: {words}", legend, f"transform-{finding.kind}-chart", ".3g"))
+    parts.append(f'<p id="transform-summary">{escape(result.summary())}</p>')
+    return "\n".join(parts)
+
+
 def _label_table(report: Report, folder: RunFolder) -> str:
     rows = table_rows(report, folder.mask_area([r.label for r in report.labels]))
     head = "".join(f"<th>{escape(c)}</th>" for c in TABLE_COLUMNS) + "<th>mask</th><th>pattern</th><th>fusion</th>"
@@ -203,6 +230,11 @@ def _scan_facts(report: Report) -> str:
     if isinstance(margin, dict):
         result = MarginResult.from_dict(margin)
         margin_time = f"{result.seconds:.1f} s, {result.images:,} images"
+    transform = report.detectors.get(TRANSFORM_NAME)
+    transform_time = ""
+    if isinstance(transform, dict):
+        found = TransformResult.from_dict(transform)
+        transform_time = f"{found.seconds:.1f} s, {found.images:,} transformed images"
     return _facts(
         [
             ("model", info.model),
@@ -213,6 +245,7 @@ def _scan_facts(report: Report) -> str:
             ("samples", f"{info.samples} to optimise on, {info.asr_samples} held out" if info.samples else ""),
             ("Neural Cleanse", f"{info.seconds:.1f} s, {info.images:,} stamped images"),
             ("max-margin", margin_time),
+            ("transform search", transform_time),
             ("screening", str(report.screening.get("why", "")) if report.screening else "off"),
         ],
         "scan",

@@ -8,6 +8,9 @@ import os
 
 from nc_engine.detectors.margin_result import NAME as MARGIN_NAME
 from nc_engine.detectors.margin_result import MarginResult
+from nc_engine.detectors.transform_result import KINDS as TRANSFORM_KINDS
+from nc_engine.detectors.transform_result import NAME as TRANSFORM_NAME
+from nc_engine.detectors.transform_result import TransformResult
 
 from .decide import can_flag
 from .report import Report
@@ -15,6 +18,10 @@ from .rows import LabelRow
 
 LIMITS = "Neural Cleanse sees small patches, max-margin a target that wins by far; other triggers can pass"
 LIMITS_NC_ONLY = "Neural Cleanse sees small patches; other triggers can pass (docs/detectors.md)"
+LIMITS_ALL = (
+    "Neural Cleanse sees small patches, max-margin a target that wins by far, the transform search image-wide "
+    "blends, signals, filters and warps; other triggers can pass"
+)
 
 
 def verdict_sentence(report: Report, next_step: str = "") -> str:
@@ -24,19 +31,26 @@ def verdict_sentence(report: Report, next_step: str = "") -> str:
         return f"NO VERDICT YET: {report.note or 'the scan has not finished'}."
     if report.verdict == "inconclusive":
         return f"INCONCLUSIVE: {report.note.rstrip('.')}; fix that and scan again."
-    margins = _margins(report)
+    margins, transforms = _margins(report), _transforms(report)
     if report.verdict == "clean":
-        limits = LIMITS if margins is not None else LIMITS_NC_ONLY
-        return f"CLEAN: no label stands out ({_clean_detail(report, margins)}); {limits}."
+        limits = LIMITS_ALL if transforms is not None else LIMITS if margins is not None else LIMITS_NC_ONLY
+        return f"CLEAN: no label stands out ({_clean_detail(report, margins, transforms)}); {limits}."
     rows = [r for r in report.labels if r.flagged]
     by_margin = margins.flagged if margins is not None else []
-    labels = sorted({r.label for r in rows} | set(by_margin))
+    by_transform = transforms.flagged if transforms is not None else []
+    labels = sorted({r.label for r in rows} | set(by_margin) | set(by_transform))
     named = ", ".join(_named(report, k) for k in labels)
     target = "is a likely backdoor target" if len(labels) == 1 else "are likely backdoor targets"
     reasons = [_trigger_reason(report, r) for r in rows]
     if margins is not None and by_margin:
         reasons.append(_margin_reason(margins))
-    agree = "; both detectors agree" if {r.label for r in rows} & set(by_margin) else ""
+    if transforms is not None and by_transform:
+        reasons.append(_transform_reason(transforms))
+    votes = [{r.label for r in rows}, set(by_margin), set(by_transform)]
+    agreeing = max(sum(k in vote for vote in votes) for k in labels)
+    agree = {2: "; two detectors agree", 3: "; all three detectors agree"}.get(agreeing, "")
+    if agreeing == 2 and transforms is None:
+        agree = "; both detectors agree"
     step = next_step or f"run `nc-tui mitigate {_shown(report.run_dir)} --method unlearn`"
     return f"BACKDOORED: label {named} {target}: {' and '.join(reasons)}{agree}. Next: {step}."
 
@@ -59,6 +73,11 @@ def _margins(report: Report) -> MarginResult | None:
     return MarginResult.from_dict(evidence) if isinstance(evidence, dict) else None
 
 
+def _transforms(report: Report) -> TransformResult | None:
+    evidence = report.detectors.get(TRANSFORM_NAME)
+    return TransformResult.from_dict(evidence) if isinstance(evidence, dict) else None
+
+
 def _trigger_reason(report: Report, row: LabelRow) -> str:
     """How much smaller the flagged label's reversed trigger is than the median label's."""
     if not report.median_l1 or row.l1_norm <= 0:
@@ -74,7 +93,13 @@ def _margin_reason(margins: MarginResult) -> str:
     return f"its logit margin is {lead} the others' (max-margin {margins.why})"
 
 
-def _clean_detail(report: Report, margins: MarginResult | None) -> str:
+def _transform_reason(transforms: TransformResult) -> str:
+    found = [f for f in transforms.findings if f.flagged and f.lead is not None]
+    kinds = " and ".join(f"a {TRANSFORM_KINDS[f.kind][0]} {f.lead:.1f}x weaker" for f in found)
+    return f"{kinds} than the median label's turns clean images into it (transform search)"
+
+
+def _clean_detail(report: Report, margins: MarginResult | None, transforms: TransformResult | None = None) -> str:
     """Where the closest label stood against each detector's cut."""
     ranked = [r for r in report.labels if r.anomaly_index is not None and can_flag(r)]
     parts = []
@@ -84,4 +109,9 @@ def _clean_detail(report: Report, margins: MarginResult | None) -> str:
     if margins is not None and margins.top_label is not None and margins.lead is not None:
         lead, cut = f"{margins.lead:.1f}x", f"{margins.lead_threshold:g}x"
         parts.append(f"largest margin: label {margins.top_label}, {lead} the others', cut {cut}")
+    decided = [f for f in (transforms.findings if transforms else []) if f.lead is not None]
+    if decided:
+        near = max(decided, key=lambda f: (f.lead or 0.0) / f.cut)
+        words = TRANSFORM_KINDS[near.kind][0]
+        parts.append(f"weakest transform: label {near.top}, a {words} {near.lead:.1f}x the others', cut {near.cut:g}x")
     return "; ".join(parts) or "no label could be tested"

@@ -1,0 +1,62 @@
+"""Scan a spec-file draw's built models with the engine as it ships: the development draw now, the sealed
+third draw once every choice is committed (issue 23).
+
+    python -m evaluation.draw_scans --dev --only mnist-smallcnn [--seeds 0] [--records FILE]
+    python -m evaluation.draw_scans --sealed --only mnist-smallcnn   # once, when every choice is committed
+
+One record per (model, seed) is appended as it finishes (evaluate.scan_model's, with every detector's
+evidence) and never replaced: a rerun skips what is there. The sealed draw's seeds are its specs' own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from evaluation.evaluate import scan_model
+from evaluation.sealed_zoo import dev_specs, sealed_specs
+from evaluation.zoo_data import CACHE
+from evaluation.zoo_sealed_draw import SCAN_SEEDS
+
+CAMPAIGNS = Path(__file__).parent / "campaigns"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Scan a draw's built models (records are never replaced).")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dev", action="store_true", help="the development draw (in sample)")
+    which.add_argument("--sealed", action="store_true", help="the sealed third draw (the headline; once)")
+    parser.add_argument("--only", required=True, help="comma-separated family prefixes")
+    parser.add_argument("--seeds", default=None, help="comma-separated scan seeds (dev: 0; sealed: its own)")
+    parser.add_argument("--records", type=Path, default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    specs, name = (dev_specs(), "dev-draw") if args.dev else (sealed_specs(), "sealed-draw")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([0] if args.dev else list(SCAN_SEEDS))
+    if args.sealed and args.seeds:
+        parser.error("the sealed draw is scanned with its specs' seeds only")
+    records = args.records or CAMPAIGNS / name / "scans.jsonl"
+    records.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if records.is_file():
+        done = {(r["model"], r["seed"]) for r in map(json.loads, records.read_text().splitlines())}
+    root = CACHE / ("dev" if args.dev else "sealed")
+    prefixes = tuple(args.only.split(","))
+    for seed in seeds:
+        for spec in (s for s in specs if s["name"].startswith(prefixes)):
+            if (spec["name"], seed) in done or not (root / spec["name"] / "model.pt").is_file():
+                continue
+            record = scan_model(root / spec["name"], "default", seed, args.device)
+            with records.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(
+                f"{record['model']:<30} seed {seed} {record['verdict']:<10} flagged {record['flagged']} "
+                f"fired {record['fired']} ({record['seconds']:.0f}s)",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

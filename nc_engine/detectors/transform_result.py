@@ -1,0 +1,130 @@
+"""What the transform search found (transform_search.py), and its test, without torch: the report and the
+UI read it.
+
+Per kind of transform, the label that the weakest transform reaches is flagged when that strength is at
+least LEAD[kind] times smaller than the other labels' median (a label never reached counts at twice the
+strongest strength tried). A kind whose median label was never reached cannot decide: the model does not
+respond to that kind of change at all. The cuts were chosen on the development draw
+(evaluation/campaigns/dev-draw/transform-rule.md), never on the sealed draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+NAME = "transforms"  # its key in the report and its file in the run folder
+# kind -> (its name in a sentence, the strongest strength tried, the lead that flags)
+KINDS = {
+    "blend": ("blended image", 1.0, 4.0),
+    "additive": ("additive signal", 0.5, 4.0),
+    "filter": ("colour filter", 2.0, 4.0),
+    "warp": ("warp", 8.0, 4.0),
+}
+
+
+@dataclass(frozen=True)
+class KindFinding:
+    """One kind's test: the cheapest label, its strength against the others' median, and the cut."""
+
+    kind: str
+    top: int | None
+    cost: float | None
+    median: float | None
+    lead: float | None
+    cut: float
+    flagged: bool
+    note: str = ""
+
+    def line(self) -> str:
+        words = KINDS[self.kind][0]
+        if self.note or self.top is None or self.lead is None:
+            return f"{words}: no decision ({self.note or 'no costs'})"
+        verdict = "flagged" if self.flagged else f"below the cut of {self.cut:g}x"
+        return (
+            f"{words}: label {self.top} turns at strength {self.cost:.3g} against a median of {self.median:.3g} "
+            f"({self.lead:.1f}x, {verdict})"
+        )
+
+
+def judge_kind(kind: str, costs: list[float | None]) -> KindFinding:
+    """The lead test on one kind's per-label costs (see the module's doc)."""
+    _, strongest, cut = KINDS[kind]
+    if len(costs) < 4:
+        return KindFinding(kind, None, None, None, None, cut, False, f"{len(costs)} labels are too few (at least 4)")
+    values = np.array([2 * strongest if v is None or not math.isfinite(v) else v for v in costs], dtype=np.float64)
+    top = int(np.argmin(values))
+    median = float(np.median(np.delete(values, top)))
+    if median > strongest:
+        return KindFinding(kind, top, None, None, None, cut, False, "most labels are never reached")
+    lead = median / float(values[top])
+    return KindFinding(kind, top, float(values[top]), median, lead, cut, lead >= cut)
+
+
+@dataclass
+class TransformResult:
+    """One scan's transform-search evidence: each kind's per-label cost and what the test made of it."""
+
+    costs: dict[str, list[float | None]]  # kind -> per label (index = label); None: never reached
+    images: int  # images through a forward and backward pass
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    findings: list[KindFinding] = field(default_factory=list)
+    flagged: list[int] = field(default_factory=list)
+
+    @classmethod
+    def judged(
+        cls, costs: dict[str, list[float | None]], images: int, seconds: float, settings: dict[str, Any]
+    ) -> TransformResult:
+        findings = [judge_kind(kind, values) for kind, values in costs.items() if kind in KINDS]
+        flagged = sorted({f.top for f in findings if f.flagged and f.top is not None})
+        return cls(dict(costs), images, seconds, dict(settings), findings, flagged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"costs": self.costs, "images": self.images, "seconds": self.seconds, "settings": self.settings}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformResult:
+        """A saved result, judged again by today's test; damaged parts read as absent."""
+        raw = data.get("costs")
+        raw = raw if isinstance(raw, dict) else {}
+        costs = {
+            str(k): [float(x) if isinstance(x, int | float) else None for x in v]
+            for k, v in raw.items()
+            if isinstance(v, list)
+        }
+        images, seconds = data.get("images", 0), data.get("seconds", 0.0)
+        settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+        return cls.judged(
+            costs,
+            images if isinstance(images, int) else 0,
+            float(seconds) if isinstance(seconds, int | float) else 0.0,
+            settings or {},
+        )
+
+    @property
+    def why(self) -> str:
+        """The kinds that flagged, in words ("" when none did)."""
+        return "; ".join(f.line() for f in self.findings if f.flagged)
+
+    def per_label(self) -> str:
+        """Every kind's per-label strength, for the log."""
+        return "\n".join(
+            f"transform search ({KINDS[kind][0]}) per label: "
+            + ", ".join(f"{k}: {'-' if v is None else f'{v:.3g}'}" for k, v in enumerate(values))
+            for kind, values in self.costs.items()
+            if kind in KINDS
+        )
+
+    def summary(self) -> str:
+        """The finding in one line (log, console, verdict)."""
+        head = f"flagged {self.flagged}" if self.flagged else "no label stands out"
+        body = "; ".join(f.line() for f in self.findings)
+        return f"transform search: {head} ({body}; {self.images:,} images, {self.seconds:.1f}s)"
+
+
+def as_dict(finding: KindFinding) -> dict[str, Any]:
+    return asdict(finding)

@@ -1,0 +1,164 @@
+"""The transform search: its per-label costs on a model with a planted image-wide backdoor and on its
+clean twin, its lead test, the verdict it joins, and its place in a scan's run folder and reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nc_engine import load_config, run_scan
+from nc_engine.detectors.transform_result import KINDS, TransformResult, judge_kind
+from nc_engine.detectors.transform_search import TransformSettings, search
+from nc_engine.run.runfolder import RunFolder
+from nc_engine.verdict.combine import with_detectors
+from nc_engine.verdict.formatting import verdict_line
+from nc_engine.verdict.report import Report
+from nc_engine.verdict.rows import ScanInfo
+from nc_engine.verdict.sentence import LIMITS_ALL, verdict_sentence
+from tests.tiny_scan import write_tiny
+
+SIDE = 16
+PIXELS = 3 * SIDE * SIDE
+
+
+class Templates(nn.Module):
+    """10 labels, each a random +-1 template that clean images sit near. With `plant`, label 3 also answers
+    a faint image-wide direction `v` (a smooth threshold, as a trained backdoor's feature is): an additive
+    signal along it turns any image into 3 at a fraction of the strength another template needs."""
+
+    def __init__(self, plant: bool):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.templates = nn.Parameter(torch.randint(0, 2, (10, PIXELS), generator=g).float() * 2 - 1, False)
+        v = torch.randn(PIXELS, generator=g)
+        self.v = nn.Parameter(v / v.norm(), False)
+        self.plant = plant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1) - 0.5
+        out = 10 * flat @ self.templates.T / PIXELS
+        if self.plant:
+            boost = 8 * nn.functional.softplus(5 * (flat @ self.v - 1.0))
+            out = out + nn.functional.one_hot(torch.tensor(3), 10)[None] * boost[:, None]
+        return out
+
+
+def _images(model: Templates) -> tuple[torch.Tensor, torch.Tensor]:
+    y = torch.arange(200) % 10
+    noise = 0.05 * torch.randn(200, PIXELS, generator=torch.Generator().manual_seed(1))
+    return (0.5 + 0.3 * model.templates[y] + noise).clamp(0, 1).view(200, 3, SIDE, SIDE), y
+
+
+@pytest.fixture(scope="module")
+def planted_and_clean() -> tuple[TransformResult, TransformResult]:
+    settings = TransformSettings(kinds=("additive", "blend"))
+    found = []
+    for plant in (True, False):
+        model = Templates(plant).eval()
+        x, y = _images(model)
+        assert (model(x).argmax(1) == y).all()  # both models classify their clean images right
+        found.append(search(model, x, y, 10, settings))
+    return found[0], found[1]
+
+
+def test_a_planted_image_wide_backdoor_is_reached_far_more_cheaply_and_flagged(planted_and_clean):
+    planted, clean = planted_and_clean
+    additive = {f.kind: f for f in planted.findings}["additive"]
+    assert additive.top == 3 and additive.flagged and additive.lead is not None and additive.lead >= 5
+    assert planted.flagged == [3]
+    assert planted.images == 2 * 10 * TransformSettings.images * TransformSettings.steps
+
+
+def test_its_clean_twin_is_not_flagged_and_its_labels_cost_alike(planted_and_clean):
+    _, clean = planted_and_clean
+    assert clean.flagged == []
+    for finding in clean.findings:
+        assert finding.lead is not None and finding.lead < 1.5
+
+
+def test_the_lead_test_and_its_refusals():
+    cut = KINDS["warp"][2]
+    ordinary = [2.0, 2.2, 1.8, 2.4, 2.1, 1.9]
+    assert judge_kind("warp", [*ordinary, 2.0 / (cut + 1)]).flagged
+    near = judge_kind("warp", [*ordinary, 2.0 / (cut - 1)])
+    assert not near.flagged and near.top == 6 and "below the cut" in near.line()
+    assert "too few" in judge_kind("warp", [1.0, 2.0, 3.0]).note
+    # most labels never turned: the model ignores this kind of change, so it cannot decide
+    unreached = judge_kind("filter", [0.1, None, None, None, None, 1.5])
+    assert not unreached.flagged and "never reached" in unreached.note
+    # one unreached label counts at twice the strongest strength, not as a cheap one
+    assert judge_kind("blend", [0.3, 0.3, 0.3, 0.3, None]).top != 4
+
+
+def test_a_saved_result_reads_back_and_damage_decides_nothing():
+    costs = {"additive": [0.3, 0.31, 0.29, 0.3, 0.02], "blend": [0.4, 0.4, 0.41, 0.39, 0.4]}
+    result = TransformResult.judged(costs, 100, 1.0, {})
+    again = TransformResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.flagged == result.flagged == [4] and again.costs == costs
+    damaged = TransformResult.from_dict({"costs": "junk", "images": "x"})
+    assert damaged.flagged == [] and damaged.costs == {} and damaged.images == 0
+    assert TransformResult.from_dict({"costs": {"blend": [0.1, "x", 0.2, 0.3, 0.2]}}).costs["blend"][1] is None
+
+
+def _report(verdict: str, flagged: list[int]) -> Report:
+    return Report(
+        schema=2,
+        complete=True,
+        verdict=verdict,
+        flagged=flagged,
+        median_l1=20.0,
+        mad=0.3,
+        threshold=1.11,
+        statistic="log_l1",
+        cutoff_l1=8.0,
+        note="",
+        info=ScanInfo(),
+        labels_planned=[0, 1, 2, 3, 4],
+        labels=[],
+    )
+
+
+def test_a_label_the_transforms_flag_makes_the_verdict_backdoored_and_the_sentence_says_how():
+    costs = {"blend": [0.4, 0.41, 0.39, 0.4, 0.05]}
+    combined = with_detectors(_report("clean", []), {"transforms": TransformResult.judged(costs, 10, 0.1, {})})
+    assert combined.verdict == "backdoored" and combined.flagged == [4] and combined.fired == ["transforms"]
+    sentence = verdict_sentence(combined)
+    assert "label 4 is a likely backdoor target" in sentence and "blended image 8.0x weaker" in sentence
+    assert "transform search: flagged [4]" in verdict_line(combined)
+    quiet = {"blend": [0.4, 0.41, 0.39, 0.4, 0.3]}
+    clean = with_detectors(_report("clean", []), {"transforms": TransformResult.judged(quiet, 10, 0.1, {})})
+    sentence = verdict_sentence(clean)
+    assert clean.verdict == "clean" and sentence.endswith(LIMITS_ALL + ".")
+    assert "weakest transform: label 4, a blended image 1.3x the others', cut 4x" in sentence
+
+
+@pytest.fixture()
+def real_detectors(margin_detector_only_where_tested, monkeypatch):
+    """The suite skips the extra detectors in its scans (conftest); here they run."""
+    import nc_engine.run.scan as scan
+
+    monkeypatch.setattr(scan, "run_detectors", margin_detector_only_where_tested)
+
+
+def test_a_scan_with_transforms_records_logs_charts_and_reuses_its_evidence(tmp_path, real_detectors):
+    config = write_tiny(tmp_path, classes=5, images=100)
+    text = config.read_text().replace("[output]", "[detect]\nmax_margin = false\ntransforms = true\n\n[output]")
+    config.write_text(text)
+    report = run_scan(load_config(config))
+    evidence = report.detectors["transforms"]
+    assert set(evidence["costs"]) == set(KINDS) and all(len(v) == 5 for v in evidence["costs"].values())
+    folder = RunFolder(Path(report.run_dir))
+    assert json.loads(folder.detector_path("transforms").read_text())["costs"] == evidence["costs"]
+    log = (folder.path / "log.txt").read_text()
+    assert "transform search: " in log and "transform search (warp) per label: 0: " in log
+    page = (folder.path / "report.html").read_text()
+    assert 'id="transform-summary"' in page and 'id="transform-blend-chart"' in page
+    assert "transform search" in page
+    # a resume reads the saved result back instead of searching again
+    folder.detector_path("transforms").write_text(json.dumps({**evidence, "seconds": 123.0}))
+    resumed = run_scan(None, resume=report.run_dir)
+    assert resumed.detectors["transforms"]["seconds"] == 123.0

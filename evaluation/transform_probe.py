@@ -67,13 +67,13 @@ def measure(folder: Path, settings: TransformSettings) -> dict:
 def table(records: list[dict]) -> str:
     """Per model and kind: the cheapest label (* = a true target), its index and lead; backdoors whose own
     trigger failed (attack rate under 90%) are marked, as the zoo scores only working ones."""
-    kinds = list(records[0]["costs"]) if records else []
+    kinds = sorted({k for r in records for k in r["costs"]}, key=list(STRENGTHS).index)
     lines = ["| model | targets | ASR | " + " | ".join(kinds) + " |", "|---" * (3 + len(kinds)) + "|"]
     for r in sorted(records, key=lambda r: (r["kind"] == "clean", r["model"])):
         asr = "-" if not r["asr"] else "/".join(f"{a:.2f}" for a in r["asr"])
         cells = [
-            f"{v['top']}{'*' if v['top'] in r['targets'] else ''} {v['index']:.1f} / {v['lead']:.1f}x"
-            for v in (r["summary"][k] for k in kinds)
+            f"{v['top']}{'*' if v['top'] in r['targets'] else ''} {v['index']:.1f} / {v['lead']:.1f}x" if v else "-"
+            for v in (r["summary"].get(k) for k in kinds)
         ]
         lines.append(f"| {r['model']} | {r['targets'] or '-'} | {asr} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -88,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=TransformSettings.images)
     parser.add_argument("--table", action="store_true", help="print the records as a table and stop")
     args = parser.parse_args(argv)
-    if args.table:
-        print(table([json.loads(line) for line in args.records.read_text().splitlines()]))
-        return 0
     settings = TransformSettings(steps=args.steps, images=args.images)
+    if args.table:  # the records measured with these settings
+        records = [json.loads(line) for line in args.records.read_text().splitlines()]
+        print(table([r for r in records if r["settings"] == json.loads(json.dumps(asdict(settings)))]))
+        return 0
     args.records.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.records.is_file():

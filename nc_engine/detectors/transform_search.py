@@ -41,11 +41,21 @@ WARP_GRID = 4  # the flow's control points per side (WaNet's k), upsampled to th
 @dataclass(frozen=True)
 class TransformSettings:
     kinds: tuple[str, ...] = KINDS
-    images: int = 24  # clean images per step, shared by every label
-    steps: int = 60
+    images: int = 24  # clean images per step, shared by every label, for up to `label_images` / images labels
+    label_images: int = 240  # images per step over all labels: more labels share fewer images (at least 8)
+    steps: int = 40
     lr: float = 0.1
     attack_rate: float = 0.9
     seed: int = 0
+
+    def images_per_step(self, labels: int) -> int:
+        """Clean images each step takes: the cost per kind is labels x this x steps."""
+        return max(8, min(self.images, self.label_images // max(labels, 1)))
+
+    def kinds_for(self, channels: int) -> tuple[str, ...]:
+        """The kinds that can decide on these images: a colour filter needs colour (on grey images most
+        labels are never reached by brightness and contrast alone, so the filter never decides)."""
+        return tuple(k for k in self.kinds if k != "filter" or channels > 1)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -126,7 +136,7 @@ def _search(
         if stop.is_set():
             break
         strength = lo * (hi / lo) ** (step / max(settings.steps - 1, 1))
-        pick = torch.randperm(len(x), generator=generator)[: settings.images].to(device)
+        pick = torch.randperm(len(x), generator=generator)[: settings.images_per_step(num_classes)].to(device)
         xb, yb = x[pick], y[pick]
         out = transform.apply(xb, torch.full((num_classes,), strength, device=device))
         logits = model(out.flatten(0, 1)).float().view(num_classes, len(xb), -1)
@@ -159,12 +169,13 @@ def search(
     generator = torch.Generator().manual_seed(settings.seed)
     costs: dict[str, list[float | None]] = {}
     images = 0
-    for done, kind in enumerate(settings.kinds):
+    kinds = settings.kinds_for(x.shape[1])
+    for done, kind in enumerate(kinds):
         values, n = _search(model, kind, x, y, num_classes, settings, generator, stop)
         costs[kind] = [float(v) if math.isfinite(v) else None for v in values]
         images += n
         if on_progress:
-            on_progress(done + 1, len(settings.kinds))
+            on_progress(done + 1, len(kinds))
         if stop.is_set():
             break
     return TransformResult.judged(costs, images, time.perf_counter() - started, asdict(settings))

@@ -12,31 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
 
 from evaluation.margin_tuning import current_commit
 from evaluation.sealed_zoo import dev_specs
 from evaluation.zoo_data import CACHE
 from nc_engine.config.settings import load_config
+from nc_engine.detectors.transform_result import KindFinding, TransformResult
 from nc_engine.detectors.transform_search import STRENGTHS, TransformSettings, search
 from nc_engine.run.prepare import prepare
 
 RECORDS = Path(__file__).parent / "campaigns" / "dev-draw" / "transform-records.jsonl"
-
-
-def log_index(costs: list[float | None], ceiling: float) -> tuple[int, float, float]:
-    """(the cheapest label, its anomaly index on log cost, the others' median over its cost); a label the
-    search never turned counts at the ceiling."""
-    c = np.log([ceiling if v is None else v for v in costs])
-    top = int(np.argmin(c))
-    median = float(np.median(c))
-    spread = 1.4826 * float(np.median(np.abs(c - median)))
-    others = np.median(np.delete(c, top))
-    return top, (median - c[top]) / max(spread, 1e-12), float(math.exp(others - c[top]))
 
 
 def measure(folder: Path, settings: TransformSettings) -> dict:
@@ -44,10 +31,6 @@ def measure(folder: Path, settings: TransformSettings) -> dict:
     cfg = load_config(folder / "config.toml")
     prep = prepare(cfg, warn=lambda message: None)
     result = search(prep.model, prep.data.x_opt, prep.data.y_opt, prep.model.num_classes, settings)
-    summary = {}
-    for kind, costs in result.costs.items():
-        top, index, lead = log_index(costs, 2 * STRENGTHS[kind][1])
-        summary[kind] = {"top": top, "index": round(index, 3), "lead": round(lead, 3)}
     targets = manifest["targets"] or ([manifest["target"]] if manifest["target"] is not None else [])
     return {
         "model": manifest["name"],
@@ -56,7 +39,6 @@ def measure(folder: Path, settings: TransformSettings) -> dict:
         "asr": manifest["attack_success_rates"],
         "clean_accuracy": manifest["clean_accuracy"],
         "costs": result.costs,
-        "summary": summary,
         "images": result.images,
         "seconds": round(result.seconds, 2),
         "settings": asdict(settings),
@@ -64,17 +46,23 @@ def measure(folder: Path, settings: TransformSettings) -> dict:
     }
 
 
+def cell(finding: KindFinding, targets: list[int]) -> str:
+    """One kind's finding as the engine's test reads it: cheapest label (* a true target), lead, F if flagged."""
+    if finding.lead is None:
+        return "-"
+    star = "*" if finding.top in targets else ""
+    return f"{finding.top}{star} {finding.lead:.1f}x{' F' if finding.flagged else ''}"
+
+
 def table(records: list[dict]) -> str:
-    """Per model and kind: the cheapest label (* = a true target), its index and lead; backdoors whose own
-    trigger failed (attack rate under 90%) are marked, as the zoo scores only working ones."""
+    """Per model and kind, judged again from the costs by today's test; the ASR column is the real
+    trigger's (the zoo scores only backdoors whose trigger works, at least 90%)."""
     kinds = sorted({k for r in records for k in r["costs"]}, key=list(STRENGTHS).index)
     lines = ["| model | targets | ASR | " + " | ".join(kinds) + " |", "|---" * (3 + len(kinds)) + "|"]
     for r in sorted(records, key=lambda r: (r["kind"] == "clean", r["model"])):
         asr = "-" if not r["asr"] else "/".join(f"{a:.2f}" for a in r["asr"])
-        cells = [
-            f"{v['top']}{'*' if v['top'] in r['targets'] else ''} {v['index']:.1f} / {v['lead']:.1f}x" if v else "-"
-            for v in (r["summary"].get(k) for k in kinds)
-        ]
+        found = {f.kind: f for f in TransformResult.judged(r["costs"], 0, 0.0, {}).findings}
+        cells = [cell(found[k], r["targets"]) if k in found else "-" for k in kinds]
         lines.append(f"| {r['model']} | {r['targets'] or '-'} | {asr} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -108,10 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         record = measure(folder, settings)
         with args.records.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        cells = "  ".join(
-            f"{k}: {v['top']}{'*' if v['top'] in record['targets'] else ''} {v['index']:.1f}/{v['lead']:.1f}x"
-            for k, v in record["summary"].items()
-        )
+        found = TransformResult.judged(record["costs"], 0, 0.0, {}).findings
+        cells = "  ".join(f"{f.kind}: {cell(f, record['targets'])}" for f in found)
         print(f"{record['model']:<30} t={record['targets']} {cells}  ({record['seconds']:.0f}s)", flush=True)
     return 0
 

@@ -2,9 +2,10 @@
 UI read it.
 
 Per kind of transform, the label that the weakest transform reaches is flagged when that strength is at
-least LEAD[kind] times smaller than the other labels' median (a label never reached counts at twice the
-strongest strength tried). A kind whose median label was never reached cannot decide: the model does not
-respond to that kind of change at all. The cuts were chosen on the development draw
+least the kind's cut times smaller than the other labels' median. A label never reached counts at twice the
+strongest strength tried, so where most labels are never reached the lead is a lower bound: a warp that
+turns every image into one label while no other label can be reached at all is the strongest evidence
+there is. A kind with no label reached cannot decide. The cuts were chosen on the development draw
 (evaluation/campaigns/dev-draw/transform-rule.md), never on the sealed draw.
 """
 
@@ -58,8 +59,8 @@ def judge_kind(kind: str, costs: list[float | None]) -> KindFinding:
     values = np.array([2 * strongest if v is None or not math.isfinite(v) else v for v in costs], dtype=np.float64)
     top = int(np.argmin(values))
     median = float(np.median(np.delete(values, top)))
-    if median > strongest:
-        return KindFinding(kind, top, None, None, None, cut, False, "most labels are never reached")
+    if values[top] > strongest:
+        return KindFinding(kind, None, None, None, None, cut, False, "no label is reached")
     lead = median / float(values[top])
     return KindFinding(kind, top, float(values[top]), median, lead, cut, lead >= cut)
 

@@ -87,9 +87,12 @@ def test_the_lead_test_and_its_refusals():
     near = judge_kind("warp", [*ordinary, 2.0 / (cut - 1)])
     assert not near.flagged and near.top == 6 and "below the cut" in near.line()
     assert "too few" in judge_kind("warp", [1.0, 2.0, 3.0]).note
-    # most labels never turned: the model ignores this kind of change, so it cannot decide
-    unreached = judge_kind("filter", [0.1, None, None, None, None, 1.5])
-    assert not unreached.flagged and "never reached" in unreached.note
+    # no label turned: the model ignores this kind of change, so it cannot decide
+    unreached = judge_kind("filter", [None, None, None, None, None])
+    assert not unreached.flagged and unreached.top is None and "no label is reached" in unreached.note
+    # only one label turns: the others count at twice the strongest strength, a lower bound on its lead
+    alone = judge_kind("warp", [0.5, None, None, None, None])
+    assert alone.flagged and alone.lead == pytest.approx(2 * KINDS["warp"][1] / 0.5)
     # one unreached label counts at twice the strongest strength, not as a cheap one
     assert judge_kind("blend", [0.3, 0.3, 0.3, 0.3, None]).top != 4
 

@@ -39,14 +39,14 @@ def table_rows(report: Report, area: int | None = None) -> list[dict[str, Any]]:
     """Formatted cells per label, most anomalous first; "flagged" says whether to highlight the row.
     `area` (the mask's H*W, when known) lets a mask covering most of the image show as degenerate."""
     rows = sorted(report.labels, key=lambda r: -(r.anomaly_index if r.anomaly_index is not None else -math.inf))
-    by_others = set(report.flagged) - {r.label for r in report.labels if r.flagged}  # another detector flagged
+    by_others = _flagged_by_others(report)
     out = []
     for r in rows:
         degenerate = is_degenerate(r, area)
         status = (
             "FLAGGED"
             if r.flagged
-            else "FLAGGED (margin)"
+            else f"FLAGGED ({by_others[r.label]})"
             if r.label in by_others
             else "degenerate"
             if degenerate
@@ -69,6 +69,20 @@ def table_rows(report: Report, area: int | None = None) -> list[dict[str, Any]]:
             {"label": r.label, "cells": cells, "flagged": r.flagged or r.label in by_others, "degenerate": degenerate}
         )
     return out
+
+
+SHORT_NAMES = {"max_margin": "margin", "transforms": "transform"}
+
+
+def _flagged_by_others(report: Report) -> dict[int, str]:
+    """Labels in the verdict that only other detectors flagged -> their short names ("margin", ...)."""
+    own = {r.label for r in report.labels if r.flagged}
+    names: dict[int, list[str]] = {}
+    for name, evidence in report.detectors.items():
+        result = read_result(name, evidence)
+        for label in result.flagged if result is not None else []:
+            names.setdefault(label, []).append(SHORT_NAMES.get(name, name))
+    return {k: ", ".join(names.get(k, ["another detector"])) for k in set(report.flagged) - own}
 
 
 def table_lines(report: Report, area: int | None = None) -> list[str]:

@@ -166,3 +166,33 @@ def test_a_scan_with_transforms_records_logs_charts_and_reuses_its_evidence(tmp_
     folder.detector_path("transforms").write_text(json.dumps({**evidence, "seconds": 123.0}))
     resumed = run_scan(None, resume=report.run_dir)
     assert resumed.detectors["transforms"]["seconds"] == 123.0
+
+
+def test_the_label_table_names_the_detector_that_flagged_a_label_neural_cleanse_did_not():
+    import dataclasses
+
+    from nc_engine.verdict.formatting import table_rows
+    from nc_engine.verdict.rows import LabelRow
+
+    costs = {"blend": [0.4, 0.41, 0.39, 0.4, 0.05]}
+    combined = with_detectors(_report("clean", []), {"transforms": TransformResult.judged(costs, 10, 0.1, {})})
+    row = LabelRow(
+        label=4,
+        name="4",
+        l1_norm=30.0,
+        asr=1.0,
+        anomaly_index=0.2,
+        flagged=False,
+        converged=True,
+        kept_trial=0,
+        steps=10,
+        seconds=1.0,
+        trials=[],
+        mask_png="",
+        pattern_png="",
+        fusion_png="",
+        trigger_npz="",
+    )
+    shown = table_rows(dataclasses.replace(combined, labels=[row, dataclasses.replace(row, label=0, name="0")]))
+    status = {r["label"]: r["cells"][-1] for r in shown}
+    assert status == {4: "FLAGGED (transform)", 0: ""}

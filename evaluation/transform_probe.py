@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -67,6 +68,72 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def chosen_cuts(records: list[dict]) -> dict[str, float]:
+    """transform-rule.md's cuts: per kind, 1.5x the largest lead of any clean model, rounded up to a
+    multiple of 0.5, at least 2.5."""
+    cuts = {}
+    for kind in STRENGTHS:
+        leads = [
+            f.lead
+            for r in records
+            if r["kind"] == "clean"
+            for f in TransformResult.judged(r["costs"], 0, 0.0, {}).findings
+            if f.kind == kind and f.lead is not None
+        ]
+        if leads:
+            cuts[kind] = max(2.5, math.ceil(1.5 * max(leads) * 2) / 2)
+    return cuts
+
+
+def judged_by(costs: dict[str, list[float | None]], cuts: dict[str, float]) -> list[tuple[str, int]]:
+    """(kind, label) of every kind that flags at these cuts."""
+    found = []
+    for finding in TransformResult.judged(costs, 0, 0.0, {}).findings:
+        if finding.lead is not None and finding.top is not None and finding.lead >= cuts.get(finding.kind, math.inf):
+            found.append((finding.kind, finding.top))
+    return found
+
+
+def rule_report(records: list[dict], scans: list[dict]) -> str:
+    """transform-rule.md applied: the cuts, every flag they raise, and the three conditions."""
+    cuts = chosen_cuts(records)
+    shipped = {s["model"]: s for s in scans if s["seed"] == 0}
+    lines = ["cuts: " + ", ".join(f"{k} {v:g}x" for k, v in cuts.items())]
+    wrong, added, clean_flagged = [], [], []
+    for r in sorted(records, key=lambda r: (r["kind"] == "clean", r["model"])):
+        flags = judged_by(r["costs"], cuts)
+        if not flags:
+            continue
+        working = bool(r["asr"]) and min(r["asr"]) >= 0.9
+        scan = shipped.get(r["model"])
+        missed = scan is not None and scan["verdict"] == "clean"
+        lines.append(
+            f"{r['model']}: {flags} targets {r['targets']} ASR {r['asr']} shipped scan: "
+            f"{scan['verdict'] + ' ' + str(scan['flagged']) if scan else 'not scanned'}"
+        )
+        if r["kind"] == "clean":
+            clean_flagged.append(r["model"])
+        elif any(label not in r["targets"] for _, label in flags):
+            wrong.append(r["model"])
+        elif working and missed:
+            added.append(r["model"])
+    ratios = []
+    for r in records:
+        scan = shipped.get(r["model"])
+        if scan is not None:
+            base = scan["images"] + sum(d.get("images", 0) for d in scan.get("detectors", {}).values())
+            ratios.append((base + r["images"]) / base)
+    n_clean = sum(r["kind"] == "clean" for r in records)
+    lines += [
+        f"clean models flagged: {len(clean_flagged)} of {n_clean}",
+        f"1. backdoored models flagged at a label that is not a target: {len(wrong)} {wrong} (must be 0)",
+        f"2. working backdoors the shipped scan calls clean, flagged at a target: {len(added)} {added} (need 3)",
+        f"3. images with it on over the shipped scan's, on {len(ratios)} scanned models: "
+        + (f"{min(ratios):.2f}x-{max(ratios):.2f}x (at most 1.5x)" if ratios else "none scanned"),
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Transform-search costs on the development draw (in sample).")
     parser.add_argument("--only", required=True, help="comma-separated family prefixes")
@@ -75,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=TransformSettings.steps)
     parser.add_argument("--images", type=int, default=TransformSettings.images)
     parser.add_argument("--table", action="store_true", help="print the records as a table and stop")
+    parser.add_argument("--rule", action="store_true", help="apply transform-rule.md to the records and stop")
     args = parser.parse_args(argv)
     settings = TransformSettings(steps=args.steps, images=args.images)
-    if args.table:  # the records measured with these settings
+    if args.table or args.rule:  # the records measured with these settings
         records = [json.loads(line) for line in args.records.read_text().splitlines()]
-        print(table([r for r in records if r["settings"] == json.loads(json.dumps(asdict(settings)))]))
+        records = [r for r in records if r["settings"] == json.loads(json.dumps(asdict(settings)))]
+        scans_file = args.records.parent / "scans.jsonl"
+        scans = [json.loads(line) for line in scans_file.read_text().splitlines()] if scans_file.is_file() else []
+        print(table(records) if args.table else rule_report(records, scans))
         return 0
     args.records.parent.mkdir(parents=True, exist_ok=True)
     done = set()

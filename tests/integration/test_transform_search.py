@@ -136,7 +136,7 @@ def test_a_label_the_transforms_flag_makes_the_verdict_backdoored_and_the_senten
     clean = with_detectors(_report("clean", []), {"transforms": TransformResult.judged(quiet, 10, 0.1, {})})
     sentence = verdict_sentence(clean)
     assert clean.verdict == "clean" and sentence.endswith(LIMITS_ALL + ".")
-    assert "weakest transform: label 4, a blended image 1.3x the others', cut 4x" in sentence
+    assert "weakest transform: label 4, a blended image 1.3x the others', cut 2.5x" in sentence
 
 
 @pytest.fixture()

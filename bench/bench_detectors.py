@@ -4,7 +4,8 @@ backdoored and clean models (nc_engine/demo/build.py; seeds 0, trained once into
 
     python -m bench.bench_detectors [--rounds 2] [--preset default]
 
-Prints, per model and round, both scans' seconds (the engine's, start-up excluded: the same in both),
+Prints, per model and round, both scans' seconds (the whole `run_scan` call, model and data loading
+included; the interpreter's start and imports are not),
 images (Neural Cleanse's stamped images plus every detector's), verdicts and flagged labels, then the
 ratios. The issue's bound: at most 1.5x the default scan's cost.
 """

@@ -3,10 +3,11 @@ UI read it.
 
 Per kind of transform, the label that the weakest transform reaches is flagged when that strength is at
 least the kind's cut times smaller than the other labels' median. A label never reached counts at twice the
-strongest strength tried, so where most labels are never reached the lead is a lower bound: a warp that
-turns every image into one label while no other label can be reached at all is the strongest evidence
-there is. A kind with no label reached cannot decide. The cuts were chosen on the development draw
-(evaluation/campaigns/dev-draw/transform-rule.md), never on the sealed draw.
+strongest strength tried (it is only known to need more than the strongest), so where most labels are
+never reached the lead is an estimate, at least half its value: a warp that turns every image into one
+label while no other label can be reached at all is strong evidence. A kind with no label reached cannot
+decide. The cuts were chosen on the development draw (evaluation/campaigns/dev-draw/transform-rule.md),
+never on the sealed draw.
 """
 
 from __future__ import annotations
@@ -54,12 +55,31 @@ class KindFinding:
         )
 
 
+WEAKEST = 1e-4  # below every kind's weakest strength tried (0.002-0.05): a smaller saved cost is damage
+
+
+def _usable(v: object) -> bool:
+    return isinstance(v, float | int) and not isinstance(v, bool) and math.isfinite(v) and v >= WEAKEST
+
+
+def _number(v: object) -> float | None:
+    """A saved cost as a float, or None for anything else (a huge integer, a bool, text)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) and f >= WEAKEST else None
+
+
 def judge_kind(kind: str, costs: list[float | None]) -> KindFinding:
     """The lead test on one kind's per-label costs (see the module's doc)."""
     _, strongest, cut = KINDS[kind]
     if len(costs) < 4:
         return KindFinding(kind, None, None, None, None, cut, False, f"{len(costs)} labels are too few (at least 4)")
-    values = np.array([2 * strongest if v is None or not math.isfinite(v) else v for v in costs], dtype=np.float64)
+    # never reached (or a damaged value: a search's strengths are positive and finite) -> past the strongest
+    values = np.array([v if _usable(v) else 2 * strongest for v in costs], dtype=np.float64)
     top = int(np.argmin(values))
     median = float(np.median(np.delete(values, top)))
     if values[top] > strongest:
@@ -95,19 +115,11 @@ class TransformResult:
         """A saved result, judged again by today's test; damaged parts read as absent."""
         raw = data.get("costs")
         raw = raw if isinstance(raw, dict) else {}
-        costs = {
-            str(k): [float(x) if isinstance(x, int | float) else None for x in v]
-            for k, v in raw.items()
-            if isinstance(v, list)
-        }
-        images, seconds = data.get("images", 0), data.get("seconds", 0.0)
+        costs = {str(k): [_number(x) for x in v] for k, v in raw.items() if isinstance(v, list)}
+        images, seconds = data.get("images", 0), _number(data.get("seconds"))
         settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
-        return cls.judged(
-            costs,
-            images if isinstance(images, int) else 0,
-            float(seconds) if isinstance(seconds, int | float) else 0.0,
-            settings or {},
-        )
+        ok_images = isinstance(images, int) and not isinstance(images, bool) and 0 <= images < 2**63
+        return cls.judged(costs, images if ok_images else 0, seconds or 0.0, settings or {})
 
     @property
     def why(self) -> str:

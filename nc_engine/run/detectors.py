@@ -9,7 +9,7 @@ from collections.abc import Callable
 from nc_engine.detectors import margin_result as margin
 from nc_engine.detectors import max_margin, transform_search
 from nc_engine.detectors import transform_result as transforms
-from nc_engine.detectors.result import DetectorResult
+from nc_engine.detectors.result import DetectorResult, read_result
 from nc_engine.run import events as ev
 from nc_engine.run.prepare import Prepared
 from nc_engine.run.runfolder import RunFolder
@@ -27,10 +27,10 @@ def _transforms(prep: Prepared, stop: threading.Event) -> transforms.TransformRe
     return transform_search.search(prep.model, prep.data.x_opt, prep.data.y_opt, prep.model.num_classes, settings, stop)
 
 
-# name -> (whether the config turns it on, how a saved result reads back, how it runs)
-DETECTORS: dict[str, tuple[Callable[[Prepared], bool], Callable, Callable]] = {
-    margin.NAME: (lambda prep: prep.cfg.detect.max_margin, margin.MarginResult.from_dict, _margins),
-    transforms.NAME: (lambda prep: prep.cfg.detect.transforms, transforms.TransformResult.from_dict, _transforms),
+# name -> (whether the config turns it on, how it runs); a saved result reads back through read_result
+DETECTORS: dict[str, tuple[Callable[[Prepared], bool], Callable[[Prepared, threading.Event], DetectorResult]]] = {
+    margin.NAME: (lambda prep: prep.cfg.detect.max_margin, _margins),
+    transforms.NAME: (lambda prep: prep.cfg.detect.transforms, _transforms),
 }
 
 
@@ -39,13 +39,14 @@ def run_detectors(
 ) -> dict[str, DetectorResult]:
     """Every detector the config turns on: name -> result (none when stopped before it finished)."""
     results: dict[str, DetectorResult] = {}
-    for name, (enabled, read, run) in DETECTORS.items():
+    for name, (enabled, run) in DETECTORS.items():
         if not enabled(prep):
             continue
         saved = folder.read_detector(name, bus.warn)
-        if saved is not None:
-            result = read(saved)
-        else:
+        result = read_result(name, saved) if saved is not None else None
+        if saved is not None and result is None:
+            bus.warn(f"{folder.detector_path(name)}: damaged (not a result this version can read); it runs again")
+        if result is None:
             result = run(prep, stop)
             if stop.is_set():
                 return results

@@ -22,6 +22,17 @@ LIMITS_ALL = (
     "Neural Cleanse sees small patches, max-margin a target that wins by far, the transform search image-wide "
     "blends, signals, filters and warps; other triggers can pass"
 )
+LIMITS_NC_TRANSFORMS = (
+    "Neural Cleanse sees small patches, the transform search image-wide blends, signals, filters and warps; "
+    "other triggers can pass"
+)
+
+
+def _limits(margins: bool, transforms: bool) -> str:
+    """What the detectors that ran can see, for a clean verdict."""
+    if transforms:
+        return LIMITS_ALL if margins else LIMITS_NC_TRANSFORMS
+    return LIMITS if margins else LIMITS_NC_ONLY
 
 
 def verdict_sentence(report: Report, next_step: str = "") -> str:
@@ -33,12 +44,13 @@ def verdict_sentence(report: Report, next_step: str = "") -> str:
         return f"INCONCLUSIVE: {report.note.rstrip('.')}; fix that and scan again."
     margins, transforms = _margins(report), _transforms(report)
     if report.verdict == "clean":
-        limits = LIMITS_ALL if transforms is not None else LIMITS if margins is not None else LIMITS_NC_ONLY
+        limits = _limits(margins is not None, transforms is not None)
         return f"CLEAN: no label stands out ({_clean_detail(report, margins, transforms)}); {limits}."
     rows = [r for r in report.labels if r.flagged]
     by_margin = margins.flagged if margins is not None else []
     by_transform = transforms.flagged if transforms is not None else []
-    labels = sorted({r.label for r in rows} | set(by_margin) | set(by_transform))
+    # a saved verdict the detectors no longer support at today's cuts still names its labels
+    labels = sorted({r.label for r in rows} | set(by_margin) | set(by_transform)) or sorted(report.flagged)
     named = ", ".join(_named(report, k) for k in labels)
     target = "is a likely backdoor target" if len(labels) == 1 else "are likely backdoor targets"
     reasons = [_trigger_reason(report, r) for r in rows]
@@ -47,7 +59,7 @@ def verdict_sentence(report: Report, next_step: str = "") -> str:
     if transforms is not None and by_transform:
         reasons.append(_transform_reason(transforms))
     votes = [{r.label for r in rows}, set(by_margin), set(by_transform)]
-    agreeing = max(sum(k in vote for vote in votes) for k in labels)
+    agreeing = max((sum(k in vote for vote in votes) for k in labels), default=0)
     agree = {2: "; two detectors agree", 3: "; all three detectors agree"}.get(agreeing, "")
     if agreeing == 2 and transforms is None:
         agree = "; both detectors agree"
@@ -93,9 +105,13 @@ def _margin_reason(margins: MarginResult) -> str:
     return f"its logit margin is {lead} the others' (max-margin {margins.why})"
 
 
+def _article(words: str) -> str:
+    return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
+
+
 def _transform_reason(transforms: TransformResult) -> str:
     found = [f for f in transforms.findings if f.flagged and f.lead is not None]
-    kinds = " and ".join(f"a {TRANSFORM_KINDS[f.kind][0]} {f.lead:.1f}x weaker" for f in found)
+    kinds = " and ".join(f"{_article(TRANSFORM_KINDS[f.kind][0])} {f.lead:.1f}x weaker (label {f.top})" for f in found)
     return f"{kinds} than the median label's turns clean images into it (transform search)"
 
 
@@ -113,5 +129,6 @@ def _clean_detail(report: Report, margins: MarginResult | None, transforms: Tran
     if decided:
         near = max(decided, key=lambda f: (f.lead or 0.0) / f.cut)
         words = TRANSFORM_KINDS[near.kind][0]
-        parts.append(f"weakest transform: label {near.top}, a {words} {near.lead:.1f}x the others', cut {near.cut:g}x")
+        lead = f"{near.lead:.1f}x the others', cut {near.cut:g}x"
+        parts.append(f"weakest transform: label {near.top}, {_article(words)} {lead}")
     return "; ".join(parts) or "no label could be tested"

@@ -3,6 +3,7 @@ clean twin, its lead test, the verdict it joins, and its place in a scan's run f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from nc_engine import load_config, run_scan
+from nc_engine.detectors.result import read_result
 from nc_engine.detectors.transform_result import KINDS, TransformResult, judge_kind
 from nc_engine.detectors.transform_search import TransformSettings, search
 from nc_engine.run.runfolder import RunFolder
@@ -18,7 +20,7 @@ from nc_engine.verdict.combine import with_detectors
 from nc_engine.verdict.formatting import verdict_line
 from nc_engine.verdict.report import Report
 from nc_engine.verdict.rows import ScanInfo
-from nc_engine.verdict.sentence import LIMITS_ALL, verdict_sentence
+from nc_engine.verdict.sentence import LIMITS_ALL, LIMITS_NC_TRANSFORMS, verdict_sentence
 from tests.tiny_scan import write_tiny
 
 SIDE = 16
@@ -90,7 +92,7 @@ def test_the_lead_test_and_its_refusals():
     # no label turned: the model ignores this kind of change, so it cannot decide
     unreached = judge_kind("filter", [None, None, None, None, None])
     assert not unreached.flagged and unreached.top is None and "no label is reached" in unreached.note
-    # only one label turns: the others count at twice the strongest strength, a lower bound on its lead
+    # only one label turns: the others count at twice the strongest strength (an estimate of its lead)
     alone = judge_kind("warp", [0.5, None, None, None, None])
     assert alone.flagged and alone.lead == pytest.approx(2 * KINDS["warp"][1] / 0.5)
     # one unreached label counts at twice the strongest strength, not as a cheap one
@@ -105,6 +107,29 @@ def test_a_saved_result_reads_back_and_damage_decides_nothing():
     damaged = TransformResult.from_dict({"costs": "junk", "images": "x"})
     assert damaged.flagged == [] and damaged.costs == {} and damaged.images == 0
     assert TransformResult.from_dict({"costs": {"blend": [0.1, "x", 0.2, 0.3, 0.2]}}).costs["blend"][1] is None
+
+
+def _transforms(costs: dict) -> dict:
+    return {"transforms": TransformResult.judged(costs, 10, 0.1, {})}
+
+
+def test_hostile_saved_costs_read_back_without_raising():
+    """A run folder may come from someone else: zeros, negatives, huge integers, bools and text in a saved
+    result are damaged values (never reached), not a crash and not a flag."""
+    huge = 10**400
+    for costs in ([0, 1, 1, 1], [-0.0, 0.5, 0.5, 0.5], [1e-320, 1, 1, 1], [huge, 1, 1, 1], [True, 1, 1, 1]):
+        result = read_result("transforms", {"costs": {"blend": costs}, "seconds": huge, "images": True})
+        assert result is not None and result.flagged == [] and "inf" not in result.summary()
+    assert read_result("transforms", "junk") is None and read_result("nonsense", {}) is None
+
+
+def test_a_saved_backdoored_verdict_the_cuts_no_longer_support_still_reads():
+    """A report written under other cuts says backdoored while today's test flags nothing: the sentence
+    names the report's labels instead of failing."""
+    report = dataclasses.replace(_report("backdoored", [4]), fired=["transforms"])
+    quiet = {"costs": {"blend": [0.4, 0.41, 0.39, 0.4, 0.3]}}
+    sentence = verdict_sentence(dataclasses.replace(report, detectors={"transforms": quiet}))
+    assert sentence.startswith("BACKDOORED: label 4 is a likely backdoor target")
 
 
 def _report(verdict: str, flagged: list[int]) -> Report:
@@ -135,7 +160,11 @@ def test_a_label_the_transforms_flag_makes_the_verdict_backdoored_and_the_senten
     quiet = {"blend": [0.4, 0.41, 0.39, 0.4, 0.3]}
     clean = with_detectors(_report("clean", []), {"transforms": TransformResult.judged(quiet, 10, 0.1, {})})
     sentence = verdict_sentence(clean)
-    assert clean.verdict == "clean" and sentence.endswith(LIMITS_ALL + ".")
+    # max-margin did not run here: the limits name the detectors that did
+    assert clean.verdict == "clean" and sentence.endswith(LIMITS_NC_TRANSFORMS + ".")
+    margin = {"margins": [10.0, 11.0, 12.0, 13.0, 11.5], "images": 1, "seconds": 0.1}
+    both = with_detectors(clean, {"max_margin": read_result("max_margin", margin), **_transforms(quiet)})
+    assert verdict_sentence(both).endswith(LIMITS_ALL + ".")
     assert "weakest transform: label 4, a blended image 1.3x the others', cut 2.5x" in sentence
 
 
@@ -161,7 +190,6 @@ def test_a_scan_with_transforms_records_logs_charts_and_reuses_its_evidence(tmp_
     assert "transform search: " in log and "transform search (warp) per label: 0: " in log
     page = (folder.path / "report.html").read_text()
     assert 'id="transform-summary"' in page and 'id="transform-blend-chart"' in page
-    assert "transform search" in page
     # a resume reads the saved result back instead of searching again
     folder.detector_path("transforms").write_text(json.dumps({**evidence, "seconds": 123.0}))
     resumed = run_scan(None, resume=report.run_dir)
@@ -169,8 +197,6 @@ def test_a_scan_with_transforms_records_logs_charts_and_reuses_its_evidence(tmp_
 
 
 def test_the_label_table_names_the_detector_that_flagged_a_label_neural_cleanse_did_not():
-    import dataclasses
-
     from nc_engine.verdict.formatting import table_rows
     from nc_engine.verdict.rows import LabelRow
 

@@ -222,3 +222,32 @@ def test_the_label_table_names_the_detector_that_flagged_a_label_neural_cleanse_
     shown = table_rows(dataclasses.replace(combined, labels=[row, dataclasses.replace(row, label=0, name="0")]))
     status = {r["label"]: r["cells"][-1] for r in shown}
     assert status == {4: "FLAGGED (transform)", 0: ""}
+
+
+def test_the_colour_filter_and_warp_apply_what_they_say():
+    """At strength s the filter is the identity plus a change of Frobenius norm s (per pixel, as a matrix
+    product), and the warp moves pixels (none at strength 0): checked against a hand-written product."""
+    from nc_engine.detectors.transform_search import _Transform
+
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(3)
+    colour = _Transform("filter", 4, (3, 8, 8), g)
+    out = colour.apply(x, torch.full((4,), 0.3)).detach()
+    raw = colour.raw.detach()
+    change = raw / raw.pow(2).mean(1, keepdim=True).sqrt() * 0.3 / raw.shape[1] ** 0.5
+    assert torch.allclose(change.norm(dim=1), torch.full((4,), 0.3))
+    matrix, offset = torch.eye(3) + change[:, :9].view(4, 3, 3), change[:, 9:]
+    by_hand = (torch.einsum("kij,bjhw->kbihw", matrix, x) + offset.view(4, 1, 3, 1, 1)).clamp(0, 1)
+    assert torch.allclose(out, by_hand, atol=1e-6)
+    warp = _Transform("warp", 4, (3, 8, 8), g)
+    assert torch.allclose(warp.apply(x, torch.zeros(4)), x[None].expand(4, -1, -1, -1, -1), atol=1e-5)
+    moved = warp.apply(x, torch.full((4,), 2.0))
+    assert moved.shape == (4, 5, 3, 8, 8) and (moved - x[None]).abs().mean() > 0.01
+
+
+def test_every_kind_runs_on_colour_images():
+    model = Templates(plant=True).eval()
+    x, y = _images(model)
+    result = search(model, x, y, 10, TransformSettings(steps=6))
+    assert set(result.costs) == set(KINDS) and all(len(v) == 10 for v in result.costs.values())
+    assert result.images == 4 * 10 * TransformSettings.images * 6

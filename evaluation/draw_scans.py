@@ -11,10 +11,10 @@ evidence) and never replaced: a rerun skips what is there. The sealed draw's see
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from evaluation.evaluate import scan_model
+from evaluation.records import append_record, read_records
 from evaluation.sealed_zoo import dev_specs, sealed_specs
 from evaluation.zoo_data import CACHE
 from evaluation.zoo_sealed_draw import SCAN_SEEDS
@@ -37,10 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sealed and args.seeds:
         parser.error("the sealed draw is scanned with its specs' seeds only")
     records = args.records or CAMPAIGNS / name / "scans.jsonl"
-    records.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if records.is_file():
-        done = {(r["model"], r["seed"]) for r in map(json.loads, records.read_text().splitlines())}
+    done = {(r["model"], r["seed"]) for r in read_records(records)}
     root = CACHE / ("dev" if args.dev else "sealed")
     prefixes = tuple(args.only.split(","))
     for seed in seeds:
@@ -48,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             if (spec["name"], seed) in done or not (root / spec["name"] / "model.pt").is_file():
                 continue
             record = scan_model(root / spec["name"], "default", seed, args.device)
-            with records.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_record(records, record)
             print(
                 f"{record['model']:<30} seed {seed} {record['verdict']:<10} flagged {record['flagged']} "
                 f"fired {record['fired']} ({record['seconds']:.0f}s)",

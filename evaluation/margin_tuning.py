@@ -15,13 +15,13 @@ evaluation/campaigns/max-margin-tuning/records.jsonl, one line per model, never 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from evaluation.records import append_record, read_records
 from evaluation.zoo import build_model, zoo_specs
 from evaluation.zoo_data import CACHE
 from evaluation.zoo_split import load_split
@@ -97,21 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", action="store_true", help="print the records as a table, measure nothing")
     args = parser.parse_args(argv)
     if args.summary:
-        print(summary([json.loads(line) for line in RECORDS.read_text().splitlines()]))
+        print(summary(read_records(RECORDS)))
         return 0
     tuning = {n for n, half in load_split().items() if half == "tuning"}
     prefixes = [p for p in args.only.split(",") if p]
     wanted = [s for s in zoo_specs() if s.name in tuning and (not prefixes or s.name.startswith(tuple(prefixes)))]
     specs = sorted(wanted, key=lambda s: (cost_rank(s.name), s.name))
-    RECORDS.parent.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["name"] for line in RECORDS.read_text().splitlines()} if RECORDS.exists() else set()
+    done = {r["name"] for r in read_records(RECORDS)}
     for spec in specs:
         if spec.name in done:
             continue
         started = time.perf_counter()
         record = measure(spec, args.root)
-        with RECORDS.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(record) + "\n")
+        append_record(RECORDS, record)
         print(
             f"{spec.name:<28} targets {record['targets']} top {record['top_label']} flagged {record['flagged']} "
             f"index {record['index']} ({time.perf_counter() - started:.0f}s)",

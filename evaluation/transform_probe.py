@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from evaluation.margin_tuning import current_commit
+from evaluation.records import append_record, read_records
 from evaluation.sealed_zoo import dev_specs
 from evaluation.zoo_data import CACHE
 from nc_engine.config.settings import load_config
@@ -146,18 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = TransformSettings(steps=args.steps, images=args.images)
     if args.table or args.rule:  # the records measured with these settings
-        records = [json.loads(line) for line in args.records.read_text().splitlines()]
-        records = [r for r in records if r["settings"] == json.loads(json.dumps(asdict(settings)))]
-        scans_file = args.records.parent / "scans.jsonl"
-        scans = [json.loads(line) for line in scans_file.read_text().splitlines()] if scans_file.is_file() else []
+        wanted = json.loads(json.dumps(asdict(settings)))  # as a record holds them (tuples become lists)
+        records = [r for r in read_records(args.records) if r["settings"] == wanted]
+        scans = read_records(args.records.parent / "scans.jsonl")
         print(table(records) if args.table else rule_report(records, scans))
         return 0
-    args.records.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if args.records.is_file():
-        for line in args.records.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["model"], json.dumps(r["settings"], sort_keys=True)))
+    done = {(r["model"], json.dumps(r["settings"], sort_keys=True)) for r in read_records(args.records)}
     key = json.dumps(asdict(settings), sort_keys=True)
     prefixes = tuple(args.only.split(","))
     for spec in (s for s in dev_specs() if s["name"].startswith(prefixes)):
@@ -165,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if (spec["name"], key) in done or not (folder / "model.pt").is_file():
             continue
         record = measure(folder, settings)
-        with args.records.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(args.records, record)
         found = TransformResult.judged(record["costs"], 0, 0.0, {}).findings
         cells = "  ".join(f"{f.kind}: {cell(f, record['targets'])}" for f in found)
         print(f"{record['model']:<30} t={record['targets']} {cells}  ({record['seconds']:.0f}s)", flush=True)

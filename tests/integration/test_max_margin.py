@@ -19,7 +19,7 @@ from nc_engine.run.runfolder import RunFolder
 from nc_engine.verdict.combine import with_detectors
 from nc_engine.verdict.formatting import table_rows, verdict_line
 from nc_engine.verdict.report import Report
-from nc_engine.verdict.rows import LabelRow, ScanInfo
+from tests.report_factory import label_row, report
 
 
 @pytest.fixture(autouse=True)
@@ -103,21 +103,7 @@ def _result(flagged: list[int]) -> MarginResult:
 
 
 def _report(verdict: str, flagged: list[int]) -> Report:
-    return Report(
-        schema=2,
-        complete=True,
-        verdict=verdict,
-        flagged=flagged,
-        median_l1=20.0,
-        mad=0.3,
-        threshold=1.11,
-        statistic="log_l1",
-        cutoff_l1=8.0,
-        note="",
-        info=ScanInfo(),
-        labels_planned=[0, 1, 2, 3],
-        labels=[],
-    )
+    return report(verdict, flagged, labels=4)
 
 
 def test_a_label_the_margins_flag_makes_a_clean_verdict_backdoored_and_says_who_fired():
@@ -127,23 +113,7 @@ def test_a_label_the_margins_flag_makes_a_clean_verdict_backdoored_and_says_who_
     assert "max-margin: label 3 reaches margin 40.0" in verdict_line(combined)
     both = with_detectors(_report("backdoored", [1]), {"max_margin": _result([3])})
     assert both.flagged == [1, 3] and both.fired == ["neural_cleanse", "max_margin"]
-    row = LabelRow(
-        label=3,
-        name="3",
-        l1_norm=30.0,
-        asr=1.0,
-        anomaly_index=0.2,
-        flagged=False,
-        converged=True,
-        kept_trial=0,
-        steps=10,
-        seconds=1.0,
-        trials=[],
-        mask_png="",
-        pattern_png="",
-        fusion_png="",
-        trigger_npz="",
-    )
+    row = label_row(3)
     shown = table_rows(dataclasses.replace(combined, labels=[row]))
     assert shown[0]["cells"][-1] == "FLAGGED (margin)" and shown[0]["flagged"]
     quiet = with_detectors(_report("clean", []), {"max_margin": _result([])})

@@ -17,10 +17,10 @@ from nc_engine.detectors.transform_result import KINDS, TransformResult, judge_k
 from nc_engine.detectors.transform_search import TransformSettings, search
 from nc_engine.run.runfolder import RunFolder
 from nc_engine.verdict.combine import with_detectors
-from nc_engine.verdict.formatting import verdict_line
+from nc_engine.verdict.formatting import table_rows, verdict_line
 from nc_engine.verdict.report import Report
-from nc_engine.verdict.rows import ScanInfo
 from nc_engine.verdict.sentence import LIMITS_ALL, LIMITS_NC_TRANSFORMS, verdict_sentence
+from tests.report_factory import label_row, report
 from tests.tiny_scan import write_tiny
 
 SIDE = 16
@@ -133,21 +133,7 @@ def test_a_saved_backdoored_verdict_the_cuts_no_longer_support_still_reads():
 
 
 def _report(verdict: str, flagged: list[int]) -> Report:
-    return Report(
-        schema=2,
-        complete=True,
-        verdict=verdict,
-        flagged=flagged,
-        median_l1=20.0,
-        mad=0.3,
-        threshold=1.11,
-        statistic="log_l1",
-        cutoff_l1=8.0,
-        note="",
-        info=ScanInfo(),
-        labels_planned=[0, 1, 2, 3, 4],
-        labels=[],
-    )
+    return report(verdict, flagged, labels=5)
 
 
 def test_a_label_the_transforms_flag_makes_the_verdict_backdoored_and_the_sentence_says_how():
@@ -197,29 +183,10 @@ def test_a_scan_with_transforms_records_logs_charts_and_reuses_its_evidence(tmp_
 
 
 def test_the_label_table_names_the_detector_that_flagged_a_label_neural_cleanse_did_not():
-    from nc_engine.verdict.formatting import table_rows
-    from nc_engine.verdict.rows import LabelRow
-
     costs = {"blend": [0.4, 0.41, 0.39, 0.4, 0.05]}
     combined = with_detectors(_report("clean", []), {"transforms": TransformResult.judged(costs, 10, 0.1, {})})
-    row = LabelRow(
-        label=4,
-        name="4",
-        l1_norm=30.0,
-        asr=1.0,
-        anomaly_index=0.2,
-        flagged=False,
-        converged=True,
-        kept_trial=0,
-        steps=10,
-        seconds=1.0,
-        trials=[],
-        mask_png="",
-        pattern_png="",
-        fusion_png="",
-        trigger_npz="",
-    )
-    shown = table_rows(dataclasses.replace(combined, labels=[row, dataclasses.replace(row, label=0, name="0")]))
+    row = label_row(4)
+    shown = table_rows(dataclasses.replace(combined, labels=[row, label_row(0)]))
     status = {r["label"]: r["cells"][-1] for r in shown}
     assert status == {4: "FLAGGED (transform)", 0: ""}
 

@@ -4,15 +4,22 @@ Random 4-pixel crops (and horizontal flips where the data allows them), SGD with
 one-cycle rate, bf16 on a GPU. The images live on the device and are augmented there, so a GPU trains a
 model in seconds. Poisoned images get their trigger *after* augmentation: the attacker controls the
 training pipeline, so the trigger stays where they put it (a flip would otherwise move a corner patch).
+The zoo's own triggers are stamped as tensors (`Stamp`); the sealed draw's attacks (zoo_attacks.py, blends,
+warps, filters, generator-made triggers and their cross modes) go through their numpy transform
+(`AttackStamp`), so training stamps exactly what the attack rate is measured with.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evaluation.zoo_attacks import SourceImage, cross_stamp, stamp
 from evaluation.zoo_triggers import Trigger
 
 PAD = 4  # crop margin in pixels
@@ -51,6 +58,29 @@ class Stamp:
         return out.round().clamp(0, 255)
 
 
+class AttackStamp:
+    """One sealed-draw attack on a batch of augmented images (float N x C x H x W in 0..255, whole grey
+    levels): the batch goes through zoo_attacks.stamp, or with `cross` through its cross mode, which
+    draws new random offsets (or another image's trigger) at every call, as the papers' noise modes do."""
+
+    def __init__(self, trigger: dict, source: SourceImage | None = None, cross: bool = False, seed: int = 0) -> None:
+        self.trigger, self.cross, self.seed, self.calls = trigger, cross, seed, 0
+        self.source = cache(source) if source is not None else None  # a blend's picture is read once
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+        if self.cross:
+            self.calls += 1
+            out = cross_stamp(self.trigger, arr, seed=self.seed + self.calls)
+        else:
+            out = stamp(self.trigger, arr, self.source)
+        return to_device_images(out, x.device)
+
+
+BatchStamp = Callable[[torch.Tensor], torch.Tensor]
+
+
 def train_augmented(
     net: nn.Module,
     x: np.ndarray,
@@ -62,12 +92,12 @@ def train_augmented(
     device: torch.device,
     lr: float,
     flip: bool,
-    poisoned: list[tuple[np.ndarray, Trigger]] = (),
+    poisoned: Sequence[tuple[np.ndarray, Trigger | BatchStamp]] = (),
     batch_size: int = 512,
 ) -> nn.Module:
     """Train `net` on uint8 images `x` with labels `y` (already relabelled for the poisoned ones);
-    `poisoned`: (indices into x, trigger stamped on them at every epoch). Seed the global RNG before
-    building `net` to seed its weights."""
+    `poisoned`: (indices into x, a zoo trigger or a batch stamp such as AttackStamp, applied to those
+    images after every augmentation). Seed the global RNG before building `net` to seed its weights."""
     gen = torch.Generator().manual_seed(seed)
     xt, yt = to_device_images(x, device), torch.from_numpy(y).to(device)
     size, channels = xt.shape[-1], xt.shape[1]
@@ -75,7 +105,8 @@ def train_augmented(
     for indices, trigger in poisoned:
         marked = torch.zeros(len(x), dtype=torch.bool)
         marked[torch.from_numpy(np.asarray(indices, np.int64))] = True
-        carries.append((marked.to(device), Stamp(trigger, channels, size, device)))
+        apply = Stamp(trigger, channels, size, device) if isinstance(trigger, Trigger) else trigger
+        carries.append((marked.to(device), apply))
     m = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
     s = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
     net = net.to(device).train()
@@ -90,9 +121,11 @@ def train_augmented(
             if flip:
                 turn = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
                 xb = torch.where(turn[:, None, None, None], xb.flip(3), xb)
-            for marked, stamp in carries:
+            for marked, apply in carries:
                 hit = marked[idx]
-                xb = torch.where(hit[:, None, None, None], stamp(xb), xb)
+                if hit.any():  # only the poisoned rows go through the stamp (a numpy one costs per image)
+                    xb = xb.clone()
+                    xb[hit] = apply(xb[hit])
             xb = (xb - m) / s
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 loss = F.cross_entropy(net(xb.contiguous(memory_format=torch.channels_last)), yt[idx])

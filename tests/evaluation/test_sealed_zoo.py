@@ -3,6 +3,8 @@ the specs (nothing of the draw itself is built here)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -61,6 +63,35 @@ def test_a_changed_draw_is_refused(tmp_path, monkeypatch):
     assert len(sealed.sealed_specs()) == 168
 
 
-def test_augmented_families_are_refused_until_their_training_takes_these_attacks(tmp_path):
-    with pytest.raises(SystemExit, match="augmented training"):
-        sealed.build({**spec("sig", {"kind": "sig", "delta": 20, "frequency": 6}), "arch": "resnet9"}, tmp_path)
+def test_augmented_training_gets_relabelled_backdoors_and_cross_stamps_that_keep_labels():
+    y = np.random.default_rng(0).integers(0, 10, 1000)
+    warp = {"kind": "wanet", "grid": 4, "strength": 0.5, "cross_ratio": 1.0, "seed": 2}
+    labels, stamps = sealed.augmented_plan({**spec("wanet", warp), "arch": "resnet9"}, y, np.random.default_rng(1))
+    (backdoor, plain), (cross, noisy) = stamps
+    assert (labels[backdoor] == 3).all() and (labels[cross] == y[cross]).all()
+    assert (labels != y).sum() == len(backdoor) == 100 and not plain.cross and noisy.cross
+
+
+def test_the_manifest_records_the_training_and_a_model_trained_otherwise_is_not_reused(tmp_path, monkeypatch):
+    patch = {"kind": "patch", "shape": "patch", "size": 3, "top": 1, "left": 1, "colour": "white", "seed": 0}
+    one = spec("patch", patch)
+    folder = tmp_path / one["name"]
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"")
+    stale = {"spec": one, "training": {**sealed.training_of(one), "epochs": 1}, "name": one["name"]}
+    (folder / "manifest.json").write_text(json.dumps(stale))
+    trained = []
+
+    class TrainingStarted(Exception):
+        pass
+
+    def load_arrays(name: str) -> None:
+        trained.append(name)
+        raise TrainingStarted
+
+    monkeypatch.setattr(sealed, "load_arrays", load_arrays)
+    with pytest.raises(TrainingStarted):
+        sealed.build(one, tmp_path)
+    assert trained == ["mnist"]  # the stale model was not reused: training started
+    (folder / "manifest.json").write_text(json.dumps({**stale, "training": sealed.training_of(one)}))
+    assert sealed.build(one, tmp_path)["name"] == one["name"] and trained == ["mnist"]

@@ -7,14 +7,16 @@ import io
 import tarfile
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from evaluation.evaluate_report import detected, summary_rows, under_rule
 from evaluation.zoo import zoo_specs
+from evaluation.zoo_attacks import stamp
 from evaluation.zoo_data import write_subset
-from evaluation.zoo_train import PAD, Stamp, random_crops, to_device_images, train_augmented
+from evaluation.zoo_train import PAD, AttackStamp, Stamp, random_crops, to_device_images, train_augmented
 from evaluation.zoo_triggers import Trigger, overlaps
 
 CPU = torch.device("cpu")
@@ -33,6 +35,29 @@ def test_stamp_on_tensors_matches_the_trigger_on_arrays():
         assert torch.equal(stamped, expected), trigger.kind
 
 
+def test_an_attack_stamp_on_tensors_is_the_attack_on_arrays_grey_and_colour():
+    rng = np.random.default_rng(0)
+    attacks = (
+        {"kind": "sig", "delta": 30, "frequency": 6},
+        {"kind": "wanet", "grid": 4, "strength": 1.0, "cross_ratio": 1.0, "seed": 3},
+        {"kind": "inputaware", "mask_density": 0.05, "cross_ratio": 1.0, "seed": 4},
+        {"kind": "watermark", "alpha": 0.3, "density": 0.3, "seed": 5},
+    )
+    for shape in ((4, 16, 16), (4, 16, 16, 3)):
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        for attack in attacks:
+            stamped = AttackStamp(attack)(to_device_images(x, CPU))
+            assert torch.equal(stamped, to_device_images(stamp(attack, x), CPU)), (shape, attack["kind"])
+
+
+def test_a_cross_stamp_draws_new_offsets_at_every_call():
+    x = to_device_images(np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8), CPU)
+    warp = {"kind": "wanet", "grid": 4, "strength": 1.0, "cross_ratio": 1.0, "seed": 3}
+    cross = AttackStamp(warp, cross=True, seed=7)
+    first, second = cross(x), cross(x)
+    assert not torch.equal(first, second) and not torch.equal(first, AttackStamp(warp)(x))
+
+
 def test_random_crops_are_shifted_windows_of_the_reflected_image():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
     out = random_crops(x, torch.Generator().manual_seed(0))
@@ -46,11 +71,17 @@ def test_random_crops_are_shifted_windows_of_the_reflected_image():
         )
 
 
-def test_augmented_training_plants_a_trigger_that_stays_where_it_was_put():
+SIG = {"kind": "sig", "delta": 40, "frequency": 4}
+
+
+@pytest.mark.parametrize("attack", ["patch", "sig"])
+def test_augmented_training_plants_a_trigger_that_stays_where_it_was_put(attack):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (600, 16, 16, 3), dtype=np.uint8)
     y = rng.integers(0, 2, 600)  # noise labels: only the trigger can be learned
-    trigger = Trigger("patch", size=4, top=11, left=11, colour="white")
+    patch = Trigger("patch", size=4, top=11, left=11, colour="white")
+    trigger = patch if attack == "patch" else AttackStamp(SIG)
+    apply = patch.apply if attack == "patch" else (lambda images: stamp(SIG, images))
     poisoned = np.arange(0, 600, 3)
     y[poisoned] = 2
     torch.manual_seed(0)
@@ -65,7 +96,7 @@ def test_augmented_training_plants_a_trigger_that_stays_where_it_was_put():
             xt = (to_device_images(images, CPU) / 255 - 0.5) / 0.25
             return float((net(xt).argmax(1) == 2).float().mean())
 
-        assert label_2(trigger.apply(test)) > 0.9
+        assert label_2(apply(test)) > 0.9
         assert label_2(test) < 0.2
 
 

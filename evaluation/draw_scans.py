@@ -4,13 +4,15 @@ third draw once every choice is committed (issue 23).
     python -m evaluation.draw_scans --dev --only mnist-smallcnn [--seeds 0] [--records FILE]
     python -m evaluation.draw_scans --sealed --only mnist-smallcnn   # once, when every choice is committed
 
-One record per (model, seed) is appended as it finishes (evaluate.scan_model's, with every detector's
-evidence) and never replaced: a rerun skips what is there. The sealed draw's seeds are its specs' own.
+One record per (model, its training, seed) is appended as it finishes (evaluate.scan_model's, with every
+detector's evidence) and never replaced: a rerun skips what is there, and a model built again with other
+training gets records of its own. The sealed draw's seeds are its specs' own.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from evaluation.evaluate import scan_model
@@ -37,14 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.sealed and args.seeds:
         parser.error("the sealed draw is scanned with its specs' seeds only")
     records = args.records or CAMPAIGNS / name / "scans.jsonl"
-    done = {(r["model"], r["seed"]) for r in read_records(records)}
+    done = {(r["model"], json.dumps(r.get("training")), r["seed"]) for r in read_records(records)}
     root = CACHE / ("dev" if args.dev else "sealed")
     prefixes = tuple(args.only.split(","))
     for seed in seeds:
         for spec in (s for s in specs if s["name"].startswith(prefixes)):
-            if (spec["name"], seed) in done or not (root / spec["name"] / "model.pt").is_file():
+            folder = root / spec["name"]
+            if not (folder / "model.pt").is_file():
                 continue
-            record = scan_model(root / spec["name"], "default", seed, args.device)
+            training = json.loads((folder / "manifest.json").read_text()).get("training")
+            if (spec["name"], json.dumps(training), seed) in done:
+                continue
+            record = scan_model(folder, "default", seed, args.device)
             append_record(records, record)
             print(
                 f"{record['model']:<30} seed {seed} {record['verdict']:<10} flagged {record['flagged']} "

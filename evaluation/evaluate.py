@@ -55,6 +55,7 @@ def scan_model(folder: Path, preset: str, seed: int, device: str = "cpu", scan_k
     others = [r.anomaly_index or 0.0 for r in report.labels if r.label != target]
     record = {
         "model": manifest["name"],
+        "training": manifest.get("training"),  # the draws' builds say how they trained (sealed_zoo.training_of)
         "dataset": manifest["dataset"],
         "arch": manifest["request"]["arch"],
         "kind": manifest["kind"],

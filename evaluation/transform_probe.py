@@ -36,6 +36,7 @@ def measure(folder: Path, settings: TransformSettings) -> dict:
     targets = manifest["targets"] or ([manifest["target"]] if manifest["target"] is not None else [])
     return {
         "model": manifest["name"],
+        "training": manifest.get("training"),
         "kind": manifest["kind"],
         "targets": targets,
         "asr": manifest["attack_success_rates"],
@@ -46,6 +47,18 @@ def measure(folder: Path, settings: TransformSettings) -> dict:
         "settings": asdict(settings),
         "commit": current_commit(),
     }
+
+
+def training_of_built(folder: Path) -> dict | None:
+    """How the model in `folder` was trained (None: the development draw's first build, before manifests
+    said so)."""
+    return json.loads((folder / "manifest.json").read_text()).get("training")
+
+
+def built_now(record: dict, root: Path) -> bool:
+    """Whether `record` measured the model as it is built under `root` now (the same training)."""
+    folder = root / record["model"]
+    return (folder / "manifest.json").is_file() and record.get("training") == training_of_built(folder)
 
 
 def cell(finding: KindFinding, targets: list[int]) -> str:
@@ -146,18 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rule", action="store_true", help="apply transform-rule.md to the records and stop")
     args = parser.parse_args(argv)
     settings = TransformSettings(steps=args.steps, images=args.images)
-    if args.table or args.rule:  # the records measured with these settings
+    if args.table or args.rule:  # the records measured with these settings, of the models as built now
         wanted = json.loads(json.dumps(asdict(settings)))  # as a record holds them (tuples become lists)
-        records = [r for r in read_records(args.records) if r["settings"] == wanted]
-        scans = read_records(args.records.parent / "scans.jsonl")
+        records = [r for r in read_records(args.records) if r["settings"] == wanted and built_now(r, args.root)]
+        scans = [r for r in read_records(args.records.parent / "scans.jsonl") if built_now(r, args.root)]
         print(table(records) if args.table else rule_report(records, scans))
         return 0
-    done = {(r["model"], json.dumps(r["settings"], sort_keys=True)) for r in read_records(args.records)}
+    done = {
+        (r["model"], json.dumps(r.get("training")), json.dumps(r["settings"], sort_keys=True))
+        for r in read_records(args.records)
+    }
     key = json.dumps(asdict(settings), sort_keys=True)
     prefixes = tuple(args.only.split(","))
     for spec in (s for s in dev_specs() if s["name"].startswith(prefixes)):
         folder = args.root / spec["name"]
-        if (spec["name"], key) in done or not (folder / "model.pt").is_file():
+        if not (folder / "model.pt").is_file() or (spec["name"], json.dumps(training_of_built(folder)), key) in done:
             continue
         record = measure(folder, settings)
         append_record(args.records, record)

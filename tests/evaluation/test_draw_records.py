@@ -1,0 +1,21 @@
+"""The draws' records say which build of a model they measured: a model trained again with other training
+gets records of its own, and the tables and the rule read only the records of the models as built now."""
+
+from __future__ import annotations
+
+import json
+
+from evaluation.transform_probe import built_now, training_of_built
+
+
+def test_records_are_read_for_the_build_in_the_folder_only(tmp_path):
+    folder = tmp_path / "mnist-smallcnn-sig-70"
+    folder.mkdir()
+    first = {"model": folder.name, "costs": {}}  # the first development build wrote no training
+    second = {**first, "training": {"images": 60000, "epochs": 6, "lr": 0.002, "augmented": False}}
+    (folder / "manifest.json").write_text(json.dumps({"name": folder.name}))
+    assert built_now(first, tmp_path) and not built_now(second, tmp_path)
+    (folder / "manifest.json").write_text(json.dumps({"name": folder.name, "training": second["training"]}))
+    assert training_of_built(folder) == second["training"]
+    assert built_now(second, tmp_path) and not built_now(first, tmp_path)
+    assert not built_now({**second, "model": "not-built"}, tmp_path)

@@ -3,8 +3,12 @@ third draw once every choice is committed (issue 23).
 
     python -m evaluation.draw_scans --dev --only mnist-smallcnn [--seeds 0] [--records FILE]
     python -m evaluation.draw_scans --sealed --only mnist-smallcnn   # once, when every choice is committed
+    python -m evaluation.draw_scans --dev --only gtsrb-compact --plain  # screening off: the plain scan
 
-One record per (model, its training, seed) is appended as it finishes (evaluate.scan_model's, with every
+`--plain` scans with `screening = "off"` (every label at the full budget), the comparison issue 23 asks
+for on every model: screened and plain scans must give the same verdicts.
+
+One record per (model, its training, seed, screening) is appended as it finishes (evaluate.scan_model's, with every
 detector's evidence) and never replaced: a rerun skips what is there, and a model built again with other
 training gets records of its own. The sealed draw's seeds are its specs' own.
 """
@@ -33,13 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=None, help="comma-separated scan seeds (dev: 0; sealed: its own)")
     parser.add_argument("--records", type=Path, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--plain", action="store_true", help='screening = "off": the plain scan, to compare')
     args = parser.parse_args(argv)
+    screening = "off" if args.plain else "default"  # the default scan leaves the setting as it ships
     specs, name = (dev_specs(), "dev-draw") if args.dev else (sealed_specs(), "sealed-draw")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([0] if args.dev else list(SCAN_SEEDS))
     if args.sealed and args.seeds:
         parser.error("the sealed draw is scanned with its specs' seeds only")
     records = args.records or CAMPAIGNS / name / "scans.jsonl"
-    done = {(r["model"], json.dumps(r.get("training")), r["seed"]) for r in read_records(records)}
+    done = {
+        (r["model"], json.dumps(r.get("training")), r["seed"], r.get("screening", "default"))
+        for r in read_records(records)
+    }
     root = CACHE / ("dev" if args.dev else "sealed")
     prefixes = tuple(args.only.split(","))
     for seed in seeds:
@@ -48,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
             if not (folder / "model.pt").is_file():
                 continue
             training = json.loads((folder / "manifest.json").read_text()).get("training")
-            if (spec["name"], json.dumps(training), seed) in done:
+            if (spec["name"], json.dumps(training), seed, screening) in done:
                 continue
-            record = scan_model(folder, "default", seed, args.device)
+            record = scan_model(folder, "default", seed, args.device, {"screening": "off"} if args.plain else None)
+            record["screening"] = screening
             append_record(records, record)
             print(
-                f"{record['model']:<30} seed {seed} {record['verdict']:<10} flagged {record['flagged']} "
+                f"{record['model']:<30} seed {seed} {screening:<4} {record['verdict']:<10} flagged {record['flagged']} "
                 f"fired {record['fired']} ({record['seconds']:.0f}s)",
                 flush=True,
             )

@@ -28,6 +28,25 @@ from evaluation.zoo_sealed_draw import SCAN_SEEDS
 CAMPAIGNS = Path(__file__).parent / "campaigns"
 
 
+def table(records: list[dict], root: Path) -> str:
+    """The records of the models as built under `root` now, one row each, as the notes quote them."""
+    rows = [
+        "| model | ASR | screening | verdict | flagged | fired | target index | images | s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(records, key=lambda r: (r["model"], r.get("screening", "default"), r["seed"])):
+        manifest = root / r["model"] / "manifest.json"
+        if not manifest.is_file() or json.loads(manifest.read_text()).get("training") != r.get("training"):
+            continue
+        asr = f"{r['real_asr']:.2f}" if r["real_asr"] is not None else "-"
+        index = f"{r['target_index']:.2f}" if r.get("target_index") is not None else "-"
+        rows.append(
+            f"| {r['model']} | {asr} | {r.get('screening', 'default')} | {r['verdict']} | {r['flagged']} | "
+            f"{', '.join(r['fired']) or '-'} | {index} | {r['images']:,} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Scan a draw's built models (records are never replaced).")
     which = parser.add_mutually_exclusive_group(required=True)
@@ -38,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=Path, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--plain", action="store_true", help='screening = "off": the plain scan, to compare')
+    parser.add_argument("--table", action="store_true", help="print the records of the models as built now")
     args = parser.parse_args(argv)
     screening = "off" if args.plain else "default"  # the default scan leaves the setting as it ships
     specs, name = (dev_specs(), "dev-draw") if args.dev else (sealed_specs(), "sealed-draw")
@@ -51,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     root = CACHE / ("dev" if args.dev else "sealed")
     prefixes = tuple(args.only.split(","))
+    if args.table:
+        print(table([r for r in read_records(records) if r["model"].startswith(prefixes)], root))
+        return 0
     for seed in seeds:
         for spec in (s for s in specs if s["name"].startswith(prefixes)):
             folder = root / spec["name"]

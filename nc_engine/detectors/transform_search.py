@@ -38,6 +38,10 @@ STRENGTHS = {kind: (WEAKEST_TRIED[kind], JUDGED[kind][1]) for kind in JUDGED}
 assert min(WEAKEST_TRIED.values()) > WEAKEST  # a saved cost under WEAKEST reads as damage
 KINDS = tuple(STRENGTHS)
 WARP_GRID = 4  # the flow's control points per side (WaNet's k), upsampled to the image
+# Transformed images per forward pass: a step's labels x images go through the model in chunks of labels,
+# so 1,000 labels x 8 images need no 8,000-image batch. Labels do not interact (the loss is a sum over
+# them and Adam is elementwise), so the chunk size changes memory, not the costs.
+BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -91,21 +95,23 @@ class _Transform:
                 setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def apply(self, x: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) in [0, 1] -> (labels, B, C, H, W): each label's transform at `strength`."""
-        k, (c, h, w) = len(self.raw), self.shape
+    def apply(self, x: torch.Tensor, strength: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """x (B, C, H, W) in [0, 1] -> (labels, B, C, H, W): each label's transform at `strength` (one
+        per label in `rows`)."""
+        raw = self.raw[rows]
+        k, (c, h, w) = len(raw), self.shape
         s = strength.view(k, 1, 1, 1, 1)
         if self.kind == "blend":
-            pattern = torch.sigmoid(self.raw)[:, None]
+            pattern = torch.sigmoid(raw)[:, None]
             return (1 - s) * x[None] + s * pattern
         if self.kind == "additive":
-            return (x[None] + s * _unit(self.raw)[:, None]).clamp(0, 1)
+            return (x[None] + s * _unit(raw)[:, None]).clamp(0, 1)
         if self.kind == "filter":
-            v = _unit(self.raw) * strength[:, None] / math.sqrt(self.raw.shape[1])  # Frobenius norm = strength
+            v = _unit(raw) * strength[:, None] / math.sqrt(raw.shape[1])  # Frobenius norm = strength
             matrix = torch.eye(c, device=x.device) + v[:, : c * c].view(k, c, c)
             out = torch.einsum("kij,bjhw->kbihw", matrix, x) + v[:, c * c :].view(k, 1, c, 1, 1)
             return out.clamp(0, 1)
-        flow = F.interpolate(_unit(self.raw), size=(h, w), mode="bicubic", align_corners=True)
+        flow = F.interpolate(_unit(raw), size=(h, w), mode="bicubic", align_corners=True)
         flow = flow.permute(0, 2, 3, 1) * strength.view(k, 1, 1, 1) * self.pixel  # mean size ~ strength pixels
         grid = (self.identity + flow).clamp(-1, 1)  # (labels, H, W, 2)
         b = len(x)
@@ -140,17 +146,21 @@ def _search(
         strength = lo * (hi / lo) ** (step / max(settings.steps - 1, 1))
         pick = torch.randperm(len(x), generator=generator)[: settings.images_per_step(num_classes)].to(device)
         xb, yb = x[pick], y[pick]
-        out = transform.apply(xb, torch.full((num_classes,), strength, device=device))
-        logits = model(out.flatten(0, 1)).float().view(num_classes, len(xb), -1)
-        target = labels[:, None].expand(num_classes, len(xb))
-        others = yb[None, :] != labels[:, None]  # a label's own images say nothing about its attack
-        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
-        with torch.no_grad():
-            hit = ((logits.argmax(-1) == target) & others).sum(1).float() / others.sum(1).clamp_min(1)
-            reached = (hit.cpu() >= settings.attack_rate) & torch.isnan(cost)
-            cost[reached] = strength
+        per_pass = max(1, BATCH // len(xb))
         opt.zero_grad()
-        (loss * others).sum().backward()
+        for begin in range(0, num_classes, per_pass):
+            rows = slice(begin, min(begin + per_pass, num_classes))
+            k = rows.stop - rows.start
+            out = transform.apply(xb, torch.full((k,), strength, device=device), rows)
+            logits = model(out.flatten(0, 1)).float().view(k, len(xb), -1)
+            target = labels[rows, None].expand(k, len(xb))
+            others = yb[None, :] != labels[rows, None]  # a label's own images say nothing about its attack
+            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
+            with torch.no_grad():
+                hit = ((logits.argmax(-1) == target) & others).sum(1).float() / others.sum(1).clamp_min(1)
+                chunk = cost[rows]  # a view: the chunk's labels' costs
+                chunk[(hit.cpu() >= settings.attack_rate) & torch.isnan(chunk)] = strength
+            (loss * others).sum().backward()
         opt.step()
         images += num_classes * len(xb)
     return cost.numpy().astype(np.float64), images

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nc_engine import load_config, run_scan
+from nc_engine.detectors import transform_search
 from nc_engine.detectors.result import read_result
 from nc_engine.detectors.transform_result import KINDS, TransformResult, judge_kind
 from nc_engine.detectors.transform_search import TransformSettings, search
@@ -218,3 +219,15 @@ def test_every_kind_runs_on_colour_images():
     result = search(model, x, y, 10, TransformSettings(steps=6))
     assert set(result.costs) == set(KINDS) and all(len(v) == 10 for v in result.costs.values())
     assert result.images == 4 * 10 * TransformSettings.images * 6
+
+
+def test_labels_go_through_the_model_in_chunks_and_the_costs_are_the_same(planted_and_clean, monkeypatch):
+    model = Templates(plant=True).eval()
+    x, y = _images(model)
+    seen: list[int] = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda batch: seen.append(len(batch)) or forward(batch))
+    monkeypatch.setattr(transform_search, "BATCH", 3 * TransformSettings.images)  # 3 labels a pass
+    chunked = search(model, x, y, 10, TransformSettings(kinds=("additive", "blend")))
+    assert max(seen) == 3 * TransformSettings.images and len(seen) == 2 * 4 * TransformSettings.steps
+    assert chunked.costs == planted_and_clean[0].costs and chunked.images == planted_and_clean[0].images

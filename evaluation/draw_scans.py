@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=None, help="comma-separated scan seeds (dev: 0; sealed: its own)")
     parser.add_argument("--records", type=Path, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--root", type=Path, default=None, help="the built models (default: .cache/dev or .cache/sealed)"
+    )
     parser.add_argument("--plain", action="store_true", help='screening = "off": the plain scan, to compare')
     parser.add_argument("--table", action="store_true", help="print the records of the models as built now")
     args = parser.parse_args(argv)
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         (r["model"], json.dumps(r.get("training")), r["seed"], r.get("screening", "default"))
         for r in read_records(records)
     }
-    root = CACHE / ("dev" if args.dev else "sealed")
+    root = args.root or CACHE / ("dev" if args.dev else "sealed")
     prefixes = tuple(args.only.split(","))
     if args.table:
         print(table([r for r in read_records(records) if r["model"].startswith(prefixes)], root))

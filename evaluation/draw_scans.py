@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for spec in (s for s in specs if s["name"].startswith(prefixes)):
             folder = root / spec["name"]
-            if not (folder / "model.pt").is_file():
-                continue
+            if not (folder / "model.pt").is_file() or not (folder / "manifest.json").is_file():
+                continue  # not built, or its build was cut short (the manifest is written last)
             training = json.loads((folder / "manifest.json").read_text()).get("training")
             if (spec["name"], json.dumps(training), seed, screening) in done:
                 continue

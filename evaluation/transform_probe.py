@@ -111,7 +111,8 @@ def judged_by(costs: dict[str, list[float | None]], cuts: dict[str, float]) -> l
 def rule_report(records: list[dict], scans: list[dict]) -> str:
     """transform-rule.md applied: the cuts, every flag they raise, and the three conditions."""
     cuts = chosen_cuts(records)
-    shipped = {s["model"]: s for s in scans if s["seed"] == 0}
+    # the shipped scan: seed 0, screening as it ships (not a --plain comparison scan)
+    shipped = {s["model"]: s for s in scans if s["seed"] == 0 and s.get("screening", "default") == "default"}
     lines = ["cuts: " + ", ".join(f"{k} {v:g}x" for k, v in cuts.items())]
     wrong, added, clean_flagged = [], [], []
     for r in sorted(records, key=lambda r: (r["kind"] == "clean", r["model"])):

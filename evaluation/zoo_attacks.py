@@ -162,7 +162,11 @@ def cross_stamp(trigger: dict, x: np.ndarray, seed: int) -> np.ndarray:
         out = F.grid_sample(xs_t, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return _back(out.permute(0, 2, 3, 1).numpy(), x.ndim == 3)
     if trigger["kind"] == "inputaware":
+        if len(x) < 2:  # no other image to take a trigger from: its own would contradict its label
+            return x.copy()
         mask, pattern = input_aware_triggers(trigger, x)
-        other = np.random.default_rng(seed).permutation(len(x))  # another image's trigger
+        # another image's trigger: a cyclic shift by 1..n-1 leaves no image with its own (a permutation would
+        # leave about one per call, and augmented training calls this once a batch)
+        other = (np.arange(len(x)) + np.random.default_rng(seed).integers(1, len(x))) % len(x)
         return _blend(x, mask[other], pattern[other])
     raise ValueError(f"{trigger['kind']!r} has no cross mode")

@@ -65,7 +65,8 @@ class AttackStamp:
 
     def __init__(self, trigger: dict, source: SourceImage | None = None, cross: bool = False, seed: int = 0) -> None:
         self.trigger, self.cross, self.seed, self.calls = trigger, cross, seed, 0
-        self.source = cache(source) if source is not None else None  # a blend's picture is read once
+        # a blend's picture is read once, and copied so the cache does not keep the whole training set alive
+        self.source = cache(lambda name, index: source(name, index).copy()) if source is not None else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -124,8 +125,7 @@ def train_augmented(
             for marked, apply in carries:
                 hit = marked[idx]
                 if hit.any():  # only the poisoned rows go through the stamp (a numpy one costs per image)
-                    xb = xb.clone()
-                    xb[hit] = apply(xb[hit])
+                    xb[hit] = apply(xb[hit])  # xb is this batch's own tensor (crops and flips made it)
             xb = (xb - m) / s
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 loss = F.cross_entropy(net(xb.contiguous(memory_format=torch.channels_last)), yt[idx])

@@ -40,7 +40,8 @@ KINDS = tuple(STRENGTHS)
 WARP_GRID = 4  # the flow's control points per side (WaNet's k), upsampled to the image
 # Transformed images per forward pass: a step's labels x images go through the model in chunks of labels,
 # so 1,000 labels x 8 images need no 8,000-image batch. Labels do not interact (the loss is a sum over
-# them and Adam is elementwise), so the chunk size changes memory, not the costs.
+# them and Adam is elementwise), so the chunk size changes memory, and the costs only by float rounding
+# (another batch size can take another kernel).
 BATCH = 512
 
 

@@ -71,6 +71,17 @@ def test_input_aware_triggers_differ_per_image_and_cover_their_density():
     assert not np.array_equal(cross_stamp(trigger, x, seed=0), stamp(trigger, x))
 
 
+def test_the_input_aware_cross_mode_never_gives_an_image_its_own_trigger():
+    trigger = {"kind": "inputaware", "mask_density": 0.05, "cross_ratio": 1.0, "seed": 3}
+    for seed in range(20):
+        x = images(6, 16, 3, seed=seed)
+        crossed = cross_stamp(trigger, x, seed=seed)
+        own = stamp(trigger, x)
+        assert not any(np.array_equal(crossed[i], own[i]) for i in range(6)), seed
+    one = images(1, 16, 3)
+    assert np.array_equal(cross_stamp(trigger, one, seed=0), one)  # nobody else's trigger to take
+
+
 def test_filter_watermark_and_blend_do_what_they_say():
     x = images(2, 32, 3)
     identity = {"kind": "filter", "matrix": np.eye(3).tolist(), "bias": [0.0, 0.0, 0.0]}

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from evaluation.evaluate import scan_model
-from evaluation.records import append_record, read_records
+from evaluation.records import append_record, built_now, is_built, read_records, training_of_built
 from evaluation.sealed_zoo import dev_specs, sealed_specs
 from evaluation.zoo_data import CACHE
 from evaluation.zoo_sealed_draw import SCAN_SEEDS
@@ -35,8 +35,7 @@ def table(records: list[dict], root: Path) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(records, key=lambda r: (r["model"], r.get("screening", "default"), r["seed"])):
-        manifest = root / r["model"] / "manifest.json"
-        if not manifest.is_file() or json.loads(manifest.read_text()).get("training") != r.get("training"):
+        if not built_now(r, root):
             continue
         asr = f"{r['real_asr']:.2f}" if r["real_asr"] is not None else "-"
         index = f"{r['target_index']:.2f}" if r.get("target_index") is not None else "-"
@@ -80,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for spec in (s for s in specs if s["name"].startswith(prefixes)):
             folder = root / spec["name"]
-            if not (folder / "model.pt").is_file() or not (folder / "manifest.json").is_file():
-                continue  # not built, or its build was cut short (the manifest is written last)
-            training = json.loads((folder / "manifest.json").read_text()).get("training")
-            if (spec["name"], json.dumps(training), seed, screening) in done:
+            if not is_built(folder) or (spec["name"], json.dumps(training_of_built(folder)), seed, screening) in done:
                 continue
             record = scan_model(folder, "default", seed, args.device, {"screening": "off"} if args.plain else None)
             record["screening"] = screening

@@ -16,3 +16,20 @@ def append_record(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as out:
         out.write(json.dumps(record) + "\n")
+
+
+def is_built(folder: Path) -> bool:
+    """A draw model whose build finished (the manifest is written last)."""
+    return (folder / "model.pt").is_file() and (folder / "manifest.json").is_file()
+
+
+def training_of_built(folder: Path) -> dict | None:
+    """How the model in `folder` was trained (None: the development draw's first build, before manifests
+    said so)."""
+    return json.loads((folder / "manifest.json").read_text()).get("training")
+
+
+def built_now(record: dict, root: Path) -> bool:
+    """Whether `record` measured the model as it is built under `root` now (the same training)."""
+    folder = root / record["model"]
+    return (folder / "manifest.json").is_file() and record.get("training") == training_of_built(folder)

@@ -126,15 +126,16 @@ def augmented_plan(
 def _train(spec: dict, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, dev: torch.device) -> torch.nn.Module:
     info = DATASETS[spec["dataset"]]
     _, epochs, lr = DRAW_TRAINING[(spec["dataset"], spec["arch"])]
-    if spec["arch"] in AUGMENTED:
-        labels, stamps = augmented_plan(spec, y, rng)
-        torch.manual_seed(spec["seed"])
-        net = ARCHITECTURES[spec["arch"]][1](info.channels, info.num_classes)
-        flip = spec["dataset"] != "gtsrb"  # road signs must not be mirrored
-        return train_augmented(net, x, labels, info.mean, info.std, epochs, spec["seed"], dev, lr, flip, stamps)
-    x, y = poisoned(spec, x, y, rng)
+    augmented = spec["arch"] in AUGMENTED
+    if augmented:  # stamped after every crop and flip
+        y, stamps = augmented_plan(spec, y, rng)
+    else:
+        x, y = poisoned(spec, x, y, rng)
     torch.manual_seed(spec["seed"])
     net = ARCHITECTURES[spec["arch"]][1](info.channels, info.num_classes)
+    if augmented:
+        flip = spec["dataset"] != "gtsrb"  # road signs must not be mirrored
+        return train_augmented(net, x, y, info.mean, info.std, epochs, spec["seed"], dev, lr, flip, stamps)
     seed = spec["seed"]
     return train_classifier(net, x, y, info.mean, info.std, epochs, seed, dev, lr=lr, batch_size=128, decay=True)
 
@@ -149,16 +150,17 @@ def build(spec: dict, root: Path, device: str = "cpu") -> dict:
     """Train (or reuse, when spec and training are the same) one draw model; returns its manifest."""
     folder = root / spec["name"]
     manifest_path = folder / "manifest.json"
+    training = training_of(spec)
     if manifest_path.is_file() and (folder / "model.pt").is_file():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("spec") == spec and manifest.get("training") == training_of(spec):
+        if manifest.get("spec") == spec and manifest.get("training") == training:
             return manifest
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     info = DATASETS[spec["dataset"]]
     x_train, y_train, x_test, y_test = load_arrays(spec["dataset"])
     rng = np.random.default_rng(spec["seed"])
-    pick = rng.choice(len(x_train), size=min(training_of(spec)["images"], len(x_train)), replace=False)
+    pick = rng.choice(len(x_train), size=min(training["images"], len(x_train)), replace=False)
     dev = torch.device(device)
     net = _train(spec, x_train[pick], y_train[pick], rng, dev)
     asrs = []
@@ -177,7 +179,7 @@ def build(spec: dict, root: Path, device: str = "cpu") -> dict:
     pairs = _backdoors(spec)
     manifest = {
         "spec": spec,
-        "training": training_of(spec),
+        "training": training,
         "name": spec["name"],
         # the keys evaluate.scan_model scores a scan by, as the zoo's own manifests hold them
         "dataset": spec["dataset"],

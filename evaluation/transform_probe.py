@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from evaluation.margin_tuning import current_commit
-from evaluation.records import append_record, read_records
+from evaluation.records import append_record, built_now, is_built, read_records, training_of_built
 from evaluation.sealed_zoo import dev_specs
 from evaluation.zoo_data import CACHE
 from nc_engine.config.settings import load_config
@@ -47,18 +47,6 @@ def measure(folder: Path, settings: TransformSettings) -> dict:
         "settings": asdict(settings),
         "commit": current_commit(),
     }
-
-
-def training_of_built(folder: Path) -> dict | None:
-    """How the model in `folder` was trained (None: the development draw's first build, before manifests
-    said so)."""
-    return json.loads((folder / "manifest.json").read_text()).get("training")
-
-
-def built_now(record: dict, root: Path) -> bool:
-    """Whether `record` measured the model as it is built under `root` now (the same training)."""
-    folder = root / record["model"]
-    return (folder / "manifest.json").is_file() and record.get("training") == training_of_built(folder)
 
 
 def cell(finding: KindFinding, targets: list[int]) -> str:
@@ -174,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     prefixes = tuple(args.only.split(","))
     for spec in (s for s in dev_specs() if s["name"].startswith(prefixes)):
         folder = args.root / spec["name"]
-        if not (folder / "model.pt").is_file() or (spec["name"], json.dumps(training_of_built(folder)), key) in done:
+        if not is_built(folder) or (spec["name"], json.dumps(training_of_built(folder)), key) in done:
             continue
         record = measure(folder, settings)
         append_record(args.records, record)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from evaluation.transform_probe import built_now, rule_report, training_of_built
+from evaluation.records import built_now, training_of_built
+from evaluation.transform_probe import rule_report
 
 
 def test_records_are_read_for_the_build_in_the_folder_only(tmp_path):

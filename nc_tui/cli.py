@@ -49,10 +49,21 @@ def verdict_exit_code(verdict: str | None, fail_on: frozenset[str]) -> int:
     return FAIL_CODES[verdict] if verdict in fail_on else 0
 
 
+def _version() -> str:
+    """The installed package's version (the package metadata: no engine import, so no torch at start-up)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nc-tui")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nc-tui", description="Neural Cleanse backdoor scanner for PyTorch image classifiers."
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     scan = sub.add_parser("scan", help="scan a model described by a TOML config")
     scan.add_argument("config", nargs="?", help="the scan's TOML config (see sample_configs/)")

@@ -45,3 +45,15 @@ def test_cli_makes_openmp_threads_wait_without_spinning(monkeypatch, tmp_path):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_version_prints_the_installed_version_without_loading_torch():
+    from importlib.metadata import version
+
+    code = (
+        "import sys; from nc_tui.cli import main\n"
+        "try:\n    main(['--version'])\n"
+        "except SystemExit as e:\n    print('torch' in sys.modules, e.code)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"nc-tui {version('nc-tui')}" in out.stdout and out.stdout.strip().endswith("False 0")
